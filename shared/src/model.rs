@@ -1,0 +1,117 @@
+//! The data model of what an agent sends: host facts and metric samples.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, UTC. All timestamps on the wire and in the store.
+pub type UnixMillis = i64;
+
+/// Facts about the host, sent once per connection in Hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub os_name: String,
+    pub os_version: String,
+    pub kernel: String,
+    pub arch: String,
+    pub cpu_model: String,
+    pub cpu_count: u32,
+    pub memory_bytes: u64,
+    pub boot_time: UnixMillis,
+    /// The agent's own build: version, target and profile.
+    pub agent_build: String,
+}
+
+/// How a value behaves over time. Counters only grow (until a reset, e.g. a reboot) and are
+/// sent raw, so that the collector computes rates and a missed interval cannot distort them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MetricKind {
+    Gauge,
+    Counter,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+        }
+    }
+}
+
+/// One value of one series at the batch's timestamp.
+///
+/// `labels` is the subject within the metric (a core, a mount point, an interface), written
+/// as `key=value` pairs joined by `,` in key order, or empty. Keeping it a plain string keeps
+/// the wire small and the series key trivially comparable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub name: String,
+    pub labels: String,
+    pub kind: MetricKind,
+    pub value: f64,
+}
+
+/// Everything collected at one tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MetricSnapshot {
+    pub ts: UnixMillis,
+    pub samples: Vec<Sample>,
+}
+
+/// What the agent had to give up since the last batch, so that loss is reported, never
+/// silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LossReport {
+    /// Batches dropped from the agent's backlog because it was full (oldest first).
+    pub dropped_batches: u64,
+    /// Samples in those batches.
+    pub dropped_samples: u64,
+    /// Batches discarded because consent for their scope was revoked before they were sent.
+    pub discarded_by_revocation: u64,
+}
+
+impl LossReport {
+    pub fn is_empty(&self) -> bool {
+        *self == LossReport::default()
+    }
+}
+
+/// Build the canonical label string from pairs, sorting by key.
+pub fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut v: Vec<_> = pairs.to_vec();
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = String::new();
+    for (i, (k, val)) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push('=');
+        // Commas and equals signs in values (odd mount points) would make the key ambiguous.
+        for c in val.chars() {
+            match c {
+                ',' | '=' | '\\' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                _ => out.push(c),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_sorted_and_escaped() {
+        assert_eq!(labels(&[]), "");
+        assert_eq!(
+            labels(&[("mount", "/"), ("dev", "sda1")]),
+            "dev=sda1,mount=/"
+        );
+        assert_eq!(labels(&[("mount", "/a,b=c")]), "mount=/a\\,b\\=c");
+    }
+}

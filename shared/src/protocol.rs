@@ -1,0 +1,167 @@
+//! The messages of protocol `aftercare/1`.
+//!
+//! One connection per agent, one bidirectional QUIC stream on it. The agent speaks first:
+//!
+//! ```text
+//! agent                                   collector
+//!   Hello{version, facts, consent} ----->
+//!                                  <----- Welcome{identity from cert, high-water marks}
+//!                                         | Refused{reason}            (then close)
+//!   Batch{stream, seq, payload} -------->   (committed durably, then)
+//!                                  <----- Ack{stream, seq}   | Rejected{stream, seq, reason}
+//!   ConsentUpdate{record} -------------->   (stored; applies to later batches)
+//! ```
+//!
+//! Batches of one stream are sent in sequence order and acknowledged in that order. The
+//! collector keeps, per (host, stream), the highest sequence committed, in the same
+//! transaction as the data: a batch at or below it is a redelivery, acknowledged again and
+//! not stored twice. Sequence numbers are `epoch << 32 | counter`, where the agent's epoch
+//! grows at every start (and jumps past the collector's high-water mark if the agent lost
+//! its state), so they only ever grow.
+
+use crate::consent::{ConsentRecord, Scope};
+use crate::model::{HostFacts, LossReport, MetricSnapshot};
+use serde::{Deserialize, Serialize};
+
+/// ALPN of this protocol version; the TLS handshake fails for any other.
+pub const ALPN: &[u8] = b"aftercare/1";
+/// Carried in Hello and Welcome, so a mismatch is refused with a message naming both.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Who a peer is: the customer and host named by its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    pub customer: String,
+    pub host: String,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.customer, self.host)
+    }
+}
+
+/// A data stream of one host. Each has its own sequence numbers and consent scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum StreamId {
+    Metrics,
+}
+
+impl StreamId {
+    pub const ALL: [StreamId; 1] = [StreamId::Metrics];
+
+    pub fn scope(self) -> Scope {
+        match self {
+            StreamId::Metrics => Scope::Metrics,
+        }
+    }
+
+    /// Stable number for storage.
+    pub fn code(self) -> u8 {
+        match self {
+            StreamId::Metrics => 1,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<StreamId> {
+        StreamId::ALL.into_iter().find(|s| s.code() == code)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamId::Metrics => "metrics",
+        }
+    }
+}
+
+/// The first message on a connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must stay the first field: a collector reads it even from a Hello it cannot decode.
+    pub protocol_version: u16,
+    pub agent_version: String,
+    pub facts: HostFacts,
+    pub consent: ConsentRecord,
+    /// Who the agent believes it is. Optional; when present it must match the certificate.
+    pub claimed: Option<Identity>,
+    /// The agent's collection interval, so the collector can tell when a host went silent.
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Payload {
+    Metrics {
+        snapshot: MetricSnapshot,
+        loss: LossReport,
+    },
+}
+
+impl Payload {
+    pub fn stream(&self) -> StreamId {
+        match self {
+            Payload::Metrics { .. } => StreamId::Metrics,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub seq: u64,
+    /// A host name the batch claims to come from; when present it must match the certificate.
+    pub claimed_host: Option<String>,
+    pub payload: Payload,
+}
+
+impl Batch {
+    pub fn stream(&self) -> StreamId {
+        self.payload.stream()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // one Hello per connection; boxing buys nothing
+pub enum AgentMsg {
+    Hello(Hello),
+    Batch(Batch),
+    ConsentUpdate(ConsentRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol_version: u16,
+    pub collector_version: String,
+    /// The identity the collector took from the agent's certificate.
+    pub identity: Identity,
+    /// Per stream, the highest sequence number already committed for this host.
+    pub high_water: Vec<(StreamId, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CollectorMsg {
+    Welcome(Welcome),
+    /// The connection is refused; the collector closes it after this message.
+    Refused {
+        reason: String,
+    },
+    /// The batch is durably committed (or was already: `duplicate`).
+    Ack {
+        stream: StreamId,
+        seq: u64,
+        duplicate: bool,
+    },
+    /// The batch will never be accepted (e.g. outside the recorded consent); do not resend.
+    Rejected {
+        stream: StreamId,
+        seq: u64,
+        reason: String,
+    },
+}
+
+/// Sequence numbers: the epoch in the high 32 bits, a counter in the low 32.
+pub fn seq(epoch: u32, counter: u32) -> u64 {
+    (u64::from(epoch) << 32) | u64::from(counter)
+}
+
+pub fn seq_epoch(seq: u64) -> u32 {
+    (seq >> 32) as u32
+}
