@@ -1,1 +1,20 @@
-//! placeholder
+//! aftercare-agent as a library: the binary is a thin CLI over these modules, and the
+//! end-to-end tests drive the same code.
+//!
+//! - `config`: agent.toml
+//! - `consent`: the consent file and the watch on it (the gate before anything leaves)
+//! - `metrics`: what is collected each interval
+//! - `backlog`: batches waiting for acknowledgement (pure bookkeeping)
+//! - `transport`: the QUIC link, framed I/O, reconnect backoff
+//! - `tls`: the client side of mutual TLS
+//! - `state`: the sequence epoch on disk
+//! - `run`: the loop that ties them together
+
+pub mod backlog;
+pub mod config;
+pub mod consent;
+pub mod metrics;
+pub mod run;
+pub mod state;
+pub mod tls;
+pub mod transport;

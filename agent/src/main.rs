@@ -1,1 +1,215 @@
-fn main() {}
+//! `aftercare-agent`: the command line.
+
+use aftercare_agent::config::{AgentConfig, DEFAULT_CONFIG};
+use aftercare_agent::consent::{self, scopes_str};
+use aftercare_shared::consent::{Scope, parse_scopes};
+use aftercare_shared::time_fmt::{self, now_millis};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+/// aftercare-agent gathers this server's health and, only with the consent recorded here by
+/// the customer's administrator, streams it to the support company's collector over
+/// mutual-TLS QUIC.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Agent configuration file.
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG, env = "AFTERCARE_AGENT_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent in the foreground (as the systemd service does).
+    Run,
+    /// Show, grant or revoke what this agent may send.
+    #[command(subcommand)]
+    Consent(ConsentCmd),
+}
+
+#[derive(Subcommand)]
+enum ConsentCmd {
+    /// Allow scopes to leave this host, e.g. `consent grant --scope metrics,logs --by "Ann Li"`.
+    Grant {
+        /// Comma-separated: metrics, logs, diagnostics.
+        #[arg(long)]
+        scope: String,
+        /// Who grants it (recorded, shown to the support company).
+        #[arg(long)]
+        by: String,
+        /// End of consent: a date (through that day, UTC) or an RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Withdraw scopes (all when --scope is not given). Takes effect within a second; data of
+    /// those scopes not yet sent is deleted.
+    Revoke {
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Print the consent record.
+    Show {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let cfg = AgentConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Run => run(cfg),
+        Command::Consent(c) => consent_cmd(&cfg, c),
+    }
+}
+
+fn run(cfg: AgentConfig) -> Result<()> {
+    init_logging(&cfg.log_level);
+    // One thread: the agent's work is a few milliseconds every interval (PROBES.md: the
+    // multi-threaded runtime costs memory and a thread for nothing here).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            s.cancel();
+        });
+        aftercare_agent::run::run(cfg, shutdown).await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(level: &str) {
+    let level = std::env::var("AFTERCARE_LOG").unwrap_or_else(|_| level.to_string());
+    let level = level
+        .parse::<tracing::Level>()
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn consent_cmd(cfg: &AgentConfig, cmd: ConsentCmd) -> Result<()> {
+    let path = cfg.consent_path();
+    match cmd {
+        ConsentCmd::Grant { scope, by, until } => {
+            let scopes = parse_scopes(&scope)?;
+            let until = until.as_deref().map(time_fmt::parse_until).transpose()?;
+            let mut rec = consent::load(&path)?;
+            rec.grant_scopes(&scopes, &by, time::OffsetDateTime::now_utc(), until)?;
+            consent::store(&path, &rec)?;
+            println!(
+                "granted {} by {by}{}; recorded in {}",
+                scopes_str(&scopes),
+                until
+                    .map(|u| format!(" until {}", time_fmt::rfc3339(time_fmt::from_offset(u))))
+                    .unwrap_or_default(),
+                path.display()
+            );
+        }
+        ConsentCmd::Revoke { scope } => {
+            let scopes: Vec<Scope> = match scope {
+                Some(s) => parse_scopes(&s)?,
+                None => Vec::new(),
+            };
+            let mut rec = consent::load(&path)?;
+            let removed = rec.revoke(&scopes);
+            consent::store(&path, &rec)?;
+            if removed.is_empty() {
+                println!("nothing to revoke: {} was not granted", scopes_str(&scopes));
+            } else {
+                println!(
+                    "revoked {}; a running agent stops sending it within a second and deletes its unsent data",
+                    scopes_str(&removed)
+                );
+            }
+        }
+        ConsentCmd::Show { json } => {
+            let rec = consent::load(&path)?;
+            let now = now_millis();
+            if json {
+                let grants: Vec<String> = rec
+                    .grants
+                    .iter()
+                    .map(|g| {
+                        format!(
+                            "{{\"scope\":\"{}\",\"by\":{},\"at\":\"{}\",\"until\":{},\"active\":{}}}",
+                            g.scope,
+                            json_str(&g.by),
+                            time_fmt::rfc3339(g.at),
+                            g.until
+                                .map(|u| format!("\"{}\"", time_fmt::rfc3339(u)))
+                                .unwrap_or_else(|| "null".into()),
+                            g.active_at(now)
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{{\"file\":{},\"grants\":[{}]}}",
+                    json_str(&path.display().to_string()),
+                    grants.join(",")
+                );
+            } else {
+                println!("consent file: {}", path.display());
+                if rec.grants.is_empty() {
+                    println!("nothing granted: this agent sends nothing");
+                    return Ok(());
+                }
+                println!("{:<12} {:<8} {:<24} {:<21} until", "scope", "state", "granted by", "at");
+                for g in &rec.grants {
+                    println!(
+                        "{:<12} {:<8} {:<24} {:<21} {}",
+                        g.scope.as_str(),
+                        if g.active_at(now) { "active" } else { "expired" },
+                        g.by,
+                        time_fmt::rfc3339(g.at),
+                        g.until.map(time_fmt::rfc3339).unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A JSON string literal. (serde_json would cost the agent binary size for this one use.)
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,1 +1,16 @@
-//! placeholder
+//! aftercare-collector as a library: the binary is a thin CLI over these modules, and the
+//! end-to-end tests drive the same code.
+//!
+//! Only `ingest` (QUIC), `store` (the database) and `server`/`quickstart` (files, processes)
+//! touch the outside world; `view` and the store's chunk codec are pure.
+
+pub mod ca;
+pub mod config;
+pub mod ingest;
+pub mod logging;
+pub mod quickstart;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod view;
+pub mod writer;

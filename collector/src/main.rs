@@ -1,1 +1,172 @@
-fn main() {}
+//! `aftercare-collector`: the command line.
+
+use aftercare_collector::config::{CollectorConfig, DEFAULT_CONFIG};
+use aftercare_collector::{ca, quickstart, server, store, view};
+use aftercare_shared::time_fmt::{self, now_millis};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+/// aftercare-collector is the support company's central service: it receives consented
+/// health data from aftercare agents over mutual-TLS QUIC, stores it, and shows it to
+/// support engineers.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Collector configuration file (all keys have defaults).
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG, env = "AFTERCARE_COLLECTOR_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector in the foreground (as the systemd service does).
+    Serve,
+    /// The support company's certificate authority.
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Agent certificates.
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// List hosts: customer, host, online or not, last seen, agent version, consent.
+    Hosts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a host's metrics: per series the latest value and min/avg/max over the window
+    /// (rates per second for counters).
+    Metrics {
+        /// `host` or `customer/host`.
+        #[arg(long)]
+        host: String,
+        /// A metric name, or a prefix such as `cpu.` or `fs.*`.
+        #[arg(long)]
+        metric: Option<String>,
+        /// Start of the window: a span back from now (`15m`, `24h`, `7d`), a date or an
+        /// RFC 3339 time.
+        #[arg(long, default_value = "15m")]
+        since: String,
+        /// Print every point as JSON instead of the summary table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything on this machine in one folder: CA, certificates, consent, a collector and
+    /// an agent, then this host's live status. Ctrl-C stops both.
+    Quickstart(quickstart::Args),
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Create the CA and the collector's server certificate in `<data_dir>/ca`.
+    Init {
+        /// Replace an existing CA (every agent certificate it issued stops working).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Issue a key and certificate for one agent, naming its customer and host.
+    Issue {
+        #[arg(long)]
+        customer: String,
+        #[arg(long)]
+        host: String,
+        /// Folder to write agent.crt, agent.key and ca.crt into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    if let Command::Quickstart(args) = cli.command {
+        return quickstart::run(args);
+    }
+    let cfg = CollectorConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Serve => serve(cfg),
+        Command::Ca(CaCmd::Init { force }) => {
+            let s = ca::init_ca(&cfg.ca_dir(), &cfg.server_names, ca::InitOptions { force })?;
+            println!("{s}");
+            Ok(())
+        }
+        Command::Cert(CertCmd::Issue {
+            customer,
+            host,
+            out,
+            days,
+        }) => {
+            let issued = ca::issue_agent_cert(
+                &cfg.ca_dir(),
+                &customer,
+                &host,
+                &out,
+                ca::Validity::days(days),
+            )?;
+            println!("{issued}");
+            Ok(())
+        }
+        Command::Hosts { json } => {
+            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let now = now_millis();
+            let hosts = st.hosts(now)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&hosts)?);
+            } else {
+                print!("{}", view::hosts_table(&hosts, now));
+            }
+            Ok(())
+        }
+        Command::Metrics {
+            host,
+            metric,
+            since,
+            json,
+        } => {
+            let now = now_millis();
+            let since = time_fmt::parse_since(&since, now)?;
+            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let series = st.query(&host, metric.as_deref(), since, now + 1)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&series)?);
+            } else {
+                print!("{}", view::metrics_table(&series));
+            }
+            Ok(())
+        }
+        Command::Quickstart(_) => unreachable!("handled above"),
+    }
+}
+
+fn serve(cfg: CollectorConfig) -> Result<()> {
+    aftercare_collector::logging::init(&cfg.log_level);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let collector = server::Collector::bind(&cfg)?;
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            quickstart::wait_for_signal().await;
+            s.cancel();
+        });
+        collector.run(shutdown).await
+    })
+}

@@ -1,1 +1,258 @@
-//! End-to-end test helpers.
+//! Helpers for the end-to-end tests: a collector with its CA in a temporary folder, agents
+//! with certificates from it, real QUIC on 127.0.0.1, and the real binaries when a test needs
+//! a process to kill.
+
+use aftercare_agent::config::AgentConfig;
+use aftercare_collector::ca;
+use aftercare_collector::config::CollectorConfig;
+use aftercare_collector::server::Collector;
+use aftercare_shared::consent::{ConsentRecord, Scope};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Every test's upper bound on waiting for something to happen.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub collector: CollectorConfig,
+}
+
+impl Fixture {
+    /// A temp folder with a collector config (listening on 127.0.0.1:0) and its CA.
+    pub fn new() -> Fixture {
+        Self::with_listen("127.0.0.1:0")
+    }
+
+    pub fn with_listen(listen: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("collector.toml");
+        let text = format!(
+            "data_dir = \"collector\"\nlisten = \"{listen}\"\n[ingest]\ncompact_every = \"1s\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let collector = CollectorConfig::load(&path).unwrap();
+        ca::init_ca(
+            &collector.ca_dir(),
+            &collector.server_names,
+            ca::InitOptions { force: false },
+        )
+        .expect("ca init");
+        Fixture { dir, collector }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("collector.toml")
+    }
+
+    /// Issue an agent certificate into `<tmp>/<name>`.
+    pub fn issue(&self, name: &str, customer: &str, host: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        ca::issue_agent_cert(
+            &self.collector.ca_dir(),
+            customer,
+            host,
+            &out,
+            ca::Validity::days(30),
+        )
+        .expect("issue cert");
+        out
+    }
+
+    /// Start the collector in this process.
+    pub async fn start(&self) -> Running {
+        let c = Collector::bind(&self.collector).expect("bind collector");
+        let addr = c.local_addr();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(c.run(stop.clone()));
+        Running { addr, stop, task }
+    }
+
+    /// Agent config for certificates in `cert_dir`, state in `<tmp>/<name>-state`.
+    pub fn agent_config(&self, name: &str, cert_dir: &Path, addr: SocketAddr) -> AgentConfig {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "state_dir = \"{name}-state\"\ninterval = \"1s\"\nlog_level = \"debug\"\n\
+             [collector]\naddress = \"{addr}\"\nca = \"{ca}\"\ncert = \"{crt}\"\nkey = \"{key}\"\n\
+             reconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n",
+            ca = cert_dir.join("ca.crt").display(),
+            crt = cert_dir.join("agent.crt").display(),
+            key = cert_dir.join("agent.key").display(),
+        );
+        std::fs::write(&path, text).unwrap();
+        AgentConfig::load(&path).unwrap()
+    }
+
+    pub fn agent_config_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.toml"))
+    }
+
+    pub fn store(&self) -> aftercare_collector::store::SqliteStore {
+        aftercare_collector::store::open_sqlite_readonly(&self.collector.database)
+            .expect("open store read-only")
+    }
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("collector stops in time")
+            .expect("collector task")
+            .expect("collector run");
+    }
+}
+
+/// Grant `scopes` in the agent's consent file, as `consent grant` would.
+pub fn grant(cfg: &AgentConfig, scopes: &[Scope]) {
+    let path = cfg.consent_path();
+    let mut rec = aftercare_agent::consent::load(&path).unwrap();
+    rec.grant_scopes(scopes, "Test Admin", time::OffsetDateTime::now_utc(), None)
+        .unwrap();
+    aftercare_agent::consent::store(&path, &rec).unwrap();
+}
+
+pub fn revoke(cfg: &AgentConfig, scopes: &[Scope]) {
+    let path = cfg.consent_path();
+    let mut rec: ConsentRecord = aftercare_agent::consent::load(&path).unwrap();
+    rec.revoke(scopes);
+    aftercare_agent::consent::store(&path, &rec).unwrap();
+}
+
+/// An agent running in this process.
+pub struct AgentTask {
+    pub stop: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn start_agent(cfg: AgentConfig) -> AgentTask {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(aftercare_agent::run::run(cfg, stop.clone()));
+    AgentTask { stop, task }
+}
+
+impl AgentTask {
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("agent stops in time")
+            .expect("agent task")
+            .expect("agent run");
+    }
+}
+
+/// Poll `f` every 100 ms until it returns Some, or panic after `within`.
+pub async fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if tokio::time::Instant::now() > end {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A binary of this workspace, built by `cargo test` next to the test executables.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        p.display()
+    );
+    p
+}
+
+/// A UDP port free right now on 127.0.0.1 (for a collector that must come back on the
+/// same port after a restart).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process that is killed when dropped, so a failing test leaves nothing behind.
+pub struct Proc(pub Option<std::process::Child>);
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// MemTotal from /proc/meminfo, in bytes.
+pub fn meminfo_total() -> f64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text.lines().find(|l| l.starts_with("MemTotal:")).unwrap();
+    let kb: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024.0
+}
+
+impl Proc {
+    /// Start `bin(name)` with `args`, its stderr in `log`.
+    pub fn spawn(name: &str, args: &[&str], log: &Path) -> Proc {
+        let log = std::fs::File::create(log).unwrap();
+        let child = std::process::Command::new(bin(name))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc(Some(child))
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.0.take() else {
+            return false;
+        };
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let end = std::time::Instant::now() + PATIENCE;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+}

@@ -1,0 +1,248 @@
+//! `agent.toml`: where the collector is, where state lives, how often to collect.
+//!
+//! Every key has a default except the collector's address and credentials; unknown keys are
+//! refused, and `validate` names the key that is wrong.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG: &str = "/etc/aftercare/agent.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Consent file, sequence epoch, (later) spool and audit log.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How often metrics are collected.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    pub collector: CollectorConfig,
+    #[serde(default)]
+    pub backlog: BacklogConfig,
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
+    /// Who this agent believes it is. Optional: the collector takes identity from the
+    /// certificate and refuses a connection whose claim differs.
+    #[serde(default)]
+    pub identity: Option<aftercare_shared::protocol::Identity>,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// `host:port` of the collector's QUIC listener.
+    pub address: String,
+    /// The name the collector's certificate must carry.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// The support company's CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This agent's certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// First wait after a failed connection; doubles up to `reconnect_max`, with jitter.
+    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Largest frame sent or accepted.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+}
+
+/// In-memory backlog of unacknowledged batches while the collector is unreachable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BacklogConfig {
+    /// Most batches kept; past it the oldest are dropped, counted and reported.
+    pub max_batches: usize,
+    /// Most bytes (encoded) kept.
+    pub max_bytes: usize,
+}
+
+impl Default for BacklogConfig {
+    fn default() -> Self {
+        // 360 batches = one hour at the default interval, ~1–2 MB.
+        BacklogConfig {
+            max_batches: 360,
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/aftercare")
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_server_name() -> String {
+    "localhost".into()
+}
+fn default_reconnect_min() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_frame() -> usize {
+    aftercare_shared::codec::DEFAULT_MAX_FRAME
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Durations as people write them: "10s", "500ms", "1m".
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "'{s}' is not a duration ({e}); write e.g. \"10s\", \"500ms\", \"2m\""
+            ))
+        })
+    }
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        // Relative paths are relative to the config file, so a config folder can be moved.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut cfg.state_dir,
+            &mut cfg.collector.ca,
+            &mut cfg.collector.cert,
+            &mut cfg.collector.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.interval < Duration::from_secs(1) || self.interval > Duration::from_secs(3600) {
+            return Err(format!(
+                "interval = {:?} is out of range: use 1s to 1h",
+                self.interval
+            ));
+        }
+        let c = &self.collector;
+        if c.address.trim().is_empty() || !c.address.contains(':') {
+            return Err(format!(
+                "collector.address = '{}' must be host:port, e.g. \"collector.example.com:7443\"",
+                c.address
+            ));
+        }
+        if c.server_name.trim().is_empty() {
+            return Err("collector.server_name is empty".into());
+        }
+        if c.reconnect_min.is_zero() || c.reconnect_min > c.reconnect_max {
+            return Err(
+                "collector.reconnect_min must be above zero and at most collector.reconnect_max"
+                    .into(),
+            );
+        }
+        if !(1024..=aftercare_shared::codec::MAX_FRAME_LIMIT).contains(&c.max_frame_bytes) {
+            return Err(format!(
+                "collector.max_frame_bytes = {} is out of range: use 1024 to {}",
+                c.max_frame_bytes,
+                aftercare_shared::codec::MAX_FRAME_LIMIT
+            ));
+        }
+        if self.backlog.max_batches == 0 || self.backlog.max_bytes < 64 * 1024 {
+            return Err(
+                "backlog.max_batches must be at least 1 and backlog.max_bytes at least 65536"
+                    .into(),
+            );
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
+            return Err(format!(
+                "log_level = '{}': use error, warn, info, debug or trace",
+                self.log_level
+            ));
+        }
+        self.metrics
+            .validate()
+            .map_err(|e| format!("metrics: {e}"))?;
+        Ok(())
+    }
+
+    pub fn consent_path(&self) -> PathBuf {
+        self.state_dir.join("consent.toml")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[collector]
+address = "127.0.0.1:7443"
+ca = "ca.crt"
+cert = "agent.crt"
+key = "/abs/agent.key"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = AgentConfig::parse(MIN, Path::new("/etc/aftercare/agent.toml")).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert_eq!(c.collector.ca, Path::new("/etc/aftercare/ca.crt"));
+        assert_eq!(c.collector.key, Path::new("/abs/agent.key"));
+        assert_eq!(c.state_dir, Path::new("/var/lib/aftercare"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let p = Path::new("a.toml");
+        let e = AgentConfig::parse(&format!("interval = \"0s\"\n{MIN}"), p).unwrap_err();
+        assert!(e.to_string().contains("interval"), "{e}");
+        let e = AgentConfig::parse(&format!("interval = \"soon\"\n{MIN}"), p).unwrap_err();
+        assert!(e.to_string().contains("soon"), "{e}");
+        let e = AgentConfig::parse(&format!("intervall = \"5s\"\n{MIN}"), p).unwrap_err();
+        assert!(e.to_string().contains("intervall"), "{e}");
+        let e = AgentConfig::parse(&MIN.replace("127.0.0.1:7443", "nowhere"), p).unwrap_err();
+        assert!(e.to_string().contains("collector.address"), "{e}");
+        let e = AgentConfig::parse("state_dir = \"/x\"\n", p).unwrap_err();
+        assert!(e.to_string().contains("collector"), "{e}");
+    }
+}

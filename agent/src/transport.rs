@@ -1,0 +1,184 @@
+//! The QUIC link to the collector: endpoint, handshake (Hello → Welcome), framed I/O, and the
+//! reconnect backoff.
+
+use crate::config::CollectorConfig;
+use aftercare_shared::codec::{self, CodecError};
+use aftercare_shared::protocol::{AgentMsg, CollectorMsg, Hello, Welcome};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot resolve collector address '{addr}': {reason}")]
+    Resolve { addr: String, reason: String },
+    #[error("cannot start a connection to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: quinn::ConnectError,
+    },
+    #[error("connection to {addr} failed: {source}")]
+    Connection {
+        addr: SocketAddr,
+        source: quinn::ConnectionError,
+    },
+    #[error("collector refused this agent: {0}")]
+    Refused(String),
+    #[error("collector broke protocol: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    #[error("stream closed: {0}")]
+    Stream(String),
+    #[error("no answer from the collector within {0:?}")]
+    Timeout(Duration),
+}
+
+/// An established, welcomed link.
+pub struct Link {
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub welcome: Welcome,
+}
+
+/// A client endpoint on an ephemeral UDP port of the right address family.
+pub fn endpoint(
+    client: quinn::ClientConfig,
+    for_addr_v6: bool,
+) -> std::io::Result<quinn::Endpoint> {
+    let bind: SocketAddr = if for_addr_v6 {
+        "[::]:0".parse().expect("literal")
+    } else {
+        "0.0.0.0:0".parse().expect("literal")
+    };
+    let mut ep = quinn::Endpoint::client(bind)?;
+    ep.set_default_client_config(client);
+    Ok(ep)
+}
+
+pub async fn resolve(addr: &str) -> Result<SocketAddr, LinkError> {
+    let mut it = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| LinkError::Resolve {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    it.next().ok_or_else(|| LinkError::Resolve {
+        addr: addr.to_string(),
+        reason: "no addresses".into(),
+    })
+}
+
+/// Connect, send Hello, wait for Welcome.
+pub async fn connect(
+    endpoint: &quinn::Endpoint,
+    cfg: &CollectorConfig,
+    addr: SocketAddr,
+    hello: &Hello,
+) -> Result<Link, LinkError> {
+    let max = cfg.max_frame_bytes;
+    let conn = endpoint
+        .connect(addr, &cfg.server_name)
+        .map_err(|source| LinkError::Connect { addr, source })?
+        .await
+        .map_err(|source| LinkError::Connection { addr, source })?;
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|source| LinkError::Connection { addr, source })?;
+    let frame = codec::to_frame(&AgentMsg::Hello(hello.clone()), max)?;
+    send.write_all(&frame)
+        .await
+        .map_err(|e| LinkError::Stream(e.to_string()))?;
+    let wait = Duration::from_secs(15);
+    let answer = tokio::time::timeout(wait, read_msg(&mut recv, max))
+        .await
+        .map_err(|_| LinkError::Timeout(wait))??;
+    match answer {
+        Some(CollectorMsg::Welcome(welcome)) => Ok(Link {
+            conn,
+            send,
+            recv,
+            welcome,
+        }),
+        Some(CollectorMsg::Refused { reason }) => Err(LinkError::Refused(reason)),
+        Some(other) => Err(LinkError::Protocol(format!(
+            "expected Welcome, got {other:?}"
+        ))),
+        None => Err(LinkError::Stream("closed before Welcome".into())),
+    }
+}
+
+/// Read one message; `None` at a clean end of stream.
+pub async fn read_msg(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<CollectorMsg>, LinkError> {
+    let mut hdr = [0u8; 4];
+    match recv.read_exact(&mut hdr).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(LinkError::Stream(e.to_string())),
+    }
+    let total = codec::frame_len(&hdr, max)?.expect("4 header bytes present");
+    let mut body = vec![0u8; total - 4];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| LinkError::Stream(e.to_string()))?;
+    Ok(Some(codec::decode_body(&body)?))
+}
+
+/// Wait before reconnect attempt `attempt` (0-based): exponential from `min` to `max`, with
+/// "equal jitter" (half fixed, half random) so that many agents restarted together spread
+/// out but none retries at once. `rand01` is a number in [0, 1).
+pub fn backoff(attempt: u32, min: Duration, max: Duration, rand01: f64) -> Duration {
+    let base = min
+        .saturating_mul(1u32 << attempt.min(20))
+        .min(max)
+        .as_secs_f64();
+    Duration::from_secs_f64(base / 2.0 + base / 2.0 * rand01.clamp(0.0, 1.0))
+}
+
+/// A small xorshift generator: jitter needs no cryptographic randomness, and a crate for it
+/// would cost the agent binary size.
+pub struct Jitter(u64);
+
+impl Jitter {
+    pub fn seeded() -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Jitter(t ^ (u64::from(std::process::id()) << 32) | 1)
+    }
+
+    pub fn next01(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let min = Duration::from_millis(500);
+        let max = Duration::from_secs(60);
+        assert_eq!(backoff(0, min, max, 0.0), Duration::from_millis(250));
+        assert_eq!(backoff(0, min, max, 1.0), Duration::from_millis(500));
+        assert_eq!(backoff(3, min, max, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(30, min, max, 1.0), max);
+        assert!(backoff(30, min, max, 0.0) >= max / 2);
+        let mut j = Jitter::seeded();
+        for _ in 0..1000 {
+            let v = j.next01();
+            assert!((0.0..1.0).contains(&v));
+        }
+    }
+}

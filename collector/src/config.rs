@@ -1,0 +1,201 @@
+//! `collector.toml`: where to listen, where the data lives.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG: &str = "/etc/aftercare/collector.toml";
+pub const DEFAULT_PORT: u16 = 7443;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// CA, database and (later) reports live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// UDP address of the QUIC listener.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The SQLite database file; relative to `data_dir`.
+    #[serde(default = "default_database")]
+    pub database: PathBuf,
+    /// Names agents use to reach this collector; `ca init` puts them in the server
+    /// certificate (DNS names and IP addresses).
+    #[serde(default = "default_server_names")]
+    pub server_names: Vec<String>,
+    /// Largest frame accepted from an agent.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Most batches committed in one transaction (one fsync).
+    pub max_batches_per_commit: usize,
+    /// How often closed hours are compacted from staging into compressed chunks.
+    #[serde(with = "humantime_serde")]
+    pub compact_every: Duration,
+    /// Batches waiting for the writer before agents are slowed down (back-pressure).
+    pub queue_depth: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_batches_per_commit: 1024,
+            compact_every: Duration::from_secs(60),
+            queue_depth: 8192,
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/aftercare-collector")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
+}
+fn default_database() -> PathBuf {
+    PathBuf::from("aftercare.db")
+}
+fn default_server_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+fn default_max_frame() -> usize {
+    aftercare_shared::codec::DEFAULT_MAX_FRAME
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "'{s}' is not a duration ({e}); write e.g. \"60s\", \"5m\""
+            ))
+        })
+    }
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("all keys have defaults")
+    }
+}
+
+impl CollectorConfig {
+    /// Load `path`; a missing file at the default location means all defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG) => {
+                String::new()
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: CollectorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if cfg.data_dir.is_relative() {
+            cfg.data_dir = base.join(&cfg.data_dir);
+        }
+        if cfg.database.is_relative() {
+            cfg.database = cfg.data_dir.join(&cfg.database);
+        }
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.server_names.is_empty() || self.server_names.iter().any(|n| n.trim().is_empty()) {
+            return Err("server_names must list at least one non-empty name".into());
+        }
+        if !(1024..=aftercare_shared::codec::MAX_FRAME_LIMIT).contains(&self.max_frame_bytes) {
+            return Err(format!(
+                "max_frame_bytes = {} is out of range: use 1024 to {}",
+                self.max_frame_bytes,
+                aftercare_shared::codec::MAX_FRAME_LIMIT
+            ));
+        }
+        let i = &self.ingest;
+        if !(1..=65536).contains(&i.max_batches_per_commit) {
+            return Err("ingest.max_batches_per_commit must be 1 to 65536".into());
+        }
+        if i.compact_every < Duration::from_secs(1) {
+            return Err("ingest.compact_every must be at least 1s".into());
+        }
+        if i.queue_depth == 0 {
+            return Err("ingest.queue_depth must be at least 1".into());
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
+            return Err(format!(
+                "log_level = '{}': use error, warn, info, debug or trace",
+                self.log_level
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        self.data_dir.join("ca")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_paths_and_errors() {
+        let c = CollectorConfig::parse("data_dir = \"d\"\n", Path::new("/srv/c.toml")).unwrap();
+        assert_eq!(c.data_dir, Path::new("/srv/d"));
+        assert_eq!(c.database, Path::new("/srv/d/aftercare.db"));
+        assert_eq!(c.ca_dir(), Path::new("/srv/d/ca"));
+        assert_eq!(c.listen.port(), DEFAULT_PORT);
+        let e = CollectorConfig::parse("listen = \"nowhere\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = CollectorConfig::parse("[ingest]\nqueue_depth = 0\n", Path::new("c.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("ingest.queue_depth"), "{e}");
+        let e = CollectorConfig::parse("lsiten = 1\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("lsiten"), "{e}");
+    }
+}

@@ -1,0 +1,387 @@
+//! Ingest: the QUIC listener and one task per agent connection.
+//!
+//! Per connection: verify who the agent is (from its certificate only), read Hello, answer
+//! Welcome or Refused, then read batches, check each against the identity and the recorded
+//! consent, hand it to the writer, and acknowledge it — in order — once it is committed.
+
+use crate::store::{CommitOutcome, HostId, PendingBatch};
+use crate::writer::{Request, WriterHandle};
+use aftercare_shared::codec::{self, CodecError};
+use aftercare_shared::consent::ConsentRecord;
+use aftercare_shared::protocol::{
+    AgentMsg, Batch, CollectorMsg, Hello, Identity, PROTOCOL_VERSION, Payload, Welcome,
+};
+use aftercare_shared::time_fmt::now_millis;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// QUIC application close codes.
+pub mod close {
+    pub const DONE: u32 = 0;
+    pub const PROTOCOL: u32 = 1;
+    pub const REFUSED: u32 = 2;
+    pub const STORE: u32 = 3;
+    pub const SHUTDOWN: u32 = 4;
+}
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batches in flight per connection between read and acknowledgement.
+const PIPELINE: usize = 256;
+
+#[derive(Clone)]
+pub struct IngestOptions {
+    pub max_frame: usize,
+}
+
+/// Accept connections until `shutdown`; then let each connection finish what it has in
+/// flight (bounded), and close the endpoint.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    writer: WriterHandle,
+    opts: IngestOptions,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let writer = writer.clone();
+        let opts = opts.clone();
+        let stop = shutdown.clone();
+        let remote = incoming.remote_address();
+        tracker.spawn(
+            async move {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Wrong CA, expired, no certificate, wrong server name, wrong ALPN:
+                        // the handshake fails and this is where the reason shows.
+                        warn!("handshake refused: {e}");
+                        return;
+                    }
+                };
+                handle_connection(conn, writer, opts, stop).await;
+            }
+            .instrument(info_span!("conn", %remote)),
+        );
+    }
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("connections still busy after 5 s; closing them");
+    }
+    endpoint.close(close::SHUTDOWN.into(), b"collector shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("store: {0}")]
+    Store(String),
+}
+
+async fn handle_connection(
+    conn: quinn::Connection,
+    writer: WriterHandle,
+    opts: IngestOptions,
+    shutdown: CancellationToken,
+) {
+    let identity = match crate::tls::peer_identity(&conn) {
+        Ok(id) => id,
+        Err(e) => {
+            warn!("no usable identity in the client certificate: {e}");
+            conn.close(close::REFUSED.into(), b"certificate names no aftercare identity");
+            return;
+        }
+    };
+    let span = info_span!("agent", customer = %identity.customer, host = %identity.host);
+    async move {
+        let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!("closed before opening a stream: {e}");
+                return;
+            }
+            Err(_) => {
+                warn!("no stream within {HELLO_TIMEOUT:?}; closing");
+                conn.close(close::PROTOCOL.into(), b"no Hello");
+                return;
+            }
+        };
+        let mut host: Option<HostId> = None;
+        let res = session(
+            &identity, &mut send, &mut recv, &writer, &opts, &shutdown, &mut host,
+        )
+        .await;
+        if let Some(h) = host {
+            let _ = writer.send(Request::Disconnected { host: h }).await;
+        }
+        match res {
+            Ok(()) => {
+                info!("agent disconnected");
+                conn.close(close::DONE.into(), b"bye");
+            }
+            Err(ConnError::Refused(reason)) => {
+                warn!("refused: {reason}");
+                let _ = write_msg(&mut send, &CollectorMsg::Refused { reason: reason.clone() }, opts.max_frame).await;
+                let _ = send.finish();
+                let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+                conn.close(close::REFUSED.into(), reason.as_bytes());
+            }
+            Err(ConnError::Store(e)) => {
+                warn!("closing: store failed: {e}");
+                conn.close(close::STORE.into(), b"store unavailable; try again later");
+            }
+            Err(e) => {
+                warn!("closing: {e}");
+                conn.close(close::PROTOCOL.into(), e.to_string().as_bytes());
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn session(
+    identity: &Identity,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    writer: &WriterHandle,
+    opts: &IngestOptions,
+    shutdown: &CancellationToken,
+    host_out: &mut Option<HostId>,
+) -> Result<(), ConnError> {
+    let max = opts.max_frame;
+    let first = tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv, max))
+        .await
+        .map_err(|_| ConnError::Refused(format!("no Hello within {HELLO_TIMEOUT:?}")))??
+        .ok_or_else(|| ConnError::Stream("closed before Hello".into()))?;
+    let hello = parse_hello(&first)?;
+    check_claims(identity, &hello)?;
+    let (host, high_water) = writer
+        .register(identity.clone(), hello.clone())
+        .await
+        .map_err(ConnError::Store)?;
+    *host_out = Some(host);
+    let mut consent = hello.consent;
+    info!(
+        agent_version = %hello.agent_version,
+        scopes = %scopes(&consent),
+        "agent connected"
+    );
+    write_msg(
+        send,
+        &CollectorMsg::Welcome(Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            collector_version: aftercare_shared::VERSION.to_string(),
+            identity: identity.clone(),
+            high_water,
+        }),
+        max,
+    )
+    .await?;
+
+    // Acknowledgements go out in the order batches came in, each once its commit is done.
+    let (ack_tx, mut ack_rx) = mpsc::channel::<AckItem>(PIPELINE);
+    let acker = async {
+        while let Some(item) = ack_rx.recv().await {
+            let msg = match item {
+                AckItem::Now(m) => m,
+                AckItem::Commit { stream, seq, rx } => match rx.await {
+                    Ok(Ok(outcome)) => CollectorMsg::Ack {
+                        stream,
+                        seq,
+                        duplicate: outcome == CommitOutcome::Duplicate,
+                    },
+                    Ok(Err(e)) => return Err(ConnError::Store(e)),
+                    Err(_) => return Err(ConnError::Store("writer stopped".into())),
+                },
+            };
+            write_msg(send, &msg, max).await?;
+        }
+        Ok(())
+    };
+    let reader = async {
+        loop {
+            let frame = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                f = read_frame(recv, max) => f?,
+            };
+            let Some(frame) = frame else { break };
+            match codec::decode_body::<AgentMsg>(&frame)? {
+                AgentMsg::Batch(b) => {
+                    let item = accept_batch(identity, host, &consent, b, writer).await?;
+                    if ack_tx.send(item).await.is_err() {
+                        break;
+                    }
+                }
+                AgentMsg::ConsentUpdate(rec) => {
+                    info!(scopes = %scopes(&rec), "consent updated by the customer");
+                    consent = rec.clone();
+                    writer
+                        .send(Request::Consent { host, record: rec })
+                        .await
+                        .map_err(|e| ConnError::Store(e.to_string()))?;
+                }
+                AgentMsg::Hello(_) => {
+                    return Err(ConnError::Stream("a second Hello on one connection".into()));
+                }
+            }
+        }
+        drop(ack_tx);
+        Ok::<(), ConnError>(())
+    };
+    let (r, a) = tokio::join!(reader, acker);
+    r.and(a)
+}
+
+enum AckItem {
+    Now(CollectorMsg),
+    Commit {
+        stream: aftercare_shared::protocol::StreamId,
+        seq: u64,
+        rx: oneshot::Receiver<Result<CommitOutcome, String>>,
+    },
+}
+
+async fn accept_batch(
+    identity: &Identity,
+    host: HostId,
+    consent: &ConsentRecord,
+    batch: Batch,
+    writer: &WriterHandle,
+) -> Result<AckItem, ConnError> {
+    if let Some(claimed) = &batch.claimed_host
+        && claimed != &identity.host
+    {
+        return Err(ConnError::Refused(format!(
+            "a batch claims host '{claimed}' but the certificate is for {identity}"
+        )));
+    }
+    let stream = batch.stream();
+    let now = now_millis();
+    if !consent.allows(stream.scope(), now) {
+        warn!(
+            seq = batch.seq,
+            "rejected a {} batch: the recorded consent does not include {}",
+            stream.as_str(),
+            stream.scope()
+        );
+        return Ok(AckItem::Now(CollectorMsg::Rejected {
+            stream,
+            seq: batch.seq,
+            reason: format!(
+                "the consent recorded for {identity} does not include {} (active: {})",
+                stream.scope(),
+                scopes(consent)
+            ),
+        }));
+    }
+    let Payload::Metrics { snapshot, loss } = batch.payload;
+    if !loss.is_empty() {
+        warn!(
+            dropped_batches = loss.dropped_batches,
+            dropped_samples = loss.dropped_samples,
+            discarded_by_revocation = loss.discarded_by_revocation,
+            "agent reports data it had to give up"
+        );
+    }
+    let rx = writer
+        .commit(PendingBatch {
+            host,
+            stream,
+            seq: batch.seq,
+            received_at: now,
+            snapshot,
+            loss,
+        })
+        .await
+        .map_err(|e| ConnError::Store(e.to_string()))?;
+    Ok(AckItem::Commit {
+        stream,
+        seq: batch.seq,
+        rx,
+    })
+}
+
+fn parse_hello(frame: &[u8]) -> Result<Hello, ConnError> {
+    match codec::decode_body::<AgentMsg>(frame) {
+        Ok(AgentMsg::Hello(h)) if h.protocol_version == PROTOCOL_VERSION => Ok(h),
+        Ok(AgentMsg::Hello(h)) => Err(version_mismatch(h.protocol_version)),
+        Ok(_) => Err(ConnError::Refused("the first message must be Hello".into())),
+        Err(e) => match codec::peek_hello_version(frame) {
+            Some(v) if v != PROTOCOL_VERSION => Err(version_mismatch(v)),
+            _ => Err(ConnError::Codec(e)),
+        },
+    }
+}
+
+fn version_mismatch(agent: u16) -> ConnError {
+    ConnError::Refused(format!(
+        "agent speaks aftercare protocol version {agent}, this collector speaks version \
+         {PROTOCOL_VERSION}: upgrade the older of the two"
+    ))
+}
+
+fn check_claims(identity: &Identity, hello: &Hello) -> Result<(), ConnError> {
+    match &hello.claimed {
+        Some(c) if c != identity => Err(ConnError::Refused(format!(
+            "Hello claims to be {c} but the certificate is for {identity}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn scopes(c: &ConsentRecord) -> String {
+    let s = c.active_scopes(now_millis());
+    if s.is_empty() {
+        "none".into()
+    } else {
+        s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Read one frame (flags and body, after the length); `None` at a clean end of stream.
+async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<Vec<u8>>, ConnError> {
+    let mut hdr = [0u8; 4];
+    match recv.read_exact(&mut hdr).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(ConnError::Stream(e.to_string())),
+    }
+    // The cap is checked here, before the body is buffered.
+    let total = codec::frame_len(&hdr, max)?.expect("4 header bytes present");
+    let mut body = vec![0u8; total - 4];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| ConnError::Stream(e.to_string()))?;
+    Ok(Some(body))
+}
+
+async fn write_msg(
+    send: &mut quinn::SendStream,
+    msg: &CollectorMsg,
+    max: usize,
+) -> Result<(), ConnError> {
+    let f = codec::to_frame(msg, max)?;
+    send.write_all(&f)
+        .await
+        .map_err(|e| ConnError::Stream(e.to_string()))
+}

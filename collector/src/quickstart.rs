@@ -1,0 +1,263 @@
+//! `quickstart`: a whole aftercare on this machine, in one local folder.
+//!
+//! It writes configs, creates the CA and an agent certificate, records demo consent through
+//! the agent's own CLI, starts a collector here and the agent as a child process, and prints
+//! this host's status and latest metrics until Ctrl-C (or `--duration`).
+
+use crate::config::CollectorConfig;
+use crate::server::Collector;
+use crate::{ca, store, view};
+use aftercare_shared::time_fmt::now_millis;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The folder that holds everything (configs, CA, database, agent state, logs).
+    #[arg(long, default_value = "demo")]
+    pub dir: PathBuf,
+    /// The agent binary (default: aftercare-agent next to this binary).
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Stop by itself after this long (e.g. `45s`); default: run until Ctrl-C.
+    #[arg(long)]
+    pub duration: Option<humantime::Duration>,
+    /// Collection interval of the demo agent.
+    #[arg(long, default_value = "5s")]
+    pub interval: humantime::Duration,
+}
+
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Kills the agent child however quickstart ends.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn stop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            // SIGTERM first: the agent closes its link cleanly.
+            // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory involved.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+            for _ in 0..50 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let dir = absolute(&args.dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let agent_bin = match &args.agent {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary has no folder")?
+            .join("aftercare-agent"),
+    };
+    if !agent_bin.exists() {
+        bail!(
+            "agent binary {} not found: build it with `cargo build --release -p aftercare-agent` or pass --agent",
+            agent_bin.display()
+        );
+    }
+    let host = hostname();
+    let coll_cfg_path = dir.join("collector.toml");
+    std::fs::write(
+        &coll_cfg_path,
+        "# Written by `aftercare-collector quickstart`.\n\
+         data_dir = \"collector\"\n\
+         listen = \"127.0.0.1:0\"\n\
+         log_level = \"warn\"\n\
+         [ingest]\n\
+         compact_every = \"60s\"\n",
+    )?;
+    let cfg = CollectorConfig::load(&coll_cfg_path)?;
+    crate::logging::init_to_file(&dir.join("collector.log"), "info")?;
+
+    if !cfg.ca_dir().join("ca.crt").exists() {
+        println!(
+            "{}",
+            ca::init_ca(&cfg.ca_dir(), &cfg.server_names, ca::InitOptions { force: false })?
+        );
+    }
+    let cert_dir = dir.join("agent-cert");
+    if !cert_dir.join("agent.crt").exists() {
+        println!(
+            "{}",
+            ca::issue_agent_cert(&cfg.ca_dir(), "demo", &host, &cert_dir, ca::Validity::days(365))?
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let collector = Collector::bind(&cfg)?;
+        let addr = collector.local_addr();
+        let agent_cfg = dir.join("agent.toml");
+        std::fs::write(
+            &agent_cfg,
+            format!(
+                "# Written by `aftercare-collector quickstart`.\n\
+                 state_dir = \"agent-state\"\n\
+                 interval = \"{}\"\n\
+                 [collector]\n\
+                 address = \"{addr}\"\n\
+                 server_name = \"localhost\"\n\
+                 ca = \"agent-cert/ca.crt\"\n\
+                 cert = \"agent-cert/agent.crt\"\n\
+                 key = \"agent-cert/agent.key\"\n",
+                args.interval
+            ),
+        )?;
+        // Consent through the agent's own CLI, as a customer's administrator would.
+        let who = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let out = Command::new(&agent_bin)
+            .arg("--config")
+            .arg(&agent_cfg)
+            .args(["consent", "grant", "--scope", "metrics", "--by"])
+            .arg(format!("{who} (quickstart demo)"))
+            .output()
+            .with_context(|| format!("cannot run {}", agent_bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "consent grant failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(collector.run(shutdown.clone()));
+        let log = std::fs::File::create(dir.join("agent.log"))?;
+        let child = Command::new(&agent_bin)
+            .arg("--config")
+            .arg(&agent_cfg)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", agent_bin.display()))?;
+        let mut guard = ChildGuard(Some(child));
+        println!(
+            "collector on udp {addr}, agent pid {}; everything is in {}\n\
+             logs: {}/collector.log, {}/agent.log — Ctrl-C stops both\n",
+            guard.0.as_ref().map(|c| c.id()).unwrap_or(0),
+            dir.display(),
+            dir.display(),
+            dir.display()
+        );
+
+        let deadline = args
+            .duration
+            .map(|d| tokio::time::Instant::now() + Duration::from(d));
+        let mut tick = tokio::time::interval(Duration::from(args.interval).max(Duration::from_secs(2)));
+        tick.tick().await;
+        let mut shown_data = false;
+        loop {
+            tokio::select! {
+                _ = wait_for_signal() => break,
+                _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
+                _ = tick.tick() => {
+                    if let Some(c) = guard.0.as_mut()
+                        && let Ok(Some(status)) = c.try_wait()
+                    {
+                        guard.0 = None;
+                        bail!("the agent exited ({status}); see {}/agent.log", dir.display());
+                    }
+                    shown_data |= print_status(&cfg, &host);
+                }
+            }
+        }
+        println!("\nstopping the agent and the collector…");
+        guard.stop();
+        shutdown.cancel();
+        server.await??;
+        if !shown_data {
+            bail!("no metrics arrived; see {}/agent.log and collector.log", dir.display());
+        }
+        println!(
+            "stopped. Look again any time:\n  aftercare-collector --config {} hosts\n  aftercare-collector --config {} metrics --host {host}",
+            coll_cfg_path.display(),
+            coll_cfg_path.display()
+        );
+        Ok(())
+    })
+}
+
+/// Print hosts and the headline metrics; true once this host's metrics are in the store.
+fn print_status(cfg: &CollectorConfig, host: &str) -> bool {
+    let mut st = match store::open_sqlite_readonly(&cfg.database) {
+        Ok(s) => s,
+        Err(_) => return false,
+    };
+    let now = now_millis();
+    let Ok(hosts) = st.hosts(now) else {
+        return false;
+    };
+    println!("── {} ──", aftercare_shared::time_fmt::rfc3339(now));
+    print!("{}", view::hosts_table(&hosts, now));
+    let mut any = false;
+    for prefix in ["cpu.", "load.", "mem.", "swap.", "fs.", "net.", "agent."] {
+        if let Ok(series) = st.query(&format!("demo/{host}"), Some(prefix), now - 120_000, now + 1)
+            && !series.is_empty()
+        {
+            if !any {
+                println!();
+            }
+            any = true;
+            let keep: Vec<_> = series
+                .into_iter()
+                .filter(|s| prefix != "net." || !s.labels.contains("iface=lo"))
+                .take(12)
+                .collect();
+            print!("{}", view::metrics_table(&keep));
+        }
+    }
+    if !any {
+        println!("(waiting for the first metrics…)");
+    }
+    println!();
+    any
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,200 @@
+//! Tables for a person at a terminal. Pure: rows in, text out.
+
+use crate::store::{HostStatus, SeriesPoints};
+use aftercare_shared::model::{MetricKind, UnixMillis};
+use aftercare_shared::time_fmt;
+
+/// Left-aligned columns sized to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < w.len() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (i, c) in cells.enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(c);
+            if i + 1 < w.len() {
+                s.push_str(&" ".repeat(w[i].saturating_sub(c.chars().count())));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&mut headers.iter().copied());
+    for r in rows {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
+    }
+    out
+}
+
+/// How long ago, compactly: `4s`, `3m`, `2h`, `5d`.
+pub fn ago(then: UnixMillis, now: UnixMillis) -> String {
+    let s = ((now - then) / 1000).max(0);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+pub fn hosts_table(hosts: &[HostStatus], now: UnixMillis) -> String {
+    if hosts.is_empty() {
+        return "no hosts yet: an agent appears here once it has connected with consent\n".into();
+    }
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            let scopes = h.consent.active_scopes(now);
+            let loss = h.dropped_batches + h.discarded_by_revocation;
+            vec![
+                h.customer.clone(),
+                h.host.clone(),
+                if h.online { "online" } else { "offline" }.into(),
+                h.last_seen
+                    .map(|t| ago(t, now))
+                    .unwrap_or_else(|| "never".into()),
+                h.agent_version.clone(),
+                if scopes.is_empty() {
+                    "none".into()
+                } else {
+                    scopes
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+                format!("{} {}", h.facts.os_name, h.facts.os_version)
+                    .trim()
+                    .to_string(),
+                if loss == 0 {
+                    "-".into()
+                } else {
+                    format!("{loss} batches")
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "CUSTOMER", "HOST", "STATUS", "LAST SEEN", "AGENT", "CONSENT", "OS", "LOST",
+        ],
+        &rows,
+    )
+}
+
+/// A value in the unit its name implies.
+pub fn fmt_value(name: &str, v: f64) -> String {
+    if name.ends_with("_bytes") || name.ends_with("bytes") {
+        fmt_bytes(v)
+    } else if name.ends_with("_pct") || name.ends_with("percent") {
+        format!("{v:.1}%")
+    } else if name.ends_with("celsius") {
+        format!("{v:.1}°C")
+    } else if name.ends_with("seconds") && v >= 3600.0 {
+        format!("{:.1}h", v / 3600.0)
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+pub fn fmt_bytes(v: f64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut x = v;
+    let mut i = 0;
+    while x.abs() >= 1024.0 && i + 1 < U.len() {
+        x /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{x:.0} {}", U[0])
+    } else {
+        format!("{x:.1} {}", U[i])
+    }
+}
+
+/// Per series over the window: latest value (or rate for counters), min / avg / max.
+pub fn metrics_table(series: &[SeriesPoints]) -> String {
+    if series.is_empty() {
+        return "no samples in that window\n".into();
+    }
+    let mut rows = Vec::new();
+    for s in series {
+        let (vals, unit_name, suffix): (Vec<(UnixMillis, f64)>, String, &str) = match s.kind {
+            MetricKind::Gauge => (s.points.clone(), s.name.clone(), ""),
+            MetricKind::Counter => (
+                crate::store::rates(&s.points),
+                s.name.clone(),
+                "/s",
+            ),
+        };
+        let Some(&(last_ts, last)) = vals.last() else {
+            // A counter with a single point has no rate yet.
+            if let Some(&(ts, v)) = s.points.last() {
+                rows.push(vec![
+                    s.name.clone(),
+                    s.labels.clone(),
+                    format!("{} (total)", fmt_value(&unit_name, v)),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    time_fmt::rfc3339(ts),
+                ]);
+            }
+            continue;
+        };
+        let n = vals.len() as f64;
+        let (mut lo, mut hi, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
+        for &(_, v) in &vals {
+            lo = lo.min(v);
+            hi = hi.max(v);
+            sum += v;
+        }
+        let f = |v: f64| format!("{}{suffix}", fmt_value(&unit_name, v));
+        rows.push(vec![
+            s.name.clone(),
+            s.labels.clone(),
+            f(last),
+            f(lo),
+            f(sum / n),
+            f(hi),
+            time_fmt::rfc3339(last_ts),
+        ]);
+    }
+    table(
+        &["METRIC", "SUBJECT", "LATEST", "MIN", "AVG", "MAX", "AT"],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns() {
+        let t = table(
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
+        );
+        assert_eq!(t, "A    BB\nxxx  y\nz\n");
+    }
+
+    #[test]
+    fn values_read_well() {
+        assert_eq!(fmt_value("mem.total_bytes", 16.0 * 1024.0 * 1024.0 * 1024.0), "16.0 GiB");
+        assert_eq!(fmt_value("cpu.usage_pct", 12.345), "12.3%");
+        assert_eq!(fmt_value("proc.count", 231.0), "231");
+        assert_eq!(fmt_value("load.1", 0.25), "0.250");
+        assert_eq!(ago(0, 125_000), "2m ago");
+    }
+}

@@ -1,0 +1,306 @@
+//! Who may talk to the collector, and what it does with a peer that lies or babbles.
+
+use aftercare_agent::transport::{self, Link, LinkError};
+use aftercare_collector::ca;
+use aftercare_shared::codec;
+use aftercare_shared::consent::{ConsentRecord, Scope};
+use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
+use aftercare_shared::protocol::*;
+use aftercare_tests::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn client(certs: &Path) -> quinn::Endpoint {
+    let cfg = aftercare_agent::tls::client_config(
+        &certs.join("ca.crt"),
+        &certs.join("agent.crt"),
+        &certs.join("agent.key"),
+    )
+    .expect("client config");
+    transport::endpoint(cfg, false).unwrap()
+}
+
+fn consent(scopes: &[Scope]) -> ConsentRecord {
+    let mut r = ConsentRecord::default();
+    if !scopes.is_empty() {
+        r.grant_scopes(scopes, "T", time::OffsetDateTime::now_utc(), None)
+            .unwrap();
+    }
+    r
+}
+
+fn hello(claimed: Option<Identity>, consent: ConsentRecord) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: "test".into(),
+        facts: HostFacts {
+            hostname: "t".into(),
+            ..Default::default()
+        },
+        consent,
+        claimed,
+        interval_ms: 1000,
+    }
+}
+
+fn batch(seq: u64, ts: i64, claimed_host: Option<String>) -> AgentMsg {
+    AgentMsg::Batch(Batch {
+        seq,
+        claimed_host,
+        payload: Payload::Metrics {
+            snapshot: MetricSnapshot {
+                ts,
+                samples: vec![Sample {
+                    name: "test.value".into(),
+                    labels: String::new(),
+                    kind: MetricKind::Gauge,
+                    value: ts as f64,
+                }],
+            },
+            loss: LossReport::default(),
+        },
+    })
+}
+
+async fn connect_with(
+    f: &Fixture,
+    certs: &Path,
+    addr: std::net::SocketAddr,
+    server_name: &str,
+    h: &Hello,
+) -> Result<Link, LinkError> {
+    let ep = client(certs);
+    let mut cfg = f.agent_config("probe", certs, addr).collector;
+    cfg.server_name = server_name.into();
+    tokio::time::timeout(PATIENCE, transport::connect(&ep, &cfg, addr, h))
+        .await
+        .expect("connect finishes in time")
+}
+
+async fn send(link: &mut Link, msg: &AgentMsg) {
+    let f = codec::to_frame(msg, codec::DEFAULT_MAX_FRAME).unwrap();
+    link.send.write_all(&f).await.unwrap();
+}
+
+async fn recv(link: &mut Link) -> Option<CollectorMsg> {
+    tokio::time::timeout(PATIENCE, transport::read_msg(&mut link.recv, codec::DEFAULT_MAX_FRAME))
+        .await
+        .expect("answer in time")
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_another_ca_expired_or_for_another_server_are_refused() {
+    let f = Fixture::new();
+    let c = f.start().await;
+    let good = f.issue("good", "acme", "db1");
+    let h = hello(None, consent(&[Scope::Metrics]));
+
+    // The good one works, and the collector names it from its certificate.
+    let link = connect_with(&f, &good, c.addr, "localhost", &h).await.unwrap();
+    assert_eq!(
+        link.welcome.identity,
+        Identity {
+            customer: "acme".into(),
+            host: "db1".into()
+        }
+    );
+    drop(link);
+
+    // Another CA: its certificate is refused in the handshake.
+    let other = tempfile::tempdir().unwrap();
+    ca::init_ca(
+        &other.path().join("ca"),
+        &["localhost".into()],
+        ca::InitOptions { force: false },
+    )
+    .unwrap();
+    let rogue = other.path().join("rogue");
+    ca::issue_agent_cert(&other.path().join("ca"), "acme", "db1", &rogue, ca::Validity::days(1))
+        .unwrap();
+    // The rogue agent trusts the real collector's CA so that only its own certificate is at fault.
+    std::fs::copy(good.join("ca.crt"), rogue.join("ca.crt")).unwrap();
+    let e = connect_with(&f, &rogue, c.addr, "localhost", &h)
+        .await
+        .err()
+        .expect("rogue CA refused");
+    assert!(matches!(e, LinkError::Connection { .. } | LinkError::Stream(_)), "{e}");
+
+    // Expired.
+    let expired = f.dir.path().join("expired");
+    let now = time::OffsetDateTime::now_utc();
+    ca::issue_agent_cert(
+        &f.collector.ca_dir(),
+        "acme",
+        "db1",
+        &expired,
+        ca::Validity {
+            not_before: now - time::Duration::days(10),
+            not_after: now - time::Duration::days(1),
+        },
+    )
+    .unwrap();
+    let e = connect_with(&f, &expired, c.addr, "localhost", &h)
+        .await
+        .err()
+        .expect("expired refused");
+    assert!(matches!(e, LinkError::Connection { .. } | LinkError::Stream(_)), "{e}");
+
+    // The collector is not who the agent asked for.
+    let e = connect_with(&f, &good, c.addr, "collector.evil.example", &h)
+        .await
+        .err()
+        .expect("wrong server name refused");
+    assert!(e.to_string().contains("certificate"), "{e}");
+
+    assert!(f.store().hosts(0).unwrap().len() <= 1, "no rogue host stored");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_comes_from_the_certificate_never_the_payload() {
+    let f = Fixture::new();
+    let c = f.start().await;
+    let certs = f.issue("a", "acme", "db1");
+
+    // A Hello claiming to be another customer's host is refused.
+    let lie = hello(
+        Some(Identity {
+            customer: "globex".into(),
+            host: "db1".into(),
+        }),
+        consent(&[Scope::Metrics]),
+    );
+    let e = connect_with(&f, &certs, c.addr, "localhost", &lie)
+        .await
+        .err()
+        .expect("impersonating Hello refused");
+    assert!(
+        e.to_string().contains("globex/db1") && e.to_string().contains("acme/db1"),
+        "{e}"
+    );
+
+    // A truthful claim is fine; a batch claiming another host ends the session.
+    let truth = hello(
+        Some(Identity {
+            customer: "acme".into(),
+            host: "db1".into(),
+        }),
+        consent(&[Scope::Metrics]),
+    );
+    let mut link = connect_with(&f, &certs, c.addr, "localhost", &truth)
+        .await
+        .unwrap();
+    let now = aftercare_shared::time_fmt::now_millis();
+    send(&mut link, &batch(seq(1, 0), now, Some("db1".into()))).await;
+    assert!(matches!(recv(&mut link).await, Some(CollectorMsg::Ack { .. })));
+    send(&mut link, &batch(seq(1, 1), now + 1, Some("web9".into()))).await;
+    match recv(&mut link).await {
+        Some(CollectorMsg::Refused { reason }) => assert!(reason.contains("web9"), "{reason}"),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    let mut st = f.store();
+    let pts = st.query("acme/db1", Some("test.value"), 0, i64::MAX).unwrap();
+    assert_eq!(pts[0].points.len(), 1, "the lying batch was not stored");
+    assert!(st.query("web9", None, 0, i64::MAX).is_err(), "no host web9");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_outside_the_recorded_consent_are_rejected() {
+    let f = Fixture::new();
+    let c = f.start().await;
+    let certs = f.issue("a", "acme", "db1");
+    let mut link = connect_with(&f, &certs, c.addr, "localhost", &hello(None, consent(&[Scope::Logs])))
+        .await
+        .unwrap();
+    let now = aftercare_shared::time_fmt::now_millis();
+    send(&mut link, &batch(seq(1, 0), now, None)).await;
+    match recv(&mut link).await {
+        Some(CollectorMsg::Rejected { reason, .. }) => assert!(reason.contains("metrics"), "{reason}"),
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    // After the customer grants metrics (ConsentUpdate), the same kind of batch is accepted.
+    send(&mut link, &AgentMsg::ConsentUpdate(consent(&[Scope::Metrics]))).await;
+    send(&mut link, &batch(seq(1, 1), now + 1, None)).await;
+    assert!(matches!(recv(&mut link).await, Some(CollectorMsg::Ack { duplicate: false, .. })));
+    let pts = f.store().query("db1", Some("test.value"), 0, i64::MAX).unwrap();
+    assert_eq!(pts[0].points.len(), 1);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_batches_are_acknowledged_and_stored_once() {
+    let f = Fixture::new();
+    let c = f.start().await;
+    let certs = f.issue("a", "acme", "db1");
+    let h = hello(None, consent(&[Scope::Metrics]));
+    let now = aftercare_shared::time_fmt::now_millis();
+    let mut link = connect_with(&f, &certs, c.addr, "localhost", &h).await.unwrap();
+    assert_eq!(link.welcome.high_water, vec![]);
+    for i in 0..3 {
+        send(&mut link, &batch(seq(7, i), now + i as i64, None)).await;
+        assert!(matches!(recv(&mut link).await, Some(CollectorMsg::Ack { duplicate: false, .. })));
+    }
+    drop(link);
+    // As after a lost acknowledgement: reconnect and send the last two again, then a new one.
+    let mut link = connect_with(&f, &certs, c.addr, "localhost", &h).await.unwrap();
+    assert_eq!(link.welcome.high_water, vec![(StreamId::Metrics, seq(7, 2))]);
+    for i in 1..4 {
+        send(&mut link, &batch(seq(7, i), now + i as i64, None)).await;
+        match recv(&mut link).await {
+            Some(CollectorMsg::Ack { seq: s, duplicate, .. }) => {
+                assert_eq!(s, seq(7, i));
+                assert_eq!(duplicate, i < 3, "seq {i}");
+            }
+            other => panic!("expected Ack, got {other:?}"),
+        }
+    }
+    let pts = f.store().query("db1", Some("test.value"), 0, i64::MAX).unwrap();
+    assert_eq!(pts[0].points.len(), 4, "each batch stored once");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_mismatch_is_refused_naming_both_versions() {
+    let f = Fixture::new();
+    let c = f.start().await;
+    let certs = f.issue("a", "acme", "db1");
+    let mut h = hello(None, consent(&[Scope::Metrics]));
+    h.protocol_version = 2;
+    let e = connect_with(&f, &certs, c.addr, "localhost", &h)
+        .await
+        .err()
+        .expect("refused");
+    let msg = e.to_string();
+    assert!(msg.contains("version 2") && msg.contains("version 1"), "{msg}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_closes_only_that_connection() {
+    let f = Fixture::new();
+    let c = f.start().await;
+    let certs = f.issue("a", "acme", "db1");
+    let h = hello(None, consent(&[Scope::Metrics]));
+    let mut good = connect_with(&f, &certs, c.addr, "localhost", &h).await.unwrap();
+    let mut bad = connect_with(&f, &certs, c.addr, "localhost", &h).await.unwrap();
+
+    // A frame with a body that is not a message, then an oversized length.
+    bad.send.write_all(&[0, 0, 0, 4, 0, 0xff, 0xff, 0xff]).await.unwrap();
+    let closed = tokio::time::timeout(PATIENCE, bad.conn.closed()).await.expect("bad peer closed");
+    assert!(closed.to_string().contains("malformed"), "{closed}");
+
+    let mut bad2 = connect_with(&f, &certs, c.addr, "localhost", &h).await.unwrap();
+    bad2.send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let closed = tokio::time::timeout(PATIENCE, bad2.conn.closed()).await.expect("bad peer closed");
+    assert!(closed.to_string().contains("cap"), "{closed}");
+
+    // The good connection carries on.
+    let now = aftercare_shared::time_fmt::now_millis();
+    send(&mut good, &batch(seq(1, 0), now, None)).await;
+    assert!(matches!(recv(&mut good).await, Some(CollectorMsg::Ack { .. })));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.shutdown().await;
+}
