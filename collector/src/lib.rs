@@ -1,1 +1,5 @@
 //! placeholder
+
+pub mod ca;
+pub mod net;
+pub mod tls;
