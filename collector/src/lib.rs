@@ -8,6 +8,7 @@ pub mod ca;
 pub mod config;
 pub mod ingest;
 pub mod logging;
+pub mod net;
 pub mod quickstart;
 pub mod server;
 pub mod store;

@@ -101,7 +101,14 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve => serve(cfg),
         Command::Ca(CaCmd::Init { force }) => {
-            let s = ca::init_ca(&cfg.ca_dir(), &cfg.server_names, ca::InitOptions { force })?;
+            let s = ca::init_ca(
+                &cfg.ca_dir(),
+                &cfg.server_names,
+                &ca::InitOptions {
+                    force,
+                    ..Default::default()
+                },
+            )?;
             println!("{s}");
             Ok(())
         }
@@ -116,7 +123,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 &customer,
                 &host,
                 &out,
-                ca::Validity::days(days),
+                ca::Validity::days_from_now(i64::from(days)),
             )?;
             println!("{issued}");
             Ok(())

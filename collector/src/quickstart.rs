@@ -101,14 +101,14 @@ pub fn run(args: Args) -> Result<()> {
     if !cfg.ca_dir().join("ca.crt").exists() {
         println!(
             "{}",
-            ca::init_ca(&cfg.ca_dir(), &cfg.server_names, ca::InitOptions { force: false })?
+            ca::init_ca(&cfg.ca_dir(), &cfg.server_names, &ca::InitOptions::default())?
         );
     }
     let cert_dir = dir.join("agent-cert");
     if !cert_dir.join("agent.crt").exists() {
         println!(
             "{}",
-            ca::issue_agent_cert(&cfg.ca_dir(), "demo", &host, &cert_dir, ca::Validity::days(365))?
+            ca::issue_agent_cert(&cfg.ca_dir(), "demo", &host, &cert_dir, ca::Validity::days_from_now(365))?
         );
     }
 

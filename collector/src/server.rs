@@ -18,13 +18,13 @@ pub struct Collector {
 
 impl Collector {
     pub fn bind(cfg: &CollectorConfig) -> Result<Self> {
-        let server = crate::tls::server_config(&cfg.ca_dir()).with_context(|| {
+        let server = crate::tls::load_quinn_server_config(&crate::tls::ServerTlsFiles::in_dir(&cfg.ca_dir())).with_context(|| {
             format!(
                 "cannot load the collector's TLS identity from {}",
                 cfg.ca_dir().display()
             )
         })?;
-        let endpoint = crate::tls::server_endpoint(cfg.listen, server)
+        let endpoint = crate::net::server_endpoint(cfg.listen, server)
             .with_context(|| format!("cannot listen on udp {}", cfg.listen))?;
         Ok(Collector {
             endpoint,

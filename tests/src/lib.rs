@@ -38,7 +38,7 @@ impl Fixture {
         ca::init_ca(
             &collector.ca_dir(),
             &collector.server_names,
-            ca::InitOptions { force: false },
+            &ca::InitOptions::default(),
         )
         .expect("ca init");
         Fixture { dir, collector }
@@ -56,7 +56,7 @@ impl Fixture {
             customer,
             host,
             &out,
-            ca::Validity::days(30),
+            ca::Validity::days_from_now(30),
         )
         .expect("issue cert");
         out

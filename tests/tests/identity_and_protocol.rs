@@ -113,11 +113,11 @@ async fn certificates_from_another_ca_expired_or_for_another_server_are_refused(
     ca::init_ca(
         &other.path().join("ca"),
         &["localhost".into()],
-        ca::InitOptions { force: false },
+        &ca::InitOptions::default(),
     )
     .unwrap();
     let rogue = other.path().join("rogue");
-    ca::issue_agent_cert(&other.path().join("ca"), "acme", "db1", &rogue, ca::Validity::days(1))
+    ca::issue_agent_cert(&other.path().join("ca"), "acme", "db1", &rogue, ca::Validity::days_from_now(1))
         .unwrap();
     // The rogue agent trusts the real collector's CA so that only its own certificate is at fault.
     std::fs::copy(good.join("ca.crt"), rogue.join("ca.crt")).unwrap();

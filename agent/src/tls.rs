@@ -1,0 +1,158 @@
+//! The agent's side of mutual TLS over QUIC: TLS 1.3 only (QUIC requires it), ALPN
+//! `aftercare/1`, the support company's CA as the only trusted root, and the agent's own
+//! certificate, which is where the collector reads this host's identity from.
+//!
+//! Kept small on purpose: the agent ships to customer servers, so certificate parsing and
+//! issuing (x509-parser, rcgen) live in the collector only.
+
+use aftercare_shared::protocol::ALPN;
+use rustls::RootCertStore;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Keep-alive interval: well inside the collector's 60 s idle timeout, and frequent
+/// enough to hold a NAT or firewall mapping open (UDP mappings often expire after 30 s).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// Matches the collector's: a collector silent this long is treated as gone.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {what} {}: {source}", path.display())]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        source: pem::Error,
+    },
+    #[error("{what} {} holds no certificate", path.display())]
+    NoCertificate { what: &'static str, path: PathBuf },
+    #[error("cannot use {what} {}: {source}", path.display())]
+    Rejected {
+        what: &'static str,
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(#[source] rustls::Error),
+    #[error("TLS configuration unusable for QUIC: {0}")]
+    Quic(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
+}
+
+/// A QUIC client configuration that trusts only the CA in `ca_pem` and presents the
+/// certificate `cert` with its key `key` (PEM files, as `cert issue` writes them).
+pub fn client_config(
+    ca_pem: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs("CA certificate", ca_pem)? {
+        roots.add(ca).map_err(|source| TlsError::Rejected {
+            what: "CA certificate",
+            path: ca_pem.to_owned(),
+            source,
+        })?;
+    }
+    let chain = read_certs("agent certificate", cert)?;
+    let key_der = read_key(key)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(TlsError::Config)?
+        .with_root_certificates(roots)
+        // Also checks that the key belongs to the certificate, so a mixed-up pair fails
+        // here, naming the files, rather than as a handshake failure at the collector.
+        .with_client_auth_cert(chain, key_der)
+        .map_err(|source| TlsError::Rejected {
+            what: "agent certificate and key",
+            path: key.to_owned(),
+            source,
+        })?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).map_err(TlsError::Quic)?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .max_idle_timeout(Some(
+            IDLE_TIMEOUT.try_into().expect("60 s fits a QUIC varint"),
+        ));
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read_file(what, path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem {
+            what,
+            path: path.to_owned(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let what = "agent key";
+    let bytes = read_file(what, path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|source| TlsError::Pem {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_malformed_files_are_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("ca.crt");
+        let err = client_config(&missing, &missing, &missing).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("cannot read CA certificate "), "{msg}");
+        assert!(msg.contains(&missing.display().to_string()), "{msg}");
+
+        let empty = tmp.path().join("empty.crt");
+        std::fs::write(&empty, "no pem here\n").unwrap();
+        let err = client_config(&empty, &empty, &empty).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TlsError::NoCertificate {
+                    what: "CA certificate",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
