@@ -44,10 +44,10 @@ pub fn parse_until(input: &str) -> Result<OffsetDateTime, BadTime> {
         return Ok(t.to_offset(UtcOffset::UTC));
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    if let Ok(d) = Date::parse(s, &fmt) {
-        if let Some(next) = d.next_day() {
-            return Ok(next.midnight().assume_utc());
-        }
+    if let Ok(d) = Date::parse(s, &fmt)
+        && let Some(next) = d.next_day()
+    {
+        return Ok(next.midnight().assume_utc());
     }
     Err(BadTime {
         input: input.to_string(),
