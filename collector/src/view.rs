@@ -1,7 +1,7 @@
 //! Tables for a person at a terminal. Pure: rows in, text out.
 
 use crate::store::{HostStatus, SeriesPoints};
-use aftercare_shared::model::{MetricKind, UnixMillis};
+use aftercare_shared::model::{MetricKind, Unit, UnixMillis, unit_of};
 use aftercare_shared::time_fmt;
 
 /// Left-aligned columns sized to their widest cell.
@@ -92,18 +92,16 @@ pub fn hosts_table(hosts: &[HostStatus], now: UnixMillis) -> String {
 
 /// A value in the unit its name implies.
 pub fn fmt_value(name: &str, v: f64) -> String {
-    if name.ends_with("_bytes") || name.ends_with("bytes") {
-        fmt_bytes(v)
-    } else if name.ends_with("_pct") || name.ends_with("percent") {
-        format!("{v:.1}%")
-    } else if name.ends_with("celsius") {
-        format!("{v:.1}°C")
-    } else if name.ends_with("seconds") && v >= 3600.0 {
-        format!("{:.1}h", v / 3600.0)
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
+    match unit_of(name) {
+        Unit::Bytes => fmt_bytes(v),
+        Unit::Percent => format!("{v:.1}%"),
+        Unit::Celsius => format!("{v:.1}°C"),
+        Unit::Seconds if v >= 86400.0 => format!("{:.1}d", v / 86400.0),
+        Unit::Seconds if v >= 3600.0 => format!("{:.1}h", v / 3600.0),
+        Unit::Seconds => format!("{v:.3}s"),
+        Unit::Number if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+        Unit::Number if v.abs() >= 100.0 => format!("{v:.1}"),
+        Unit::Number => format!("{v:.3}"),
     }
 }
 
@@ -191,8 +189,8 @@ mod tests {
 
     #[test]
     fn values_read_well() {
-        assert_eq!(fmt_value("mem.total_bytes", 16.0 * 1024.0 * 1024.0 * 1024.0), "16.0 GiB");
-        assert_eq!(fmt_value("cpu.usage_pct", 12.345), "12.3%");
+        assert_eq!(fmt_value("mem.total", 16.0 * 1024.0 * 1024.0 * 1024.0), "16.0 GiB");
+        assert_eq!(fmt_value("cpu.usage", 12.345), "12.3%");
         assert_eq!(fmt_value("proc.count", 231.0), "231");
         assert_eq!(fmt_value("load.1", 0.25), "0.250");
         assert_eq!(ago(0, 125_000), "2m ago");

@@ -76,6 +76,36 @@ impl LossReport {
     }
 }
 
+/// The unit a metric's value is in, from the agent's naming (see the table in the agent's
+/// `metrics` module), so that views and reports print values the way a person reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Bytes,
+    Percent,
+    Seconds,
+    Celsius,
+    /// A count or a plain number (load averages).
+    Number,
+}
+
+pub fn unit_of(name: &str) -> Unit {
+    match name {
+        "mem.oom_kills" => Unit::Number,
+        "cpu.usage" | "cpu.user" | "cpu.system" | "cpu.iowait" | "cpu.steal" => Unit::Percent,
+        "system.uptime" | "agent.cpu" | "disk.io.time" | "agent.collect.time" => Unit::Seconds,
+        "sensor.temperature" => Unit::Celsius,
+        n if n.starts_with("mem.")
+            || n.starts_with("swap.")
+            || n.starts_with("fs.bytes.")
+            || n.starts_with("agent.memory.")
+            || n.ends_with(".bytes") =>
+        {
+            Unit::Bytes
+        }
+        _ => Unit::Number,
+    }
+}
+
 /// Build the canonical label string from pairs, sorting by key.
 pub fn labels(pairs: &[(&str, &str)]) -> String {
     let mut v: Vec<_> = pairs.to_vec();
@@ -104,6 +134,17 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn units_follow_the_names() {
+        assert_eq!(unit_of("mem.total"), Unit::Bytes);
+        assert_eq!(unit_of("net.rx.bytes"), Unit::Bytes);
+        assert_eq!(unit_of("net.rx.packets"), Unit::Number);
+        assert_eq!(unit_of("cpu.usage"), Unit::Percent);
+        assert_eq!(unit_of("mem.oom_kills"), Unit::Number);
+        assert_eq!(unit_of("disk.io.time"), Unit::Seconds);
+        assert_eq!(unit_of("load.1"), Unit::Number);
+    }
 
     #[test]
     fn labels_are_sorted_and_escaped() {

@@ -22,13 +22,13 @@ async fn consented_metrics_arrive_and_are_plausible() {
     let agent = start_agent(cfg);
 
     eventually("two snapshots stored", PATIENCE, || {
-        (series_len(&f, "acme/db1", "mem.total_bytes") >= 2).then_some(())
+        (series_len(&f, "acme/db1", "mem.total") >= 2).then_some(())
     })
     .await;
 
     let mut st = f.store();
     let mem = st
-        .query("db1", Some("mem.total_bytes"), 0, i64::MAX)
+        .query("db1", Some("mem.total"), 0, i64::MAX)
         .unwrap();
     let total = mem[0].points.last().unwrap().1;
     assert_eq!(total, meminfo_total(), "memory total matches /proc/meminfo");
@@ -36,12 +36,12 @@ async fn consented_metrics_arrive_and_are_plausible() {
     let all = st.query("acme/db1", None, 0, i64::MAX).unwrap();
     let names: std::collections::BTreeSet<&str> = all.iter().map(|s| s.name.as_str()).collect();
     for want in [
-        "cpu.usage_pct",
+        "cpu.usage",
         "load.1",
-        "mem.available_bytes",
-        "fs.used_bytes",
-        "net.rx_bytes",
-        "agent.rss_bytes",
+        "mem.available",
+        "fs.bytes.used",
+        "net.rx.bytes",
+        "agent.memory.rss",
     ] {
         assert!(names.contains(want), "{want} missing from {names:?}");
     }
@@ -52,7 +52,7 @@ async fn consented_metrics_arrive_and_are_plausible() {
     }
     let root = all
         .iter()
-        .find(|s| s.name == "fs.total_bytes" && s.labels.contains("mount=/"))
+        .find(|s| s.name == "fs.bytes.total" && s.labels.contains("mount=/"))
         .expect("root filesystem reported");
     assert!(root.points[0].1 > 0.0);
 
@@ -105,7 +105,7 @@ async fn no_consent_means_zero_rows() {
     let agent = start_agent(cfg);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(f.store().hosts(0).unwrap().is_empty(), "no host without consent");
-    assert_eq!(series_len(&f, "db1", "mem.total_bytes"), 0);
+    assert_eq!(series_len(&f, "db1", "mem.total"), 0);
     agent.shutdown().await;
     c.shutdown().await;
 }
@@ -122,7 +122,7 @@ async fn grant_starts_and_revoke_stops_the_flow_within_a_second() {
     let granted = tokio::time::Instant::now();
     grant(&cfg, &[Scope::Metrics]);
     eventually("first snapshot after grant", PATIENCE, || {
-        (series_len(&f, "db1", "mem.total_bytes") >= 1).then_some(())
+        (series_len(&f, "db1", "mem.total") >= 1).then_some(())
     })
     .await;
     // A grant is noticed within a second; connecting and the first tick add a little.
@@ -132,16 +132,16 @@ async fn grant_starts_and_revoke_stops_the_flow_within_a_second() {
         granted.elapsed()
     );
     eventually("a few snapshots", PATIENCE, || {
-        (series_len(&f, "db1", "mem.total_bytes") >= 3).then_some(())
+        (series_len(&f, "db1", "mem.total") >= 3).then_some(())
     })
     .await;
 
     revoke(&cfg, &[Scope::Metrics]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after_revoke = series_len(&f, "db1", "mem.total_bytes");
+    let after_revoke = series_len(&f, "db1", "mem.total");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        series_len(&f, "db1", "mem.total_bytes"),
+        series_len(&f, "db1", "mem.total"),
         after_revoke,
         "data kept flowing after the revocation"
     );

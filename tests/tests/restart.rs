@@ -42,25 +42,25 @@ fn collector_crash_and_restart_loses_and_duplicates_nothing() {
         .build()
         .unwrap();
     rt.block_on(eventually("3 snapshots before the crash", PATIENCE, || {
-        (points(&f, "mem.total_bytes").len() >= 3).then_some(())
+        (points(&f, "mem.total").len() >= 3).then_some(())
     }));
 
     collector.kill9();
     std::thread::sleep(Duration::from_millis(2500));
-    let before_restart = points(&f, "mem.total_bytes").len();
+    let before_restart = points(&f, "mem.total").len();
     let mut collector = Proc::spawn(
         "aftercare-collector",
         &["--config", cfg_arg, "serve"],
         &log("collector-2.log"),
     );
     rt.block_on(eventually("flow resumes after the restart", PATIENCE, || {
-        (points(&f, "mem.total_bytes").len() >= before_restart + 4).then_some(())
+        (points(&f, "mem.total").len() >= before_restart + 4).then_some(())
     }));
 
     assert!(agent.terminate(), "agent exits cleanly on SIGTERM");
     assert!(collector.terminate(), "collector exits cleanly on SIGTERM");
 
-    let ts = points(&f, "mem.total_bytes");
+    let ts = points(&f, "mem.total");
     let mut dedup = ts.clone();
     dedup.dedup();
     assert_eq!(ts.len(), dedup.len(), "a snapshot is stored twice");

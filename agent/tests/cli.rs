@@ -1,0 +1,101 @@
+//! The agent's command line, as the customer's administrator uses it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn agent(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aftercare-agent"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run aftercare-agent")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn config(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("agent.toml");
+    std::fs::write(
+        &p,
+        "state_dir = \"state\"\n[collector]\naddress = \"127.0.0.1:7443\"\n\
+         ca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n",
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn consent_grant_show_revoke() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path());
+
+    let o = agent(&cfg, &["consent", "show"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("nothing granted"), "{}", text(&o));
+
+    let o = agent(
+        &cfg,
+        &["consent", "grant", "--scope", "metrics,logs", "--by", "Ann Li", "--until", "2099-12-31"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("granted metrics,logs by Ann Li until 2100-01-01T00:00:00Z"), "{}", text(&o));
+    let file = std::fs::read_to_string(d.path().join("state/consent.toml")).unwrap();
+    assert!(file.contains("Ann Li"), "{file}");
+
+    let o = agent(&cfg, &["consent", "show", "--json"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("\"scope\":\"metrics\"") && out.contains("\"active\":true"), "{out}");
+
+    let o = agent(&cfg, &["consent", "revoke", "--scope", "logs"]);
+    assert!(text(&o).contains("revoked logs"), "{}", text(&o));
+    let o = agent(&cfg, &["consent", "show"]);
+    let out = text(&o);
+    assert!(out.contains("metrics") && !out.contains("logs "), "{out}");
+}
+
+#[test]
+fn bad_input_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path());
+    let o = agent(&cfg, &["consent", "grant", "--scope", "metrics,everything", "--by", "Ann"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("unknown consent scope 'everything'"), "{}", text(&o));
+
+    let o = agent(&cfg, &["consent", "grant", "--scope", "metrics", "--by", "Ann", "--until", "soon"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("'soon' is not a date"), "{}", text(&o));
+
+    let o = agent(&cfg, &["consent", "grant", "--scope", "metrics", "--by", "Ann", "--until", "2001-01-01"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not in the future"), "{}", text(&o));
+
+    let o = agent(&d.path().join("missing.toml"), &["run"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("missing.toml"), "{}", text(&o));
+
+    // A hand edit that breaks the file is reported with the path, and nothing is granted.
+    std::fs::create_dir_all(d.path().join("state")).unwrap();
+    std::fs::write(d.path().join("state/consent.toml"), "[[grant]]\nscope = 1\n").unwrap();
+    let o = agent(&cfg, &["consent", "show"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("consent.toml"), "{}", text(&o));
+}
+
+#[test]
+fn help_teaches_the_commands() {
+    let o = Command::new(env!("CARGO_BIN_EXE_aftercare-agent"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    for w in ["run", "consent", "--config"] {
+        assert!(out.contains(w), "{out}");
+    }
+}
