@@ -1,1 +1,3 @@
-//! placeholder
+//! aftercare collector library: the store (more modules follow).
+
+pub mod store;
