@@ -658,13 +658,16 @@ fn compare_layouts(path: &std::path::Path) {
             "layout check on {} host-hour blocks (payload only):",
             blobs.len()
         );
+        let per = |bytes: usize| bytes as f64 / samples as f64;
         println!(
-            "  host-hour block (timestamps shared by all series)  : {:.3} bytes/sample",
-            block_bytes as f64 / samples as f64
+            "  {:<52} {:.3} bytes/sample",
+            "host-hour block (timestamps shared by all series)",
+            per(block_bytes)
         );
         println!(
-            "  one pco chunk per series-hour (own timestamps, f64): {:.3} bytes/sample",
-            per_series_bytes as f64 / samples as f64
+            "  {:<52} {:.3} bytes/sample",
+            "one pco chunk per series-hour (own timestamps)",
+            per(per_series_bytes)
         );
     }
 }

@@ -422,6 +422,30 @@ fn late_data_merges_into_existing_blocks() {
 }
 
 #[test]
+fn damaged_blocks_are_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    fill(&mut store);
+    store.compact(T0 + 4 * HOUR_MS).unwrap();
+    rusqlite::Connection::open(db(&dir))
+        .unwrap()
+        .execute(
+            "UPDATE chunks SET data = x'01ffffff' WHERE hour = ?1",
+            [T0 + HOUR_MS],
+        )
+        .unwrap();
+    let e = store.query("db1", None, 0, i64::MAX).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("damaged block of host") && msg.contains("backup"),
+        "{msg}"
+    );
+    // Other hours still read.
+    assert!(store.query("db1", None, T0, T0 + HOUR_MS).is_ok());
+}
+
+#[test]
 fn queries_select_hosts_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open_sqlite(&db(&dir)).unwrap();

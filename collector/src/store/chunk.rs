@@ -354,6 +354,9 @@ impl<'a> BlockReader<'a> {
                 0 => (None, n_ts),
                 1 => {
                     let bits = r.bytes(n_ts.div_ceil(8))?;
+                    if n_ts % 8 != 0 && bits[bits.len() - 1] >> (n_ts % 8) != 0 {
+                        return Err(CodecError::Invalid("presence bits past the timestamps"));
+                    }
                     let n = bits.iter().map(|b| b.count_ones() as usize).sum();
                     (Some(bits), n)
                 }

@@ -336,6 +336,25 @@ fn sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// What a row callback of [`SqliteStore::for_each_blob`] can fail with.
+enum RowError {
+    /// The row's blob does not decode; reported as damage naming the row.
+    Codec(chunk::CodecError),
+    Store(StoreError),
+}
+
+impl From<chunk::CodecError> for RowError {
+    fn from(e: chunk::CodecError) -> Self {
+        RowError::Codec(e)
+    }
+}
+
+impl From<StoreError> for RowError {
+    fn from(e: StoreError) -> Self {
+        RowError::Store(e)
+    }
+}
+
 /// A series as readers see it.
 struct SeriesRow {
     id: SeriesId,
@@ -388,6 +407,33 @@ impl SqliteStore {
     /// were read. Ends (rolls back, nothing to undo) when dropped.
     fn snapshot(&self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
         self.conn.unchecked_transaction()
+    }
+
+    /// Run `sql`, which selects an integer (a time) and a blob, and call `f` with each row
+    /// while it returns true. A blob that does not decode is reported as damage to
+    /// `what(time)`.
+    fn for_each_blob(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        err: &impl Fn(rusqlite::Error) -> StoreError,
+        what: impl Fn(UnixMillis) -> String,
+        mut f: impl FnMut(UnixMillis, &[u8]) -> Result<bool, RowError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(err)?;
+        let mut rows = stmt.query(params).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let t: UnixMillis = r.get(0).map_err(err)?;
+            let data = r.get_ref(1).map_err(err)?;
+            let data = data.as_blob().map_err(|e| self.cx.corrupt(what(t), e))?;
+            match f(t, data) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(RowError::Codec(e)) => return Err(self.cx.corrupt(what(t), e)),
+                Err(RowError::Store(e)) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn resolve_host(&self, name: &str) -> Result<HostId, StoreError> {
@@ -586,54 +632,39 @@ impl SqliteStore {
         stats: &mut CompactStats,
     ) -> Result<(), StoreError> {
         let err = self.cx.sql("compacting");
-        let conn = &self.conn;
-        let kinds: HashMap<SeriesId, MetricKind> = {
-            let mut stmt = conn
-                .prepare_cached("SELECT id, kind FROM series WHERE host_id = ?1")
-                .map_err(&err)?;
-            let rows = stmt
-                .query_map([host], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))
-                .map_err(&err)?;
-            let mut m = HashMap::new();
-            for row in rows {
-                let (id, kind) = row.map_err(&err)?;
-                let kind = kind_from(&kind)
-                    .ok_or_else(|| self.cx.corrupt("series kind", format!("'{kind}'")))?;
-                m.insert(id, kind);
-            }
-            m
-        };
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT ts, data FROM staging WHERE host_id = ?1 AND ts < ?2 ORDER BY ts, id",
-            )
-            .map_err(&err)?;
-        let mut rows = stmt.query(params![host, cutoff]).map_err(&err)?;
+        let kinds: HashMap<SeriesId, MetricKind> = self
+            .host_series(host, None)?
+            .into_iter()
+            .map(|s| (s.id, s.kind))
+            .collect();
         // Rows come by time, so each hour's rows are contiguous.
         let mut hour: Option<UnixMillis> = None;
         let mut acc: BTreeMap<SeriesId, Vec<(UnixMillis, f64)>> = BTreeMap::new();
-        while let Some(r) = rows.next().map_err(&err)? {
-            let ts: UnixMillis = r.get(0).map_err(&err)?;
-            let h = super::hour_start(ts);
-            if let Some(cur) = hour
-                && cur != h
-            {
-                self.write_block(host, cur, &mut acc, &kinds, stats)?;
-            }
-            hour = Some(h);
-            let data = r.get_ref(1).map_err(&err)?.as_blob().map_err(|e| {
-                self.cx
-                    .corrupt(format!("staged batch of host {host}"), e.to_string())
-            })?;
-            let n = chunk::decode_staged(data, |id, v| acc.entry(id).or_default().push((ts, v)))
-                .map_err(|e| self.cx.corrupt(format!("staged batch of host {host}"), e))?;
-            stats.batches += 1;
-            stats.samples += n as u64;
-        }
+        self.for_each_blob(
+            "SELECT ts, data FROM staging WHERE host_id = ?1 AND ts < ?2 ORDER BY ts, id",
+            params![host, cutoff],
+            &err,
+            |_| format!("staged batch of host {host}"),
+            |ts, data| {
+                let h = super::hour_start(ts);
+                if let Some(cur) = hour
+                    && cur != h
+                {
+                    self.write_block(host, cur, &mut acc, &kinds, stats)?;
+                }
+                hour = Some(h);
+                let n =
+                    chunk::decode_staged(data, |id, v| acc.entry(id).or_default().push((ts, v)))?;
+                stats.batches += 1;
+                stats.samples += n as u64;
+                Ok(true)
+            },
+        )?;
         if let Some(h) = hour {
             self.write_block(host, h, &mut acc, &kinds, stats)?;
         }
-        conn.prepare_cached("DELETE FROM staging WHERE host_id = ?1 AND ts < ?2")
+        self.conn
+            .prepare_cached("DELETE FROM staging WHERE host_id = ?1 AND ts < ?2")
             .and_then(|mut s| s.execute(params![host, cutoff]))
             .map_err(&err)?;
         Ok(())
@@ -989,55 +1020,38 @@ impl Store for SqliteStore {
             series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
         let mut points: Vec<Vec<(UnixMillis, f64)>> = vec![Vec::new(); series.len()];
         // Blocks first, then staging in write order: the value written last wins.
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT hour, data FROM chunks
-                 WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 ORDER BY hour",
-            )
-            .map_err(&err)?;
-        let mut rows = stmt
-            .query(params![host, since.saturating_sub(HOUR_MS), until])
-            .map_err(&err)?;
-        while let Some(r) = rows.next().map_err(&err)? {
-            let hour: UnixMillis = r.get(0).map_err(&err)?;
-            let what = || format!("block of host {host} at hour {hour}");
-            let data = r
-                .get_ref(1)
-                .map_err(&err)?
-                .as_blob()
-                .map_err(|e| self.cx.corrupt(what(), e))?;
-            let block = BlockReader::parse(data).map_err(|e| self.cx.corrupt(what(), e))?;
-            for e in block.entries() {
-                if let Some(&i) = index.get(&e.id) {
-                    let pts = block.points(e).map_err(|x| self.cx.corrupt(what(), x))?;
-                    points[i].extend(pts.into_iter().filter(|p| p.0 >= since && p.0 < until));
+        self.for_each_blob(
+            "SELECT hour, data FROM chunks
+             WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 ORDER BY hour",
+            params![host, since.saturating_sub(HOUR_MS), until],
+            &err,
+            |hour| format!("block of host {host} at hour {hour}"),
+            |_, data| {
+                let block = BlockReader::parse(data)?;
+                for e in block.entries() {
+                    if let Some(&i) = index.get(&e.id) {
+                        let pts = block.points(e)?;
+                        points[i].extend(pts.into_iter().filter(|p| p.0 >= since && p.0 < until));
+                    }
                 }
-            }
-        }
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT ts, data FROM staging WHERE host_id = ?1 AND ts >= ?2 AND ts < ?3
-                 ORDER BY ts, id",
-            )
-            .map_err(&err)?;
-        let mut rows = stmt.query(params![host, since, until]).map_err(&err)?;
-        while let Some(r) = rows.next().map_err(&err)? {
-            let ts: UnixMillis = r.get(0).map_err(&err)?;
-            let what = || format!("staged batch of host {host}");
-            let data = r
-                .get_ref(1)
-                .map_err(&err)?
-                .as_blob()
-                .map_err(|e| self.cx.corrupt(what(), e))?;
-            chunk::decode_staged(data, |id, v| {
-                if let Some(&i) = index.get(&id) {
-                    points[i].push((ts, v));
-                }
-            })
-            .map_err(|e| self.cx.corrupt(what(), e))?;
-        }
+                Ok(true)
+            },
+        )?;
+        self.for_each_blob(
+            "SELECT ts, data FROM staging WHERE host_id = ?1 AND ts >= ?2 AND ts < ?3
+             ORDER BY ts, id",
+            params![host, since, until],
+            &err,
+            |_| format!("staged batch of host {host}"),
+            |ts, data| {
+                chunk::decode_staged(data, |id, v| {
+                    if let Some(&i) = index.get(&id) {
+                        points[i].push((ts, v));
+                    }
+                })?;
+                Ok(true)
+            },
+        )?;
         Ok(series
             .into_iter()
             .zip(points)
@@ -1089,36 +1103,26 @@ impl Store for SqliteStore {
         // series has been seen there.
         let mut from_staging = vec![false; series.len()];
         let mut left = series.len();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT ts, data FROM staging WHERE host_id = ?1 ORDER BY ts DESC, id DESC",
-            )
-            .map_err(&err)?;
-        let mut rows = stmt.query([host]).map_err(&err)?;
-        while left > 0
-            && let Some(r) = rows.next().map_err(&err)?
-        {
-            let ts: UnixMillis = r.get(0).map_err(&err)?;
-            let what = || format!("staged batch of host {host}");
-            let data = r
-                .get_ref(1)
-                .map_err(&err)?
-                .as_blob()
-                .map_err(|e| self.cx.corrupt(what(), e))?;
-            chunk::decode_staged(data, |id, v| {
-                if let Some(&i) = index.get(&id)
-                    && !from_staging[i]
-                {
-                    from_staging[i] = true;
-                    left -= 1;
-                    if newest[i].is_none_or(|(t, _)| t <= ts) {
-                        newest[i] = Some((ts, v));
+        self.for_each_blob(
+            "SELECT ts, data FROM staging WHERE host_id = ?1 ORDER BY ts DESC, id DESC",
+            [host],
+            &err,
+            |_| format!("staged batch of host {host}"),
+            |ts, data| {
+                chunk::decode_staged(data, |id, v| {
+                    if let Some(&i) = index.get(&id)
+                        && !from_staging[i]
+                    {
+                        from_staging[i] = true;
+                        left -= 1;
+                        if newest[i].is_none_or(|(t, _)| t <= ts) {
+                            newest[i] = Some((ts, v));
+                        }
                     }
-                }
-            })
-            .map_err(|e| self.cx.corrupt(what(), e))?;
-        }
+                })?;
+                Ok(left > 0)
+            },
+        )?;
         Ok(series
             .into_iter()
             .zip(newest)
@@ -1149,16 +1153,6 @@ impl Store for SqliteStore {
         let index: HashMap<SeriesId, usize> =
             series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
         let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); series.len()];
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT hour, data FROM rollups
-                 WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 ORDER BY hour",
-            )
-            .map_err(&err)?;
-        let mut rows = stmt
-            .query(params![host, since.saturating_sub(HOUR_MS), until])
-            .map_err(&err)?;
         let bucket = |start: UnixMillis, a: &Agg| Bucket {
             start,
             count: a.count,
@@ -1166,44 +1160,45 @@ impl Store for SqliteStore {
             max: a.max,
             sum: a.sum,
         };
-        while let Some(r) = rows.next().map_err(&err)? {
-            let hour: UnixMillis = r.get(0).map_err(&err)?;
-            let what = || format!("rollups of host {host} at hour {hour}");
-            let data = r
-                .get_ref(1)
-                .map_err(&err)?
-                .as_blob()
-                .map_err(|e| self.cx.corrupt(what(), e))?;
-            for rs in chunk::decode_rollups(data).map_err(|e| self.cx.corrupt(what(), e))? {
-                let Some(&i) = index.get(&rs.id) else {
-                    continue;
-                };
-                match resolution {
-                    Resolution::FiveMinutes => {
-                        for (k, a) in rs.buckets.iter().enumerate() {
-                            let start = hour + k as i64 * ROLLUP_STEP_MS;
-                            if let Some(a) = a
-                                && start >= since
-                                && start < until
+        self.for_each_blob(
+            "SELECT hour, data FROM rollups
+             WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 ORDER BY hour",
+            params![host, since.saturating_sub(HOUR_MS), until],
+            &err,
+            |hour| format!("rollups of host {host} at hour {hour}"),
+            |hour, data| {
+                for rs in chunk::decode_rollups(data)? {
+                    let Some(&i) = index.get(&rs.id) else {
+                        continue;
+                    };
+                    match resolution {
+                        Resolution::FiveMinutes => {
+                            for (k, a) in rs.buckets.iter().enumerate() {
+                                let start = hour + k as i64 * ROLLUP_STEP_MS;
+                                if let Some(a) = a
+                                    && start >= since
+                                    && start < until
+                                {
+                                    buckets[i].push(bucket(start, a));
+                                }
+                            }
+                        }
+                        Resolution::Hour => {
+                            let mut all = rs.buckets.iter().flatten();
+                            if let Some(first) = all.next()
+                                && hour >= since
+                                && hour < until
                             {
-                                buckets[i].push(bucket(start, a));
+                                let mut a = *first;
+                                all.for_each(|b| a.merge(b));
+                                buckets[i].push(bucket(hour, &a));
                             }
                         }
                     }
-                    Resolution::Hour => {
-                        let mut all = rs.buckets.iter().flatten();
-                        if let Some(first) = all.next()
-                            && hour >= since
-                            && hour < until
-                        {
-                            let mut a = *first;
-                            all.for_each(|b| a.merge(b));
-                            buckets[i].push(bucket(hour, &a));
-                        }
-                    }
                 }
-            }
-        }
+                Ok(true)
+            },
+        )?;
         Ok(series
             .into_iter()
             .zip(buckets)
