@@ -1,0 +1,339 @@
+//! The collector's store: what agents sent, kept durably and read back by engineers.
+//!
+//! One trait, [`Store`], so that the SQLite backend (embedded default) and a PostgreSQL one
+//! can sit behind it. This file holds the trait and its types and no SQL; `sqlite.rs` is the
+//! only place that knows SQLite; `chunk.rs` and `query.rs` are pure (codecs, merging,
+//! rates, rollups) and tested without a database.
+//!
+//! How samples are kept (see `sqlite.rs` for the schema):
+//! - **staging**: each committed batch is one row (host, timestamp, and a compact record of
+//!   its (series, value) pairs), so ingest costs one insert per batch, not per sample;
+//! - **chunks**: once an hour is closed (ended more than [`COMPACT_GRACE_MS`] ago),
+//!   [`Store::compact`] moves its staged rows into one compressed block per host and hour.
+//!   A host's series are sampled together, so a block stores their timestamps once and each
+//!   series' values as its own compressed column;
+//! - **rollups**: at the same time, 5-minute aggregates (count, min, max, sum) of every
+//!   series of that host-hour; hourly figures are derived from them. For counters they
+//!   aggregate per-second rates (see [`query::rates`]), which is what a report shows.
+//!
+//! Invariants: a (host, stream, sequence) is stored at most once (exactly-once in the store,
+//! at-least-once on the wire); [`Store::commit`] returns only when its batches are durable;
+//! readers see staging and chunks merged, sorted and without duplicate timestamps.
+
+pub mod chunk;
+pub mod query;
+mod sqlite;
+
+pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_readonly};
+
+use aftercare_shared::consent::ConsentRecord;
+use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, UnixMillis};
+use aftercare_shared::protocol::{Identity, StreamId};
+
+pub type HostId = i64;
+pub type SeriesId = i64;
+
+pub const MINUTE_MS: i64 = 60_000;
+pub const HOUR_MS: i64 = 60 * MINUTE_MS;
+/// Width of the finest rollup bucket.
+pub const ROLLUP_STEP_MS: i64 = 5 * MINUTE_MS;
+/// How long after its end an hour stays open for late batches before it is compacted.
+/// Later data still lands: compaction merges it into the existing block.
+pub const COMPACT_GRACE_MS: i64 = 10 * MINUTE_MS;
+/// Staged samples per compaction transaction in [`Store::compact`]: about a second of work.
+pub const COMPACT_STEP_SAMPLES: u64 = 2_000_000;
+/// A connected host is online while its last batch is at most this many intervals old.
+pub const ONLINE_INTERVALS: i64 = 3;
+
+/// Start of the hour holding `ts`.
+pub fn hour_start(ts: UnixMillis) -> UnixMillis {
+    ts.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+/// Staged samples older than this are in closed hours and may be compacted at `now`.
+pub fn compaction_cutoff(now: UnixMillis, grace_ms: i64) -> UnixMillis {
+    hour_start(now - grace_ms)
+}
+
+/// What an agent's Hello tells the store about its host.
+#[derive(Debug, Clone, Copy)]
+pub struct HostHello<'a> {
+    pub identity: &'a Identity,
+    pub facts: &'a HostFacts,
+    pub agent_version: &'a str,
+    pub consent: &'a ConsentRecord,
+    pub interval_ms: u64,
+}
+
+/// A batch received and checked by ingest, waiting for the next group commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingBatch {
+    pub host: HostId,
+    pub stream: StreamId,
+    pub seq: u64,
+    pub received_at: UnixMillis,
+    pub snapshot: MetricSnapshot,
+    pub loss: LossReport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Stored,
+    /// At or below the (host, stream) high-water mark: already stored, acknowledge again.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostStatus {
+    pub id: HostId,
+    pub customer: String,
+    pub host: String,
+    pub first_seen: UnixMillis,
+    /// When the newest batch from this host was received; `None` before the first one.
+    pub last_seen: Option<UnixMillis>,
+    pub agent_version: String,
+    pub consent: ConsentRecord,
+    pub facts: HostFacts,
+    pub connected: bool,
+    pub interval_ms: u64,
+    /// Connected, and the last batch is at most [`ONLINE_INTERVALS`] intervals old.
+    pub online: bool,
+    /// Loss totals as reported by the agent (see [`LossReport`]).
+    pub dropped_batches: u64,
+    pub dropped_samples: u64,
+    pub discarded_by_revocation: u64,
+}
+
+impl HostStatus {
+    /// `customer/host`, the unambiguous name.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.customer, self.host)
+    }
+}
+
+/// The raw points of one series, sorted by time, one per timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesPoints {
+    pub name: String,
+    pub labels: String,
+    pub kind: MetricKind,
+    pub points: Vec<(UnixMillis, f64)>,
+}
+
+/// The newest value of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latest {
+    pub name: String,
+    pub labels: String,
+    pub kind: MetricKind,
+    pub ts: UnixMillis,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    FiveMinutes,
+    Hour,
+}
+
+impl Resolution {
+    pub fn step_ms(self) -> i64 {
+        match self {
+            Resolution::FiveMinutes => ROLLUP_STEP_MS,
+            Resolution::Hour => HOUR_MS,
+        }
+    }
+}
+
+/// Aggregate of one series over one bucket. For counters, of per-second rates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub start: UnixMillis,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+}
+
+impl Bucket {
+    pub fn mean(&self) -> f64 {
+        self.sum / self.count as f64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesRollups {
+    pub name: String,
+    pub labels: String,
+    pub kind: MetricKind,
+    pub buckets: Vec<Bucket>,
+}
+
+/// What one compaction call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Host-hours written (new blocks, or existing ones merged with late data).
+    pub blocks_written: u64,
+    /// Of those, blocks that existed and took late data.
+    pub blocks_merged: u64,
+    /// Staged batches moved out of staging.
+    pub batches: u64,
+    /// Staged samples moved out of staging.
+    pub samples: u64,
+    /// Samples dropped because their series already had a value at that timestamp (the
+    /// value written last is kept).
+    pub duplicates: u64,
+    /// The call stopped at its budget: call again to finish.
+    pub more: bool,
+}
+
+impl CompactStats {
+    pub fn add(&mut self, o: &CompactStats) {
+        self.blocks_written += o.blocks_written;
+        self.blocks_merged += o.blocks_merged;
+        self.batches += o.batches;
+        self.samples += o.samples;
+        self.duplicates += o.duplicates;
+        self.more = o.more;
+    }
+}
+
+/// Sizes, for the benchmark and for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub hosts: u64,
+    pub series: u64,
+    pub staged_batches: u64,
+    pub staged_samples: u64,
+    pub staged_bytes: u64,
+    pub blocks: u64,
+    pub block_samples: u64,
+    pub block_bytes: u64,
+    pub rollup_bytes: u64,
+    /// Pages in use (excluding free pages) times the page size.
+    pub live_bytes: u64,
+    /// Database file plus its write-ahead log, as on disk now.
+    pub file_bytes: u64,
+}
+
+/// The store, driven by one writer thread (which groups batches into commits); readers such
+/// as CLI commands open their own handle.
+pub trait Store: Send {
+    /// Insert or update the host named by `hello.identity`; stores its facts, agent version,
+    /// consent record and interval, and marks it connected.
+    fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError>;
+    fn set_consent(
+        &mut self,
+        host: HostId,
+        consent: &ConsentRecord,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    fn set_disconnected(&mut self, host: HostId, now: UnixMillis) -> Result<(), StoreError>;
+    /// Mark every host disconnected: a starting collector has no connection yet.
+    fn disconnect_all(&mut self, now: UnixMillis) -> Result<(), StoreError>;
+    /// Per stream, the highest sequence committed for this host (streams never written are
+    /// absent).
+    fn high_water(&mut self, host: HostId) -> Result<Vec<(StreamId, u64)>, StoreError>;
+    /// Store the batches in one transaction, durable (survives a process crash and power
+    /// loss) when this returns Ok. A batch at or below its (host, stream) high-water mark,
+    /// including one earlier in the same call, is a [`CommitOutcome::Duplicate`] and is not
+    /// stored again; the mark moves in the same transaction. Also updates the hosts' last
+    /// seen time (duplicates count: the host is alive) and adds the stored batches' loss
+    /// reports to the hosts' totals. Batches of unregistered hosts fail the whole call.
+    fn commit(&mut self, batches: &[PendingBatch]) -> Result<Vec<CommitOutcome>, StoreError>;
+    /// Move staged samples of closed hours into compressed blocks and rollups, stopping
+    /// after roughly `budget_samples` staged samples (at least one host's), so that the
+    /// writer can interleave it with commits. One transaction per call. Idempotent; late
+    /// data merges into existing blocks.
+    fn compact_some(
+        &mut self,
+        now: UnixMillis,
+        budget_samples: u64,
+    ) -> Result<CompactStats, StoreError>;
+    /// [`Store::compact_some`] until nothing closed is left in staging.
+    fn compact(&mut self, now: UnixMillis) -> Result<CompactStats, StoreError> {
+        let mut total = CompactStats::default();
+        loop {
+            let step = self.compact_some(now, COMPACT_STEP_SAMPLES)?;
+            total.add(&step);
+            if !step.more {
+                return Ok(total);
+            }
+        }
+    }
+    fn hosts(&mut self, now: UnixMillis) -> Result<Vec<HostStatus>, StoreError>;
+    /// Raw points with `since <= ts < until`, staging and blocks merged, sorted, one per
+    /// timestamp; series without points in the window are left out.
+    ///
+    /// `host` is `host` or `customer/host`; an unknown or ambiguous name is an error naming
+    /// the candidates. `metric` is an exact name, or a prefix ending in `.` or `*` (`cpu.`,
+    /// `fs.*`); `None` means every series.
+    fn query(
+        &mut self,
+        host: &str,
+        metric: Option<&str>,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<Vec<SeriesPoints>, StoreError>;
+    /// The newest value of every series of a host, sorted by name and labels.
+    fn latest(&mut self, host: &str) -> Result<Vec<Latest>, StoreError>;
+    /// Rollup buckets with `since <= start < until`, from compacted (closed) hours only.
+    fn rollups(
+        &mut self,
+        host: &str,
+        metric: Option<&str>,
+        resolution: Resolution,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<Vec<SeriesRollups>, StoreError>;
+    fn stats(&mut self) -> Result<StoreStats, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open database {path}: directory {dir} does not exist; create it or point the data directory elsewhere in the config"
+    )]
+    MissingDir { path: String, dir: String },
+    #[error("no database at {path}: run `aftercare-collector serve` once to create it")]
+    NoDatabase { path: String },
+    #[error(
+        "database {path} is schema version {found}, this collector knows up to {known}: upgrade the collector"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: u32,
+        known: u32,
+    },
+    #[error(
+        "database {path} is schema version {found}, this collector needs {known}: run `aftercare-collector serve` once to upgrade it (read-only commands do not change the database)"
+    )]
+    SchemaTooOld {
+        path: String,
+        found: u32,
+        known: u32,
+    },
+    #[error("{path} is not an aftercare database ({detail}); choose another path")]
+    NotOurs { path: String, detail: String },
+    #[error("{0}")]
+    UnknownHost(String),
+    #[error("{0}")]
+    AmbiguousHost(String),
+    #[error("host id {0} is not registered: register the host (its Hello) before storing for it")]
+    UnknownHostId(HostId),
+    #[error("database {path} is open read-only: {what} needs the collector's writer")]
+    ReadOnly { path: String, what: &'static str },
+    #[error("database {path} holds a damaged {what}: {detail}; restore the database from a backup")]
+    Corrupt {
+        path: String,
+        what: String,
+        detail: String,
+    },
+    #[error("database {path}: {doing}: {source}")]
+    Backend {
+        path: String,
+        doing: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

@@ -1,0 +1,713 @@
+//! The SQLite store against real database files in temporary directories.
+
+use aftercare_collector::store::{
+    CommitOutcome, HOUR_MS, HostHello, HostId, MINUTE_MS, PendingBatch, Resolution, SeriesPoints,
+    Store, StoreError, open_sqlite, open_sqlite_readonly,
+};
+use aftercare_shared::consent::{ConsentRecord, Grant, Scope};
+use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
+use aftercare_shared::protocol::{Identity, StreamId};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// 2026-03-02T00:00:00Z, a Monday.
+const T0: i64 = 1_772_409_600_000;
+
+fn consent() -> ConsentRecord {
+    ConsentRecord {
+        version: 1,
+        grants: vec![Grant {
+            scope: Scope::Metrics,
+            by: "Ann".into(),
+            at: T0 - HOUR_MS,
+            until: None,
+        }],
+    }
+}
+
+fn register(store: &mut dyn Store, customer: &str, host: &str, now: i64) -> HostId {
+    let identity = Identity {
+        customer: customer.into(),
+        host: host.into(),
+    };
+    let facts = HostFacts {
+        hostname: host.into(),
+        cpu_count: 4,
+        ..HostFacts::default()
+    };
+    let c = consent();
+    let hello = HostHello {
+        identity: &identity,
+        facts: &facts,
+        agent_version: "0.1.0",
+        consent: &c,
+        interval_ms: 10_000,
+    };
+    store.register_host(&hello, now).unwrap()
+}
+
+fn sample(name: &str, labels: &str, kind: MetricKind, value: f64) -> Sample {
+    Sample {
+        name: name.into(),
+        labels: labels.into(),
+        kind,
+        value,
+    }
+}
+
+fn batch(host: HostId, seq: u64, ts: i64, samples: Vec<Sample>) -> PendingBatch {
+    PendingBatch {
+        host,
+        stream: StreamId::Metrics,
+        seq,
+        received_at: ts + 20,
+        snapshot: MetricSnapshot { ts, samples },
+        loss: LossReport::default(),
+    }
+}
+
+/// A tick of a small host: a gauge, a per-core gauge, a counter, and a filesystem that
+/// only shows up on even ticks.
+fn tick(host: HostId, i: u64, ts: i64) -> PendingBatch {
+    let mut s = vec![
+        sample("cpu.total", "", MetricKind::Gauge, (i % 7) as f64 * 1.5),
+        sample("cpu.core", "core=0", MetricKind::Gauge, 0.25 * i as f64),
+        sample(
+            "net.rx_bytes",
+            "if=eth0",
+            MetricKind::Counter,
+            1000.0 * i as f64,
+        ),
+    ];
+    if i.is_multiple_of(2) {
+        s.push(sample("fs.used", "mount=/", MetricKind::Gauge, 5e9));
+    }
+    batch(host, i + 1, ts, s)
+}
+
+fn db(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("collector.db")
+}
+
+fn all_points(store: &mut dyn Store, host: &str) -> Vec<SeriesPoints> {
+    store.query(host, None, 0, i64::MAX).unwrap()
+}
+
+#[test]
+fn hosts_are_upserted_by_customer_and_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    let a = register(&mut store, "acme", "web", T0);
+    let b = register(&mut store, "globex", "web", T0 + 5);
+    assert_ne!(a, b);
+    store.set_disconnected(a, T0 + 10).unwrap();
+    let mut newer = consent();
+    newer.grants[0].by = "Bo".into();
+    store.set_consent(b, &newer, T0 + 11).unwrap();
+    // The same identity again: same id, connected again, first_seen kept.
+    assert_eq!(register(&mut store, "acme", "web", T0 + 1000), a);
+
+    let hosts = store.hosts(T0 + 2000).unwrap();
+    assert_eq!(hosts.len(), 2);
+    let acme = &hosts[0];
+    assert_eq!((acme.id, acme.full_name().as_str()), (a, "acme/web"));
+    assert_eq!(acme.first_seen, T0);
+    assert!(acme.connected);
+    assert_eq!(acme.last_seen, None);
+    assert!(!acme.online, "no batch yet");
+    assert_eq!(acme.facts.cpu_count, 4);
+    assert_eq!(acme.interval_ms, 10_000);
+    assert_eq!(hosts[1].consent.grants[0].by, "Bo");
+
+    // Online: connected and heard from within three intervals.
+    store.commit(&[tick(a, 0, T0 + 3000)]).unwrap();
+    let h = &store.hosts(T0 + 3020 + 30_000).unwrap()[0];
+    assert_eq!(h.last_seen, Some(T0 + 3020));
+    assert!(h.online);
+    assert!(!store.hosts(T0 + 3020 + 30_001).unwrap()[0].online);
+    store.set_disconnected(a, T0 + 4000).unwrap();
+    assert!(!store.hosts(T0 + 4000).unwrap()[0].online);
+    register(&mut store, "acme", "web", T0 + 5000);
+    store.disconnect_all(T0 + 6000).unwrap();
+    assert!(store.hosts(T0 + 6000).unwrap().iter().all(|h| !h.connected));
+
+    assert!(matches!(
+        store.set_disconnected(999, T0),
+        Err(StoreError::UnknownHostId(999))
+    ));
+    let e = store.commit(&[tick(999, 0, T0)]).unwrap_err();
+    assert!(e.to_string().contains("999"), "{e}");
+}
+
+#[test]
+fn redelivered_batches_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    let h = register(&mut store, "acme", "db1", T0);
+    assert!(store.high_water(h).unwrap().is_empty());
+
+    let mut b5 = tick(h, 4, T0 + 40_000);
+    b5.loss = LossReport {
+        dropped_batches: 2,
+        dropped_samples: 200,
+        discarded_by_revocation: 1,
+    };
+    let b6 = tick(h, 5, T0 + 50_000);
+    assert_eq!(
+        store.commit(std::slice::from_ref(&b5)).unwrap(),
+        vec![CommitOutcome::Stored]
+    );
+    // The same batch again, then an older one after a newer one, then a repeat within one
+    // commit.
+    assert_eq!(
+        store.commit(std::slice::from_ref(&b5)).unwrap(),
+        vec![CommitOutcome::Duplicate]
+    );
+    assert_eq!(
+        store
+            .commit(&[b6.clone(), tick(h, 2, T0 + 20_000)])
+            .unwrap(),
+        vec![CommitOutcome::Stored, CommitOutcome::Duplicate]
+    );
+    let b7 = tick(h, 6, T0 + 60_000);
+    assert_eq!(
+        store.commit(&[b7.clone(), b7, b6]).unwrap(),
+        vec![
+            CommitOutcome::Stored,
+            CommitOutcome::Duplicate,
+            CommitOutcome::Duplicate
+        ]
+    );
+    assert_eq!(store.high_water(h).unwrap(), vec![(StreamId::Metrics, 7)]);
+
+    let pts = store.query("db1", Some("cpu.total"), 0, i64::MAX).unwrap();
+    let ts: Vec<i64> = pts[0].points.iter().map(|p| p.0).collect();
+    assert_eq!(ts, vec![T0 + 40_000, T0 + 50_000, T0 + 60_000]);
+    let status = &store.hosts(T0).unwrap()[0];
+    assert_eq!(
+        (
+            status.dropped_batches,
+            status.dropped_samples,
+            status.discarded_by_revocation
+        ),
+        (2, 200, 1),
+        "a redelivered batch's loss report counts once"
+    );
+
+    // Absurd loss reports saturate rather than fail commits.
+    let mut huge = tick(h, 7, T0 + 65_000);
+    huge.loss.dropped_samples = u64::MAX;
+    store.commit(&[huge.clone()]).unwrap();
+    huge.seq = 9;
+    store.commit(&[huge]).unwrap();
+    assert_eq!(store.hosts(T0).unwrap()[0].dropped_samples, i64::MAX as u64);
+
+    // Sequence numbers beyond i64::MAX (epochs past 2^31) survive the round trip.
+    let big = u64::MAX - 5;
+    assert_eq!(
+        store.commit(&[tick(h, big - 1, T0 + 70_000)]).unwrap(),
+        vec![CommitOutcome::Stored]
+    );
+    assert_eq!(
+        store.commit(&[tick(h, 10, T0 + 80_000)]).unwrap(),
+        vec![CommitOutcome::Duplicate]
+    );
+    assert_eq!(store.high_water(h).unwrap(), vec![(StreamId::Metrics, big)]);
+}
+
+/// Commit, then vanish without closing anything; the data must be there on reopening.
+#[test]
+fn commits_survive_a_handle_that_is_never_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut store = open_sqlite(&path).unwrap();
+    let h = register(&mut store, "acme", "db1", T0);
+    store
+        .commit(&[tick(h, 0, T0), tick(h, 1, T0 + 10_000)])
+        .unwrap();
+    // No destructor runs: the connection is never closed, the WAL never checkpointed.
+    std::mem::forget(store);
+    let mut again = open_sqlite(&path).unwrap();
+    assert_eq!(again.high_water(h).unwrap(), vec![(StreamId::Metrics, 2)]);
+    assert_eq!(all_points(&mut again, "db1")[0].points.len(), 2);
+}
+
+const CRASH_ENV: &str = "AFTERCARE_STORE_CRASH_DB";
+
+/// Run by `commits_survive_a_process_crash` in a child process: commit, then abort.
+#[test]
+fn crash_child() {
+    let Some(path) = std::env::var_os(CRASH_ENV) else {
+        return;
+    };
+    let mut store = open_sqlite(Path::new(&path)).unwrap();
+    let h = register(&mut store, "acme", "db1", T0);
+    let batches: Vec<_> = (0..50)
+        .map(|i| tick(h, i, T0 + i as i64 * 10_000))
+        .collect();
+    assert!(
+        store
+            .commit(&batches)
+            .unwrap()
+            .iter()
+            .all(|o| *o == CommitOutcome::Stored)
+    );
+    std::process::abort();
+}
+
+#[test]
+fn commits_survive_a_process_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["crash_child", "--exact", "--test-threads=1"])
+        .env(CRASH_ENV, &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("the crashing child did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "the child must have aborted");
+    assert!(
+        Path::new(&format!("{}-wal", path.display())).exists(),
+        "data is still only in the WAL, as after a real crash"
+    );
+    let mut store = open_sqlite(&path).unwrap();
+    let h = store.hosts(T0).unwrap()[0].id;
+    assert_eq!(store.high_water(h).unwrap(), vec![(StreamId::Metrics, 50)]);
+    assert_eq!(all_points(&mut store, "db1")[0].points.len(), 50);
+    let mode: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+/// Two and a half hours of ticks for two hosts.
+fn fill(store: &mut dyn Store) -> (HostId, HostId) {
+    let a = register(store, "acme", "db1", T0);
+    let b = register(store, "acme", "web", T0);
+    let mut batches = Vec::new();
+    for i in 0..900u64 {
+        let ts = T0 + i as i64 * 10_000 + (i % 5) as i64; // jittered by a few ms
+        batches.push(tick(a, i, ts));
+        batches.push(tick(b, i, ts + 3));
+        if batches.len() >= 200 {
+            store.commit(&batches).unwrap();
+            batches.clear();
+        }
+    }
+    store.commit(&batches).unwrap();
+    (a, b)
+}
+
+#[test]
+fn compaction_keeps_every_point_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    fill(&mut store);
+    let before_a = all_points(&mut store, "db1");
+    let before_b = all_points(&mut store, "web");
+    assert_eq!(before_a.len(), 4);
+    assert_eq!(before_a[0].points.len(), 900);
+
+    // At T0 + 2h05 only the first hour is closed (the second is in its grace period).
+    let s = store.compact(T0 + 2 * HOUR_MS + 5 * MINUTE_MS).unwrap();
+    assert_eq!((s.blocks_written, s.batches), (2, 720));
+    assert_eq!(all_points(&mut store, "db1"), before_a);
+    let s = store.compact(T0 + 2 * HOUR_MS + 11 * MINUTE_MS).unwrap();
+    assert_eq!((s.blocks_written, s.blocks_merged, s.batches), (2, 0, 720));
+    assert_eq!(s.samples, 720 * 3 + 360);
+    assert_eq!(s.duplicates, 0);
+    // Again: nothing left to do.
+    let s = store.compact(T0 + 2 * HOUR_MS + 11 * MINUTE_MS).unwrap();
+    assert_eq!((s.blocks_written, s.batches), (0, 0));
+
+    // Both hosts read back exactly, across blocks and the staged third hour.
+    assert_eq!(all_points(&mut store, "db1"), before_a);
+    assert_eq!(all_points(&mut store, "web"), before_b);
+    let st = store.stats().unwrap();
+    assert_eq!(st.blocks, 4);
+    assert_eq!(st.staged_batches, 2 * 180);
+    assert_eq!(st.block_samples + st.staged_samples, 2 * (900 * 3 + 450));
+
+    // A window across a block boundary and into staging, with exclusive end.
+    let w = store
+        .query(
+            "acme/db1",
+            Some("cpu.total"),
+            T0 + HOUR_MS - 20_000,
+            T0 + 2 * HOUR_MS + 20_000,
+        )
+        .unwrap();
+    let ts: Vec<i64> = w[0].points.iter().map(|p| p.0).collect();
+    assert_eq!(ts.len(), 364);
+    assert!(ts[0] >= T0 + HOUR_MS - 20_000 && *ts.last().unwrap() < T0 + 2 * HOUR_MS + 20_000);
+    assert!(ts.windows(2).all(|w| w[0] < w[1]));
+
+    // Closing everything and compacting in small steps gives the same answer.
+    let mut steps = 0;
+    loop {
+        let s = store.compact_some(T0 + 4 * HOUR_MS, 1).unwrap();
+        steps += 1;
+        if !s.more {
+            break;
+        }
+    }
+    assert!(steps >= 2);
+    assert_eq!(store.stats().unwrap().staged_batches, 0);
+    assert_eq!(all_points(&mut store, "db1"), before_a);
+}
+
+#[test]
+fn late_data_merges_into_existing_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    let (a, _) = fill(&mut store);
+    store.compact(T0 + 4 * HOUR_MS).unwrap();
+    let before = all_points(&mut store, "db1");
+
+    // A late batch between two ticks of the first hour, one replacing a tick's values, and
+    // a new series.
+    let late = batch(
+        a,
+        5000,
+        T0 + 15_000,
+        vec![
+            sample("cpu.total", "", MetricKind::Gauge, 99.0),
+            sample("disk.io", "dev=sda", MetricKind::Counter, 1.0),
+        ],
+    );
+    let replace = batch(
+        a,
+        5001,
+        T0 + 20_002,
+        vec![sample("cpu.total", "", MetricKind::Gauge, -1.0)],
+    );
+    store.commit(&[late, replace]).unwrap();
+    let s = store.compact(T0 + 4 * HOUR_MS).unwrap();
+    assert_eq!((s.blocks_written, s.blocks_merged, s.duplicates), (1, 1, 1));
+
+    let after = all_points(&mut store, "db1");
+    let cpu = |v: &[SeriesPoints]| {
+        v.iter()
+            .find(|s| s.name == "cpu.total")
+            .unwrap()
+            .points
+            .clone()
+    };
+    let mut want = cpu(&before);
+    want.push((T0 + 15_000, 99.0));
+    want.sort_by_key(|p| p.0);
+    let i = want.iter().position(|p| p.0 == T0 + 20_002).unwrap();
+    want[i].1 = -1.0;
+    assert_eq!(cpu(&after), want);
+    assert_eq!(after.len(), 5);
+    let disk = after.iter().find(|s| s.name == "disk.io").unwrap();
+    assert_eq!(disk.points, vec![(T0 + 15_000, 1.0)]);
+    // Every other series is untouched.
+    for s in before.iter().filter(|s| s.name != "cpu.total") {
+        assert!(after.contains(s), "{} changed", s.name);
+    }
+}
+
+#[test]
+fn damaged_blocks_are_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    fill(&mut store);
+    store.compact(T0 + 4 * HOUR_MS).unwrap();
+    rusqlite::Connection::open(db(&dir))
+        .unwrap()
+        .execute(
+            "UPDATE chunks SET data = x'01ffffff' WHERE hour = ?1",
+            [T0 + HOUR_MS],
+        )
+        .unwrap();
+    let e = store.query("db1", None, 0, i64::MAX).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("damaged block of host") && msg.contains("backup"),
+        "{msg}"
+    );
+    // Other hours still read.
+    assert!(store.query("db1", None, T0, T0 + HOUR_MS).is_ok());
+}
+
+#[test]
+fn queries_select_hosts_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    let a = register(&mut store, "acme", "web", T0);
+    let b = register(&mut store, "globex", "web", T0);
+    store.commit(&[tick(a, 0, T0), tick(b, 0, T0)]).unwrap();
+    store
+        .commit(&[batch(
+            b,
+            2,
+            T0 + 10_000,
+            vec![sample("cpu.total", "", MetricKind::Gauge, 42.0)],
+        )])
+        .unwrap();
+
+    let e = store.query("web", None, 0, i64::MAX).unwrap_err();
+    assert!(matches!(e, StoreError::AmbiguousHost(_)));
+    let msg = e.to_string();
+    assert!(
+        msg.contains("acme/web") && msg.contains("globex/web"),
+        "{msg}"
+    );
+    let e = store.query("nope", None, 0, i64::MAX).unwrap_err();
+    assert!(matches!(e, StoreError::UnknownHost(_)));
+    assert!(e.to_string().contains("globex/web"), "{e}");
+
+    let names = |v: Vec<SeriesPoints>| {
+        v.into_iter()
+            .map(|s| format!("{}{{{}}}", s.name, s.labels))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.query("acme/web", Some("cpu."), 0, i64::MAX).unwrap()),
+        vec!["cpu.core{core=0}", "cpu.total{}"]
+    );
+    assert_eq!(
+        names(store.query("acme/web", Some("fs.*"), 0, i64::MAX).unwrap()),
+        vec!["fs.used{mount=/}"]
+    );
+    assert_eq!(
+        names(store.query("acme/web", Some("cpu"), 0, i64::MAX).unwrap()),
+        Vec::<String>::new(),
+        "an exact name matches no prefix"
+    );
+    let g = store
+        .query("globex/web", Some("cpu.total"), 0, i64::MAX)
+        .unwrap();
+    assert_eq!(g[0].points, vec![(T0, 0.0), (T0 + 10_000, 42.0)]);
+    assert_eq!(g[0].kind, MetricKind::Gauge);
+}
+
+#[test]
+fn latest_values_and_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    let (a, _) = fill(&mut store);
+    let check_latest = |store: &mut dyn Store| {
+        let l = store.latest("db1").unwrap();
+        let got: Vec<(&str, i64, f64)> =
+            l.iter().map(|x| (x.name.as_str(), x.ts, x.value)).collect();
+        // Tick 899 is the newest; fs.used only comes on even ticks (898).
+        let t = |i: i64| T0 + i * 10_000 + i % 5;
+        assert_eq!(
+            got,
+            vec![
+                ("cpu.core", t(899), 0.25 * 899.0),
+                ("cpu.total", t(899), (899 % 7) as f64 * 1.5),
+                ("fs.used", t(898), 5e9),
+                ("net.rx_bytes", t(899), 899_000.0),
+            ]
+        );
+    };
+    check_latest(&mut store);
+    store.compact(T0 + 2 * HOUR_MS + 11 * MINUTE_MS).unwrap();
+    check_latest(&mut store);
+    store.compact(T0 + 5 * HOUR_MS).unwrap();
+    check_latest(&mut store);
+    // A late batch does not move the newest value back.
+    store
+        .commit(&[batch(
+            a,
+            10_000,
+            T0 + 5,
+            vec![sample("cpu.total", "", MetricKind::Gauge, 7.0)],
+        )])
+        .unwrap();
+    store.compact(T0 + 5 * HOUR_MS).unwrap();
+    check_latest(&mut store);
+
+    let r = store
+        .rollups(
+            "db1",
+            Some("cpu.total"),
+            Resolution::FiveMinutes,
+            T0,
+            T0 + HOUR_MS,
+        )
+        .unwrap();
+    assert_eq!(r[0].buckets.len(), 12);
+    let raw = store
+        .query("db1", Some("cpu.total"), T0, T0 + 5 * MINUTE_MS)
+        .unwrap();
+    let vals: Vec<f64> = raw[0].points.iter().map(|p| p.1).collect();
+    let b = r[0].buckets[0];
+    assert_eq!(b.start, T0);
+    assert_eq!(b.count, vals.len() as u64);
+    assert_eq!(b.sum, vals.iter().sum::<f64>());
+    assert_eq!(b.max, 9.0);
+    assert_eq!(b.min, 0.0);
+
+    // Counter rollups are of rates: 1000 per 10 s tick = 100/s, give or take the jitter.
+    let r = store
+        .rollups("db1", Some("net."), Resolution::Hour, T0, T0 + 2 * HOUR_MS)
+        .unwrap();
+    assert_eq!(r[0].buckets.len(), 2);
+    let hours = store
+        .rollups("db1", Some("net."), Resolution::Hour, 0, i64::MAX)
+        .unwrap();
+    assert_eq!(hours[0].buckets.len(), 3);
+    let h0 = hours[0].buckets[0];
+    assert_eq!(
+        h0.count, 359,
+        "the first point of an hour has no rate in it"
+    );
+    assert!((h0.mean() - 100.0).abs() < 0.1, "{h0:?}");
+    assert!(h0.min > 99.9 && h0.max < 100.1);
+}
+
+#[test]
+fn migrations_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+
+    // Missing directory: an error naming it, nothing created.
+    let missing = dir.path().join("no/such/dir/c.db");
+    let e = open_sqlite(&missing).unwrap_err().to_string();
+    assert!(
+        e.contains("no/such/dir") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = open_sqlite_readonly(&path).unwrap_err();
+    assert!(matches!(e, StoreError::NoDatabase { .. }), "{e}");
+
+    drop(open_sqlite(&path).unwrap());
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let v: u32 = raw
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(v >= 1);
+    // Opening again is a no-op.
+    drop(open_sqlite(&path).unwrap());
+
+    raw.execute_batch("PRAGMA user_version = 99").unwrap();
+    let e = open_sqlite(&path).unwrap_err();
+    assert!(
+        matches!(e, StoreError::SchemaTooNew { found: 99, .. }),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("schema version 99") && msg.contains("upgrade the collector"),
+        "{msg}"
+    );
+    assert!(matches!(
+        open_sqlite_readonly(&path),
+        Err(StoreError::SchemaTooNew { .. })
+    ));
+
+    // Someone else's database is left alone.
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    let e = open_sqlite(&other).unwrap_err();
+    assert!(matches!(e, StoreError::NotOurs { .. }), "{e}");
+}
+
+#[test]
+fn readers_do_not_block_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut store = open_sqlite(&path).unwrap();
+    let h = register(&mut store, "acme", "db1", T0);
+    store.commit(&[tick(h, 0, T0)]).unwrap();
+
+    let mut reader = open_sqlite_readonly(&path).unwrap();
+    assert_eq!(all_points(&mut reader, "db1").len(), 4);
+    let e = reader.commit(&[tick(h, 1, T0 + 10_000)]).unwrap_err();
+    assert!(matches!(e, StoreError::ReadOnly { .. }), "{e}");
+    assert!(reader.compact(T0 + 10 * HOUR_MS).is_err());
+
+    // A reader in the middle of a long read transaction.
+    let raw =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    raw.execute_batch("BEGIN").unwrap();
+    let n: i64 = raw
+        .query_row("SELECT count(*) FROM staging", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let started = Instant::now();
+    store.commit(&[tick(h, 1, T0 + 10_000)]).unwrap();
+    store.compact(T0 + 10 * HOUR_MS).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The reader keeps its snapshot; a new read sees the commit.
+    let n: i64 = raw
+        .query_row("SELECT count(*) FROM staging", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    raw.execute_batch("COMMIT").unwrap();
+    assert_eq!(all_points(&mut reader, "db1")[0].points.len(), 2);
+}
+
+#[test]
+fn a_failed_commit_stores_nothing_and_leaves_no_stale_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    let h = register(&mut store, "acme", "db1", T0);
+    let new_series = |seq, ts| {
+        batch(
+            h,
+            seq,
+            ts,
+            vec![sample("disk.errors", "dev=sda", MetricKind::Counter, 1.0)],
+        )
+    };
+    // The second batch names an unknown host: the whole commit fails.
+    let e = store
+        .commit(&[new_series(1, T0), tick(4242, 0, T0)])
+        .unwrap_err();
+    assert!(matches!(e, StoreError::UnknownHostId(4242)), "{e}");
+    assert!(store.high_water(h).unwrap().is_empty());
+    assert_eq!(store.stats().unwrap().series, 0);
+    // The series created inside the failed transaction must not linger in the writer.
+    store.commit(&[new_series(1, T0 + 10_000)]).unwrap();
+    let q = store.query("db1", None, 0, i64::MAX).unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].points, vec![(T0 + 10_000, 1.0)]);
+}
+
+#[test]
+fn a_series_that_changes_kind_keeps_its_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    let h = register(&mut store, "acme", "db1", T0);
+    let s = |kind| vec![sample("procs.forks", "", kind, 5.0)];
+    store
+        .commit(&[
+            batch(h, 1, T0, s(MetricKind::Gauge)),
+            batch(h, 2, T0 + 10_000, s(MetricKind::Counter)),
+        ])
+        .unwrap();
+    let q = store.query("db1", None, 0, i64::MAX).unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].kind, MetricKind::Counter);
+    assert_eq!(q[0].points.len(), 2);
+    // The writer's cache agrees after a reopen.
+    drop(store);
+    let mut store = open_sqlite(&db(&dir)).unwrap();
+    store
+        .commit(&[batch(h, 3, T0 + 20_000, s(MetricKind::Counter))])
+        .unwrap();
+    assert_eq!(store.stats().unwrap().series, 1);
+}
