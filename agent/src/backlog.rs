@@ -108,6 +108,11 @@ impl Backlog {
         self.entries.range(from..)
     }
 
+    /// Batches written on the current connection and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.next_unsent
+    }
+
     /// A new connection: everything unacknowledged must be written again.
     pub fn rewind(&mut self) {
         self.next_unsent = 0;

@@ -66,6 +66,10 @@ pub struct CollectorConfig {
     /// Largest frame sent or accepted.
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: usize,
+    /// A link whose oldest batch in flight has waited this long for its acknowledgement is
+    /// taken for dead and opened anew (the collector may have vanished without a word).
+    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+    pub ack_timeout: Duration,
 }
 
 /// In-memory backlog of unacknowledged batches while the collector is unreachable.
@@ -102,6 +106,9 @@ fn default_reconnect_min() -> Duration {
 }
 fn default_reconnect_max() -> Duration {
     Duration::from_secs(60)
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_max_frame() -> usize {
     aftercare_shared::codec::DEFAULT_MAX_FRAME
@@ -179,6 +186,9 @@ impl AgentConfig {
                 "collector.reconnect_min must be above zero and at most collector.reconnect_max"
                     .into(),
             );
+        }
+        if c.ack_timeout < Duration::from_secs(1) {
+            return Err("collector.ack_timeout must be at least 1s".into());
         }
         if !(1024..=aftercare_shared::codec::MAX_FRAME_LIMIT).contains(&c.max_frame_bytes) {
             return Err(format!(

@@ -181,12 +181,19 @@ fn consent_cmd(cfg: &AgentConfig, cmd: ConsentCmd) -> Result<()> {
                     println!("nothing granted: this agent sends nothing");
                     return Ok(());
                 }
-                println!("{:<12} {:<8} {:<24} {:<21} until", "scope", "state", "granted by", "at");
+                println!(
+                    "{:<12} {:<8} {:<24} {:<21} until",
+                    "scope", "state", "granted by", "at"
+                );
                 for g in &rec.grants {
                     println!(
                         "{:<12} {:<8} {:<24} {:<21} {}",
                         g.scope.as_str(),
-                        if g.active_at(now) { "active" } else { "expired" },
+                        if g.active_at(now) {
+                            "active"
+                        } else {
+                            "expired"
+                        },
                         g.by,
                         time_fmt::rfc3339(g.at),
                         g.until.map(time_fmt::rfc3339).unwrap_or_else(|| "-".into())

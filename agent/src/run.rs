@@ -61,6 +61,8 @@ pub struct Agent {
     generation: u64,
     jitter: Jitter,
     attempt: u32,
+    /// Since when the link has had batches in flight without any acknowledgement.
+    waiting_since: Option<Instant>,
     events_tx: mpsc::UnboundedSender<LinkEvent>,
     events_rx: mpsc::UnboundedReceiver<LinkEvent>,
 }
@@ -70,11 +72,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
     use anyhow::Context;
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("cannot create state dir {}", cfg.state_dir.display()))?;
-    let client = crate::tls::client_config(
-        &cfg.collector.ca,
-        &cfg.collector.cert,
-        &cfg.collector.key,
-    )?;
+    let client =
+        crate::tls::client_config(&cfg.collector.ca, &cfg.collector.cert, &cfg.collector.key)?;
     let consent = consent::watch(cfg.consent_path(), shutdown.clone())
         .with_context(|| format!("cannot watch {}", cfg.consent_path().display()))?;
     let collector = Collector::new(&cfg.metrics)?;
@@ -94,6 +93,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         generation: 0,
         jitter: Jitter::seeded(),
         attempt: 0,
+        waiting_since: None,
         events_tx,
         events_rx,
     };
@@ -141,6 +141,17 @@ impl Agent {
                     self.on_consent_change();
                 }
                 _ = tick.tick(), if draining.is_none() => self.on_tick(),
+                _ = async { tokio::time::sleep_until(self.waiting_since.expect("guarded") + self.cfg.collector.ack_timeout).await },
+                    if self.waiting_since.is_some() && self.link.is_some() => {
+                    warn!(
+                        in_flight = self.backlog.in_flight(),
+                        "no acknowledgement for {:?}: taking the link for dead",
+                        self.cfg.collector.ack_timeout
+                    );
+                    self.close_link("no acknowledgements");
+                    retry_at = Instant::now();
+                    if draining.is_some() { break; }
+                }
                 Some(ev) = self.events_rx.recv() => {
                     self.on_link_event(ev, &mut retry_at);
                     if draining.is_some() && self.backlog.is_empty() { break; }
@@ -169,10 +180,10 @@ impl Agent {
                     }));
                 }
             }
-            if !self.wants_link() {
-                if let Some(h) = connecting.take() {
-                    h.abort();
-                }
+            if !self.wants_link()
+                && let Some(h) = connecting.take()
+            {
+                h.abort();
             }
         }
 
@@ -248,6 +259,9 @@ impl Agent {
             if link.frames.send(WriterCmd::Frame(e.frame.clone())).is_err() {
                 break; // the writer is gone; the Closed event will follow
             }
+        }
+        if self.backlog.in_flight() > 0 && self.waiting_since.is_none() {
+            self.waiting_since = Some(Instant::now());
         }
     }
 
@@ -410,6 +424,8 @@ impl Agent {
                 } => {
                     let n = self.backlog.ack(stream, seq);
                     debug!(stream = stream.as_str(), seq, duplicate, done = n, "ack");
+                    // Progress: the clock restarts for what is still in flight.
+                    self.waiting_since = (self.backlog.in_flight() > 0).then(Instant::now);
                 }
                 CollectorMsg::Rejected {
                     stream,
@@ -417,6 +433,7 @@ impl Agent {
                     reason,
                 } => {
                     self.backlog.reject(stream, seq);
+                    self.waiting_since = (self.backlog.in_flight() > 0).then(Instant::now);
                     warn!(
                         stream = stream.as_str(),
                         seq, "collector rejected a batch: {reason}"
@@ -430,6 +447,7 @@ impl Agent {
             LinkEvent::Closed(g, why) if Some(g) == current => {
                 warn!("link lost: {why}");
                 self.link = None;
+                self.waiting_since = None;
                 let wait = transport::backoff(
                     0,
                     self.cfg.collector.reconnect_min,
@@ -443,6 +461,7 @@ impl Agent {
     }
 
     fn close_link(&mut self, why: &str) {
+        self.waiting_since = None;
         if let Some(link) = self.link.take() {
             info!("closing link: {why}");
             let _ = link.frames.send(WriterCmd::Close(why.to_string()));

@@ -42,16 +42,32 @@ fn consent_grant_show_revoke() {
 
     let o = agent(
         &cfg,
-        &["consent", "grant", "--scope", "metrics,logs", "--by", "Ann Li", "--until", "2099-12-31"],
+        &[
+            "consent",
+            "grant",
+            "--scope",
+            "metrics,logs",
+            "--by",
+            "Ann Li",
+            "--until",
+            "2099-12-31",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("granted metrics,logs by Ann Li until 2100-01-01T00:00:00Z"), "{}", text(&o));
+    assert!(
+        text(&o).contains("granted metrics,logs by Ann Li until 2100-01-01T00:00:00Z"),
+        "{}",
+        text(&o)
+    );
     let file = std::fs::read_to_string(d.path().join("state/consent.toml")).unwrap();
     assert!(file.contains("Ann Li"), "{file}");
 
     let o = agent(&cfg, &["consent", "show", "--json"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("\"scope\":\"metrics\"") && out.contains("\"active\":true"), "{out}");
+    assert!(
+        out.contains("\"scope\":\"metrics\"") && out.contains("\"active\":true"),
+        "{out}"
+    );
 
     let o = agent(&cfg, &["consent", "revoke", "--scope", "logs"]);
     assert!(text(&o).contains("revoked logs"), "{}", text(&o));
@@ -64,15 +80,46 @@ fn consent_grant_show_revoke() {
 fn bad_input_is_named() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path());
-    let o = agent(&cfg, &["consent", "grant", "--scope", "metrics,everything", "--by", "Ann"]);
+    let o = agent(
+        &cfg,
+        &[
+            "consent",
+            "grant",
+            "--scope",
+            "metrics,everything",
+            "--by",
+            "Ann",
+        ],
+    );
     assert!(!o.status.success());
-    assert!(text(&o).contains("unknown consent scope 'everything'"), "{}", text(&o));
+    assert!(
+        text(&o).contains("unknown consent scope 'everything'"),
+        "{}",
+        text(&o)
+    );
 
-    let o = agent(&cfg, &["consent", "grant", "--scope", "metrics", "--by", "Ann", "--until", "soon"]);
+    let o = agent(
+        &cfg,
+        &[
+            "consent", "grant", "--scope", "metrics", "--by", "Ann", "--until", "soon",
+        ],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("'soon' is not a date"), "{}", text(&o));
 
-    let o = agent(&cfg, &["consent", "grant", "--scope", "metrics", "--by", "Ann", "--until", "2001-01-01"]);
+    let o = agent(
+        &cfg,
+        &[
+            "consent",
+            "grant",
+            "--scope",
+            "metrics",
+            "--by",
+            "Ann",
+            "--until",
+            "2001-01-01",
+        ],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("not in the future"), "{}", text(&o));
 
@@ -82,7 +129,11 @@ fn bad_input_is_named() {
 
     // A hand edit that breaks the file is reported with the path, and nothing is granted.
     std::fs::create_dir_all(d.path().join("state")).unwrap();
-    std::fs::write(d.path().join("state/consent.toml"), "[[grant]]\nscope = 1\n").unwrap();
+    std::fs::write(
+        d.path().join("state/consent.toml"),
+        "[[grant]]\nscope = 1\n",
+    )
+    .unwrap();
     let o = agent(&cfg, &["consent", "show"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("consent.toml"), "{}", text(&o));

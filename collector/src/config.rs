@@ -112,7 +112,10 @@ impl CollectorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG) => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path == Path::new(DEFAULT_CONFIG) =>
+            {
                 String::new()
             }
             Err(source) => {
@@ -192,8 +195,8 @@ mod tests {
         assert_eq!(c.listen.port(), DEFAULT_PORT);
         let e = CollectorConfig::parse("listen = \"nowhere\"\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("listen"), "{e}");
-        let e = CollectorConfig::parse("[ingest]\nqueue_depth = 0\n", Path::new("c.toml"))
-            .unwrap_err();
+        let e =
+            CollectorConfig::parse("[ingest]\nqueue_depth = 0\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("ingest.queue_depth"), "{e}");
         let e = CollectorConfig::parse("lsiten = 1\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("lsiten"), "{e}");

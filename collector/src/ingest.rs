@@ -106,7 +106,10 @@ async fn handle_connection(
         Ok(id) => id,
         Err(e) => {
             warn!("no usable identity in the client certificate: {e}");
-            conn.close(close::REFUSED.into(), b"certificate names no aftercare identity");
+            conn.close(
+                close::REFUSED.into(),
+                b"certificate names no aftercare identity",
+            );
             return;
         }
     };
@@ -140,7 +143,14 @@ async fn handle_connection(
             }
             Err(ConnError::Refused(reason)) => {
                 warn!("refused: {reason}");
-                let _ = write_msg(&mut send, &CollectorMsg::Refused { reason: reason.clone() }, opts.max_frame).await;
+                let _ = write_msg(
+                    &mut send,
+                    &CollectorMsg::Refused {
+                        reason: reason.clone(),
+                    },
+                    opts.max_frame,
+                )
+                .await;
                 let _ = send.finish();
                 let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
                 conn.close(close::REFUSED.into(), reason.as_bytes());
@@ -359,7 +369,10 @@ fn scopes(c: &ConsentRecord) -> String {
 }
 
 /// Read one frame (flags and body, after the length); `None` at a clean end of stream.
-async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<Vec<u8>>, ConnError> {
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<Vec<u8>>, ConnError> {
     let mut hdr = [0u8; 4];
     match recv.read_exact(&mut hdr).await {
         Ok(()) => {}

@@ -1,6 +1,7 @@
 //! `aftercare-collector`: the command line.
 
 use aftercare_collector::config::{CollectorConfig, DEFAULT_CONFIG};
+use aftercare_collector::store::Store;
 use aftercare_collector::{ca, quickstart, server, store, view};
 use aftercare_shared::time_fmt::{self, now_millis};
 use anyhow::{Context, Result};

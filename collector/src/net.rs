@@ -12,17 +12,28 @@ pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// A quinn server endpoint bound to `addr` with [`SOCKET_BUFFER_BYTES`] buffers. Must run
 /// inside a tokio runtime. Bind to port 0 in tests and read `local_addr()`.
 ///
+/// `reset_secret` should be stable across restarts (we derive it from the server key): the
+/// stateless-reset key comes from it, so after a crash the restarted collector answers the
+/// agents' packets for connections it no longer knows with a reset they can verify, and they
+/// reconnect at once instead of waiting for their idle timeout.
+///
 /// The kernel caps buffers at `net.core.rmem_max`/`wmem_max`; a smaller result is logged
 /// with the sysctl to raise, not treated as an error.
 pub fn server_endpoint(
     addr: SocketAddr,
     config: quinn::ServerConfig,
+    reset_secret: &[u8],
 ) -> io::Result<quinn::Endpoint> {
     let socket = bind_udp(addr)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| io::Error::other("no async runtime for the QUIC endpoint"))?;
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        &[b"aftercare stateless reset\0".as_slice(), reset_secret].concat(),
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref());
     quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        quinn::EndpointConfig::new(std::sync::Arc::new(key)),
         Some(config),
         socket,
         runtime,

@@ -6,6 +6,7 @@
 
 use crate::config::CollectorConfig;
 use crate::server::Collector;
+use crate::store::Store;
 use crate::{ca, store, view};
 use aftercare_shared::time_fmt::now_millis;
 use anyhow::{Context, Result, bail};
@@ -101,14 +102,24 @@ pub fn run(args: Args) -> Result<()> {
     if !cfg.ca_dir().join("ca.crt").exists() {
         println!(
             "{}",
-            ca::init_ca(&cfg.ca_dir(), &cfg.server_names, &ca::InitOptions::default())?
+            ca::init_ca(
+                &cfg.ca_dir(),
+                &cfg.server_names,
+                &ca::InitOptions::default()
+            )?
         );
     }
     let cert_dir = dir.join("agent-cert");
     if !cert_dir.join("agent.crt").exists() {
         println!(
             "{}",
-            ca::issue_agent_cert(&cfg.ca_dir(), "demo", &host, &cert_dir, ca::Validity::days_from_now(365))?
+            ca::issue_agent_cert(
+                &cfg.ca_dir(),
+                "demo",
+                &host,
+                &cert_dir,
+                ca::Validity::days_from_now(365)
+            )?
         );
     }
 
@@ -224,8 +235,12 @@ fn print_status(cfg: &CollectorConfig, host: &str) -> bool {
     print!("{}", view::hosts_table(&hosts, now));
     let mut any = false;
     for prefix in ["cpu.", "load.", "mem.", "swap.", "fs.", "net.", "agent."] {
-        if let Ok(series) = st.query(&format!("demo/{host}"), Some(prefix), now - 120_000, now + 1)
-            && !series.is_empty()
+        if let Ok(series) = st.query(
+            &format!("demo/{host}"),
+            Some(prefix),
+            now - 120_000,
+            now + 1,
+        ) && !series.is_empty()
         {
             if !any {
                 println!();

@@ -3,6 +3,7 @@
 
 use crate::config::CollectorConfig;
 use crate::ingest::{self, IngestOptions};
+use crate::store::Store;
 use crate::writer::{self, Request, WriterOptions};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -13,36 +14,51 @@ use tracing::info;
 /// the port before anything connects.
 pub struct Collector {
     pub endpoint: quinn::Endpoint,
+    store: crate::store::SqliteStore,
     cfg: CollectorConfig,
 }
 
 impl Collector {
     pub fn bind(cfg: &CollectorConfig) -> Result<Self> {
-        let server = crate::tls::load_quinn_server_config(&crate::tls::ServerTlsFiles::in_dir(&cfg.ca_dir())).with_context(|| {
+        // The database first: once `bind` returns, it exists at the current schema, so
+        // readers (CLI, tests) can open it at once.
+        let mut store = crate::store::open_sqlite(&cfg.database)
+            .with_context(|| format!("cannot open database {}", cfg.database.display()))?;
+        // Connections of a previous run (perhaps one that crashed) are gone.
+        store.disconnect_all(aftercare_shared::time_fmt::now_millis())?;
+        let server = crate::tls::load_quinn_server_config(&crate::tls::ServerTlsFiles::in_dir(
+            &cfg.ca_dir(),
+        ))
+        .with_context(|| {
             format!(
                 "cannot load the collector's TLS identity from {}",
                 cfg.ca_dir().display()
             )
         })?;
-        let endpoint = crate::net::server_endpoint(cfg.listen, server)
+        let files = crate::tls::ServerTlsFiles::in_dir(&cfg.ca_dir());
+        let secret = std::fs::read(&files.key)
+            .with_context(|| format!("cannot read {}", files.key.display()))?;
+        let endpoint = crate::net::server_endpoint(cfg.listen, server, &secret)
             .with_context(|| format!("cannot listen on udp {}", cfg.listen))?;
         Ok(Collector {
             endpoint,
+            store,
             cfg: cfg.clone(),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint.local_addr().expect("bound endpoint has an address")
+        self.endpoint
+            .local_addr()
+            .expect("bound endpoint has an address")
     }
 
     /// Run until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let store = crate::store::open_sqlite(&self.cfg.database)
-            .with_context(|| format!("cannot open database {}", self.cfg.database.display()))?;
+        let listen = self.local_addr();
         let ing = &self.cfg.ingest;
         let (writer, join) = writer::spawn(
-            Box::new(store),
+            Box::new(self.store),
             WriterOptions {
                 max_batches_per_commit: ing.max_batches_per_commit,
                 queue_depth: ing.queue_depth,
@@ -50,7 +66,7 @@ impl Collector {
             },
         );
         info!(
-            listen = %self.local_addr(),
+            listen = %listen,
             database = %self.cfg.database.display(),
             "aftercare-collector {} serving", aftercare_shared::VERSION
         );
@@ -81,9 +97,7 @@ impl Collector {
         .await;
         let _ = ticker.await;
         // Every writer handle is gone now; the writer commits what is queued and stops.
-        tokio::task::spawn_blocking(move || join.join())
-            .await
-            .ok();
+        tokio::task::spawn_blocking(move || join.join()).await.ok();
         info!("aftercare-collector stopped");
         Ok(())
     }

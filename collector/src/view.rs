@@ -84,7 +84,14 @@ pub fn hosts_table(hosts: &[HostStatus], now: UnixMillis) -> String {
         .collect();
     table(
         &[
-            "CUSTOMER", "HOST", "STATUS", "LAST SEEN", "AGENT", "CONSENT", "OS", "LOST",
+            "CUSTOMER",
+            "HOST",
+            "STATUS",
+            "LAST SEEN",
+            "AGENT",
+            "CONSENT",
+            "OS",
+            "LOST",
         ],
         &rows,
     )
@@ -129,11 +136,7 @@ pub fn metrics_table(series: &[SeriesPoints]) -> String {
     for s in series {
         let (vals, unit_name, suffix): (Vec<(UnixMillis, f64)>, String, &str) = match s.kind {
             MetricKind::Gauge => (s.points.clone(), s.name.clone(), ""),
-            MetricKind::Counter => (
-                crate::store::rates(&s.points),
-                s.name.clone(),
-                "/s",
-            ),
+            MetricKind::Counter => (crate::store::query::rates(&s.points), s.name.clone(), "/s"),
         };
         let Some(&(last_ts, last)) = vals.last() else {
             // A counter with a single point has no rate yet.
@@ -189,7 +192,10 @@ mod tests {
 
     #[test]
     fn values_read_well() {
-        assert_eq!(fmt_value("mem.total", 16.0 * 1024.0 * 1024.0 * 1024.0), "16.0 GiB");
+        assert_eq!(
+            fmt_value("mem.total", 16.0 * 1024.0 * 1024.0 * 1024.0),
+            "16.0 GiB"
+        );
         assert_eq!(fmt_value("cpu.usage", 12.345), "12.3%");
         assert_eq!(fmt_value("proc.count", 231.0), "231");
         assert_eq!(fmt_value("load.1", 0.25), "0.250");

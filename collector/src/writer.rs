@@ -190,9 +190,10 @@ fn handle_other(store: &mut dyn Store, req: Request) {
         Request::Consent { host, record } => {
             log("storing consent", store.set_consent(host, &record, now))
         }
-        Request::Disconnected { host } => {
-            log("marking host disconnected", store.set_disconnected(host, now))
-        }
+        Request::Disconnected { host } => log(
+            "marking host disconnected",
+            store.set_disconnected(host, now),
+        ),
         Request::Compact => compact(store),
         Request::Batch { .. } => unreachable!("batches are grouped by the caller"),
     }

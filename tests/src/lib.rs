@@ -77,7 +77,7 @@ impl Fixture {
         let text = format!(
             "state_dir = \"{name}-state\"\ninterval = \"1s\"\nlog_level = \"debug\"\n\
              [collector]\naddress = \"{addr}\"\nca = \"{ca}\"\ncert = \"{crt}\"\nkey = \"{key}\"\n\
-             reconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n",
+             reconnect_min = \"100ms\"\nreconnect_max = \"1s\"\nack_timeout = \"3s\"\n",
             ca = cert_dir.join("ca.crt").display(),
             crt = cert_dir.join("agent.crt").display(),
             key = cert_dir.join("agent.key").display(),

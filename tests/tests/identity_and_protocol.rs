@@ -2,6 +2,7 @@
 
 use aftercare_agent::transport::{self, Link, LinkError};
 use aftercare_collector::ca;
+use aftercare_collector::store::Store;
 use aftercare_shared::codec;
 use aftercare_shared::consent::{ConsentRecord, Scope};
 use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
@@ -83,11 +84,14 @@ async fn send(link: &mut Link, msg: &AgentMsg) {
 }
 
 async fn recv(link: &mut Link) -> Option<CollectorMsg> {
-    tokio::time::timeout(PATIENCE, transport::read_msg(&mut link.recv, codec::DEFAULT_MAX_FRAME))
-        .await
-        .expect("answer in time")
-        .ok()
-        .flatten()
+    tokio::time::timeout(
+        PATIENCE,
+        transport::read_msg(&mut link.recv, codec::DEFAULT_MAX_FRAME),
+    )
+    .await
+    .expect("answer in time")
+    .ok()
+    .flatten()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +102,9 @@ async fn certificates_from_another_ca_expired_or_for_another_server_are_refused(
     let h = hello(None, consent(&[Scope::Metrics]));
 
     // The good one works, and the collector names it from its certificate.
-    let link = connect_with(&f, &good, c.addr, "localhost", &h).await.unwrap();
+    let link = connect_with(&f, &good, c.addr, "localhost", &h)
+        .await
+        .unwrap();
     assert_eq!(
         link.welcome.identity,
         Identity {
@@ -117,15 +123,24 @@ async fn certificates_from_another_ca_expired_or_for_another_server_are_refused(
     )
     .unwrap();
     let rogue = other.path().join("rogue");
-    ca::issue_agent_cert(&other.path().join("ca"), "acme", "db1", &rogue, ca::Validity::days_from_now(1))
-        .unwrap();
+    ca::issue_agent_cert(
+        &other.path().join("ca"),
+        "acme",
+        "db1",
+        &rogue,
+        ca::Validity::days_from_now(1),
+    )
+    .unwrap();
     // The rogue agent trusts the real collector's CA so that only its own certificate is at fault.
     std::fs::copy(good.join("ca.crt"), rogue.join("ca.crt")).unwrap();
     let e = connect_with(&f, &rogue, c.addr, "localhost", &h)
         .await
         .err()
         .expect("rogue CA refused");
-    assert!(matches!(e, LinkError::Connection { .. } | LinkError::Stream(_)), "{e}");
+    assert!(
+        matches!(e, LinkError::Connection { .. } | LinkError::Stream(_)),
+        "{e}"
+    );
 
     // Expired.
     let expired = f.dir.path().join("expired");
@@ -145,7 +160,10 @@ async fn certificates_from_another_ca_expired_or_for_another_server_are_refused(
         .await
         .err()
         .expect("expired refused");
-    assert!(matches!(e, LinkError::Connection { .. } | LinkError::Stream(_)), "{e}");
+    assert!(
+        matches!(e, LinkError::Connection { .. } | LinkError::Stream(_)),
+        "{e}"
+    );
 
     // The collector is not who the agent asked for.
     let e = connect_with(&f, &good, c.addr, "collector.evil.example", &h)
@@ -154,7 +172,10 @@ async fn certificates_from_another_ca_expired_or_for_another_server_are_refused(
         .expect("wrong server name refused");
     assert!(e.to_string().contains("certificate"), "{e}");
 
-    assert!(f.store().hosts(0).unwrap().len() <= 1, "no rogue host stored");
+    assert!(
+        f.store().hosts(0).unwrap().len() <= 1,
+        "no rogue host stored"
+    );
     c.shutdown().await;
 }
 
@@ -194,14 +215,19 @@ async fn identity_comes_from_the_certificate_never_the_payload() {
         .unwrap();
     let now = aftercare_shared::time_fmt::now_millis();
     send(&mut link, &batch(seq(1, 0), now, Some("db1".into()))).await;
-    assert!(matches!(recv(&mut link).await, Some(CollectorMsg::Ack { .. })));
+    assert!(matches!(
+        recv(&mut link).await,
+        Some(CollectorMsg::Ack { .. })
+    ));
     send(&mut link, &batch(seq(1, 1), now + 1, Some("web9".into()))).await;
     match recv(&mut link).await {
         Some(CollectorMsg::Refused { reason }) => assert!(reason.contains("web9"), "{reason}"),
         other => panic!("expected Refused, got {other:?}"),
     }
     let mut st = f.store();
-    let pts = st.query("acme/db1", Some("test.value"), 0, i64::MAX).unwrap();
+    let pts = st
+        .query("acme/db1", Some("test.value"), 0, i64::MAX)
+        .unwrap();
     assert_eq!(pts[0].points.len(), 1, "the lying batch was not stored");
     assert!(st.query("web9", None, 0, i64::MAX).is_err(), "no host web9");
     c.shutdown().await;
@@ -212,20 +238,41 @@ async fn batches_outside_the_recorded_consent_are_rejected() {
     let f = Fixture::new();
     let c = f.start().await;
     let certs = f.issue("a", "acme", "db1");
-    let mut link = connect_with(&f, &certs, c.addr, "localhost", &hello(None, consent(&[Scope::Logs])))
-        .await
-        .unwrap();
+    let mut link = connect_with(
+        &f,
+        &certs,
+        c.addr,
+        "localhost",
+        &hello(None, consent(&[Scope::Logs])),
+    )
+    .await
+    .unwrap();
     let now = aftercare_shared::time_fmt::now_millis();
     send(&mut link, &batch(seq(1, 0), now, None)).await;
     match recv(&mut link).await {
-        Some(CollectorMsg::Rejected { reason, .. }) => assert!(reason.contains("metrics"), "{reason}"),
+        Some(CollectorMsg::Rejected { reason, .. }) => {
+            assert!(reason.contains("metrics"), "{reason}")
+        }
         other => panic!("expected Rejected, got {other:?}"),
     }
     // After the customer grants metrics (ConsentUpdate), the same kind of batch is accepted.
-    send(&mut link, &AgentMsg::ConsentUpdate(consent(&[Scope::Metrics]))).await;
+    send(
+        &mut link,
+        &AgentMsg::ConsentUpdate(consent(&[Scope::Metrics])),
+    )
+    .await;
     send(&mut link, &batch(seq(1, 1), now + 1, None)).await;
-    assert!(matches!(recv(&mut link).await, Some(CollectorMsg::Ack { duplicate: false, .. })));
-    let pts = f.store().query("db1", Some("test.value"), 0, i64::MAX).unwrap();
+    assert!(matches!(
+        recv(&mut link).await,
+        Some(CollectorMsg::Ack {
+            duplicate: false,
+            ..
+        })
+    ));
+    let pts = f
+        .store()
+        .query("db1", Some("test.value"), 0, i64::MAX)
+        .unwrap();
     assert_eq!(pts[0].points.len(), 1);
     c.shutdown().await;
 }
@@ -237,27 +284,45 @@ async fn redelivered_batches_are_acknowledged_and_stored_once() {
     let certs = f.issue("a", "acme", "db1");
     let h = hello(None, consent(&[Scope::Metrics]));
     let now = aftercare_shared::time_fmt::now_millis();
-    let mut link = connect_with(&f, &certs, c.addr, "localhost", &h).await.unwrap();
+    let mut link = connect_with(&f, &certs, c.addr, "localhost", &h)
+        .await
+        .unwrap();
     assert_eq!(link.welcome.high_water, vec![]);
     for i in 0..3 {
         send(&mut link, &batch(seq(7, i), now + i as i64, None)).await;
-        assert!(matches!(recv(&mut link).await, Some(CollectorMsg::Ack { duplicate: false, .. })));
+        assert!(matches!(
+            recv(&mut link).await,
+            Some(CollectorMsg::Ack {
+                duplicate: false,
+                ..
+            })
+        ));
     }
     drop(link);
     // As after a lost acknowledgement: reconnect and send the last two again, then a new one.
-    let mut link = connect_with(&f, &certs, c.addr, "localhost", &h).await.unwrap();
-    assert_eq!(link.welcome.high_water, vec![(StreamId::Metrics, seq(7, 2))]);
+    let mut link = connect_with(&f, &certs, c.addr, "localhost", &h)
+        .await
+        .unwrap();
+    assert_eq!(
+        link.welcome.high_water,
+        vec![(StreamId::Metrics, seq(7, 2))]
+    );
     for i in 1..4 {
         send(&mut link, &batch(seq(7, i), now + i as i64, None)).await;
         match recv(&mut link).await {
-            Some(CollectorMsg::Ack { seq: s, duplicate, .. }) => {
+            Some(CollectorMsg::Ack {
+                seq: s, duplicate, ..
+            }) => {
                 assert_eq!(s, seq(7, i));
                 assert_eq!(duplicate, i < 3, "seq {i}");
             }
             other => panic!("expected Ack, got {other:?}"),
         }
     }
-    let pts = f.store().query("db1", Some("test.value"), 0, i64::MAX).unwrap();
+    let pts = f
+        .store()
+        .query("db1", Some("test.value"), 0, i64::MAX)
+        .unwrap();
     assert_eq!(pts[0].points.len(), 4, "each batch stored once");
     c.shutdown().await;
 }
@@ -274,7 +339,10 @@ async fn version_mismatch_is_refused_naming_both_versions() {
         .err()
         .expect("refused");
     let msg = e.to_string();
-    assert!(msg.contains("version 2") && msg.contains("version 1"), "{msg}");
+    assert!(
+        msg.contains("version 2") && msg.contains("version 1"),
+        "{msg}"
+    );
     c.shutdown().await;
 }
 
@@ -284,23 +352,39 @@ async fn garbage_closes_only_that_connection() {
     let c = f.start().await;
     let certs = f.issue("a", "acme", "db1");
     let h = hello(None, consent(&[Scope::Metrics]));
-    let mut good = connect_with(&f, &certs, c.addr, "localhost", &h).await.unwrap();
-    let mut bad = connect_with(&f, &certs, c.addr, "localhost", &h).await.unwrap();
+    let mut good = connect_with(&f, &certs, c.addr, "localhost", &h)
+        .await
+        .unwrap();
+    let mut bad = connect_with(&f, &certs, c.addr, "localhost", &h)
+        .await
+        .unwrap();
 
     // A frame with a body that is not a message, then an oversized length.
-    bad.send.write_all(&[0, 0, 0, 4, 0, 0xff, 0xff, 0xff]).await.unwrap();
-    let closed = tokio::time::timeout(PATIENCE, bad.conn.closed()).await.expect("bad peer closed");
+    bad.send
+        .write_all(&[0, 0, 0, 4, 0, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(PATIENCE, bad.conn.closed())
+        .await
+        .expect("bad peer closed");
     assert!(closed.to_string().contains("malformed"), "{closed}");
 
-    let mut bad2 = connect_with(&f, &certs, c.addr, "localhost", &h).await.unwrap();
+    let mut bad2 = connect_with(&f, &certs, c.addr, "localhost", &h)
+        .await
+        .unwrap();
     bad2.send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-    let closed = tokio::time::timeout(PATIENCE, bad2.conn.closed()).await.expect("bad peer closed");
+    let closed = tokio::time::timeout(PATIENCE, bad2.conn.closed())
+        .await
+        .expect("bad peer closed");
     assert!(closed.to_string().contains("cap"), "{closed}");
 
     // The good connection carries on.
     let now = aftercare_shared::time_fmt::now_millis();
     send(&mut good, &batch(seq(1, 0), now, None)).await;
-    assert!(matches!(recv(&mut good).await, Some(CollectorMsg::Ack { .. })));
+    assert!(matches!(
+        recv(&mut good).await,
+        Some(CollectorMsg::Ack { .. })
+    ));
     tokio::time::sleep(Duration::from_millis(50)).await;
     c.shutdown().await;
 }

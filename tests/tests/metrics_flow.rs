@@ -1,6 +1,7 @@
 //! A real agent streams this machine's metrics to a real collector over mutual-TLS QUIC on
 //! 127.0.0.1, only with consent.
 
+use aftercare_collector::store::Store;
 use aftercare_shared::consent::Scope;
 use aftercare_tests::*;
 use std::time::Duration;
@@ -27,9 +28,7 @@ async fn consented_metrics_arrive_and_are_plausible() {
     .await;
 
     let mut st = f.store();
-    let mem = st
-        .query("db1", Some("mem.total"), 0, i64::MAX)
-        .unwrap();
+    let mem = st.query("db1", Some("mem.total"), 0, i64::MAX).unwrap();
     let total = mem[0].points.last().unwrap().1;
     assert_eq!(total, meminfo_total(), "memory total matches /proc/meminfo");
 
@@ -62,12 +61,18 @@ async fn consented_metrics_arrive_and_are_plausible() {
     assert_eq!((h.customer.as_str(), h.host.as_str()), ("acme", "db1"));
     assert!(h.online, "host shows online");
     assert_eq!(h.agent_version, aftercare_shared::VERSION);
-    assert!(h.consent.allows(Scope::Metrics, aftercare_shared::time_fmt::now_millis()));
+    assert!(
+        h.consent
+            .allows(Scope::Metrics, aftercare_shared::time_fmt::now_millis())
+    );
     assert!(h.facts.cpu_count > 0 && h.facts.memory_bytes > 0);
 
     agent.shutdown().await;
     c.shutdown().await;
-    let hosts = f.store().hosts(aftercare_shared::time_fmt::now_millis()).unwrap();
+    let hosts = f
+        .store()
+        .hosts(aftercare_shared::time_fmt::now_millis())
+        .unwrap();
     assert!(!hosts[0].online, "a cleanly stopped agent shows offline");
 }
 
@@ -87,12 +92,18 @@ async fn without_consent_nothing_is_collected_and_no_packet_leaves() {
     // Consent for logs only is still no consent for metrics.
     grant(&cfg, &[Scope::Logs]);
     let got = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await;
-    assert!(got.is_err(), "the agent sent a packet with consent for logs only");
+    assert!(
+        got.is_err(),
+        "the agent sent a packet with consent for logs only"
+    );
 
     // And granting metrics makes it try within about a second.
     grant(&cfg, &[Scope::Metrics]);
     let got = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf)).await;
-    assert!(got.is_ok(), "the agent did not try to connect after consent was granted");
+    assert!(
+        got.is_ok(),
+        "the agent did not try to connect after consent was granted"
+    );
     agent.shutdown().await;
 }
 
@@ -104,7 +115,10 @@ async fn no_consent_means_zero_rows() {
     let cfg = f.agent_config("a1", &certs, c.addr);
     let agent = start_agent(cfg);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(f.store().hosts(0).unwrap().is_empty(), "no host without consent");
+    assert!(
+        f.store().hosts(0).unwrap().is_empty(),
+        "no host without consent"
+    );
     assert_eq!(series_len(&f, "db1", "mem.total"), 0);
     agent.shutdown().await;
     c.shutdown().await;
@@ -148,7 +162,10 @@ async fn grant_starts_and_revoke_stops_the_flow_within_a_second() {
     // The collector learned of the revocation and shows the host offline.
     let now = aftercare_shared::time_fmt::now_millis();
     let h = &f.store().hosts(now).unwrap()[0];
-    assert!(!h.consent.allows(Scope::Metrics, now), "collector still records metrics consent");
+    assert!(
+        !h.consent.allows(Scope::Metrics, now),
+        "collector still records metrics consent"
+    );
     assert!(!h.online);
     agent.shutdown().await;
     c.shutdown().await;

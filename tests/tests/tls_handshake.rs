@@ -54,7 +54,7 @@ fn agent_config(dir: &Path) -> quinn::ClientConfig {
 fn server(pki: &Pki) -> (quinn::Endpoint, SocketAddr) {
     let config =
         tls::load_quinn_server_config(&tls::ServerTlsFiles::in_dir(&pki.ca_dir())).unwrap();
-    let endpoint = net::server_endpoint("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let endpoint = net::server_endpoint("127.0.0.1:0".parse().unwrap(), config, b"test").unwrap();
     let addr = endpoint.local_addr().unwrap();
     (endpoint, addr)
 }

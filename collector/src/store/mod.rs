@@ -83,7 +83,7 @@ pub enum CommitOutcome {
     Duplicate,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HostStatus {
     pub id: HostId,
     pub customer: String,
@@ -112,7 +112,7 @@ impl HostStatus {
 }
 
 /// The raw points of one series, sorted by time, one per timestamp.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SeriesPoints {
     pub name: String,
     pub labels: String,
