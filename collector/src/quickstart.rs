@@ -221,11 +221,10 @@ pub fn run(args: Args) -> Result<()> {
     })
 }
 
-/// Print hosts and the headline metrics; true once this host's metrics are in the store.
+/// Print hosts and this host's headline; true once its metrics are in the store.
 fn print_status(cfg: &CollectorConfig, host: &str) -> bool {
-    let mut st = match store::open_sqlite_readonly(&cfg.database) {
-        Ok(s) => s,
-        Err(_) => return false,
+    let Ok(mut st) = store::open_sqlite_readonly(&cfg.database) else {
+        return false;
     };
     let now = now_millis();
     let Ok(hosts) = st.hosts(now) else {
@@ -233,32 +232,23 @@ fn print_status(cfg: &CollectorConfig, host: &str) -> bool {
     };
     println!("── {} ──", aftercare_shared::time_fmt::rfc3339(now));
     print!("{}", view::hosts_table(&hosts, now));
-    let mut any = false;
-    for prefix in ["cpu.", "load.", "mem.", "swap.", "fs.", "net.", "agent."] {
-        if let Ok(series) = st.query(
-            &format!("demo/{host}"),
-            Some(prefix),
-            now - 120_000,
-            now + 1,
-        ) && !series.is_empty()
-        {
-            if !any {
-                println!();
-            }
-            any = true;
-            let keep: Vec<_> = series
-                .into_iter()
-                .filter(|s| prefix != "net." || !s.labels.contains("iface=lo"))
-                .take(12)
-                .collect();
-            print!("{}", view::metrics_table(&keep));
-        }
+    let series = st
+        .query(&format!("demo/{host}"), None, now - 120_000, now + 1)
+        .unwrap_or_default();
+    let summary = view::host_summary(&series);
+    if summary.is_empty() {
+        println!("(waiting for the first metrics…)\n");
+        return false;
     }
-    if !any {
-        println!("(waiting for the first metrics…)");
-    }
+    println!("\n{summary}");
+    let mut headline: Vec<_> = series
+        .into_iter()
+        .filter(|s| s.labels.is_empty() && ["cpu.usage", "load.1", "mem.total", "mem.available"].contains(&s.name.as_str()))
+        .collect();
+    headline.sort_by(|a, b| a.name.cmp(&b.name));
+    print!("{}", view::metrics_table(&headline));
     println!();
-    any
+    true
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

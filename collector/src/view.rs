@@ -177,6 +177,100 @@ pub fn metrics_table(series: &[SeriesPoints]) -> String {
     )
 }
 
+/// The headline of one host, a line per subject: what a person checks first.
+pub fn host_summary(series: &[SeriesPoints]) -> String {
+    let last = |name: &str, labels: &str| -> Option<f64> {
+        series
+            .iter()
+            .find(|s| s.name == name && s.labels == labels)
+            .and_then(|s| s.points.last().map(|p| p.1))
+    };
+    let rate = |name: &str, labels: &str| -> Option<f64> {
+        series
+            .iter()
+            .find(|s| s.name == name && s.labels == labels)
+            .and_then(|s| crate::store::query::rates(&s.points).last().map(|p| p.1))
+    };
+    let label = |labels: &str, key: &str| -> String {
+        labels
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or("")
+            .to_string()
+    };
+    let pct = |used: f64, total: f64| {
+        if total > 0.0 {
+            format!(" ({:.0}%)", used / total * 100.0)
+        } else {
+            String::new()
+        }
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut row = |what: &str, subject: &str, value: String| {
+        rows.push(vec![what.to_string(), subject.to_string(), value]);
+    };
+    if let Some(v) = last("cpu.usage", "") {
+        let cores = series
+            .iter()
+            .filter(|s| s.name == "cpu.usage" && !s.labels.is_empty())
+            .count();
+        row("cpu", &format!("{cores} cores"), format!("{v:.1}% busy"));
+    }
+    if let (Some(a), Some(b), Some(c)) = (last("load.1", ""), last("load.5", ""), last("load.15", "")) {
+        row("load", "1 / 5 / 15 min", format!("{a:.2} / {b:.2} / {c:.2}"));
+    }
+    if let (Some(u), Some(t)) = (last("mem.used", ""), last("mem.total", "")) {
+        row("memory", "used of total", format!("{} of {}{}", fmt_bytes(u), fmt_bytes(t), pct(u, t)));
+    }
+    if let (Some(u), Some(t)) = (last("swap.used", ""), last("swap.total", ""))
+        && t > 0.0
+    {
+        row("swap", "used of total", format!("{} of {}{}", fmt_bytes(u), fmt_bytes(t), pct(u, t)));
+    }
+    for s in series.iter().filter(|s| s.name == "fs.bytes.used") {
+        let (Some(u), Some(t)) = (s.points.last().map(|p| p.1), last("fs.bytes.total", &s.labels)) else {
+            continue;
+        };
+        row("filesystem", &label(&s.labels, "mount"), format!("{} of {}{}", fmt_bytes(u), fmt_bytes(t), pct(u, t)));
+    }
+    for s in series.iter().filter(|s| s.name == "net.rx.bytes") {
+        let iface = label(&s.labels, "interface");
+        if iface == "lo" {
+            continue;
+        }
+        let (Some(rx), Some(tx)) = (rate("net.rx.bytes", &s.labels), rate("net.tx.bytes", &s.labels)) else {
+            continue;
+        };
+        let errs: f64 = ["net.rx.errors", "net.tx.errors", "net.rx.drops", "net.tx.drops"]
+            .iter()
+            .filter_map(|n| last(n, &s.labels))
+            .sum();
+        row("network", &iface, format!("in {}/s, out {}/s, {errs:.0} errors+drops since boot", fmt_bytes(rx), fmt_bytes(tx)));
+    }
+    for s in series.iter().filter(|s| s.name == "disk.read.bytes") {
+        let (Some(r), Some(w)) = (rate("disk.read.bytes", &s.labels), rate("disk.write.bytes", &s.labels)) else {
+            continue;
+        };
+        row("disk", &label(&s.labels, "device"), format!("read {}/s, write {}/s", fmt_bytes(r), fmt_bytes(w)));
+    }
+    if let Some(up) = last("system.uptime", "") {
+        row("uptime", "", fmt_value("system.uptime", up));
+    }
+    if let Some(rss) = last("agent.memory.rss", "") {
+        let cpu = rate("agent.cpu", "")
+            .map(|r| format!(", {:.3}% of a core", r * 100.0))
+            .unwrap_or_default();
+        row("aftercare-agent", "own footprint", format!("{} resident{cpu}", fmt_bytes(rss)));
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    table(&["", "", ""], &rows)
+        .split_once('\n')
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +282,40 @@ mod tests {
             &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
         );
         assert_eq!(t, "A    BB\nxxx  y\nz\n");
+    }
+
+    #[test]
+    fn summary_reads_like_a_status_page() {
+        let g = |name: &str, labels: &str, v: f64| SeriesPoints {
+            name: name.into(),
+            labels: labels.into(),
+            kind: MetricKind::Gauge,
+            points: vec![(1000, v)],
+        };
+        let c = |name: &str, labels: &str, a: f64, b: f64| SeriesPoints {
+            name: name.into(),
+            labels: labels.into(),
+            kind: MetricKind::Counter,
+            points: vec![(0, a), (10_000, b)],
+        };
+        const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+        let s = host_summary(&[
+            g("cpu.usage", "", 12.5),
+            g("cpu.usage", "core=0", 10.0),
+            g("mem.used", "", 2.0 * GIB),
+            g("mem.total", "", 8.0 * GIB),
+            g("fs.bytes.used", "device=/dev/sda1,fstype=ext4,mount=/", 50.0 * GIB),
+            g("fs.bytes.total", "device=/dev/sda1,fstype=ext4,mount=/", 100.0 * GIB),
+            c("net.rx.bytes", "interface=eth0", 0.0, 20480.0),
+            c("net.tx.bytes", "interface=eth0", 0.0, 10240.0),
+            c("net.rx.bytes", "interface=lo", 0.0, 1.0),
+            c("net.tx.bytes", "interface=lo", 0.0, 1.0),
+        ]);
+        assert!(s.contains("12.5% busy"), "{s}");
+        assert!(s.contains("2.0 GiB of 8.0 GiB (25%)"), "{s}");
+        assert!(s.contains("50.0 GiB of 100.0 GiB (50%)"), "{s}");
+        assert!(s.contains("in 2.0 KiB/s, out 1.0 KiB/s"), "{s}");
+        assert!(!s.contains("lo"), "{s}");
     }
 
     #[test]

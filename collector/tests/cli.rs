@@ -1,0 +1,161 @@
+//! The collector's command line, as a support engineer uses it.
+
+use aftercare_collector::store::{HostHello, PendingBatch, Store, open_sqlite};
+use aftercare_shared::consent::{ConsentRecord, Scope};
+use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
+use aftercare_shared::protocol::{Identity, StreamId, seq};
+use aftercare_shared::time_fmt::now_millis;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn collector(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aftercare-collector"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run aftercare-collector")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn ca_and_certificates() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("collector.toml");
+    std::fs::write(&cfg, "data_dir = \"data\"\n").unwrap();
+
+    let o = collector(&cfg, &["ca", "init"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("CA created"), "{}", text(&o));
+    assert!(d.path().join("data/ca/ca.key").exists());
+
+    let o = collector(&cfg, &["ca", "init"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--force"), "{}", text(&o));
+
+    let out = d.path().join("db1");
+    let o = collector(
+        &cfg,
+        &["cert", "issue", "--customer", "acme", "--host", "db1", "--out", out.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("acme/db1"), "{}", text(&o));
+    for f in ["agent.crt", "agent.key", "ca.crt"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+
+    let o = collector(
+        &cfg,
+        &["cert", "issue", "--customer", "acme", "--host", "db/1", "--out", out.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("db/1"), "{}", text(&o));
+}
+
+#[test]
+fn hosts_and_metrics_tables() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("collector.toml");
+    std::fs::write(&cfg, "data_dir = \"data\"\n").unwrap();
+
+    // Before anything ran, the error says what to do.
+    let o = collector(&cfg, &["hosts"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("serve"), "{}", text(&o));
+
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    let now = now_millis();
+    {
+        let mut st = open_sqlite(&d.path().join("data/aftercare.db")).unwrap();
+        let mut consent = ConsentRecord::default();
+        consent
+            .grant_scopes(&[Scope::Metrics], "Ann", time::OffsetDateTime::now_utc(), None)
+            .unwrap();
+        let id = Identity {
+            customer: "acme".into(),
+            host: "db1".into(),
+        };
+        let facts = HostFacts {
+            os_name: "Debian GNU/Linux".into(),
+            os_version: "12".into(),
+            ..Default::default()
+        };
+        let host = st
+            .register_host(
+                &HostHello {
+                    identity: &id,
+                    facts: &facts,
+                    agent_version: "0.1.0",
+                    consent: &consent,
+                    interval_ms: 10_000,
+                },
+                now,
+            )
+            .unwrap();
+        let batches: Vec<PendingBatch> = (0..3)
+            .map(|i| PendingBatch {
+                host,
+                stream: StreamId::Metrics,
+                seq: seq(1, i),
+                received_at: now,
+                snapshot: MetricSnapshot {
+                    ts: now - 20_000 + i64::from(i) * 10_000,
+                    samples: vec![
+                        Sample {
+                            name: "mem.total".into(),
+                            labels: String::new(),
+                            kind: MetricKind::Gauge,
+                            value: 8.0 * 1024.0 * 1024.0 * 1024.0,
+                        },
+                        Sample {
+                            name: "net.rx.bytes".into(),
+                            labels: "interface=eth0".into(),
+                            kind: MetricKind::Counter,
+                            value: 1_000_000.0 + f64::from(i) * 10_240.0,
+                        },
+                    ],
+                },
+                loss: LossReport::default(),
+            })
+            .collect();
+        st.commit(&batches).unwrap();
+    }
+
+    let o = collector(&cfg, &["hosts"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for w in ["CUSTOMER", "acme", "db1", "online", "metrics", "Debian GNU/Linux 12"] {
+        assert!(out.contains(w), "{w} missing in\n{out}");
+    }
+
+    let o = collector(&cfg, &["metrics", "--host", "db1"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("8.0 GiB"), "{out}");
+    // 10 KiB every 10 s is a rate of 1 KiB/s.
+    assert!(out.contains("1.0 KiB/s"), "{out}");
+
+    let o = collector(&cfg, &["metrics", "--host", "acme/db1", "--metric", "net.", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    assert_eq!(v[0]["name"], "net.rx.bytes");
+    assert_eq!(v[0]["points"].as_array().unwrap().len(), 3);
+
+    let o = collector(&cfg, &["hosts", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    assert_eq!(v[0]["customer"], "acme");
+
+    let o = collector(&cfg, &["metrics", "--host", "nosuch"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("nosuch"), "{}", text(&o));
+
+    let o = collector(&cfg, &["metrics", "--host", "db1", "--since", "last week"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("'last week'"), "{}", text(&o));
+}
