@@ -243,7 +243,10 @@ fn print_status(cfg: &CollectorConfig, host: &str) -> bool {
     println!("\n{summary}");
     let mut headline: Vec<_> = series
         .into_iter()
-        .filter(|s| s.labels.is_empty() && ["cpu.usage", "load.1", "mem.total", "mem.available"].contains(&s.name.as_str()))
+        .filter(|s| {
+            s.labels.is_empty()
+                && ["cpu.usage", "load.1", "mem.total", "mem.available"].contains(&s.name.as_str())
+        })
         .collect();
     headline.sort_by(|a, b| a.name.cmp(&b.name));
     print!("{}", view::metrics_table(&headline));

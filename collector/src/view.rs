@@ -216,42 +216,86 @@ pub fn host_summary(series: &[SeriesPoints]) -> String {
             .count();
         row("cpu", &format!("{cores} cores"), format!("{v:.1}% busy"));
     }
-    if let (Some(a), Some(b), Some(c)) = (last("load.1", ""), last("load.5", ""), last("load.15", "")) {
-        row("load", "1 / 5 / 15 min", format!("{a:.2} / {b:.2} / {c:.2}"));
+    if let (Some(a), Some(b), Some(c)) =
+        (last("load.1", ""), last("load.5", ""), last("load.15", ""))
+    {
+        row(
+            "load",
+            "1 / 5 / 15 min",
+            format!("{a:.2} / {b:.2} / {c:.2}"),
+        );
     }
     if let (Some(u), Some(t)) = (last("mem.used", ""), last("mem.total", "")) {
-        row("memory", "used of total", format!("{} of {}{}", fmt_bytes(u), fmt_bytes(t), pct(u, t)));
+        row(
+            "memory",
+            "used of total",
+            format!("{} of {}{}", fmt_bytes(u), fmt_bytes(t), pct(u, t)),
+        );
     }
     if let (Some(u), Some(t)) = (last("swap.used", ""), last("swap.total", ""))
         && t > 0.0
     {
-        row("swap", "used of total", format!("{} of {}{}", fmt_bytes(u), fmt_bytes(t), pct(u, t)));
+        row(
+            "swap",
+            "used of total",
+            format!("{} of {}{}", fmt_bytes(u), fmt_bytes(t), pct(u, t)),
+        );
     }
     for s in series.iter().filter(|s| s.name == "fs.bytes.used") {
-        let (Some(u), Some(t)) = (s.points.last().map(|p| p.1), last("fs.bytes.total", &s.labels)) else {
+        let (Some(u), Some(t)) = (
+            s.points.last().map(|p| p.1),
+            last("fs.bytes.total", &s.labels),
+        ) else {
             continue;
         };
-        row("filesystem", &label(&s.labels, "mount"), format!("{} of {}{}", fmt_bytes(u), fmt_bytes(t), pct(u, t)));
+        row(
+            "filesystem",
+            &label(&s.labels, "mount"),
+            format!("{} of {}{}", fmt_bytes(u), fmt_bytes(t), pct(u, t)),
+        );
     }
     for s in series.iter().filter(|s| s.name == "net.rx.bytes") {
         let iface = label(&s.labels, "interface");
         if iface == "lo" {
             continue;
         }
-        let (Some(rx), Some(tx)) = (rate("net.rx.bytes", &s.labels), rate("net.tx.bytes", &s.labels)) else {
+        let (Some(rx), Some(tx)) = (
+            rate("net.rx.bytes", &s.labels),
+            rate("net.tx.bytes", &s.labels),
+        ) else {
             continue;
         };
-        let errs: f64 = ["net.rx.errors", "net.tx.errors", "net.rx.drops", "net.tx.drops"]
-            .iter()
-            .filter_map(|n| last(n, &s.labels))
-            .sum();
-        row("network", &iface, format!("in {}/s, out {}/s, {errs:.0} errors+drops since boot", fmt_bytes(rx), fmt_bytes(tx)));
+        let errs: f64 = [
+            "net.rx.errors",
+            "net.tx.errors",
+            "net.rx.drops",
+            "net.tx.drops",
+        ]
+        .iter()
+        .filter_map(|n| last(n, &s.labels))
+        .sum();
+        row(
+            "network",
+            &iface,
+            format!(
+                "in {}/s, out {}/s, {errs:.0} errors+drops since boot",
+                fmt_bytes(rx),
+                fmt_bytes(tx)
+            ),
+        );
     }
     for s in series.iter().filter(|s| s.name == "disk.read.bytes") {
-        let (Some(r), Some(w)) = (rate("disk.read.bytes", &s.labels), rate("disk.write.bytes", &s.labels)) else {
+        let (Some(r), Some(w)) = (
+            rate("disk.read.bytes", &s.labels),
+            rate("disk.write.bytes", &s.labels),
+        ) else {
             continue;
         };
-        row("disk", &label(&s.labels, "device"), format!("read {}/s, write {}/s", fmt_bytes(r), fmt_bytes(w)));
+        row(
+            "disk",
+            &label(&s.labels, "device"),
+            format!("read {}/s, write {}/s", fmt_bytes(r), fmt_bytes(w)),
+        );
     }
     if let Some(up) = last("system.uptime", "") {
         row("uptime", "", fmt_value("system.uptime", up));
@@ -260,7 +304,11 @@ pub fn host_summary(series: &[SeriesPoints]) -> String {
         let cpu = rate("agent.cpu", "")
             .map(|r| format!(", {:.3}% of a core", r * 100.0))
             .unwrap_or_default();
-        row("aftercare-agent", "own footprint", format!("{} resident{cpu}", fmt_bytes(rss)));
+        row(
+            "aftercare-agent",
+            "own footprint",
+            format!("{} resident{cpu}", fmt_bytes(rss)),
+        );
     }
     if rows.is_empty() {
         return String::new();
@@ -304,8 +352,16 @@ mod tests {
             g("cpu.usage", "core=0", 10.0),
             g("mem.used", "", 2.0 * GIB),
             g("mem.total", "", 8.0 * GIB),
-            g("fs.bytes.used", "device=/dev/sda1,fstype=ext4,mount=/", 50.0 * GIB),
-            g("fs.bytes.total", "device=/dev/sda1,fstype=ext4,mount=/", 100.0 * GIB),
+            g(
+                "fs.bytes.used",
+                "device=/dev/sda1,fstype=ext4,mount=/",
+                50.0 * GIB,
+            ),
+            g(
+                "fs.bytes.total",
+                "device=/dev/sda1,fstype=ext4,mount=/",
+                100.0 * GIB,
+            ),
             c("net.rx.bytes", "interface=eth0", 0.0, 20480.0),
             c("net.tx.bytes", "interface=eth0", 0.0, 10240.0),
             c("net.rx.bytes", "interface=lo", 0.0, 1.0),

@@ -43,7 +43,16 @@ fn ca_and_certificates() {
     let out = d.path().join("db1");
     let o = collector(
         &cfg,
-        &["cert", "issue", "--customer", "acme", "--host", "db1", "--out", out.to_str().unwrap()],
+        &[
+            "cert",
+            "issue",
+            "--customer",
+            "acme",
+            "--host",
+            "db1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("acme/db1"), "{}", text(&o));
@@ -53,7 +62,16 @@ fn ca_and_certificates() {
 
     let o = collector(
         &cfg,
-        &["cert", "issue", "--customer", "acme", "--host", "db/1", "--out", out.to_str().unwrap()],
+        &[
+            "cert",
+            "issue",
+            "--customer",
+            "acme",
+            "--host",
+            "db/1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
     );
     assert!(!o.status.success());
     assert!(text(&o).contains("db/1"), "{}", text(&o));
@@ -76,7 +94,12 @@ fn hosts_and_metrics_tables() {
         let mut st = open_sqlite(&d.path().join("data/aftercare.db")).unwrap();
         let mut consent = ConsentRecord::default();
         consent
-            .grant_scopes(&[Scope::Metrics], "Ann", time::OffsetDateTime::now_utc(), None)
+            .grant_scopes(
+                &[Scope::Metrics],
+                "Ann",
+                time::OffsetDateTime::now_utc(),
+                None,
+            )
             .unwrap();
         let id = Identity {
             customer: "acme".into(),
@@ -131,7 +154,14 @@ fn hosts_and_metrics_tables() {
     let o = collector(&cfg, &["hosts"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    for w in ["CUSTOMER", "acme", "db1", "online", "metrics", "Debian GNU/Linux 12"] {
+    for w in [
+        "CUSTOMER",
+        "acme",
+        "db1",
+        "online",
+        "metrics",
+        "Debian GNU/Linux 12",
+    ] {
         assert!(out.contains(w), "{w} missing in\n{out}");
     }
 
@@ -142,7 +172,12 @@ fn hosts_and_metrics_tables() {
     // 10 KiB every 10 s is a rate of 1 KiB/s.
     assert!(out.contains("1.0 KiB/s"), "{out}");
 
-    let o = collector(&cfg, &["metrics", "--host", "acme/db1", "--metric", "net.", "--json"]);
+    let o = collector(
+        &cfg,
+        &[
+            "metrics", "--host", "acme/db1", "--metric", "net.", "--json",
+        ],
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
     assert_eq!(v[0]["name"], "net.rx.bytes");
     assert_eq!(v[0]["points"].as_array().unwrap().len(), 3);

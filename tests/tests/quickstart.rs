@@ -31,13 +31,24 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
         "cpu.usage",
         "stopped",
     ] {
-        assert!(text.contains(want), "'{want}' missing from quickstart output:\n{text}");
+        assert!(
+            text.contains(want),
+            "'{want}' missing from quickstart output:\n{text}"
+        );
     }
-    for f in ["collector.toml", "agent.toml", "collector/aftercare.db", "agent-state/consent.toml"] {
+    for f in [
+        "collector.toml",
+        "agent.toml",
+        "collector/aftercare.db",
+        "agent-state/consent.toml",
+    ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
     let agent_log = std::fs::read_to_string(dir.join("agent.log")).unwrap();
-    assert!(agent_log.contains("aftercare-agent stopped"), "agent did not stop cleanly:\n{agent_log}");
+    assert!(
+        agent_log.contains("aftercare-agent stopped"),
+        "agent did not stop cleanly:\n{agent_log}"
+    );
 
     // Run again in the same folder: it reuses the CA and certificates.
     let out = Command::new("timeout")
