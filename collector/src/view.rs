@@ -105,6 +105,7 @@ pub fn fmt_value(name: &str, v: f64) -> String {
         Unit::Celsius => format!("{v:.1}°C"),
         Unit::Seconds if v >= 86400.0 => format!("{:.1}d", v / 86400.0),
         Unit::Seconds if v >= 3600.0 => format!("{:.1}h", v / 3600.0),
+        Unit::Seconds if v >= 60.0 => format!("{:.1}min", v / 60.0),
         Unit::Seconds => format!("{v:.3}s"),
         Unit::Number if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
         Unit::Number if v.abs() >= 100.0 => format!("{v:.1}"),
@@ -256,7 +257,10 @@ pub fn host_summary(series: &[SeriesPoints]) -> String {
     }
     for s in series.iter().filter(|s| s.name == "net.rx.bytes") {
         let iface = label(&s.labels, "interface");
-        if iface == "lo" {
+        // Loopback and interfaces that never carried a byte are noise on a status page.
+        let carried = s.points.last().map(|p| p.1).unwrap_or(0.0)
+            + last("net.tx.bytes", &s.labels).unwrap_or(0.0);
+        if iface == "lo" || carried == 0.0 {
             continue;
         }
         let (Some(rx), Some(tx)) = (
@@ -301,8 +305,18 @@ pub fn host_summary(series: &[SeriesPoints]) -> String {
         row("uptime", "", fmt_value("system.uptime", up));
     }
     if let Some(rss) = last("agent.memory.rss", "") {
-        let cpu = rate("agent.cpu", "")
-            .map(|r| format!(", {:.3}% of a core", r * 100.0))
+        // Over the whole window: one interval's CPU is below the kernel's 10 ms tick.
+        let cpu = series
+            .iter()
+            .find(|s| s.name == "agent.cpu" && s.labels.is_empty())
+            .and_then(|s| Some((s.points.first()?, s.points.last()?)))
+            .filter(|(a, b)| b.0 > a.0 && b.1 >= a.1)
+            .map(|(a, b)| {
+                format!(
+                    ", {:.3}% of a core",
+                    (b.1 - a.1) / ((b.0 - a.0) as f64 / 1000.0) * 100.0
+                )
+            })
             .unwrap_or_default();
         row(
             "aftercare-agent",
@@ -366,7 +380,12 @@ mod tests {
             c("net.tx.bytes", "interface=eth0", 0.0, 10240.0),
             c("net.rx.bytes", "interface=lo", 0.0, 1.0),
             c("net.tx.bytes", "interface=lo", 0.0, 1.0),
+            c("net.rx.bytes", "interface=ifb0", 0.0, 0.0),
+            c("net.tx.bytes", "interface=ifb0", 0.0, 0.0),
+            g("system.uptime", "", 3489.6),
         ]);
+        assert!(!s.contains("ifb0"), "{s}");
+        assert!(s.contains("58.2min"), "{s}");
         assert!(s.contains("12.5% busy"), "{s}");
         assert!(s.contains("2.0 GiB of 8.0 GiB (25%)"), "{s}");
         assert!(s.contains("50.0 GiB of 100.0 GiB (50%)"), "{s}");
