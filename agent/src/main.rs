@@ -13,7 +13,16 @@ use tokio_util::sync::CancellationToken;
 /// the customer's administrator, streams it to the support company's collector over
 /// mutual-TLS QUIC.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  \
+      aftercare-agent consent grant --scope metrics --by \"Ann Li\" --until 2027-03-31\n  \
+      aftercare-agent consent show\n  \
+      aftercare-agent run --config /etc/aftercare/agent.toml\n  \
+      aftercare-agent consent revoke            (stops sending within a second)"
+)]
 struct Cli {
     /// Agent configuration file.
     #[arg(long, global = true, default_value = DEFAULT_CONFIG, env = "AFTERCARE_AGENT_CONFIG")]

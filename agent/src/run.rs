@@ -61,6 +61,9 @@ pub struct Agent {
     generation: u64,
     jitter: Jitter,
     attempt: u32,
+    /// Whether a collector has welcomed us in the current epoch: from then on, sequence
+    /// numbers of this epoch in its high-water marks are our own.
+    welcomed: bool,
     /// Since when the link has had batches in flight without any acknowledgement.
     waiting_since: Option<Instant>,
     events_tx: mpsc::UnboundedSender<LinkEvent>,
@@ -94,6 +97,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         jitter: Jitter::seeded(),
         attempt: 0,
         waiting_since: None,
+        welcomed: false,
         events_tx,
         events_rx,
     };
@@ -310,6 +314,7 @@ impl Agent {
         for (stream, hw) in &welcome.high_water {
             self.adopt_high_water(*stream, *hw);
         }
+        self.welcomed = true;
         // Writer: frames from the main task, in order.
         let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<WriterCmd>();
         let events = self.events_tx.clone();
@@ -363,14 +368,13 @@ impl Agent {
         self.flush();
     }
 
-    /// If the collector already holds sequence numbers from an epoch at or above ours, our
-    /// state directory was lost or copied: move past it and number the backlog anew (none
-    /// of it can have been stored, as it was never acknowledged).
+    /// If the collector holds sequence numbers that are not ours but not below ours either,
+    /// our state directory was lost or copied: move past them and number the backlog anew
+    /// (none of it can have been stored, as none of it was acknowledged).
     fn adopt_high_water(&mut self, stream: StreamId, hw: u64) {
-        if seq_epoch(hw) < self.epoch {
+        let Some(new_epoch) = epoch_after_welcome(self.epoch, self.welcomed, hw) else {
             return;
-        }
-        let new_epoch = seq_epoch(hw).saturating_add(1);
+        };
         warn!(
             our_epoch = self.epoch,
             collector_epoch = seq_epoch(hw),
@@ -380,6 +384,7 @@ impl Agent {
             error!("{e}");
         }
         self.epoch = new_epoch;
+        self.welcomed = false;
         let mut counter = 0u32;
         let max = self.cfg.collector.max_frame_bytes;
         self.backlog.renumber(stream, |e| {
@@ -465,6 +470,47 @@ impl Agent {
         if let Some(link) = self.link.take() {
             info!("closing link: {why}");
             let _ = link.frames.send(WriterCmd::Close(why.to_string()));
+        }
+    }
+}
+
+/// The epoch to move to after a Welcome carrying high-water mark `hw`, if we must move.
+///
+/// Before the first Welcome of an epoch nothing of it has been sent, so any mark in it or
+/// beyond belongs to someone else (a lost or copied state directory). After it, marks in
+/// our epoch are our own, and only a later epoch means a clash.
+pub fn epoch_after_welcome(epoch: u32, welcomed: bool, hw: u64) -> Option<u32> {
+    let theirs = seq_epoch(hw);
+    let clash = if welcomed {
+        theirs > epoch
+    } else {
+        theirs >= epoch
+    };
+    clash.then(|| theirs.saturating_add(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aftercare_shared::protocol::seq;
+
+    #[test]
+    fn epochs_move_only_past_foreign_sequence_numbers() {
+        // (our epoch, welcomed before, collector's mark) -> new epoch
+        let cases = [
+            (5, false, seq(4, 900), None),  // older epoch: ours from an earlier run
+            (5, false, seq(5, 0), Some(6)), // our fresh epoch already used: state was lost
+            (5, false, seq(9, 3), Some(10)), // far ahead: state was lost long ago
+            (5, true, seq(5, 40), None),    // our own batches of this run
+            (5, true, seq(6, 0), Some(7)),  // someone else numbers past us
+            (1, false, 0, None),            // a new host: the collector holds nothing
+        ];
+        for (epoch, welcomed, hw, want) in cases {
+            assert_eq!(
+                epoch_after_welcome(epoch, welcomed, hw),
+                want,
+                "{epoch} {welcomed} {hw:#x}"
+            );
         }
     }
 }

@@ -13,7 +13,18 @@ use tokio_util::sync::CancellationToken;
 /// health data from aftercare agents over mutual-TLS QUIC, stores it, and shows it to
 /// support engineers.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  \
+      aftercare-collector ca init\n  \
+      aftercare-collector cert issue --customer acme --host db1 --out ./db1\n  \
+      aftercare-collector serve\n  \
+      aftercare-collector hosts\n  \
+      aftercare-collector metrics --host acme/db1 --metric cpu. --since 1h\n  \
+      aftercare-collector quickstart --dir ./demo     (everything on this machine)"
+)]
 struct Cli {
     /// Collector configuration file (all keys have defaults).
     #[arg(long, global = true, default_value = DEFAULT_CONFIG, env = "AFTERCARE_COLLECTOR_CONFIG")]

@@ -32,12 +32,15 @@ pub fn server_endpoint(
         &[b"aftercare stateless reset\0".as_slice(), reset_secret].concat(),
     );
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref());
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::new(std::sync::Arc::new(key)),
-        Some(config),
-        socket,
-        runtime,
-    )
+    let mut endpoint_config = quinn::EndpointConfig::new(std::sync::Arc::new(key));
+    // Connection ids carry a keyed hash that the endpoint checks before it answers with a
+    // reset; the key must survive a restart too, or the new process drops the agents'
+    // packets as garbage instead of resetting their connections.
+    let cid_key = u64::from_le_bytes(digest.as_ref()[..8].try_into().expect("8 bytes"));
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)
 }
 
 /// A UDP socket bound to `addr` with large buffers; errors name the address.

@@ -51,6 +51,10 @@ fn collector_crash_and_restart_loses_and_duplicates_nothing() {
     let agent_cfg = f.agent_config("a1", &certs, format!("127.0.0.1:{port}").parse().unwrap());
     grant(&agent_cfg, &[Scope::Metrics]);
     let agent_cfg_path = f.agent_config_path("a1");
+    // No help from the acknowledgement timeout: the agent must learn of the restart from
+    // the new collector's stateless reset (its reset key survives restarts).
+    let text = std::fs::read_to_string(&agent_cfg_path).unwrap();
+    std::fs::write(&agent_cfg_path, text.replace("ack_timeout = \"3s\"", "ack_timeout = \"300s\"")).unwrap();
     let mut agent = Proc::spawn(
         "aftercare-agent",
         &["--config", agent_cfg_path.to_str().unwrap(), "run"],
@@ -104,4 +108,50 @@ fn collector_crash_and_restart_loses_and_duplicates_nothing() {
         returned as u64,
         "{stats:?}"
     );
+}
+
+#[test]
+fn a_frozen_collector_is_left_by_the_ack_timeout_and_nothing_is_lost() {
+    let port = free_udp_port();
+    let f = Fixture::with_listen(&format!("127.0.0.1:{port}"));
+    let cfg_path = f.config_path();
+    let log = |n: &str| f.dir.path().join(n);
+    let mut collector = Proc::spawn(
+        "aftercare-collector",
+        &["--config", cfg_path.to_str().unwrap(), "serve"],
+        &log("collector-1.log"),
+    );
+    let certs = f.issue("a1", "acme", "db1");
+    let agent_cfg = f.agent_config("a1", &certs, format!("127.0.0.1:{port}").parse().unwrap());
+    grant(&agent_cfg, &[Scope::Metrics]);
+    let mut agent = Proc::spawn(
+        "aftercare-agent",
+        &["--config", f.agent_config_path("a1").to_str().unwrap(), "run"],
+        &log("agent.log"),
+    );
+    wait_for(&f, "2 snapshots", || points(&f, "mem.total").len() >= 2);
+
+    // A collector that hangs (here: stopped by a signal) sends no acknowledgements and no
+    // close; the agent's 3 s acknowledgement timeout must notice.
+    let pid = collector.0.as_ref().unwrap().id() as libc::pid_t;
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    wait_for(&f, "the agent to give up on the frozen link", || {
+        std::fs::read_to_string(log("agent.log"))
+            .unwrap_or_default()
+            .contains("no acknowledgement for")
+    });
+    let frozen_at = points(&f, "mem.total").len();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_for(&f, "flow resumes after the collector thaws", || {
+        points(&f, "mem.total").len() >= frozen_at + 4
+    });
+    assert!(agent.terminate(), "agent exits cleanly");
+    assert!(collector.terminate(), "collector exits cleanly");
+
+    let ts = points(&f, "mem.total");
+    for w in ts.windows(2) {
+        assert!(w[1] > w[0], "duplicate or unordered snapshot");
+        assert!(w[1] - w[0] < 1900, "a gap of {} ms: a batch was lost", w[1] - w[0]);
+    }
 }
