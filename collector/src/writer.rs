@@ -100,9 +100,26 @@ pub fn spawn(
         .name("store-writer".into())
         .spawn(move || {
             let mut last_compact = Instant::now();
+            // Compaction runs in steps, only while no request is waiting: ingest first.
+            let mut compacting = false;
             let mut batches: Vec<PendingBatch> = Vec::new();
             let mut replies: Vec<Reply<CommitOutcome>> = Vec::new();
-            while let Some(first) = rx.blocking_recv() {
+            loop {
+                let first = if compacting {
+                    match rx.try_recv() {
+                        Ok(r) => r,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            compacting = compact_step(store.as_mut());
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    }
+                } else {
+                    match rx.blocking_recv() {
+                        Some(r) => r,
+                        None => break,
+                    }
+                };
                 let mut next = Some(first);
                 while let Some(req) = next.take() {
                     match req {
@@ -110,6 +127,7 @@ pub fn spawn(
                             batches.push(*batch);
                             replies.push(reply);
                         }
+                        Request::Compact => compacting = true,
                         other => handle_other(store.as_mut(), other),
                     }
                     if batches.len() < opts.max_batches_per_commit {
@@ -120,7 +138,7 @@ pub fn spawn(
                     commit_group(store.as_mut(), &mut batches, &mut replies);
                 }
                 if last_compact.elapsed() >= opts.compact_every {
-                    compact(store.as_mut());
+                    compacting = true;
                     last_compact = Instant::now();
                 }
             }
@@ -154,10 +172,22 @@ fn commit_group(
     batches.clear();
 }
 
-fn compact(store: &mut dyn Store) {
-    match store.compact(now_millis()) {
-        Ok(stats) => debug!(?stats, "compacted"),
-        Err(e) => error!("compaction failed: {e}"),
+/// Samples per compaction step: about 50 ms of work, so acknowledgements never wait long.
+const COMPACT_STEP: u64 = 200_000;
+
+/// One step of compaction; true if there is more to do.
+fn compact_step(store: &mut dyn Store) -> bool {
+    match store.compact_some(now_millis(), COMPACT_STEP) {
+        Ok(stats) => {
+            if stats.samples > 0 {
+                debug!(?stats, "compacted");
+            }
+            stats.more
+        }
+        Err(e) => {
+            error!("compaction failed: {e}");
+            false
+        }
     }
 }
 
@@ -194,7 +224,112 @@ fn handle_other(store: &mut dyn Store, req: Request) {
             "marking host disconnected",
             store.set_disconnected(host, now),
         ),
-        Request::Compact => compact(store),
-        Request::Batch { .. } => unreachable!("batches are grouped by the caller"),
+        Request::Batch { .. } | Request::Compact => {
+            unreachable!("batches and compaction are scheduled by the caller")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, open_sqlite, open_sqlite_readonly};
+    use aftercare_shared::consent::Scope;
+    use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
+    use aftercare_shared::protocol::{PROTOCOL_VERSION, seq};
+
+    fn hello() -> Hello {
+        let mut consent = ConsentRecord::default();
+        consent
+            .grant_scopes(
+                &[Scope::Metrics],
+                "T",
+                time::OffsetDateTime::now_utc(),
+                None,
+            )
+            .unwrap();
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: "t".into(),
+            facts: HostFacts::default(),
+            consent,
+            claimed: None,
+            interval_ms: 10_000,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_in_groups_acknowledges_each_and_compacts_in_the_background() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("a.db");
+        let (w, join) = spawn(
+            Box::new(open_sqlite(&db).unwrap()),
+            WriterOptions {
+                max_batches_per_commit: 16,
+                queue_depth: 64,
+                compact_every: Duration::from_secs(3600),
+            },
+        );
+        let id = Identity {
+            customer: "c".into(),
+            host: "h".into(),
+        };
+        let (host, hw) = w.register(id, hello()).await.unwrap();
+        assert!(hw.is_empty());
+        // Three hours ago: an hour long closed, ready to compact.
+        let t0 = now_millis() - 3 * 3_600_000;
+        let mut pending = Vec::new();
+        for i in 0..100u32 {
+            let b = PendingBatch {
+                host,
+                stream: StreamId::Metrics,
+                seq: seq(1, i % 90), // the last ten are redeliveries
+                received_at: now_millis(),
+                snapshot: MetricSnapshot {
+                    ts: t0 + i64::from(i % 90) * 10_000,
+                    samples: vec![Sample {
+                        name: "load.1".into(),
+                        labels: String::new(),
+                        kind: MetricKind::Gauge,
+                        value: f64::from(i),
+                    }],
+                },
+                loss: LossReport::default(),
+            };
+            pending.push(w.commit(b).await.unwrap());
+        }
+        let mut outcomes = Vec::new();
+        for rx in pending {
+            outcomes.push(rx.await.unwrap().unwrap());
+        }
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == CommitOutcome::Stored)
+                .count(),
+            90
+        );
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == CommitOutcome::Duplicate)
+                .count(),
+            10
+        );
+
+        w.send(Request::Compact).await.unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = open_sqlite_readonly(&db).unwrap().stats().unwrap();
+            if stats.staged_samples == 0 && stats.block_samples == 90 {
+                break;
+            }
+            assert!(Instant::now() < end, "not compacted: {stats:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(w);
+        tokio::task::spawn_blocking(move || join.join().unwrap())
+            .await
+            .unwrap();
     }
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 fn set_backlog(f: &Fixture, name: &str, max_batches: usize) {
     let p = f.agent_config_path(name);
     let mut text = std::fs::read_to_string(&p).unwrap();
-    text = text.replace("[collector]", &format!("[backlog]\nmax_batches = {max_batches}\n[collector]"));
+    text = text.replace(
+        "[collector]",
+        &format!("[backlog]\nmax_batches = {max_batches}\n[collector]"),
+    );
     std::fs::write(&p, text).unwrap();
 }
 
@@ -39,11 +42,17 @@ async fn revoking_while_offline_deletes_the_backlog_unsent() {
     let regranted = now_millis();
     grant(&cfg, &[Scope::Metrics]);
     eventually("data after the new grant", PATIENCE, || {
-        let s = f.store().query("db1", Some("mem.total"), 0, i64::MAX).ok()?;
+        let s = f
+            .store()
+            .query("db1", Some("mem.total"), 0, i64::MAX)
+            .ok()?;
         (!s.is_empty()).then_some(())
     })
     .await;
-    let pts = f.store().query("db1", Some("mem.total"), 0, i64::MAX).unwrap();
+    let pts = f
+        .store()
+        .query("db1", Some("mem.total"), 0, i64::MAX)
+        .unwrap();
     assert!(
         pts[0].points.iter().all(|p| p.0 >= regranted - 100),
         "a snapshot from before the revocation was sent: {:?}",
@@ -79,7 +88,10 @@ async fn overflow_while_offline_is_counted_and_reported() {
     );
     assert!(h.dropped_samples > h.dropped_batches * 10, "{h:?}");
     // The two newest survived and were delivered.
-    let pts = f.store().query("db1", Some("mem.total"), 0, i64::MAX).unwrap();
+    let pts = f
+        .store()
+        .query("db1", Some("mem.total"), 0, i64::MAX)
+        .unwrap();
     assert!(pts[0].points.len() >= 2);
     agent.shutdown().await;
     c.shutdown().await;

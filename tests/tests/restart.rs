@@ -54,7 +54,11 @@ fn collector_crash_and_restart_loses_and_duplicates_nothing() {
     // No help from the acknowledgement timeout: the agent must learn of the restart from
     // the new collector's stateless reset (its reset key survives restarts).
     let text = std::fs::read_to_string(&agent_cfg_path).unwrap();
-    std::fs::write(&agent_cfg_path, text.replace("ack_timeout = \"3s\"", "ack_timeout = \"300s\"")).unwrap();
+    std::fs::write(
+        &agent_cfg_path,
+        text.replace("ack_timeout = \"3s\"", "ack_timeout = \"300s\""),
+    )
+    .unwrap();
     let mut agent = Proc::spawn(
         "aftercare-agent",
         &["--config", agent_cfg_path.to_str().unwrap(), "run"],
@@ -126,7 +130,11 @@ fn a_frozen_collector_is_left_by_the_ack_timeout_and_nothing_is_lost() {
     grant(&agent_cfg, &[Scope::Metrics]);
     let mut agent = Proc::spawn(
         "aftercare-agent",
-        &["--config", f.agent_config_path("a1").to_str().unwrap(), "run"],
+        &[
+            "--config",
+            f.agent_config_path("a1").to_str().unwrap(),
+            "run",
+        ],
         &log("agent.log"),
     );
     wait_for(&f, "2 snapshots", || points(&f, "mem.total").len() >= 2);
@@ -152,6 +160,10 @@ fn a_frozen_collector_is_left_by_the_ack_timeout_and_nothing_is_lost() {
     let ts = points(&f, "mem.total");
     for w in ts.windows(2) {
         assert!(w[1] > w[0], "duplicate or unordered snapshot");
-        assert!(w[1] - w[0] < 1900, "a gap of {} ms: a batch was lost", w[1] - w[0]);
+        assert!(
+            w[1] - w[0] < 1900,
+            "a gap of {} ms: a batch was lost",
+            w[1] - w[0]
+        );
     }
 }
