@@ -3,24 +3,13 @@
 //! Every key has a default except the collector's address and credentials; unknown keys are
 //! refused, and `validate` names the key that is wrong.
 
+pub use aftercare_shared::config::ConfigError;
+use aftercare_shared::config::{invalid, parse_toml};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_CONFIG: &str = "/etc/aftercare/agent.toml";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +18,10 @@ pub struct AgentConfig {
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// How often metrics are collected.
-    #[serde(default = "default_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_interval",
+        with = "aftercare_shared::config::duration"
+    )]
     pub interval: Duration,
     pub collector: CollectorConfig,
     #[serde(default)]
@@ -59,16 +51,25 @@ pub struct CollectorConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// First wait after a failed connection; doubles up to `reconnect_max`, with jitter.
-    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
+    #[serde(
+        default = "default_reconnect_min",
+        with = "aftercare_shared::config::duration"
+    )]
     pub reconnect_min: Duration,
-    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    #[serde(
+        default = "default_reconnect_max",
+        with = "aftercare_shared::config::duration"
+    )]
     pub reconnect_max: Duration,
     /// Largest frame sent or accepted.
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: usize,
     /// A link whose oldest batch in flight has waited this long for its acknowledgement is
     /// taken for dead and opened anew (the collector may have vanished without a word).
-    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "default_ack_timeout",
+        with = "aftercare_shared::config::duration"
+    )]
     pub ack_timeout: Duration,
 }
 
@@ -117,20 +118,6 @@ fn default_log_level() -> String {
     "info".into()
 }
 
-/// Durations as people write them: "10s", "500ms", "1m".
-mod humantime_serde {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "'{s}' is not a duration ({e}); write e.g. \"10s\", \"500ms\", \"2m\""
-            ))
-        })
-    }
-}
-
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -141,10 +128,7 @@ impl AgentConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut cfg: AgentConfig = parse_toml(text, path)?;
         // Relative paths are relative to the config file, so a config folder can be moved.
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
@@ -157,10 +141,7 @@ impl AgentConfig {
                 *p = base.join(&*p);
             }
         }
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        cfg.validate().map_err(invalid(path))?;
         Ok(cfg)
     }
 

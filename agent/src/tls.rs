@@ -5,10 +5,9 @@
 //! Kept small on purpose: the agent ships to customer servers, so certificate parsing and
 //! issuing (x509-parser, rcgen) live in the collector only.
 
+use aftercare_shared::pem::{PemError, read_certs, read_key};
 use aftercare_shared::protocol::ALPN;
 use rustls::RootCertStore;
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,20 +20,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {what} {}: {source}", path.display())]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot parse {what} {}: {source}", path.display())]
-    Pem {
-        what: &'static str,
-        path: PathBuf,
-        source: pem::Error,
-    },
-    #[error("{what} {} holds no certificate", path.display())]
-    NoCertificate { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    File(#[from] PemError),
     #[error("cannot use {what} {}: {source}", path.display())]
     Rejected {
         what: &'static str,
@@ -64,7 +51,7 @@ pub fn client_config(
         })?;
     }
     let chain = read_certs("agent certificate", cert)?;
-    let key_der = read_key(key)?;
+    let key_der = read_key("agent key", key)?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Config)?
@@ -92,42 +79,6 @@ pub fn client_config(
     Ok(config)
 }
 
-fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read_file(what, path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
-            what,
-            path: path.to_owned(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            what,
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let what = "agent key";
-    let bytes = read_file(what, path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|source| TlsError::Pem {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,10 +98,10 @@ mod tests {
         assert!(
             matches!(
                 err,
-                TlsError::NoCertificate {
+                TlsError::File(PemError::NoCertificate {
                     what: "CA certificate",
                     ..
-                }
+                })
             ),
             "{err}"
         );

@@ -1,5 +1,7 @@
 //! `collector.toml`: where to listen, where the data lives.
 
+pub use aftercare_shared::config::ConfigError;
+use aftercare_shared::config::{invalid, parse_toml};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,19 +9,6 @@ use std::time::Duration;
 
 pub const DEFAULT_CONFIG: &str = "/etc/aftercare/collector.toml";
 pub const DEFAULT_PORT: u16 = 7443;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +42,7 @@ pub struct IngestConfig {
     /// Most batches committed in one transaction (one fsync).
     pub max_batches_per_commit: usize,
     /// How often closed hours are compacted from staging into compressed chunks.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "aftercare_shared::config::duration")]
     pub compact_every: Duration,
     /// Batches waiting for the writer before agents are slowed down (back-pressure).
     pub queue_depth: usize,
@@ -88,19 +77,6 @@ fn default_log_level() -> String {
     "info".into()
 }
 
-mod humantime_serde {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "'{s}' is not a duration ({e}); write e.g. \"60s\", \"5m\""
-            ))
-        })
-    }
-}
-
 impl Default for CollectorConfig {
     fn default() -> Self {
         toml::from_str("").expect("all keys have defaults")
@@ -129,10 +105,7 @@ impl CollectorConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: CollectorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut cfg: CollectorConfig = parse_toml(text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         if cfg.data_dir.is_relative() {
             cfg.data_dir = base.join(&cfg.data_dir);
@@ -140,10 +113,7 @@ impl CollectorConfig {
         if cfg.database.is_relative() {
             cfg.database = cfg.data_dir.join(&cfg.database);
         }
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        cfg.validate().map_err(invalid(path))?;
         Ok(cfg)
     }
 

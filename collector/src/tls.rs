@@ -3,11 +3,11 @@
 //! connection that completes its handshake has a verified [`Identity`].
 
 use crate::ca::{self, CaError};
+use aftercare_shared::pem::{PemError, read_certs, read_key};
 use aftercare_shared::protocol::{ALPN, Identity};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,20 +39,8 @@ impl ServerTlsFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {what} {}: {source}", path.display())]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot parse {what} {}: {source}", path.display())]
-    Pem {
-        what: &'static str,
-        path: PathBuf,
-        source: pem::Error,
-    },
-    #[error("{what} {} holds no certificate", path.display())]
-    NoCertificate { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    File(#[from] PemError),
     #[error("cannot use {what} {}: {source}", path.display())]
     Rejected {
         what: &'static str,
@@ -140,39 +128,4 @@ pub fn peer_identity(connection: &quinn::Connection) -> Result<Identity, TlsErro
         .ok_or(TlsError::NoPeerCertificate)?;
     let leaf = certs.first().ok_or(TlsError::NoPeerCertificate)?;
     ca::identity_from_cert(leaf).map_err(TlsError::Identity)
-}
-
-fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read_file(what, path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
-            what,
-            path: path.to_owned(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            what,
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
-}
-
-fn read_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = read_file(what, path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|source| TlsError::Pem {
-        what,
-        path: path.to_owned(),
-        source,
-    })
 }
