@@ -139,6 +139,10 @@ async fn handle_connection(
         match res {
             Ok(()) => {
                 info!("agent disconnected");
+                // Closing discards stream data not yet delivered: finish first, so the last
+                // acknowledgements reach the agent.
+                let _ = send.finish();
+                let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
                 conn.close(close::DONE.into(), b"bye");
             }
             Err(ConnError::Refused(reason)) => {
