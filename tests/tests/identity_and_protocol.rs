@@ -388,3 +388,29 @@ async fn garbage_closes_only_that_connection() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_finishes_its_stream_gets_every_acknowledgement() {
+    let f = Fixture::new();
+    let c = f.start().await;
+    let certs = f.issue("a", "acme", "db1");
+    let h = hello(None, consent(&[Scope::Metrics]));
+    let mut link = connect_with(&f, &certs, c.addr, "localhost", &h)
+        .await
+        .unwrap();
+    let now = aftercare_shared::time_fmt::now_millis();
+    for i in 0..200 {
+        send(&mut link, &batch(seq(1, i), now + i64::from(i), None)).await;
+    }
+    link.send.finish().unwrap();
+    let mut acked = 0;
+    while let Some(m) = recv(&mut link).await {
+        assert!(matches!(m, CollectorMsg::Ack { .. }), "{m:?}");
+        acked += 1;
+    }
+    assert_eq!(
+        acked, 200,
+        "acknowledgements lost when the agent ended its stream"
+    );
+    c.shutdown().await;
+}
