@@ -129,8 +129,10 @@ impl Agent {
         let mut draining: Option<Instant> = None;
 
         loop {
-            let want = self.wants_link() && draining.is_none();
-            let may_connect = want && self.link.is_none() && connecting.is_none();
+            let may_connect = self.wants_link()
+                && draining.is_none()
+                && self.link.is_none()
+                && connecting.is_none();
             tokio::select! {
                 _ = shutdown.cancelled(), if draining.is_none() => {
                     if self.link.is_none() || self.backlog.is_empty() {
@@ -170,9 +172,15 @@ impl Agent {
                 }
                 _ = tokio::time::sleep_until(retry_at), if may_connect => {
                     if endpoint.is_none() {
-                        let addr = transport::resolve(&self.cfg.collector.address).await;
-                        let v6 = addr.as_ref().map(|a| a.is_ipv6()).unwrap_or(false);
-                        endpoint = Some(transport::endpoint(client.clone(), v6)?);
+                        // The socket's address family follows the collector's address, so
+                        // the first resolution must succeed before there is an endpoint.
+                        match transport::resolve(&self.cfg.collector.address).await {
+                            Ok(a) => endpoint = Some(transport::endpoint(client.clone(), a.is_ipv6())?),
+                            Err(e) => {
+                                self.on_connect_failed(e, &mut retry_at);
+                                continue;
+                            }
+                        }
                     }
                     let ep = endpoint.clone().expect("just set");
                     let cfg = self.cfg.collector.clone();
