@@ -5,7 +5,7 @@
 //! Kept small on purpose: the agent ships to customer servers, so certificate parsing and
 //! issuing (x509-parser, rcgen) live in the collector only.
 
-use aftercare_shared::pem::{PemError, read_certs, read_key};
+use aftercare_shared::pem::{self, PemError};
 use aftercare_shared::protocol::ALPN;
 use rustls::RootCertStore;
 use std::path::{Path, PathBuf};
@@ -77,6 +77,20 @@ pub fn client_config(
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     Ok(config)
+}
+
+fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, PemError> {
+    pem::certs(what, path, std::fs::read(path))
+}
+
+fn read_key(
+    what: &'static str,
+    path: &Path,
+) -> Result<rustls::pki_types::PrivateKeyDer<'static>, PemError> {
+    pem::key(what, path, std::fs::read(path))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! connection that completes its handshake has a verified [`Identity`].
 
 use crate::ca::{self, CaError};
-use aftercare_shared::pem::{PemError, read_certs, read_key};
+use aftercare_shared::pem::{self, PemError};
 use aftercare_shared::protocol::{ALPN, Identity};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -128,4 +128,18 @@ pub fn peer_identity(connection: &quinn::Connection) -> Result<Identity, TlsErro
         .ok_or(TlsError::NoPeerCertificate)?;
     let leaf = certs.first().ok_or(TlsError::NoPeerCertificate)?;
     ca::identity_from_cert(leaf).map_err(TlsError::Identity)
+}
+
+fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, PemError> {
+    pem::certs(what, path, std::fs::read(path))
+}
+
+fn read_key(
+    what: &'static str,
+    path: &Path,
+) -> Result<rustls::pki_types::PrivateKeyDer<'static>, PemError> {
+    pem::key(what, path, std::fs::read(path))
 }

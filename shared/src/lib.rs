@@ -1,9 +1,8 @@
 //! What the aftercare agent and collector agree on: the wire protocol and its codec, the
 //! data model of what travels, and the customer's consent record.
 //!
-//! Invariant: this crate depends on no async runtime, socket or transport; the protocol,
-//! codec, model and consent logic are pure and tested with plain byte buffers and values.
-//! The only I/O is reading the small files both programs load the same way (`pem`).
+//! Invariant: this crate does no I/O and depends on no async runtime or transport, so every
+//! piece of it is tested with plain byte buffers and values.
 
 pub mod codec;
 pub mod config;
