@@ -16,7 +16,9 @@
 //! agent's own CPU and memory. Timestamps are 10 s apart, jittered by up to 5 ms.
 
 use aftercare_collector::store::chunk::BlockReader;
-use aftercare_collector::store::{HOUR_MS, HostHello, MINUTE_MS, PendingBatch, Store, open_sqlite};
+use aftercare_collector::store::{
+    BatchData, HOUR_MS, HostHello, MINUTE_MS, PendingBatch, Store, open_sqlite,
+};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
 use aftercare_shared::protocol::{Identity, StreamId};
@@ -403,7 +405,7 @@ impl HostSim {
             stream: StreamId::Metrics,
             seq: 0,
             received_at: 0,
-            snapshot: MetricSnapshot { ts: 0, samples },
+            data: BatchData::Metrics(MetricSnapshot { ts: 0, samples }),
             loss: LossReport::default(),
         };
         (HostSim { rng, gens }, batch)
@@ -414,8 +416,11 @@ impl HostSim {
         let ts = T0 + i as i64 * INTERVAL_MS + phase + (self.rng.next() % 6) as i64;
         b.seq = i + 1;
         b.received_at = ts + 40;
-        b.snapshot.ts = ts;
-        for (s, g) in b.snapshot.samples.iter_mut().zip(&mut self.gens) {
+        let BatchData::Metrics(snapshot) = &mut b.data else {
+            unreachable!("the bench builds metrics batches")
+        };
+        snapshot.ts = ts;
+        for (s, g) in snapshot.samples.iter_mut().zip(&mut self.gens) {
             s.value = g.next(&mut self.rng, ts);
         }
     }

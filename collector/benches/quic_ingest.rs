@@ -456,7 +456,9 @@ impl AgentSim {
             unreachable!("the simulation holds a batch")
         };
         b.seq = seq(EPOCH, i + 1);
-        let Payload::Metrics { snapshot, .. } = &mut b.payload;
+        let Payload::Metrics { snapshot, .. } = &mut b.payload else {
+            unreachable!("the bench builds metrics batches")
+        };
         snapshot.ts = ts;
         for (s, g) in snapshot.samples.iter_mut().zip(&mut self.gens) {
             s.value = g.next(&mut self.rng, ts);

@@ -4,7 +4,7 @@
 //! Welcome or Refused, then read batches, check each against the identity and the recorded
 //! consent, hand it to the writer, and acknowledge it — in order — once it is committed.
 
-use crate::store::{CommitOutcome, HostId, PendingBatch};
+use crate::store::{BatchData, CommitOutcome, HostId, PendingBatch};
 use crate::writer::{Request, WriterHandle};
 use aftercare_shared::codec::{self, CodecError};
 use aftercare_shared::consent::ConsentRecord;
@@ -308,7 +308,10 @@ async fn accept_batch(
             ),
         }));
     }
-    let Payload::Metrics { snapshot, loss } = batch.payload;
+    let (data, loss) = match batch.payload {
+        Payload::Metrics { snapshot, loss } => (BatchData::Metrics(snapshot), loss),
+        Payload::Logs { records, loss } => (BatchData::Logs(records), loss),
+    };
     if !loss.is_empty() {
         warn!(
             dropped_batches = loss.dropped_batches,
@@ -323,7 +326,7 @@ async fn accept_batch(
             stream,
             seq: batch.seq,
             received_at: now,
-            snapshot,
+            data,
             loss,
         })
         .await

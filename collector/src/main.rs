@@ -3,6 +3,7 @@
 use aftercare_collector::config::{CollectorConfig, DEFAULT_CONFIG};
 use aftercare_collector::store::Store;
 use aftercare_collector::{ca, quickstart, server, store, view};
+use aftercare_shared::model::Severity;
 use aftercare_shared::time_fmt::{self, now_millis};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
       aftercare-collector serve\n  \
       aftercare-collector hosts\n  \
       aftercare-collector metrics --host acme/db1 --metric cpu. --since 1h\n  \
+      aftercare-collector logs --host acme/db1 --severity error --since 24h\n  \
       aftercare-collector quickstart --dir ./demo     (everything on this machine)"
 )]
 struct Cli {
@@ -62,6 +64,29 @@ enum Command {
         #[arg(long, default_value = "15m")]
         since: String,
         /// Print every point as JSON instead of the summary table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a host's log lines, oldest first: the newest `--limit` that match.
+    Logs {
+        /// `host` or `customer/host`.
+        #[arg(long)]
+        host: String,
+        /// Only lines matching this regular expression (e.g. `(?i)ext4|xfs`).
+        #[arg(long)]
+        grep: Option<String>,
+        /// Only lines at least this severe: emerg, alert, crit, error, warning, notice,
+        /// info, debug.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Start of the window: a span back from now (`15m`, `24h`, `7d`), a date or an
+        /// RFC 3339 time.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// At most this many lines (the newest).
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
     },
@@ -165,6 +190,46 @@ fn dispatch(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&series)?);
             } else {
                 print!("{}", view::metrics_table(&series));
+            }
+            Ok(())
+        }
+        Command::Logs {
+            host,
+            grep,
+            severity,
+            since,
+            limit,
+            json,
+        } => {
+            let now = now_millis();
+            let grep = grep
+                .map(|g| {
+                    regex::Regex::new(&g)
+                        .with_context(|| format!("--grep '{g}' is not a valid regular expression"))
+                })
+                .transpose()?;
+            let min_severity = severity
+                .map(|s| {
+                    Severity::parse(&s).with_context(|| {
+                        format!(
+                            "unknown severity '{s}': use emerg, alert, crit, error, warning, notice, info or debug"
+                        )
+                    })
+                })
+                .transpose()?;
+            let filter = store::LogFilter {
+                since: time_fmt::parse_since(&since, now)?,
+                until: i64::MAX,
+                min_severity,
+                grep,
+                limit,
+            };
+            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let records = st.logs(&host, &filter)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                print!("{}", view::logs_table(&records));
             }
             Ok(())
         }

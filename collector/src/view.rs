@@ -178,6 +178,29 @@ pub fn metrics_table(series: &[SeriesPoints]) -> String {
     )
 }
 
+/// Log lines for a terminal: time, severity, source, the line as it was sent.
+pub fn logs_table(records: &[aftercare_shared::model::LogRecord]) -> String {
+    if records.is_empty() {
+        return "no log lines match\n".into();
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                time_fmt::rfc3339(crate::store::log_time(r)),
+                r.severity.as_str().to_string(),
+                r.source.clone(),
+                if r.part > 0 {
+                    format!("{} [part {}]", r.line, r.part)
+                } else {
+                    r.line.clone()
+                },
+            ]
+        })
+        .collect();
+    table(&["TIME", "SEVERITY", "SOURCE", "LINE"], &rows)
+}
+
 /// The headline of one host, a line per subject: what a person checks first.
 pub fn host_summary(series: &[SeriesPoints]) -> String {
     let last = |name: &str, labels: &str| -> Option<f64> {

@@ -233,7 +233,7 @@ fn handle_other(store: &mut dyn Store, req: Request) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Store, open_sqlite, open_sqlite_readonly};
+    use crate::store::{BatchData, Store, open_sqlite, open_sqlite_readonly};
     use aftercare_shared::consent::Scope;
     use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
     use aftercare_shared::protocol::{PROTOCOL_VERSION, seq};
@@ -285,7 +285,7 @@ mod tests {
                 stream: StreamId::Metrics,
                 seq: seq(1, i % 90), // the last ten are redeliveries
                 received_at: now_millis(),
-                snapshot: MetricSnapshot {
+                data: BatchData::Metrics(MetricSnapshot {
                     ts: t0 + i64::from(i % 90) * 10_000,
                     samples: vec![Sample {
                         name: "load.1".into(),
@@ -293,7 +293,7 @@ mod tests {
                         kind: MetricKind::Gauge,
                         value: f64::from(i),
                     }],
-                },
+                }),
                 loss: LossReport::default(),
             };
             pending.push(w.commit(b).await.unwrap());

@@ -1,6 +1,6 @@
 //! The collector's command line, as a support engineer uses it.
 
-use aftercare_collector::store::{HostHello, PendingBatch, Store, open_sqlite};
+use aftercare_collector::store::{BatchData, HostHello, PendingBatch, Store, open_sqlite};
 use aftercare_shared::consent::{ConsentRecord, Scope};
 use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
 use aftercare_shared::protocol::{Identity, StreamId, seq};
@@ -128,7 +128,7 @@ fn hosts_and_metrics_tables() {
                 stream: StreamId::Metrics,
                 seq: seq(1, i),
                 received_at: now,
-                snapshot: MetricSnapshot {
+                data: BatchData::Metrics(MetricSnapshot {
                     ts: now - 20_000 + i64::from(i) * 10_000,
                     samples: vec![
                         Sample {
@@ -144,7 +144,7 @@ fn hosts_and_metrics_tables() {
                             value: 1_000_000.0 + f64::from(i) * 10_240.0,
                         },
                     ],
-                },
+                }),
                 loss: LossReport::default(),
             })
             .collect();
@@ -193,4 +193,87 @@ fn hosts_and_metrics_tables() {
     let o = collector(&cfg, &["metrics", "--host", "db1", "--since", "last week"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("'last week'"), "{}", text(&o));
+}
+
+#[test]
+fn logs_command_filters_and_names_bad_input() {
+    use aftercare_shared::model::{LogRecord, Severity};
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("collector.toml");
+    std::fs::write(&cfg, "data_dir = \"data\"\n").unwrap();
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    let now = now_millis();
+    {
+        let mut st = open_sqlite(&d.path().join("data/aftercare.db")).unwrap();
+        let id = Identity {
+            customer: "acme".into(),
+            host: "db1".into(),
+        };
+        let host = st
+            .register_host(
+                &HostHello {
+                    identity: &id,
+                    facts: &HostFacts::default(),
+                    agent_version: "0.1.0",
+                    consent: &ConsentRecord::default(),
+                    interval_ms: 10_000,
+                },
+                now,
+            )
+            .unwrap();
+        let rec = |i: u64, severity: Severity, line: &str| LogRecord {
+            source: "syslog".into(),
+            file: "/var/log/syslog".into(),
+            offset: i * 80,
+            read_at: now - 60_000 + i as i64,
+            ts: None,
+            severity,
+            line: line.into(),
+            part: 0,
+        };
+        st.commit(&[PendingBatch {
+            host,
+            stream: StreamId::Logs,
+            seq: seq(1, 0),
+            received_at: now,
+            data: BatchData::Logs(vec![
+                rec(0, Severity::Info, "systemd[1]: Started Daily apt upgrade."),
+                rec(
+                    1,
+                    Severity::Error,
+                    "kernel: EXT4-fs error (device sda1): bad block",
+                ),
+                rec(2, Severity::Warning, "sshd[812]: Failed password for root"),
+            ]),
+            loss: LossReport::default(),
+        }])
+        .unwrap();
+    }
+    let o = collector(&cfg, &["logs", "--host", "db1", "--severity", "warning"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("EXT4-fs error") && out.contains("Failed password"),
+        "{out}"
+    );
+    assert!(!out.contains("apt upgrade"), "{out}");
+
+    let o = collector(
+        &cfg,
+        &["logs", "--host", "db1", "--grep", "(?i)ext4", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["severity"], "Error");
+
+    let o = collector(&cfg, &["logs", "--host", "db1", "--grep", "(unclosed"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("'(unclosed' is not a valid regular expression"),
+        "{}",
+        text(&o)
+    );
+    let o = collector(&cfg, &["logs", "--host", "db1", "--severity", "loud"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("unknown severity 'loud'"), "{}", text(&o));
 }

@@ -1,11 +1,13 @@
 //! The SQLite store against real database files in temporary directories.
 
 use aftercare_collector::store::{
-    CommitOutcome, HOUR_MS, HostHello, HostId, MINUTE_MS, PendingBatch, Resolution, SeriesPoints,
-    Store, StoreError, open_sqlite, open_sqlite_readonly,
+    BatchData, CommitOutcome, HOUR_MS, HostHello, HostId, LogFilter, MINUTE_MS, PendingBatch,
+    Resolution, SeriesPoints, Store, StoreError, open_sqlite, open_sqlite_readonly,
 };
 use aftercare_shared::consent::{ConsentRecord, Grant, Scope};
-use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
+use aftercare_shared::model::{
+    HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Sample, Severity,
+};
 use aftercare_shared::protocol::{Identity, StreamId};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,7 +63,7 @@ fn batch(host: HostId, seq: u64, ts: i64, samples: Vec<Sample>) -> PendingBatch 
         stream: StreamId::Metrics,
         seq,
         received_at: ts + 20,
-        snapshot: MetricSnapshot { ts, samples },
+        data: BatchData::Metrics(MetricSnapshot { ts, samples }),
         loss: LossReport::default(),
     }
 }
@@ -710,4 +712,168 @@ fn a_series_that_changes_kind_keeps_its_points() {
         .commit(&[batch(h, 3, T0 + 20_000, s(MetricKind::Counter))])
         .unwrap();
     assert_eq!(store.stats().unwrap().series, 1);
+}
+
+fn log_batch(host: HostId, seq: u64, lines: &[(i64, Severity, &str)]) -> PendingBatch {
+    PendingBatch {
+        host,
+        stream: StreamId::Logs,
+        seq,
+        received_at: T0,
+        data: BatchData::Logs(
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, &(ts, severity, line))| LogRecord {
+                    source: "syslog".into(),
+                    file: "/var/log/syslog".into(),
+                    offset: i as u64 * 100,
+                    read_at: ts + 5,
+                    ts: Some(ts),
+                    severity,
+                    line: line.into(),
+                    part: 0,
+                })
+                .collect(),
+        ),
+        loss: LossReport::default(),
+    }
+}
+
+#[test]
+fn logs_are_stored_once_and_filtered_by_time_severity_and_pattern() {
+    let d = tempfile::tempdir().unwrap();
+    let path = db(&d);
+    let mut st = open_sqlite(&path).unwrap();
+    let h = register(&mut st, "acme", "db1", T0);
+    let b1 = log_batch(
+        h,
+        1,
+        &[
+            (T0, Severity::Info, "sshd[1]: Accepted publickey for ann"),
+            (
+                T0 + 1000,
+                Severity::Error,
+                "kernel: EXT4-fs error (device sda1)",
+            ),
+        ],
+    );
+    let b2 = log_batch(
+        h,
+        2,
+        &[(T0 + 2000, Severity::Warning, "nginx: upstream timed out")],
+    );
+    assert_eq!(
+        st.commit(&[b1.clone(), b2.clone()]).unwrap(),
+        vec![CommitOutcome::Stored, CommitOutcome::Stored]
+    );
+    // Redelivery: acknowledged, not stored again. Metrics and logs number separately.
+    assert_eq!(st.commit(&[b2]).unwrap(), vec![CommitOutcome::Duplicate]);
+    assert_eq!(
+        st.commit(&[tick(h, 1, T0)]).unwrap(),
+        vec![CommitOutcome::Stored]
+    );
+    let hw = st.high_water(h).unwrap();
+    let metrics_seq = tick(h, 1, T0).seq;
+    assert!(
+        hw.contains(&(StreamId::Logs, 2)) && hw.contains(&(StreamId::Metrics, metrics_seq)),
+        "{hw:?}"
+    );
+
+    let all = LogFilter {
+        since: T0 - HOUR_MS,
+        until: T0 + HOUR_MS,
+        ..Default::default()
+    };
+    let got = st.logs("db1", &all).unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got.windows(2).all(|w| w[0].ts <= w[1].ts), "oldest first");
+
+    let warn = LogFilter {
+        min_severity: Some(Severity::Warning),
+        ..all.clone()
+    };
+    let got = st.logs("acme/db1", &warn).unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.severity).collect::<Vec<_>>(),
+        [Severity::Error, Severity::Warning]
+    );
+
+    let grep = LogFilter {
+        grep: Some(regex::Regex::new("(?i)ext4").unwrap()),
+        ..all.clone()
+    };
+    assert_eq!(st.logs("db1", &grep).unwrap().len(), 1);
+
+    let window = LogFilter {
+        since: T0 + 500,
+        until: T0 + 1500,
+        ..all.clone()
+    };
+    assert_eq!(
+        st.logs("db1", &window).unwrap()[0].line,
+        "kernel: EXT4-fs error (device sda1)"
+    );
+
+    let newest = LogFilter { limit: 1, ..all };
+    assert_eq!(
+        st.logs("db1", &newest).unwrap()[0].severity,
+        Severity::Warning
+    );
+
+    // Readers see the same through their own handle, and a crash loses nothing committed.
+    drop(st);
+    let mut ro = open_sqlite_readonly(&path).unwrap();
+    assert_eq!(
+        ro.logs(
+            "db1",
+            &LogFilter {
+                since: 0,
+                until: i64::MAX,
+                ..Default::default()
+            }
+        )
+        .unwrap()
+        .len(),
+        3
+    );
+}
+
+#[test]
+fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
+    let d = tempfile::tempdir().unwrap();
+    let path = db(&d);
+    {
+        let mut st = open_sqlite(&path).unwrap();
+        let h = register(&mut st, "acme", "db1", T0);
+        st.commit(&[tick(h, 1, T0)]).unwrap();
+    }
+    // Turn it back into what a collector of schema 1 left behind.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("DROP TABLE logs; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    assert!(matches!(
+        open_sqlite_readonly(&path),
+        Err(StoreError::SchemaTooOld { found: 1, .. })
+    ));
+    let mut st = open_sqlite(&path).unwrap();
+    assert_eq!(all_points(&mut st, "db1").len(), tick(1, 1, T0).data_len());
+    let h = register(&mut st, "acme", "db1", T0);
+    let b = log_batch(h, 1, &[(T0, Severity::Error, "disk on fire")]);
+    assert_eq!(st.commit(&[b]).unwrap(), vec![CommitOutcome::Stored]);
+}
+
+trait DataLen {
+    fn data_len(&self) -> usize;
+}
+
+impl DataLen for PendingBatch {
+    fn data_len(&self) -> usize {
+        match &self.data {
+            BatchData::Metrics(s) => s.samples.len(),
+            BatchData::Logs(r) => r.len(),
+        }
+    }
 }

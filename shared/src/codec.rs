@@ -200,6 +200,23 @@ mod tests {
             hello(),
             batch(0),
             batch(100),
+            AgentMsg::Batch(Batch {
+                seq: seq(1, 2),
+                claimed_host: None,
+                payload: Payload::Logs {
+                    records: vec![crate::model::LogRecord {
+                        source: "syslog".into(),
+                        file: "/var/log/syslog".into(),
+                        offset: 4096,
+                        read_at: 1_700_000_000_000,
+                        ts: Some(1_699_999_999_000),
+                        severity: crate::model::Severity::Error,
+                        line: "kernel: EXT4-fs error (device sda1): 数据".into(),
+                        part: 0,
+                    }],
+                    loss: LossReport::default(),
+                },
+            }),
             AgentMsg::ConsentUpdate(ConsentRecord::default()),
         ];
         let collector = vec![

@@ -58,6 +58,88 @@ pub struct MetricSnapshot {
     pub samples: Vec<Sample>,
 }
 
+/// How serious a log line is, from its syslog priority or its words. Ordered: `Emergency`
+/// is the most severe.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+pub enum Severity {
+    Emergency,
+    Alert,
+    Critical,
+    Error,
+    Warning,
+    Notice,
+    #[default]
+    Info,
+    Debug,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 8] = [
+        Severity::Emergency,
+        Severity::Alert,
+        Severity::Critical,
+        Severity::Error,
+        Severity::Warning,
+        Severity::Notice,
+        Severity::Info,
+        Severity::Debug,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Emergency => "emerg",
+            Severity::Alert => "alert",
+            Severity::Critical => "crit",
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Notice => "notice",
+            Severity::Info => "info",
+            Severity::Debug => "debug",
+        }
+    }
+
+    /// The syslog numeric level (0 = emergency .. 7 = debug).
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        let s = s.trim().to_ascii_lowercase();
+        Severity::ALL.into_iter().find(|v| {
+            v.as_str() == s
+                || matches!(
+                    (v, s.as_str()),
+                    (Severity::Emergency, "emergency" | "panic")
+                        | (Severity::Critical, "critical" | "fatal")
+                        | (Severity::Error, "err")
+                        | (Severity::Warning, "warn")
+                )
+        })
+    }
+}
+
+/// One log record as it leaves the host (after redaction).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// The `[[logs]]` source's name.
+    pub source: String,
+    /// The file the line was read from, as the agent saw its path.
+    pub file: String,
+    /// Byte offset of the line in that file.
+    pub offset: u64,
+    /// When the agent read it.
+    pub read_at: UnixMillis,
+    /// The time the line itself states, where it has one.
+    pub ts: Option<UnixMillis>,
+    pub severity: Severity,
+    pub line: String,
+    /// Set when a line longer than the source's limit was split: this is part `n` (1-based)
+    /// of a longer line; 0 for a whole line.
+    pub part: u32,
+}
+
 /// What the agent had to give up since the last batch, so that loss is reported, never
 /// silent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -134,6 +216,19 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn severities_parse_and_order() {
+        assert_eq!(Severity::parse("WARN"), Some(Severity::Warning));
+        assert_eq!(Severity::parse("err"), Some(Severity::Error));
+        assert_eq!(Severity::parse("fatal"), Some(Severity::Critical));
+        assert_eq!(Severity::parse("loud"), None);
+        assert!(
+            Severity::Error < Severity::Warning,
+            "more severe sorts first"
+        );
+        assert_eq!(Severity::Debug.level(), 7);
+    }
 
     #[test]
     fn units_follow_the_names() {

@@ -20,7 +20,7 @@
 //! its state), so they only ever grow.
 
 use crate::consent::{ConsentRecord, Scope};
-use crate::model::{HostFacts, LossReport, MetricSnapshot};
+use crate::model::{HostFacts, LogRecord, LossReport, MetricSnapshot};
 use serde::{Deserialize, Serialize};
 
 /// ALPN of this protocol version; the TLS handshake fails for any other.
@@ -45,14 +45,16 @@ impl std::fmt::Display for Identity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum StreamId {
     Metrics,
+    Logs,
 }
 
 impl StreamId {
-    pub const ALL: [StreamId; 1] = [StreamId::Metrics];
+    pub const ALL: [StreamId; 2] = [StreamId::Metrics, StreamId::Logs];
 
     pub fn scope(self) -> Scope {
         match self {
             StreamId::Metrics => Scope::Metrics,
+            StreamId::Logs => Scope::Logs,
         }
     }
 
@@ -60,6 +62,7 @@ impl StreamId {
     pub fn code(self) -> u8 {
         match self {
             StreamId::Metrics => 1,
+            StreamId::Logs => 2,
         }
     }
 
@@ -70,6 +73,7 @@ impl StreamId {
     pub fn as_str(self) -> &'static str {
         match self {
             StreamId::Metrics => "metrics",
+            StreamId::Logs => "logs",
         }
     }
 }
@@ -94,12 +98,18 @@ pub enum Payload {
         snapshot: MetricSnapshot,
         loss: LossReport,
     },
+    /// Log records in the order they were read, already redacted on the host.
+    Logs {
+        records: Vec<LogRecord>,
+        loss: LossReport,
+    },
 }
 
 impl Payload {
     pub fn stream(&self) -> StreamId {
         match self {
             Payload::Metrics { .. } => StreamId::Metrics,
+            Payload::Logs { .. } => StreamId::Logs,
         }
     }
 }

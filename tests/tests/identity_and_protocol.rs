@@ -414,3 +414,89 @@ async fn an_agent_that_finishes_its_stream_gets_every_acknowledgement() {
     );
     c.shutdown().await;
 }
+
+fn log_batch(seq: u64, ts: i64, line: &str) -> AgentMsg {
+    AgentMsg::Batch(Batch {
+        seq,
+        claimed_host: None,
+        payload: Payload::Logs {
+            records: vec![aftercare_shared::model::LogRecord {
+                source: "syslog".into(),
+                file: "/var/log/syslog".into(),
+                offset: 0,
+                read_at: ts,
+                ts: Some(ts),
+                severity: aftercare_shared::model::Severity::Error,
+                line: line.into(),
+                part: 0,
+            }],
+            loss: LossReport::default(),
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_batches_need_logs_consent_and_are_stored_once() {
+    let f = Fixture::new();
+    let c = f.start().await;
+    let certs = f.issue("a", "acme", "db1");
+    let now = aftercare_shared::time_fmt::now_millis();
+
+    // Consent for metrics only: log batches are rejected, never stored.
+    let mut link = connect_with(
+        &f,
+        &certs,
+        c.addr,
+        "localhost",
+        &hello(None, consent(&[Scope::Metrics])),
+    )
+    .await
+    .unwrap();
+    send(&mut link, &log_batch(seq(1, 0), now, "secret stuff")).await;
+    match recv(&mut link).await {
+        Some(CollectorMsg::Rejected { stream, reason, .. }) => {
+            assert_eq!(stream, StreamId::Logs);
+            assert!(reason.contains("logs"), "{reason}");
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    send(
+        &mut link,
+        &AgentMsg::ConsentUpdate(consent(&[Scope::Metrics, Scope::Logs])),
+    )
+    .await;
+    send(
+        &mut link,
+        &log_batch(seq(1, 1), now, "kernel: EXT4-fs error"),
+    )
+    .await;
+    send(
+        &mut link,
+        &log_batch(seq(1, 1), now, "kernel: EXT4-fs error"),
+    )
+    .await;
+    assert!(matches!(
+        recv(&mut link).await,
+        Some(CollectorMsg::Ack {
+            duplicate: false,
+            ..
+        })
+    ));
+    assert!(matches!(
+        recv(&mut link).await,
+        Some(CollectorMsg::Ack {
+            duplicate: true,
+            ..
+        })
+    ));
+
+    let all = aftercare_collector::store::LogFilter {
+        since: 0,
+        until: i64::MAX,
+        ..Default::default()
+    };
+    let logs = f.store().logs("db1", &all).unwrap();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(logs[0].line, "kernel: EXT4-fs error");
+    c.shutdown().await;
+}

@@ -27,7 +27,9 @@ mod sqlite;
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_readonly};
 
 use aftercare_shared::consent::ConsentRecord;
-use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, UnixMillis};
+use aftercare_shared::model::{
+    HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Severity, UnixMillis,
+};
 use aftercare_shared::protocol::{Identity, StreamId};
 
 pub type HostId = i64;
@@ -72,8 +74,33 @@ pub struct PendingBatch {
     pub stream: StreamId,
     pub seq: u64,
     pub received_at: UnixMillis,
-    pub snapshot: MetricSnapshot,
+    pub data: BatchData,
     pub loss: LossReport,
+}
+
+/// What a batch carries; its kind matches the batch's stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchData {
+    Metrics(MetricSnapshot),
+    Logs(Vec<LogRecord>),
+}
+
+/// What to select from a host's logs.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub since: UnixMillis,
+    pub until: UnixMillis,
+    /// At least this severe (e.g. `Warning` keeps warnings, errors and worse).
+    pub min_severity: Option<Severity>,
+    /// Only lines this expression matches.
+    pub grep: Option<regex::Regex>,
+    /// At most this many records: the newest ones.
+    pub limit: usize,
+}
+
+/// The time a log record is filed under: the time it states, else when it was read.
+pub fn log_time(r: &LogRecord) -> UnixMillis {
+    r.ts.unwrap_or(r.read_at)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +302,8 @@ pub trait Store: Send {
         since: UnixMillis,
         until: UnixMillis,
     ) -> Result<Vec<SeriesPoints>, StoreError>;
+    /// A host's log records matching `filter`, oldest first.
+    fn logs(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<LogRecord>, StoreError>;
     /// The newest value of every series of a host, sorted by name and labels.
     fn latest(&mut self, host: &str) -> Result<Vec<Latest>, StoreError>;
     /// Rollup buckets with `since <= start < until`, from compacted (closed) hours only.

@@ -12,12 +12,13 @@
 use super::chunk::{self, BlockReader, BlockSeries, RollupSeries};
 use super::query::{self, Agg, HostName, MetricFilter};
 use super::{
-    Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats, HOUR_MS, HostHello, HostId, HostStatus,
-    Latest, ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution, SeriesId, SeriesPoints,
-    SeriesRollups, Store, StoreError, StoreStats, compaction_cutoff,
+    BatchData, Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats, HOUR_MS, HostHello, HostId,
+    HostStatus, Latest, LogFilter, ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution,
+    SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, compaction_cutoff,
+    log_time,
 };
 use aftercare_shared::consent::ConsentRecord;
-use aftercare_shared::model::{LossReport, MetricKind, UnixMillis};
+use aftercare_shared::model::{LogRecord, LossReport, MetricKind, Severity, UnixMillis};
 use aftercare_shared::protocol::StreamId;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::collections::hash_map::Entry;
@@ -31,10 +32,26 @@ const APPLICATION_ID: i32 = 0x4166_7443;
 
 /// Schema versions: entry `i` takes a database from version `i` to `i + 1`. Append only;
 /// never edit one that has been released.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Logs: one row per batch, its records as one blob (bincode), so ingest costs one insert
+/// per batch; the time range and the most severe level let queries skip whole rows.
+const SCHEMA_V2: &str = "
+CREATE TABLE logs (
+    id       INTEGER PRIMARY KEY,
+    host_id  INTEGER NOT NULL REFERENCES hosts(id),
+    ts_min   INTEGER NOT NULL,
+    ts_max   INTEGER NOT NULL,
+    records  INTEGER NOT NULL,
+    -- syslog level of the most severe record (0 = emergency)
+    worst    INTEGER NOT NULL,
+    data     BLOB NOT NULL
+);
+CREATE INDEX logs_host_time ON logs (host_id, ts_max);
+";
 
 const SCHEMA_V1: &str = "
 -- One row per agent host, keyed by the identity its certificate names.
@@ -315,6 +332,40 @@ fn migrate(conn: &mut Connection, cx: &Ctx) -> Result<(), StoreError> {
     }
 }
 
+fn insert_logs(
+    tx: &rusqlite::Transaction<'_>,
+    host: HostId,
+    records: &[LogRecord],
+    blob: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
+    let Some(first) = records.first() else {
+        return Ok(());
+    };
+    let (mut lo, mut hi) = (log_time(first), log_time(first));
+    let mut worst = Severity::Debug;
+    for r in records {
+        lo = lo.min(log_time(r));
+        hi = hi.max(log_time(r));
+        worst = worst.min(r.severity);
+    }
+    blob.clear();
+    bincode::serde::encode_into_std_write(records, blob, bincode::config::standard())
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.prepare_cached(
+        "INSERT INTO logs (host_id, ts_min, ts_max, records, worst, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        host,
+        lo,
+        hi,
+        records.len() as i64,
+        worst.level(),
+        &blob[..]
+    ])?;
+    Ok(())
+}
+
 fn kind_from(s: &str) -> Option<MetricKind> {
     match s {
         "gauge" => Some(MetricKind::Gauge),
@@ -560,7 +611,14 @@ impl SqliteStore {
                     .discarded_by_revocation
                     .saturating_add(b.loss.discarded_by_revocation);
                 outcomes.push(CommitOutcome::Stored);
-                if b.snapshot.samples.is_empty() {
+                let snapshot = match &b.data {
+                    BatchData::Metrics(s) => s,
+                    BatchData::Logs(records) => {
+                        insert_logs(&tx, b.host, records, &mut blob).map_err(&err)?;
+                        continue;
+                    }
+                };
+                if snapshot.samples.is_empty() {
                     continue;
                 }
                 let hs = match series.entry(b.host) {
@@ -571,7 +629,7 @@ impl SqliteStore {
                     hs,
                     &mut upsert_series,
                     b.host,
-                    &b.snapshot.samples,
+                    &snapshot.samples,
                     &mut key,
                     &mut pairs,
                 )
@@ -579,7 +637,7 @@ impl SqliteStore {
                 blob.clear();
                 chunk::encode_staged(&pairs, &mut blob);
                 insert
-                    .execute(params![b.host, b.snapshot.ts, pairs.len() as i64, blob])
+                    .execute(params![b.host, snapshot.ts, pairs.len() as i64, blob])
                     .map_err(&err)?;
             }
             let mut set_mark = tx
@@ -998,6 +1056,60 @@ impl Store for SqliteStore {
                 customer,
                 host,
             });
+        }
+        Ok(out)
+    }
+
+    fn logs(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<LogRecord>, StoreError> {
+        let err = self.cx.sql("reading logs");
+        let _snapshot = self.snapshot().map_err(&err)?;
+        let host = self.resolve_host(host)?;
+        let worst = filter
+            .min_severity
+            .map_or(Severity::Debug.level(), |s| s.level());
+        let mut out: Vec<LogRecord> = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, data FROM logs
+                 WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
+                 ORDER BY id",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt
+            .query(params![host, filter.since, filter.until, worst])
+            .map_err(&err)?;
+        while let Some(row) = rows.next().map_err(&err)? {
+            let id: i64 = row.get(0).map_err(&err)?;
+            let data =
+                row.get_ref(1)
+                    .map_err(&err)?
+                    .as_blob()
+                    .map_err(|e| StoreError::Corrupt {
+                        path: self.cx.0.to_string(),
+                        what: format!("log batch {id}"),
+                        detail: e.to_string(),
+                    })?;
+            let (records, _): (Vec<LogRecord>, usize) =
+                bincode::serde::decode_from_slice(data, bincode::config::standard()).map_err(
+                    |e| StoreError::Corrupt {
+                        path: self.cx.0.to_string(),
+                        what: format!("log batch {id}"),
+                        detail: e.to_string(),
+                    },
+                )?;
+            out.extend(records.into_iter().filter(|r| {
+                let t = log_time(r);
+                t >= filter.since
+                    && t < filter.until
+                    && r.severity.level() <= worst
+                    && filter.grep.as_ref().is_none_or(|re| re.is_match(&r.line))
+            }));
+        }
+        // Oldest first by the time each line states; lines read together keep their order.
+        out.sort_by_key(log_time);
+        if filter.limit > 0 && out.len() > filter.limit {
+            out.drain(..out.len() - filter.limit);
         }
         Ok(out)
     }
