@@ -1,0 +1,12 @@
+//! Log files for the `logs` scope: which file is which, how far each was read and
+//! acknowledged, and the lines in them.
+//!
+//! - `fingerprint`: file identity (dev, inode, first bytes)
+//! - `tailer`: the pure state machine (observations and bytes in; lines, reads, positions out)
+//! - `checkpoint`: positions on disk, versioned, written atomically
+//!
+//! Not yet wired into the run loop: the driver (notify watcher, reads) comes next.
+
+pub mod checkpoint;
+pub mod fingerprint;
+pub mod tailer;
