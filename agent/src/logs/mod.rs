@@ -10,3 +10,6 @@
 pub mod checkpoint;
 pub mod fingerprint;
 pub mod tailer;
+
+#[cfg(test)]
+mod model_tests;
