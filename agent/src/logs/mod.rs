@@ -4,12 +4,16 @@
 //! - `fingerprint`: file identity (dev, inode, first bytes)
 //! - `tailer`: the pure state machine (observations and bytes in; lines, reads, positions out)
 //! - `checkpoint`: positions on disk, versioned, written atomically
+//! - `config`: `[[logs]]` sources (paths, globs, line limits, multiline rule, start_at)
+//! - `multiline`: joining a stack trace's lines into one record (pure)
 //! - `severity`: severity and timestamp of a line (syslog PRI, ISO 8601, RFC 3164, keywords)
 //!
 //! Not yet wired into the run loop: the driver (notify watcher, reads) comes next.
 
 pub mod checkpoint;
+pub mod config;
 pub mod fingerprint;
+pub mod multiline;
 pub mod severity;
 pub mod tailer;
 

@@ -86,6 +86,17 @@ pub fn parse(line: &[u8], now: OffsetDateTime, local: UtcOffset) -> Parsed {
     }
 }
 
+/// Whether a line begins with a timestamp (after an optional `<PRI>`): the multiline
+/// rule "a record starts with a timestamp" uses this.
+pub fn starts_with_timestamp(line: &[u8]) -> bool {
+    let rest = syslog_pri(line).map_or(line, |(_, r)| r);
+    let rest = rest.strip_prefix(b"1 ").unwrap_or(rest);
+    let rest = rest.strip_prefix(b"[").unwrap_or(rest);
+    iso8601(rest, UtcOffset::UTC).is_some()
+        // Any leap year will do as "now": only whether the date exists matters here.
+        || rfc3164(rest, time::macros::datetime!(2024-12-31 00:00 UTC), UtcOffset::UTC).is_some()
+}
+
 /// `<PRI>` with 1–3 digits and a value of at most 191 (facility 23, severity 7).
 fn syslog_pri(line: &[u8]) -> Option<(u8, &[u8])> {
     let rest = line.strip_prefix(b"<")?;
@@ -411,6 +422,9 @@ mod tests {
             assert_eq!(p(bad).timestamp, None, "{bad}");
         }
         assert_eq!(p("<999>x").severity, None);
+        assert!(starts_with_timestamp(b"<13>Feb 29 03:50:11 host x"));
+        assert!(starts_with_timestamp(b"[2026-11-22 03:50:11] x"));
+        assert!(!starts_with_timestamp(b"\tat com.example.Main"));
     }
 
     proptest::proptest! {
