@@ -6,6 +6,7 @@
 //! - `checkpoint`: positions on disk, versioned, written atomically
 //! - `config`: `[[logs]]` sources (paths, globs, line limits, multiline rule, start_at)
 //! - `multiline`: joining a stack trace's lines into one record (pure)
+//! - `record`: the record that will leave the host (source, file, offset, times, severity)
 //! - `severity`: severity and timestamp of a line (syslog PRI, ISO 8601, RFC 3164, keywords)
 //!
 //! Not yet wired into the run loop: the driver (notify watcher, reads) comes next.
@@ -14,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod fingerprint;
 pub mod multiline;
+pub mod record;
 pub mod severity;
 pub mod tailer;
 

@@ -15,7 +15,8 @@ use super::tailer::Line;
 use std::time::{Duration, Instant};
 
 pub struct Combiner {
-    rule: MultilineStart,
+    /// `None`: every line is a record of its own.
+    rule: Option<MultilineStart>,
     max_bytes: usize,
     timeout: Duration,
     pending: Option<(Line, Instant)>,
@@ -31,7 +32,7 @@ pub struct Record {
 }
 
 impl Combiner {
-    pub fn new(rule: MultilineStart, max_bytes: usize, timeout: Duration) -> Self {
+    pub fn new(rule: Option<MultilineStart>, max_bytes: usize, timeout: Duration) -> Self {
         Combiner {
             rule,
             max_bytes,
@@ -43,15 +44,16 @@ impl Combiner {
 
     fn starts_record(&self, bytes: &[u8]) -> bool {
         match self.rule {
-            MultilineStart::Timestamp => starts_with_timestamp(bytes),
-            MultilineStart::NotIndented => !matches!(bytes.first(), Some(b' ' | b'\t')),
+            None => true,
+            Some(MultilineStart::Timestamp) => starts_with_timestamp(bytes),
+            Some(MultilineStart::NotIndented) => !matches!(bytes.first(), Some(b' ' | b'\t')),
         }
     }
 
     /// Take in the next line of this file; returns the record it completed, if any.
     pub fn push(&mut self, now: Instant, line: Line) -> Vec<Record> {
         let mut out = Vec::new();
-        if line.split || line.continued {
+        if line.split || line.continued || self.rule.is_none() {
             out.extend(self.flush());
             out.push(Record { line, lines: 1 });
             return out;
@@ -157,7 +159,11 @@ Caused by: java.io.IOException: timeout
 
     #[test]
     fn a_java_stack_trace_is_one_record_under_the_timestamp_rule() {
-        let mut c = Combiner::new(MultilineStart::Timestamp, 4096, Duration::from_secs(1));
+        let mut c = Combiner::new(
+            Some(MultilineStart::Timestamp),
+            4096,
+            Duration::from_secs(1),
+        );
         let got = run(&mut c, JAVA);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].1, 6);
@@ -169,11 +175,18 @@ Caused by: java.io.IOException: timeout
             "acking the record acks its lines"
         );
         assert_eq!(got[1].1, 1);
+        let mut c = Combiner::new(None, 4096, Duration::from_secs(1));
+        assert_eq!(run(&mut c, JAVA).len(), 7, "no rule: a record per line");
+        assert_eq!(c.deadline(), None, "nothing waits");
     }
 
     #[test]
     fn not_indented_joins_indented_lines_to_the_line_above() {
-        let mut c = Combiner::new(MultilineStart::NotIndented, 4096, Duration::from_secs(1));
+        let mut c = Combiner::new(
+            Some(MultilineStart::NotIndented),
+            4096,
+            Duration::from_secs(1),
+        );
         let got = run(
             &mut c,
             "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    boom()\nNameError: name 'boom' is not defined\n",
@@ -187,7 +200,11 @@ Caused by: java.io.IOException: timeout
 
     #[test]
     fn size_cap_timeout_and_split_pieces_send_the_pending_record() {
-        let mut c = Combiner::new(MultilineStart::NotIndented, 20, Duration::from_secs(1));
+        let mut c = Combiner::new(
+            Some(MultilineStart::NotIndented),
+            20,
+            Duration::from_secs(1),
+        );
         let got = run(&mut c, "start\n  aaaaaaaa\n  bbbbbbbb\n");
         assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), [2, 1]);
 
