@@ -123,6 +123,8 @@ struct Tracked {
     line_start: u64,
     buf: Vec<u8>,
     in_split: bool,
+    /// Started at end-of-file minus one: drop bytes through the first newline.
+    skip_partial: bool,
     acked: u64,
     reading: bool,
     at_eof: bool,
@@ -266,12 +268,17 @@ impl Tailer {
                 return self.track(now, o, line_start.min(o.size));
             }
         }
-        let start = if self.fresh_start && !self.scanned && self.config.start_at == StartAt::End {
-            o.size
-        } else {
-            0
-        };
-        self.track(now, o, start)
+        if self.fresh_start && !self.scanned && self.config.start_at == StartAt::End && o.size > 0 {
+            // Start one byte early and skip through the next newline: if the last byte is
+            // one, nothing else is skipped; if a line is being written, its tail (whose
+            // start we never saw) is not sent as a line.
+            let id = self.track(now, o, o.size - 1);
+            let t = self.files.get_mut(&id).expect("just tracked");
+            t.skip_partial = true;
+            t.acked = o.size;
+            return id;
+        }
+        self.track(now, o, 0)
     }
 
     fn track(&mut self, now: Instant, o: &Observation, start: u64) -> FileId {
@@ -288,6 +295,7 @@ impl Tailer {
                 line_start: start,
                 buf: Vec::new(),
                 in_split: false,
+                skip_partial: false,
                 acked: start,
                 reading: false,
                 at_eof: false,
@@ -353,6 +361,21 @@ impl Tailer {
         t.last_data = now;
         t.read_offset += data.len() as u64;
         t.buf.extend_from_slice(data);
+        if t.skip_partial {
+            let skip = match t.buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    t.skip_partial = false;
+                    i + 1
+                }
+                None => t.buf.len(),
+            };
+            t.buf.drain(..skip);
+            t.line_start += skip as u64;
+            if t.acked < t.line_start {
+                t.acked = t.line_start;
+                self.dirty = true;
+            }
+        }
         cut_lines(t, file, max_line, &mut self.lines);
         // Read on until a read finds the end: the file may have grown past what we saw.
         self.schedule(file);
@@ -596,7 +619,7 @@ mod tests {
             start_at: StartAt::End,
             ..small()
         };
-        let mut t = Tailer::new(cfg);
+        let mut t = Tailer::new(cfg.clone());
         let old = b"old\n".to_vec();
         let id = t.handle_scan(now, &[obs("a", 1, &old)])[0];
         let mut files = BTreeMap::from([(id, old.clone())]);
@@ -605,6 +628,28 @@ mod tests {
         let ids = t.handle_scan(now, &[obs("a", 1, &old), obs("b", 2, &new)]);
         files.insert(ids[1], new);
         assert_eq!(pump(&mut t, now, &files), ["new"]);
+        assert_eq!(
+            t.positions()[0].offset,
+            4,
+            "at the end, not before its last byte"
+        );
+
+        // A line half written when we start: its tail is not taken for a line.
+        let mut t = Tailer::new(cfg);
+        let mut c = b"old\npart".to_vec();
+        let id = t.handle_scan(now, &[obs("a", 1, &c)])[0];
+        let mut files = BTreeMap::from([(id, c.clone())]);
+        assert!(pump(&mut t, now, &files).is_empty());
+        assert_eq!(t.positions()[0].offset, 8);
+        c.extend_from_slice(b"ial\nnext\n");
+        files.insert(id, c.clone());
+        t.handle_scan(now, &[obs("a", 1, &c)]);
+        assert_eq!(pump(&mut t, now, &files), ["next"]);
+        assert_eq!(
+            t.positions()[0].offset,
+            12,
+            "the skipped tail counts as done"
+        );
     }
 
     #[test]
