@@ -144,8 +144,8 @@ pub struct Tailer {
     reads: VecDeque<ReadRequest>,
     lines: VecDeque<Line>,
     releases: VecDeque<FileId>,
-    /// Files replaced during the current scan (dev, head, line_start), so that a copy
-    /// observed after its truncated original is still recognised as a copy.
+    /// Files replaced during the current scan (dev, head, line_start): what a copy made
+    /// by copytruncate is recognised by.
     replaced: Vec<(u64, Vec<u8>, u64)>,
     dirty: bool,
 }
@@ -190,7 +190,16 @@ impl Tailer {
         for t in self.files.values_mut() {
             t.attached = false;
         }
-        let ids: Vec<FileId> = observations.iter().map(|o| self.observe(now, o)).collect();
+        // Files we know first: a truncated original must be seen as such before its copy
+        // is looked at, whatever order the paths came in.
+        let mut ids = vec![0; observations.len()];
+        for pass in [true, false] {
+            for (i, o) in observations.iter().enumerate() {
+                if self.files.values().any(|t| t.dev_ino == o.dev_ino) == pass && ids[i] == 0 {
+                    ids[i] = self.observe(now, o);
+                }
+            }
+        }
         self.replaced.clear();
         if !self.scanned {
             self.scanned = true;
@@ -252,21 +261,20 @@ impl Tailer {
             };
             return self.track(now, o, start);
         }
-        // A copy of a file we follow (copytruncate's copy within our paths): its bytes up
-        // to where we are were already delivered from the original. Only a full head is
-        // evidence enough; a short one would also match a new file that merely starts alike.
-        if head.len() == HEAD_BYTES {
-            let followed = self
-                .files
-                .values()
-                .map(|t| (t.dev_ino.dev, &t.head, t.line_start));
-            let replaced = self.replaced.iter().map(|(d, h, s)| (*d, h, *s));
-            if let Some((_, _, line_start)) = followed
-                .chain(replaced)
+        // copytruncate's copy within our paths: a new file with the full head of a file
+        // truncated in this same scan. Its bytes up to where we were in the original were
+        // delivered already. Both conditions matter: a short head would match any file
+        // that merely starts alike, and a new file sharing a fixed banner with a live one
+        // (rename rotation of a log that starts with one) must be read whole. A copy seen
+        // before its original's truncate is read whole: duplicates, never loss.
+        if head.len() == HEAD_BYTES
+            && let Some((_, _, line_start)) = self
+                .replaced
+                .iter()
                 .find(|(dev, h, _)| *dev == o.dev_ino.dev && h.as_slice() == head)
-            {
-                return self.track(now, o, line_start.min(o.size));
-            }
+        {
+            let start = (*line_start).min(o.size);
+            return self.track(now, o, start);
         }
         if self.fresh_start && !self.scanned && self.config.start_at == StartAt::End && o.size > 0 {
             // Start one byte early and skip through the next newline: if the last byte is
@@ -653,7 +661,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_head_copy_of_a_followed_file_is_not_read_again() {
+    fn a_copy_made_by_copytruncate_is_not_read_again_a_banner_twin_is() {
         let now = Instant::now();
         let mut t = Tailer::new(small());
         let c: Vec<u8> = (0..100)
@@ -662,11 +670,24 @@ mod tests {
         let id = t.handle_scan(now, &[obs("app.log", 1, &c)])[0];
         let mut files = BTreeMap::from([(id, c.clone())]);
         assert_eq!(pump(&mut t, now, &files).len(), 100);
-        // copytruncate with the copy inside our paths.
-        let ids = t.handle_scan(now, &[obs("app.log", 1, b""), obs("app.log.1", 2, &c)]);
-        files.insert(ids[0], Vec::new());
-        files.insert(ids[1], c);
+        // copytruncate with the copy inside our paths, listed before the original.
+        let ids = t.handle_scan(now, &[obs("app.log.1", 2, &c), obs("app.log", 1, b"")]);
+        files.insert(ids[1], Vec::new());
+        files.insert(ids[0], c.clone());
         assert!(pump(&mut t, now, &files).is_empty());
+        assert_eq!(t.positions().len(), 2);
+
+        // Rename rotation of a log that opens with the same long banner: the new file
+        // shares the old one's head but is read whole.
+        let mut t = Tailer::new(small());
+        let id = t.handle_scan(now, &[obs("app.log", 1, &c)])[0];
+        let mut files = BTreeMap::from([(id, c.clone())]);
+        assert_eq!(pump(&mut t, now, &files).len(), 100);
+        let mut new = c[..HEAD_BYTES].to_vec();
+        new.extend_from_slice(b"fresh\n");
+        let ids = t.handle_scan(now, &[obs("app.log.1", 1, &c), obs("app.log", 2, &new)]);
+        files.insert(ids[1], new);
+        assert_eq!(pump(&mut t, now, &files).len(), HEAD_BYTES / 5 + 1);
     }
 
     #[test]
