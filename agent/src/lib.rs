@@ -4,6 +4,7 @@
 //! - `config`: agent.toml
 //! - `consent`: the consent file and the watch on it (the gate before anything leaves)
 //! - `metrics`: what is collected each interval
+//! - `logs`: log files followed through rotation (not yet wired into `run`)
 //! - `backlog`: batches waiting for acknowledgement (pure bookkeeping)
 //! - `transport`: the QUIC link, framed I/O, reconnect backoff
 //! - `tls`: the client side of mutual TLS
@@ -13,6 +14,7 @@
 pub mod backlog;
 pub mod config;
 pub mod consent;
+pub mod logs;
 pub mod metrics;
 pub mod run;
 pub mod state;

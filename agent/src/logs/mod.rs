@@ -1,0 +1,23 @@
+//! Log files for the `logs` scope: which file is which, how far each was read and
+//! acknowledged, and the lines in them.
+//!
+//! - `fingerprint`: file identity (dev, inode, first bytes)
+//! - `tailer`: the pure state machine (observations and bytes in; lines, reads, positions out)
+//! - `checkpoint`: positions on disk, versioned, written atomically
+//! - `config`: `[[logs]]` sources (paths, globs, line limits, multiline rule, start_at)
+//! - `multiline`: joining a stack trace's lines into one record (pure)
+//! - `record`: the record that will leave the host (source, file, offset, times, severity)
+//! - `severity`: severity and timestamp of a line (syslog PRI, ISO 8601, RFC 3164, keywords)
+//!
+//! Not yet wired into the run loop: the driver (notify watcher, reads) comes next.
+
+pub mod checkpoint;
+pub mod config;
+pub mod fingerprint;
+pub mod multiline;
+pub mod record;
+pub mod severity;
+pub mod tailer;
+
+#[cfg(test)]
+mod model_tests;
