@@ -105,6 +105,11 @@ impl Severity {
         self as u8
     }
 
+    /// From a syslog numeric level.
+    pub fn from_code(code: u8) -> Option<Severity> {
+        Severity::ALL.get(usize::from(code)).copied()
+    }
+
     pub fn parse(s: &str) -> Option<Severity> {
         let s = s.trim().to_ascii_lowercase();
         Severity::ALL.into_iter().find(|v| {
@@ -228,6 +233,8 @@ mod tests {
             "more severe sorts first"
         );
         assert_eq!(Severity::Debug.level(), 7);
+        assert_eq!(Severity::from_code(3), Some(Severity::Error));
+        assert_eq!(Severity::from_code(8), None);
     }
 
     #[test]

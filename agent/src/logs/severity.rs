@@ -21,38 +21,8 @@
 
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
-/// Syslog severities (RFC 5424 numbering: lower is worse).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Emergency = 0,
-    Alert = 1,
-    Critical = 2,
-    Error = 3,
-    Warning = 4,
-    Notice = 5,
-    Info = 6,
-    Debug = 7,
-}
-
-impl Severity {
-    pub fn from_code(code: u8) -> Option<Self> {
-        use Severity::*;
-        Some(match code {
-            0 => Emergency,
-            1 => Alert,
-            2 => Critical,
-            3 => Error,
-            4 => Warning,
-            5 => Notice,
-            6 => Info,
-            7 => Debug,
-            _ => return None,
-        })
-    }
-}
+/// Syslog severities (RFC 5424 numbering: lower is worse); the wire's type.
+pub use aftercare_shared::model::Severity;
 
 /// What was found in one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
