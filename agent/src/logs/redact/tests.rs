@@ -330,21 +330,38 @@ fn redact_speed() {
         "2026-11-22 03:00:01,123 ERROR [worker-3] com.acme.Sync - upstream timed out after 30000 ms (attempt 3 of 5), will retry at 03:00:31; queue depth 118",
         "Nov 22 03:00:01 web1 app[4242]: login ok user=bob password=hunter2 from 203.0.113.9 session=41f1c2 ttl=3600 via https://sso.example.com/cb",
     ];
-    let custom = [RedactRule {
-        name: "employee-id".into(),
-        pattern: "EMP-[0-9]{6}".into(),
-        replace_with: None,
-    }];
+    // Pad to about 200 bytes, a typical log line.
+    let pad = " trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7 sampled=1";
+    let lines = lines.map(|l| {
+        format!(
+            "{l}{}",
+            &pad[..(200usize.saturating_sub(l.len())).min(pad.len())]
+        )
+    });
+    let custom = |name: &str, pattern: &str| {
+        rules(&[RedactRule {
+            name: name.into(),
+            pattern: pattern.into(),
+            replace_with: None,
+        }])
+    };
     for (label, set) in [
         ("built-ins", rules(&[])),
-        ("built-ins + 1 custom", rules(&custom)),
+        (
+            "built-ins + EMP-[0-9]{6}",
+            custom("employee-id", "EMP-[0-9]{6}"),
+        ),
+        (
+            "built-ins + a pattern with no literal start (card numbers)",
+            custom("card", r"\b[0-9]{4}(?:[ -]?[0-9]{4}){3}\b"),
+        ),
     ] {
         let mut r = Redactor::new(set);
         let n = 200_000;
         let t = std::time::Instant::now();
         let mut bytes = 0;
         for i in 0..n {
-            bytes += r.redact(lines[i % lines.len()]).len();
+            bytes += r.redact(&lines[i % lines.len()]).len();
         }
         let el = t.elapsed();
         println!(
@@ -354,4 +371,41 @@ fn redact_speed() {
             bytes / n
         );
     }
+}
+
+#[test]
+fn key_words_end_in_the_letters_the_fast_path_checks() {
+    for w in SECRET_WORDS.iter().chain(API_KEY_WORDS) {
+        assert!(
+            matches!(w.as_bytes()[w.len() - 1], b'd' | b't' | b'n' | b'y'),
+            "{w}"
+        );
+    }
+}
+
+#[test]
+fn literal_prefixes_are_conservative() {
+    for (pattern, want) in [
+        ("EMP-[0-9]{6}", Some("EMP-")),
+        ("ab?c", Some("a")),
+        ("ab+c", Some("ab")),
+        ("abc*", Some("ab")),
+        ("ORD|EMP", None),
+        ("(?i)emp-[0-9]+", None),
+        (r"\bEMP", None),
+        (r"x\.y", Some("x")),
+        ("[0-9]{16}", None),
+    ] {
+        assert_eq!(literal_prefix(pattern).as_deref(), want, "{pattern}");
+    }
+    // Matching with a prefix finds what the regex alone finds, context included.
+    let mut r = Redactor::new(rules(&[RedactRule {
+        name: "ord".into(),
+        pattern: r"ORD-[0-9]+\b".into(),
+        replace_with: None,
+    }]));
+    assert_eq!(
+        r.redact("ORD-1x ORD-22 xORD-3 ORD-"),
+        "ORD-1x [REDACTED:ord] x[REDACTED:ord] ORD-"
+    );
 }
