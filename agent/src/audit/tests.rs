@@ -294,3 +294,23 @@ fn aggregator_emits_one_entry_per_scope_and_collector_per_hour() {
     assert!(a.tick(T0 + 4 * HOUR_MS).is_empty());
     assert!(a.flush().is_empty());
 }
+
+proptest::proptest! {
+    /// Any one byte changed, anywhere, is reported (as an edit, damage or a torn tail).
+    #[test]
+    fn any_changed_byte_is_found(pos in 0usize..10_000, byte in proptest::num::u8::ANY) {
+        let mut text = log_text();
+        let pos = pos % text.len();
+        proptest::prop_assume!(text[pos] != byte);
+        text[pos] = byte;
+        proptest::prop_assert!(verify_bytes(&text).problem.is_some());
+    }
+
+    /// Any line but the last removed is reported (the last: see the module's notes).
+    #[test]
+    fn any_removed_line_but_the_last_is_found(which in 0usize..4) {
+        let mut ls = lines(&log_text());
+        ls.remove(which);
+        proptest::prop_assert!(verify_bytes(&join(&ls)).problem.is_some());
+    }
+}

@@ -409,3 +409,35 @@ fn literal_prefixes_are_conservative() {
         "ORD-1x [REDACTED:ord] x[REDACTED:ord] ORD-"
     );
 }
+
+proptest::proptest! {
+    /// Any line, however odd: no panic (the shipped agent aborts on one), a line where no
+    /// rule fired comes back as it was without a copy, and a masked line keeps its start up
+    /// to the first change and carries a marker.
+    #[test]
+    fn never_panics_and_changes_only_what_fired(
+        lines in proptest::collection::vec(
+            "([a-zA-Z0-9_ =:;,&@/.'\"-]|password|Bearer |://|eyJ|AKIA|-----BEGIN RSA PRIVATE KEY-----|-----END RSA PRIVATE KEY-----|\\\\|ü|名|\\PC){0,40}",
+            1..6,
+        )
+    ) {
+        let mut r = Redactor::new(rules(&[RedactRule {
+            name: "emp".into(),
+            pattern: "EMP-[0-9]+".into(),
+            replace_with: None,
+        }]));
+        for line in &lines {
+            let before: u64 = r.counts().iter().map(|(_, n)| n).sum();
+            let in_block = r.in_key_block.is_some();
+            let out = r.redact(line);
+            let after: u64 = r.counts().iter().map(|(_, n)| n).sum();
+            match &out {
+                Cow::Borrowed(b) => proptest::prop_assert_eq!(*b, line.as_str()),
+                Cow::Owned(o) => {
+                    proptest::prop_assert!(o.contains(MARKER_PREFIX));
+                    proptest::prop_assert!(after > before || in_block || r.in_key_block.is_some());
+                }
+            }
+        }
+    }
+}
