@@ -149,6 +149,16 @@ fn bearer_and_jwt() {
             "bearer-token",
         ),
         (
+            r#"curl -H "Authorization: Basic YWRtaW46czNjcjN0IQ==" http://10.0.0.8:9200/_cat/indices"#,
+            r#"curl -H "Authorization: Basic [REDACTED:basic-auth]" http://10.0.0.8:9200/_cat/indices"#,
+            "basic-auth",
+        ),
+        (
+            "proxy: authorization=basic dXNlcjpwYXNz, upstream=10.0.0.9",
+            "proxy: authorization=basic [REDACTED:basic-auth], upstream=10.0.0.9",
+            "basic-auth",
+        ),
+        (
             &format!("session cookie {JWT}; path=/"),
             "session cookie [REDACTED:jwt]; path=/",
             "jwt",
@@ -220,6 +230,7 @@ fn lines_without_secrets_are_untouched() {
         "token_type=bearer expires_in=3600",
         "GET https://example.com:8443/a?b=c HTTP/1.1 ssh://git@github.com/acme/app.git",
         "the bearer of bad news; Bearer abc",
+        "basic usage: WWW-Authenticate: Basic realm=\"admin\"",
         "AKIA1234 is too short; XAKIAIOSFODNN7EXAMPLEX is not standalone",
         "eyJhbGciOiJIUzI1NiJ9 alone is not a JWT",
         "password: ",
