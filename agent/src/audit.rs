@@ -86,6 +86,13 @@ pub enum Event {
         bytes: u64,
         reason: String,
     },
+    /// A remote diagnostic ran: which probe, who at the support company asked, how much of
+    /// its output left the host.
+    Diagnostic {
+        probe: String,
+        requested_by: String,
+        output_bytes: u64,
+    },
 }
 
 impl Event {
@@ -97,6 +104,7 @@ impl Event {
             Event::ConsentExpired { .. } => "consent-expired",
             Event::Redacted { .. } => "redacted",
             Event::SpoolDropped { .. } => "spool-dropped",
+            Event::Diagnostic { .. } => "diagnostic",
         }
     }
 
@@ -138,6 +146,15 @@ impl Event {
                 ("records", records.to_string()),
                 ("bytes", bytes.to_string()),
                 ("reason", reason.clone()),
+            ],
+            Event::Diagnostic {
+                probe,
+                requested_by,
+                output_bytes,
+            } => vec![
+                ("probe", probe.clone()),
+                ("requested_by", requested_by.clone()),
+                ("output_bytes", output_bytes.to_string()),
             ],
         }
     }

@@ -28,6 +28,11 @@ fn events() -> Vec<Event> {
             reason: "scope revoked".into(),
         },
         Event::ConsentRevoked { scope: Scope::Logs },
+        Event::Diagnostic {
+            probe: "df".into(),
+            requested_by: "eng:wang.lei".into(),
+            output_bytes: 1_204,
+        },
     ]
 }
 
@@ -75,7 +80,7 @@ fn lines_are_readable_and_read_back() {
          collector=collector.example.com:7443 prev="
     ));
     let entries = read_bytes(&text, None);
-    assert_eq!(entries.len(), 5);
+    assert_eq!(entries.len(), 6);
     assert_eq!(
         entries[0].fields[1],
         ("by".into(), "Ann \"the admin\" Li".into())
@@ -107,7 +112,7 @@ fn intact_chain_verifies() {
     assert_eq!(
         v,
         Verified {
-            entries: 5,
+            entries: 6,
             torn: vec![],
             problem: None
         }
@@ -178,12 +183,12 @@ fn a_torn_tail_is_torn_not_tampering() {
         + 1;
     for cut in [last_start + 1, last_start + 30, text.len() - 2] {
         let v = verify_bytes(&text[..cut]);
-        assert_eq!(v.problem, Some(Problem::TornTail { line: 5 }), "cut {cut}");
-        assert_eq!(v.entries, 4);
+        assert_eq!(v.problem, Some(Problem::TornTail { line: 6 }), "cut {cut}");
+        assert_eq!(v.entries, 5);
     }
     // Cut just before its '\n': the entry is whole and counts.
     let v = verify_bytes(&text[..text.len() - 1]);
-    assert_eq!((v.entries, v.problem), (5, None));
+    assert_eq!((v.entries, v.problem), (6, None));
 }
 
 #[test]
@@ -209,7 +214,7 @@ fn append_after_a_torn_write_starts_a_fresh_line() {
     assert_eq!(
         v,
         Verified {
-            entries: 5,
+            entries: 6,
             torn: vec![4],
             problem: None
         }
@@ -227,7 +232,8 @@ fn append_after_a_torn_write_starts_a_fresh_line() {
             "sent",
             "redacted",
             "spool-dropped",
-            "consent-revoked"
+            "consent-revoked",
+            "diagnostic"
         ]
     );
 }
@@ -236,7 +242,7 @@ fn append_after_a_torn_write_starts_a_fresh_line() {
 fn since_filters_by_entry_time() {
     let text = log_text();
     let got = read_bytes(&text, Some(T0 + 2 * HOUR_MS));
-    assert_eq!(got.len(), 3);
+    assert_eq!(got.len(), 4);
     assert_eq!(got[0].kind, "redacted");
     assert!(read_bytes(&text, Some(T0 + 10 * HOUR_MS)).is_empty());
 }
@@ -308,7 +314,7 @@ proptest::proptest! {
 
     /// Any line but the last removed is reported (the last: see the module's notes).
     #[test]
-    fn any_removed_line_but_the_last_is_found(which in 0usize..4) {
+    fn any_removed_line_but_the_last_is_found(which in 0usize..5) {
         let mut ls = lines(&log_text());
         ls.remove(which);
         proptest::prop_assert!(verify_bytes(&join(&ls)).problem.is_some());
