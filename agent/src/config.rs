@@ -35,6 +35,9 @@ pub struct AgentConfig {
     /// `error`, `warn`, `info`, `debug` or `trace`.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// The customer's own redaction rules (`[[redact]]`), applied after the built-in ones.
+    #[serde(default)]
+    pub redact: Vec<crate::logs::redact::RedactRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +196,8 @@ impl AgentConfig {
         self.metrics
             .validate()
             .map_err(|e| format!("metrics: {e}"))?;
+        // Compiled here only to refuse a bad pattern at start, naming the rule.
+        crate::logs::redact::RuleSet::new(&self.redact).map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -235,5 +240,25 @@ key = "/abs/agent.key"
         assert!(e.to_string().contains("collector.address"), "{e}");
         let e = AgentConfig::parse("state_dir = \"/x\"\n", p).unwrap_err();
         assert!(e.to_string().contains("collector"), "{e}");
+    }
+
+    #[test]
+    fn redact_rules() {
+        let p = Path::new("a.toml");
+        let ok = format!(
+            "{MIN}\n[[redact]]\nname = \"employee-id\"\npattern = \"EMP-[0-9]{{6}}\"\n\
+             [[redact]]\nname = \"ticket\"\npattern = \"TCK[0-9]+\"\nreplace_with = \"TCK#\"\n"
+        );
+        let c = AgentConfig::parse(&ok, p).unwrap();
+        assert_eq!(c.redact.len(), 2);
+        assert_eq!(c.redact[1].replace_with.as_deref(), Some("TCK#"));
+        assert!(AgentConfig::parse(MIN, p).unwrap().redact.is_empty());
+
+        let bad = format!("{MIN}\n[[redact]]\nname = \"employee-id\"\npattern = \"EMP-(\"\n");
+        let e = AgentConfig::parse(&bad, p).unwrap_err().to_string();
+        assert!(e.contains("employee-id") && e.contains("EMP-("), "{e}");
+        let typo = format!("{MIN}\n[[redact]]\nname = \"x\"\npatern = \"y\"\n");
+        let e = AgentConfig::parse(&typo, p).unwrap_err().to_string();
+        assert!(e.contains("patern"), "{e}");
     }
 }

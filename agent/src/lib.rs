@@ -10,7 +10,10 @@
 //! - `tls`: the client side of mutual TLS
 //! - `state`: the sequence epoch on disk
 //! - `run`: the loop that ties them together
+//! - `logs`: log lines before they leave the host (`logs::redact` masks secrets)
+//! - `audit`: the customer-readable, hash-chained record of what left the host
 
+pub mod audit;
 pub mod backlog;
 pub mod config;
 pub mod consent;

@@ -1,5 +1,6 @@
 //! `aftercare-agent`: the command line.
 
+use aftercare_agent::audit::AuditLog;
 use aftercare_agent::config::{AgentConfig, DEFAULT_CONFIG};
 use aftercare_agent::consent::{self, scopes_str};
 use aftercare_shared::consent::{Scope, parse_scopes};
@@ -21,7 +22,9 @@ use tokio_util::sync::CancellationToken;
       aftercare-agent consent grant --scope metrics --by \"Ann Li\" --until 2027-03-31\n  \
       aftercare-agent consent show\n  \
       aftercare-agent run --config /etc/aftercare/agent.toml\n  \
-      aftercare-agent consent revoke            (stops sending within a second)"
+      aftercare-agent consent revoke            (stops sending within a second)\n  \
+      aftercare-agent audit --since 24h\n  \
+      aftercare-agent audit verify"
 )]
 struct Cli {
     /// Agent configuration file.
@@ -38,6 +41,30 @@ enum Command {
     /// Show, grant or revoke what this agent may send.
     #[command(subcommand)]
     Consent(ConsentCmd),
+    /// What left this host, per scope and hour, consent changes and redaction counts;
+    /// `audit verify` checks that no entry was edited, removed or reordered.
+    Audit(AuditArgs),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AuditArgs {
+    #[command(subcommand)]
+    command: Option<AuditCmd>,
+    /// Only entries from this time on: a span back from now (90m, 24h, 7d), a date or an
+    /// RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain: exits 0 when every entry verifies, otherwise names the first
+    /// bad line and why (edited, missing or reordered, torn by a crash).
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +108,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run => run(cfg),
         Command::Consent(c) => consent_cmd(&cfg, c),
+        Command::Audit(a) => audit_cmd(&cfg, a),
     }
 }
 
@@ -210,6 +238,84 @@ fn consent_cmd(cfg: &AgentConfig, cmd: ConsentCmd) -> Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+fn audit_cmd(cfg: &AgentConfig, args: AuditArgs) -> Result<()> {
+    let log = AuditLog::new(&cfg.state_dir);
+    let path = log.path().display().to_string();
+    if let Some(AuditCmd::Verify) = args.command {
+        let v = log.verify()?;
+        for line in &v.torn {
+            println!(
+                "line {line}: fragment of a write cut short by a crash; later entries chain past it"
+            );
+        }
+        return match v.problem {
+            None => {
+                println!("{path}: {} entries verified", v.entries);
+                Ok(())
+            }
+            Some(p) => anyhow::bail!("{path}: {p} ({} entries before it verified)", v.entries),
+        };
+    }
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| time_fmt::parse_since(s, now_millis()))
+        .transpose()?;
+    let entries = log.read(since)?;
+    if args.json {
+        let items: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                let fields: Vec<String> = e
+                    .fields
+                    .iter()
+                    .map(|(k, v)| {
+                        let is_number = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+                        let v = if is_number { v.clone() } else { json_str(v) };
+                        format!("{}:{v}", json_str(k))
+                    })
+                    .collect();
+                format!(
+                    "{{\"line\":{},\"at\":\"{}\",\"event\":{},\"fields\":{{{}}},\"hash\":\"{}\"}}",
+                    e.line,
+                    time_fmt::rfc3339(e.at),
+                    json_str(&e.kind),
+                    fields.join(","),
+                    e.hash
+                )
+            })
+            .collect();
+        println!(
+            "{{\"file\":{},\"entries\":[{}]}}",
+            json_str(&path),
+            items.join(",")
+        );
+        return Ok(());
+    }
+    println!("audit log: {path}");
+    if entries.is_empty() {
+        println!(
+            "no entries{}",
+            if since.is_some() {
+                " in that period"
+            } else {
+                ""
+            }
+        );
+        return Ok(());
+    }
+    println!("{:<21} {:<16} details", "time", "event");
+    for e in &entries {
+        println!(
+            "{:<21} {:<16} {}",
+            time_fmt::rfc3339(e.at),
+            e.kind,
+            e.details()
+        );
     }
     Ok(())
 }

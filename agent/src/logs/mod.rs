@@ -8,6 +8,7 @@
 //! - `multiline`: joining a stack trace's lines into one record (pure)
 //! - `record`: the record that will leave the host (source, file, offset, times, severity)
 //! - `severity`: severity and timestamp of a line (syslog PRI, ISO 8601, RFC 3164, keywords)
+//! - `redact`: masking secrets before a line leaves the host (built-ins and customer rules)
 //!
 //! Not yet wired into the run loop: the driver (notify watcher, reads) comes next.
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod fingerprint;
 pub mod multiline;
 pub mod record;
+pub mod redact;
 pub mod severity;
 pub mod tailer;
 
