@@ -5,6 +5,7 @@
 //! - `consent`: the consent file and the watch on it (the gate before anything leaves)
 //! - `metrics`: what is collected each interval
 //! - `backlog`: batches waiting for acknowledgement (pure bookkeeping)
+//! - `spool`: the bounded on-disk queue of batches awaiting acknowledgement (not yet used by `run`)
 //! - `transport`: the QUIC link, framed I/O, reconnect backoff
 //! - `tls`: the client side of mutual TLS
 //! - `state`: the sequence epoch on disk
@@ -15,6 +16,7 @@ pub mod config;
 pub mod consent;
 pub mod metrics;
 pub mod run;
+pub mod spool;
 pub mod state;
 pub mod tls;
 pub mod transport;
