@@ -38,6 +38,17 @@ enum Command {
     /// Show, grant or revoke what this agent may send.
     #[command(subcommand)]
     Consent(ConsentCmd),
+    /// Inspect the on-disk spool of batches awaiting acknowledgement.
+    #[command(subcommand)]
+    Spool(SpoolCmd),
+}
+
+#[derive(Subcommand)]
+enum SpoolCmd {
+    /// Check every record of the spool offline (CRC, torn writes); per segment and stream:
+    /// records, bytes, acknowledged or not. Exits non-zero if anything is damaged. Changes
+    /// nothing.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +92,18 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run => run(cfg),
         Command::Consent(c) => consent_cmd(&cfg, c),
+        Command::Spool(SpoolCmd::Verify) => spool_verify(&cfg),
+    }
+}
+
+fn spool_verify(cfg: &AgentConfig) -> Result<()> {
+    let dir = cfg.spool_dir();
+    let rep = aftercare_agent::spool::verify::verify(&dir)
+        .with_context(|| format!("cannot read the spool in {}", dir.display()))?;
+    print!("{}", rep.render());
+    match rep.damaged_segments() {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} spool segment(s) damaged; their intact records are still sent"),
     }
 }
 

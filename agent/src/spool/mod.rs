@@ -41,7 +41,9 @@
 //! - Damage never stops the agent: a record whose CRC does not match (a bit flip) is
 //!   skipped and counted, and reading resumes at the next intact record; a torn tail (a
 //!   crash mid-write) is cut off at open so appends continue after the last whole record.
-//!   `open` fails only if the directory itself cannot be made or listed.
+//!   `open` fails only if the directory itself cannot be made or listed. (Damage with no
+//!   intact record after it in the newest segment cannot be told from a torn tail, and is
+//!   cut off the same way.)
 //! - Memory does not grow with the spool: per segment a few numbers; records are read from
 //!   disk when sent, a batch at a time.
 //! - A failed write (a full disk) is an error the caller sees, counted as a dropped batch;
