@@ -266,7 +266,6 @@ pub fn scan_segment<R: Read + Seek>(
             Item::Record { header: h, .. } if h.stream == stream => {
                 if meta.records == 0 {
                     meta.first_seq = h.seq;
-                    meta.first_id = first_id.min(h.id);
                 }
                 meta.last_seq = meta.last_seq.max(h.seq);
                 meta.last_id = meta.last_id.max(h.id);
@@ -362,10 +361,18 @@ impl<S: Storage> Spool<S> {
             segs.push(scan.meta);
         }
         let book = Book::new(segs, acked);
+        // Past every name on disk too, so that no new segment is named like an old one
+        // that could not be read or removed.
+        let next_id = named
+            .iter()
+            .map(|n| n.1 + 1)
+            .chain([book.next_id()])
+            .max()
+            .unwrap_or(0);
         let mut sp = Spool {
             fs,
             cfg,
-            next_id: book.next_id(),
+            next_id,
             book,
             writers: BTreeMap::new(),
             tainted,
@@ -472,7 +479,12 @@ impl<S: Storage> Spool<S> {
             }
         };
         if roll {
-            self.writers.remove(&code);
+            if let Some(mut w) = self.writers.remove(&code)
+                && self.cfg.fsync != FsyncPolicy::Never
+                && let Err(e) = self.fs.sync(&mut w)
+            {
+                warn!("spool: sync of a full segment failed: {e}");
+            }
             let name = segment_name(code, id);
             let mut w = self
                 .fs

@@ -413,6 +413,11 @@ enum Op {
         len: usize,
     },
     Reopen,
+    /// A bit flips at rest in some segment (picked modulo), found at the next open.
+    BitFlip {
+        file: usize,
+        bit: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -425,6 +430,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1usize..400, 0usize..300).prop_map(|(cut, len)| Op::Crash { cut, len }),
         1 => (0usize..400, 0usize..300).prop_map(|(budget, len)| Op::Full { budget, len }),
         1 => Just(Op::Reopen),
+        1 => (0usize..100, 0usize..100_000).prop_map(|(file, bit)| Op::BitFlip { file, bit }),
     ]
 }
 
@@ -438,11 +444,18 @@ struct Model {
     lost_batches: u64,
     lost_samples: u64,
     discarded: u64,
+    flipped: bool,
 }
 
 /// Everything the spool would send from scratch is live in the model, in order, above the
 /// last acknowledgement; what the model holds and the spool does not was counted as dropped.
 fn check(sp: &mut Spool<MemFs>, m: &mut Model) {
+    check_allowing_damage(sp, m, 0)
+}
+
+/// As `check`, but up to `damaged` records may have vanished without being counted as
+/// dropped (they are counted as damage instead).
+fn check_allowing_damage(sp: &mut Spool<MemFs>, m: &mut Model, damaged: usize) {
     let got = all_unsent(sp);
     let mut prev = m.acked;
     for r in &got {
@@ -458,6 +471,16 @@ fn check(sp: &mut Spool<MemFs>, m: &mut Model) {
         .filter(|s| !got.iter().any(|r| r.seq == **s))
         .copied()
         .collect();
+    if damaged > 0 {
+        assert!(
+            gone.len() <= damaged,
+            "one flip loses at most one record: {gone:?}"
+        );
+        for s in gone {
+            m.live.remove(&s);
+        }
+        return;
+    }
     for s in gone {
         assert!(s < oldest_kept, "only the oldest are dropped");
         let (count, _) = m.live.remove(&s).unwrap();
@@ -522,7 +545,9 @@ fn run_model(ops: Vec<Op>) {
                     fs.0.borrow_mut().files.get_mut(&name).unwrap().extend(rec);
                 }
                 sp = Spool::open(fs.clone(), c).unwrap();
-                assert_eq!(sp.stats.damaged, 0, "a torn tail is cut, not damage");
+                if !m.flipped {
+                    assert_eq!(sp.stats.damaged, 0, "a torn tail is cut, not damage");
+                }
             }
             Op::Full { budget, len } => {
                 m.next_seq += 1;
@@ -542,6 +567,21 @@ fn run_model(ops: Vec<Op>) {
             Op::Reopen => {
                 drop(sp);
                 sp = Spool::open(fs.clone(), c).unwrap();
+            }
+            Op::BitFlip { file, bit } => {
+                drop(sp);
+                let names = fs.segment_names();
+                if !names.is_empty() {
+                    let mut mem = fs.0.borrow_mut();
+                    let f = mem.files.get_mut(&names[file % names.len()]).unwrap();
+                    if !f.is_empty() {
+                        let bit = bit % (f.len() * 8);
+                        f[bit / 8] ^= 1 << (bit % 8);
+                        m.flipped = true;
+                    }
+                }
+                sp = Spool::open(fs.clone(), c).unwrap();
+                check_allowing_damage(&mut sp, &mut m, 1);
             }
         }
         check(&mut sp, &mut m);
