@@ -595,3 +595,67 @@ proptest! {
         run_model(ops);
     }
 }
+
+/// Rough figures for the report: `cargo test -p aftercare-agent --lib spool_throughput --
+/// --ignored --nocapture` (set `CARGO_PROFILE_DEV_OPT_LEVEL=z` for the shipped code's speed).
+#[test]
+#[ignore]
+fn spool_throughput() {
+    let d = tempfile::tempdir().unwrap();
+    let n = 50_000u64;
+    let p = vec![0x5Au8; 1024];
+    let mut c = SpoolConfig {
+        fsync: FsyncPolicy::Never,
+        ..SpoolConfig::default()
+    };
+    let mut sp = Spool::open_dir(d.path(), c).unwrap();
+    let t = Instant::now();
+    for seq in 1..=n {
+        sp.append(M, seq, 10, &p).unwrap();
+    }
+    sp.flush().unwrap();
+    let w = t.elapsed();
+    let mb = (n * 1024) as f64 / 1e6;
+    println!(
+        "append 1 KiB x {n}, fsync never + one flush: {:.0} records/s, {:.0} MB/s",
+        n as f64 / w.as_secs_f64(),
+        mb / w.as_secs_f64()
+    );
+    let t = Instant::now();
+    let mut got = 0;
+    loop {
+        let b = sp.take_unsent(M, 64 * 1024).unwrap();
+        if b.is_empty() {
+            break;
+        }
+        got += b.len();
+    }
+    let r = t.elapsed();
+    assert_eq!(got as u64, n);
+    println!(
+        "read back in 64 KiB batches: {:.0} records/s, {:.0} MB/s",
+        n as f64 / r.as_secs_f64(),
+        mb / r.as_secs_f64()
+    );
+    let t = Instant::now();
+    drop(sp);
+    let sp = Spool::open_dir(d.path(), c).unwrap();
+    println!(
+        "open (scan {} segments, {:.0} MB): {:?}",
+        sp.segments(),
+        sp.bytes() as f64 / 1e6,
+        t.elapsed()
+    );
+    drop(sp);
+    c.fsync = FsyncPolicy::Always;
+    let d = tempfile::tempdir().unwrap();
+    let mut sp = Spool::open_dir(d.path(), c).unwrap();
+    let t = Instant::now();
+    for seq in 1..=200 {
+        sp.append(M, seq, 10, &p).unwrap();
+    }
+    println!(
+        "append with fsync always: {:.0} records/s",
+        200.0 / t.elapsed().as_secs_f64()
+    );
+}
