@@ -1,6 +1,7 @@
 //! The spool's bookkeeping, without I/O: what each segment holds, what is acknowledged, which
 //! segments may be deleted and which one goes first when the spool is over its bound.
 
+use aftercare_shared::model::LossReport;
 use std::collections::BTreeMap;
 
 /// What the spool remembers of one segment file; the records themselves stay on disk.
@@ -18,6 +19,8 @@ pub struct SegMeta {
     pub samples: u64,
     /// File length, segment header included.
     pub bytes: u64,
+    /// Sum of the loss reports its records carry (owed again if they are dropped unsent).
+    pub carried: LossReport,
 }
 
 /// How much of a segment is not yet acknowledged.
@@ -144,6 +147,7 @@ mod tests {
             records: seqs.1 - seqs.0 + 1,
             samples: 10 * (seqs.1 - seqs.0 + 1),
             bytes,
+            carried: LossReport::default(),
         }
     }
 

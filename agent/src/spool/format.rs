@@ -2,6 +2,7 @@
 //! segment, skipping damaged bytes and finding the next whole record after them. No file
 //! system here: the scanner reads any `Read + Seek`.
 
+use aftercare_shared::model::LossReport;
 use std::io::{self, Read, Seek, SeekFrom};
 
 /// First bytes of every segment file; the last byte is the format version.
@@ -13,11 +14,18 @@ pub const REC_HEADER: usize = 32;
 /// A payload longer than this is taken for a damaged length field (frames are far smaller:
 /// the codec's cap is checked before a frame is built).
 pub const MAX_PAYLOAD: u32 = 64 << 20;
+/// Flag: the record's body ends with the loss report its batch carries (3 x u64 LE:
+/// dropped batches, dropped samples, discarded by revocation), so that the loss is owed
+/// again if the record is dropped unsent.
+pub const FLAG_CARRIES_LOSS: u8 = 1;
+pub const LOSS_TRAILER: u32 = 24;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecHeader {
     /// `StreamId::code()`: a new stream needs no format change.
     pub stream: u8,
+    pub flags: u8,
+    /// Length of the body: the payload, and the loss trailer if flagged.
     pub len: u32,
     /// Samples or lines in the payload, for loss accounting.
     pub count: u32,
@@ -33,20 +41,55 @@ impl RecHeader {
     }
 }
 
-/// Append one record (header and payload) to `out`.
-pub fn encode(out: &mut Vec<u8>, h: &RecHeader, payload: &[u8]) {
-    debug_assert_eq!(h.len as usize, payload.len());
+/// The header of a record holding `payload` and, if it is not empty, `carried`.
+pub fn header(
+    stream: u8,
+    count: u32,
+    id: u64,
+    seq: u64,
+    payload: &[u8],
+    carried: &LossReport,
+) -> RecHeader {
+    let flags = if carried.is_empty() {
+        0
+    } else {
+        FLAG_CARRIES_LOSS
+    };
+    let trailer = if flags == 0 { 0 } else { LOSS_TRAILER };
+    RecHeader {
+        stream,
+        flags,
+        len: payload.len() as u32 + trailer,
+        count,
+        id,
+        seq,
+    }
+}
+
+/// Append one record (header, payload, loss trailer if flagged) to `out`.
+pub fn encode(out: &mut Vec<u8>, h: &RecHeader, payload: &[u8], carried: &LossReport) {
     let start = out.len();
     out.extend_from_slice(&REC_MAGIC);
     out.push(h.stream);
-    out.push(0); // flags, none yet
+    out.push(h.flags);
     out.extend_from_slice(&h.len.to_le_bytes());
     out.extend_from_slice(&[0; 4]); // CRC, filled below
     out.extend_from_slice(&h.count.to_le_bytes());
     out.extend_from_slice(&h.id.to_le_bytes());
     out.extend_from_slice(&h.seq.to_le_bytes());
     out.extend_from_slice(payload);
-    let crc = record_crc(&out[start..start + REC_HEADER], payload);
+    if h.flags & FLAG_CARRIES_LOSS != 0 {
+        for v in [
+            carried.dropped_batches,
+            carried.dropped_samples,
+            carried.discarded_by_revocation,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    debug_assert_eq!(out.len() - start, REC_HEADER + h.len as usize);
+    let (head, body) = out[start..].split_at(REC_HEADER);
+    let crc = record_crc(head, body);
     out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -61,17 +104,45 @@ fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
 pub fn decode_header(b: &[u8; REC_HEADER]) -> Option<(RecHeader, u32)> {
     let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
     let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    if b[..2] != REC_MAGIC || b[3] != 0 || b[2] == 0 || u32_at(4) > MAX_PAYLOAD {
+    let flags = b[3];
+    let min_len = if flags == FLAG_CARRIES_LOSS {
+        LOSS_TRAILER
+    } else {
+        0
+    };
+    if b[..2] != REC_MAGIC
+        || flags & !FLAG_CARRIES_LOSS != 0
+        || b[2] == 0
+        || !(min_len..=MAX_PAYLOAD + LOSS_TRAILER).contains(&u32_at(4))
+    {
         return None;
     }
     let h = RecHeader {
         stream: b[2],
+        flags,
         len: u32_at(4),
         count: u32_at(12),
         id: u64_at(16),
         seq: u64_at(24),
     };
     Some((h, u32_at(8)))
+}
+
+/// Split a record's body into its payload and the loss report it carries.
+pub fn split_body<'a>(h: &RecHeader, body: &'a [u8]) -> (&'a [u8], LossReport) {
+    if h.flags & FLAG_CARRIES_LOSS == 0 || body.len() < LOSS_TRAILER as usize {
+        return (body, LossReport::default());
+    }
+    let (payload, t) = body.split_at(body.len() - LOSS_TRAILER as usize);
+    let at = |i: usize| u64::from_le_bytes(t[i..i + 8].try_into().expect("8 bytes"));
+    (
+        payload,
+        LossReport {
+            dropped_batches: at(0),
+            dropped_samples: at(8),
+            discarded_by_revocation: at(16),
+        },
+    )
 }
 
 const fn crc_table() -> [u32; 256] {
@@ -113,7 +184,7 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
 /// What a scan found at one place in a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
-    /// A whole record; its payload is in `Scanner::payload()`.
+    /// A whole record; its body is in `Scanner::body()`.
     Record { offset: u64, header: RecHeader },
     /// Bytes that hold no whole record: a bit flip, or a write cut short. `to_end` says the
     /// damage runs to the end of the segment (a torn tail, after a crash mid-write).
@@ -140,7 +211,7 @@ impl Scanner {
         self.pos
     }
 
-    pub fn payload(&self) -> &[u8] {
+    pub fn body(&self) -> &[u8] {
         &self.buf
     }
 
@@ -214,15 +285,32 @@ mod tests {
 
     fn rec(id: u64, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        let h = RecHeader {
-            stream: 1,
-            len: payload.len() as u32,
-            count: 3,
-            id,
-            seq: 100 + id,
-        };
-        encode(&mut v, &h, payload);
+        let none = LossReport::default();
+        encode(
+            &mut v,
+            &header(1, 3, id, 100 + id, payload, &none),
+            payload,
+            &none,
+        );
         v
+    }
+
+    #[test]
+    fn carried_loss_round_trips() {
+        let l = LossReport {
+            dropped_batches: 1,
+            dropped_samples: 2,
+            discarded_by_revocation: 3,
+        };
+        let mut v = Vec::new();
+        let h = header(1, 3, 9, 10, b"frame", &l);
+        encode(&mut v, &h, b"frame", &l);
+        let mut r = Cursor::new(&v);
+        let mut s = Scanner::new(0, v.len() as u64);
+        assert!(
+            matches!(s.next(&mut r).unwrap(), Some(Item::Record { header, .. }) if header == h)
+        );
+        assert_eq!(split_body(&h, s.body()), (&b"frame"[..], l));
     }
 
     fn scan(bytes: &[u8]) -> Vec<Item> {

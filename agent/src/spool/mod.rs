@@ -14,13 +14,13 @@
 //!   |---|---|
 //!   | 0..2 | magic `AC 5B`, to find the next record after damage |
 //!   | 2 | stream code (never 0) |
-//!   | 3 | flags, 0 |
-//!   | 4..8 | payload length, u32 LE, at most 64 MiB |
+//!   | 3 | flags: bit 0, the body ends with the loss report the batch carries |
+//!   | 4..8 | body length, u32 LE: payload (at most 64 MiB), then 24 bytes if flagged |
 //!   | 8..12 | CRC-32C of every record byte except these four |
 //!   | 12..16 | count: samples or lines in the payload, for loss accounting |
 //!   | 16..24 | record id, u64 LE: +1 per record across all streams |
 //!   | 24..32 | the batch's sequence number on its stream, u64 LE |
-//!   | 32.. | payload: the encoded frame, opaque here |
+//!   | 32.. | payload: the encoded frame, opaque here; if flagged, then the loss report it carries (dropped batches, dropped samples, discarded by revocation: 3 x u64 LE) |
 //!
 //! - `state`: text, replaced atomically (temp file, fsync, rename, fsync of the directory):
 //!   the highest acknowledged sequence number per stream, and the loss per scope that the
@@ -33,7 +33,8 @@
 //!   `max_bytes` (oldest segment of all streams first; its unacknowledged records and
 //!   samples are counted per scope as dropped), or when its scope is revoked (counted as
 //!   discarded). Loss is never silent: the counts wait in `state` until the caller hands
-//!   them to a batch (`take_owed`).
+//!   them to a batch (`take_owed`, then `append_carrying`); a batch dropped or discarded
+//!   unsent makes the loss it carried owed again.
 //! - Sequence numbers grow per stream and acknowledgements come in order per stream, so
 //!   "acknowledged" is one number per stream. After a restart nothing at or below the
 //!   persisted number is sent again; what was acknowledged after the last write of `state`
@@ -65,7 +66,7 @@ use aftercare_shared::consent::Scope;
 use aftercare_shared::model::LossReport;
 use aftercare_shared::protocol::StreamId;
 use book::{Book, SegMeta, Unacked};
-use format::{Item, REC_HEADER, RecHeader, SEG_HEADER, SEG_MAGIC, Scanner};
+use format::{Item, SEG_HEADER, SEG_MAGIC, Scanner};
 use fs::{DirStorage, Storage};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -233,8 +234,8 @@ pub struct SegScan {
     pub meta: SegMeta,
     pub header_ok: bool,
     pub damaged: Vec<(u64, u64, bool)>,
-    /// Records and samples above the acknowledged sequence number.
-    pub unacked: (u64, u64),
+    /// Records, samples and carried loss above the acknowledged sequence number.
+    pub unacked: (u64, u64, LossReport),
 }
 
 /// Walk a whole segment, checking every CRC.
@@ -257,9 +258,10 @@ pub fn scan_segment<R: Read + Seek>(
         records: 0,
         samples: 0,
         bytes: len,
+        carried: LossReport::default(),
     };
     let mut damaged = Vec::new();
-    let mut unacked = (0, 0);
+    let mut unacked = (0, 0, LossReport::default());
     let mut sc = Scanner::new(SEG_HEADER.min(len), len);
     while let Some(item) = sc.next(r)? {
         match item {
@@ -271,9 +273,12 @@ pub fn scan_segment<R: Read + Seek>(
                 meta.last_id = meta.last_id.max(h.id);
                 meta.records += 1;
                 meta.samples += u64::from(h.count);
+                let carried = format::split_body(&h, sc.body()).1;
+                add_loss(&mut meta.carried, &carried);
                 if h.seq > acked {
                     unacked.0 += 1;
                     unacked.1 += u64::from(h.count);
+                    add_loss(&mut unacked.2, &carried);
                 }
             }
             // Intact but in the wrong chain: it cannot be trusted to belong here.
@@ -423,8 +428,7 @@ impl<S: Storage> Spool<S> {
         l
     }
 
-    /// Add a batch. Over the bound, the oldest segments go first (counted). An error means
-    /// the batch was not stored; it is counted as dropped here, the caller only logs it.
+    /// Add a batch that carries no loss report.
     pub fn append(
         &mut self,
         stream: StreamId,
@@ -432,11 +436,26 @@ impl<S: Storage> Spool<S> {
         count: u32,
         payload: &[u8],
     ) -> Result<(), SpoolError> {
+        self.append_carrying(stream, seq, count, &LossReport::default(), payload)
+    }
+
+    /// Add a batch whose frame carries `carried` (from `take_owed`): if the batch is dropped
+    /// or discarded unsent, that loss is owed again. Over the bound, the oldest segments go
+    /// first (counted). An error means the batch was not stored; it is counted as dropped
+    /// here, the caller only logs it.
+    pub fn append_carrying(
+        &mut self,
+        stream: StreamId,
+        seq: u64,
+        count: u32,
+        carried: &LossReport,
+        payload: &[u8],
+    ) -> Result<(), SpoolError> {
         let code = stream.code();
-        let total = REC_HEADER as u64 + payload.len() as u64;
-        let r = self.append_inner(code, seq, count, payload, total);
+        let r = self.append_inner(code, seq, count, carried, payload);
         if r.is_err() {
             let l = &mut self.owed[scope_index(stream.scope())];
+            add_loss(l, carried);
             l.dropped_batches += 1;
             l.dropped_samples += u64::from(count);
             self.stats.dropped += 1;
@@ -453,8 +472,8 @@ impl<S: Storage> Spool<S> {
         code: u8,
         seq: u64,
         count: u32,
+        carried: &LossReport,
         payload: &[u8],
-        total: u64,
     ) -> Result<(), SpoolError> {
         if payload.len() > format::MAX_PAYLOAD as usize {
             return Err(SpoolError::Io {
@@ -462,6 +481,8 @@ impl<S: Storage> Spool<S> {
                 source: io::Error::new(io::ErrorKind::InvalidInput, "record too large"),
             });
         }
+        let h = format::header(code, count, self.next_id, seq, payload, carried);
+        let total = h.total();
         let mut dropped_any = false;
         while let Some(old) = self.book.to_drop(total + SEG_HEADER, self.cfg.max_bytes) {
             self.drop_segment(old, false);
@@ -504,6 +525,7 @@ impl<S: Storage> Spool<S> {
                 records: 0,
                 samples: 0,
                 bytes: SEG_HEADER,
+                carried: LossReport::default(),
             });
             self.writers.insert(code, w);
         }
@@ -517,14 +539,7 @@ impl<S: Storage> Spool<S> {
             self.writers.insert(code, w);
         }
         self.scratch.clear();
-        let h = RecHeader {
-            stream: code,
-            len: payload.len() as u32,
-            count,
-            id,
-            seq,
-        };
-        format::encode(&mut self.scratch, &h, payload);
+        format::encode(&mut self.scratch, &h, payload, carried);
         let w = self.writers.get_mut(&code).expect("opened above");
         if let Err(e) = w.write_all(&self.scratch) {
             // Cut what was written of it; if even that fails, the CRC will skip it, but no
@@ -544,6 +559,7 @@ impl<S: Storage> Spool<S> {
         a.records += 1;
         a.samples += u64::from(count);
         a.bytes += total;
+        add_loss(&mut a.carried, carried);
         self.next_id += 1;
         self.data_unsynced = true;
         Ok(())
@@ -552,12 +568,13 @@ impl<S: Storage> Spool<S> {
     /// Delete a whole segment, counting its unacknowledged records as dropped or discarded.
     fn drop_segment(&mut self, seg: SegMeta, revoked: bool) {
         let name = segment_name(seg.stream, seg.first_id);
-        let (records, samples) = match self.book.unacked(&seg) {
-            Unacked::Nothing => (0, 0),
-            Unacked::All(r, s) => (r, s),
-            Unacked::Part => self
-                .count_unacked(&seg)
-                .unwrap_or((seg.records, seg.samples)),
+        let (records, samples, carried) = match self.book.unacked(&seg) {
+            Unacked::Nothing => (0, 0, LossReport::default()),
+            Unacked::All(r, s) => (r, s, seg.carried),
+            Unacked::Part => {
+                self.count_unacked(&seg)
+                    .unwrap_or((seg.records, seg.samples, seg.carried))
+            }
         };
         self.writers.remove(&seg.stream);
         if let Err(e) = self.fs.remove(&name) {
@@ -572,6 +589,8 @@ impl<S: Storage> Spool<S> {
         match scope_of(seg.stream) {
             Some(scope) => {
                 let l = &mut self.owed[scope_index(scope)];
+                // Its own data is gone; the loss it carried is still to be told.
+                add_loss(l, &carried);
                 if revoked {
                     l.discarded_by_revocation += records;
                 } else {
@@ -593,7 +612,7 @@ impl<S: Storage> Spool<S> {
         }
     }
 
-    fn count_unacked(&self, seg: &SegMeta) -> io::Result<(u64, u64)> {
+    fn count_unacked(&self, seg: &SegMeta) -> io::Result<(u64, u64, LossReport)> {
         let acked = self.book.acked(seg.stream);
         let mut r = self.fs.open_read(&segment_name(seg.stream, seg.first_id))?;
         Ok(scan_segment(&mut r, seg.stream, seg.first_id, seg.bytes, acked)?.unacked)
@@ -644,7 +663,7 @@ impl<S: Storage> Spool<S> {
                             stream,
                             seq: h.seq,
                             count: h.count,
-                            payload: sc.payload().to_vec(),
+                            payload: format::split_body(&h, sc.body()).0.to_vec(),
                         });
                     }
                     Item::Record { .. } => {}
@@ -777,6 +796,12 @@ impl<S: Storage> Spool<S> {
         self.state_dirty = false;
         Ok(())
     }
+}
+
+fn add_loss(to: &mut LossReport, l: &LossReport) {
+    to.dropped_batches += l.dropped_batches;
+    to.dropped_samples += l.dropped_samples;
+    to.discarded_by_revocation += l.discarded_by_revocation;
 }
 
 fn acked_of(acked: &BTreeMap<u8, u64>, stream: u8) -> u64 {

@@ -190,7 +190,7 @@ fn flipped_bit_is_skipped_counted_and_the_rest_delivered() {
     drop(sp);
     let f = &seg_files(d.path())[0];
     let mut b = std::fs::read(f).unwrap();
-    let rec = REC_HEADER + 200;
+    let rec = format::REC_HEADER + 200;
     b[SEG_HEADER as usize + rec + 100] ^= 0x10; // inside the second record's payload
     std::fs::write(f, &b).unwrap();
 
@@ -218,7 +218,7 @@ fn torn_tail_is_cut_and_appends_continue() {
     drop(sp);
     let f = &seg_files(d.path())[0];
     let len = std::fs::metadata(f).unwrap().len();
-    let whole_two = SEG_HEADER + 2 * (REC_HEADER as u64 + 50);
+    let whole_two = SEG_HEADER + 2 * (format::REC_HEADER as u64 + 50);
     std::fs::OpenOptions::new()
         .write(true)
         .open(f)
@@ -389,9 +389,11 @@ fn state_parsing_tolerates_junk() {
 
 #[derive(Debug, Clone)]
 enum Op {
+    /// Append; with `carry`, the batch carries (and clears) the loss owed so far.
     Append {
         len: usize,
         count: u32,
+        carry: bool,
     },
     Take {
         max: usize,
@@ -422,7 +424,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0usize..300, 0u32..50).prop_map(|(len, count)| Op::Append { len, count }),
+        6 => (0usize..300, 0u32..50, any::<bool>())
+            .prop_map(|(len, count, carry)| Op::Append { len, count, carry }),
         2 => (1usize..2000).prop_map(|max| Op::Take { max }),
         1 => Just(Op::Rewind),
         3 => (0usize..100).prop_map(|k| Op::Ack { k }),
@@ -438,12 +441,10 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     next_seq: u64,
     acked: u64,
-    /// Appended, not acknowledged, not known lost: seq -> (count, payload).
-    live: BTreeMap<u64, (u32, Vec<u8>)>,
-    /// Loss the spool must have counted.
-    lost_batches: u64,
-    lost_samples: u64,
-    discarded: u64,
+    /// Appended, not acknowledged, not known lost: seq -> (count, payload, carried loss).
+    live: BTreeMap<u64, (u32, Vec<u8>, LossReport)>,
+    /// Loss the spool must owe now.
+    owed: LossReport,
     flipped: bool,
 }
 
@@ -461,7 +462,7 @@ fn check_allowing_damage(sp: &mut Spool<MemFs>, m: &mut Model, damaged: usize) {
     for r in &got {
         assert!(r.seq > prev, "order / acked resent: {} after {prev}", r.seq);
         prev = r.seq;
-        let (count, payload) = m.live.get(&r.seq).expect("sent only what is live");
+        let (count, payload, _) = m.live.get(&r.seq).expect("sent only what is live");
         assert_eq!((&r.count, &r.payload), (count, payload));
     }
     let oldest_kept = got.first().map_or(u64::MAX, |r| r.seq);
@@ -483,14 +484,16 @@ fn check_allowing_damage(sp: &mut Spool<MemFs>, m: &mut Model, damaged: usize) {
     }
     for s in gone {
         assert!(s < oldest_kept, "only the oldest are dropped");
-        let (count, _) = m.live.remove(&s).unwrap();
-        m.lost_batches += 1;
-        m.lost_samples += u64::from(count);
+        let (count, _, carried) = m.live.remove(&s).unwrap();
+        add_loss(&mut m.owed, &carried);
+        m.owed.dropped_batches += 1;
+        m.owed.dropped_samples += u64::from(count);
     }
-    let owed = sp.owed(Scope::Metrics);
-    assert_eq!(owed.dropped_batches, m.lost_batches, "dropped are counted");
-    assert_eq!(owed.dropped_samples, m.lost_samples);
-    assert_eq!(owed.discarded_by_revocation, m.discarded);
+    assert_eq!(
+        sp.owed(Scope::Metrics),
+        m.owed,
+        "dropped are counted, carried owed again"
+    );
     assert!(sp.bytes() <= sp.config().max_bytes);
 }
 
@@ -501,11 +504,18 @@ fn run_model(ops: Vec<Op>) {
     let mut m = Model::default();
     for op in ops {
         match op {
-            Op::Append { len, count } => {
+            Op::Append { len, count, carry } => {
                 m.next_seq += 1;
                 let p = payload(m.next_seq, len);
-                sp.append(M, m.next_seq, count, &p).unwrap();
-                m.live.insert(m.next_seq, (count, p));
+                let carried = if carry {
+                    m.owed = LossReport::default();
+                    sp.take_owed(Scope::Metrics)
+                } else {
+                    LossReport::default()
+                };
+                sp.append_carrying(M, m.next_seq, count, &carried, &p)
+                    .unwrap();
+                m.live.insert(m.next_seq, (count, p, carried));
             }
             Op::Take { max } => {
                 let got = sp.take_unsent(M, max).unwrap();
@@ -525,22 +535,19 @@ fn run_model(ops: Vec<Op>) {
                 check(&mut sp, &mut m);
                 let n = sp.discard_scope(Scope::Metrics);
                 assert_eq!(n, m.live.len() as u64);
-                m.discarded += n;
-                m.live.clear();
+                for (_, _, carried) in std::mem::take(&mut m.live).into_values() {
+                    add_loss(&mut m.owed, &carried);
+                }
+                m.owed.discarded_by_revocation += n;
             }
             Op::Crash { cut, len } => {
                 drop(sp);
                 let newest = fs.segment_names().pop();
                 if let Some(name) = newest {
                     let mut rec = Vec::new();
-                    let h = RecHeader {
-                        stream: M.code(),
-                        len: len as u32,
-                        count: 1,
-                        id: 1 << 40,
-                        seq: m.next_seq + 1,
-                    };
-                    format::encode(&mut rec, &h, &payload(0, len));
+                    let (p, none) = (payload(0, len), LossReport::default());
+                    let h = format::header(M.code(), 1, 1 << 40, m.next_seq + 1, &p, &none);
+                    format::encode(&mut rec, &h, &p, &none);
                     rec.truncate(cut.min(rec.len() - 1));
                     fs.0.borrow_mut().files.get_mut(&name).unwrap().extend(rec);
                 }
@@ -556,11 +563,14 @@ fn run_model(ops: Vec<Op>) {
                 fs.0.borrow_mut().budget = None;
                 match r {
                     Ok(()) => {
-                        m.live.insert(m.next_seq, (3, payload(m.next_seq, len)));
+                        m.live.insert(
+                            m.next_seq,
+                            (3, payload(m.next_seq, len), LossReport::default()),
+                        );
                     }
                     Err(_) => {
-                        m.lost_batches += 1;
-                        m.lost_samples += 3;
+                        m.owed.dropped_batches += 1;
+                        m.owed.dropped_samples += 3;
                     }
                 }
             }
@@ -657,5 +667,46 @@ fn spool_throughput() {
     println!(
         "append with fsync always: {:.0} records/s",
         200.0 / t.elapsed().as_secs_f64()
+    );
+}
+
+/// Another stream's chain (a code this build does not know, as after a downgrade): it counts
+/// toward the bound and goes first when oldest, and revoking metrics leaves it alone.
+#[test]
+fn chains_per_stream_share_the_bound_and_revoke_apart() {
+    let fs = MemFs::default();
+    let other = segment_name(7, 0);
+    let mut bytes = SEG_MAGIC.to_vec();
+    let none = LossReport::default();
+    for id in 0..5 {
+        let h = format::header(7, 1, id, id + 1, &[1; 100], &none);
+        format::encode(&mut bytes, &h, &[1; 100], &none);
+    }
+    fs.0.borrow_mut().files.insert(other.clone(), bytes);
+    let mut sp = Spool::open(fs.clone(), cfg(2000, 700)).unwrap();
+    assert_eq!(sp.segments(), 1);
+    sp.append(M, 1, 1, &payload(1, 100)).unwrap();
+    assert!(
+        fs.segment_names().contains(&segment_name(M.code(), 5)),
+        "ids go on"
+    );
+    sp.discard_scope(Scope::Metrics);
+    assert_eq!(
+        fs.segment_names(),
+        vec![other.clone()],
+        "only metrics' chain deleted"
+    );
+    for seq in 2..=12 {
+        sp.append(M, seq, 1, &payload(seq, 100)).unwrap();
+    }
+    assert!(
+        !fs.segment_names().contains(&other),
+        "the oldest went first"
+    );
+    assert_eq!(seqs(&all_unsent(&mut sp)).first(), Some(&2), "metrics kept");
+    assert_eq!(sp.owed(Scope::Metrics).dropped_batches, 0);
+    assert_eq!(
+        sp.stats.dropped, 5,
+        "the other stream's loss is still counted"
     );
 }
