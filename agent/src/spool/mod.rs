@@ -56,6 +56,11 @@
 //! every `Every(d)`, or `Never`, leaving it to the kernel). A killed process loses nothing
 //! written either way; a power cut loses at most what came in since the last sync. Drops
 //! and revocations write `state` at once, whatever the policy.
+//!
+//! Every call is plain synchronous file I/O of one record or one batch (tens of
+//! microseconds); only `fsync` can take long (milliseconds, more on a busy disk). So the run
+//! loop keeps a timer policy and calls `flush` on its tick and at shutdown, and never
+//! waits on the spool for longer than that. `Always` is for tests and paranoid configs.
 
 pub mod book;
 pub mod format;
