@@ -27,6 +27,8 @@ pub struct AgentConfig {
     #[serde(default)]
     pub backlog: BacklogConfig,
     #[serde(default)]
+    pub spool: SpoolSection,
+    #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
     /// Who this agent believes it is. Optional: the collector takes identity from the
     /// certificate and refuses a connection whose claim differs.
@@ -96,6 +98,66 @@ impl Default for BacklogConfig {
     }
 }
 
+/// The on-disk spool of batches awaiting acknowledgement (see `crate::spool`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSection {
+    /// Where the spool lives; default `<state_dir>/spool`.
+    pub dir: Option<PathBuf>,
+    /// Most bytes on disk; past it the oldest segments are dropped, counted and reported.
+    pub max_bytes: u64,
+    /// Size of one segment file: the unit of deletion.
+    pub segment_bytes: u64,
+    /// When appends and acknowledgements reach the disk: "always", "never" (the kernel
+    /// decides; a killed agent still loses nothing, a power cut may), or a duration such as
+    /// "1s" (at most that much is lost in a power cut).
+    pub fsync: String,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        let d = crate::spool::SpoolConfig::default();
+        SpoolSection {
+            dir: None,
+            max_bytes: d.max_bytes,
+            segment_bytes: d.segment_bytes,
+            fsync: "1s".into(),
+        }
+    }
+}
+
+impl SpoolSection {
+    fn validate(&self) -> Result<crate::spool::SpoolConfig, String> {
+        use crate::spool::FsyncPolicy;
+        if !(64 * 1024..=64 << 20).contains(&self.segment_bytes) {
+            return Err(format!(
+                "spool.segment_bytes = {} is out of range: use 65536 to 67108864",
+                self.segment_bytes
+            ));
+        }
+        if self.max_bytes < 2 * self.segment_bytes {
+            return Err(format!(
+                "spool.max_bytes = {} must be at least twice spool.segment_bytes ({})",
+                self.max_bytes, self.segment_bytes
+            ));
+        }
+        let fsync = match self.fsync.as_str() {
+            "always" => FsyncPolicy::Always,
+            "never" => FsyncPolicy::Never,
+            d => FsyncPolicy::Every(humantime::parse_duration(d).map_err(|_| {
+                format!(
+                    "spool.fsync = '{d}': use \"always\", \"never\" or a duration such as \"1s\""
+                )
+            })?),
+        };
+        Ok(crate::spool::SpoolConfig {
+            max_bytes: self.max_bytes,
+            segment_bytes: self.segment_bytes,
+            fsync,
+        })
+    }
+}
+
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/aftercare")
 }
@@ -134,6 +196,11 @@ impl AgentConfig {
         let mut cfg: AgentConfig = parse_toml(text, path)?;
         // Relative paths are relative to the config file, so a config folder can be moved.
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(d) = cfg.spool.dir.as_mut()
+            && d.is_relative()
+        {
+            *d = base.join(&*d);
+        }
         for p in [
             &mut cfg.state_dir,
             &mut cfg.collector.ca,
@@ -193,6 +260,7 @@ impl AgentConfig {
                 self.log_level
             ));
         }
+        self.spool.validate()?;
         self.metrics
             .validate()
             .map_err(|e| format!("metrics: {e}"))?;
@@ -203,6 +271,20 @@ impl AgentConfig {
 
     pub fn consent_path(&self) -> PathBuf {
         self.state_dir.join("consent.toml")
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("spool"))
+    }
+
+    /// The spool's settings, as validated at load.
+    pub fn spool_config(&self) -> crate::spool::SpoolConfig {
+        self.spool
+            .validate()
+            .expect("validated when the config was loaded")
     }
 }
 
@@ -225,6 +307,22 @@ key = "/abs/agent.key"
         assert_eq!(c.collector.ca, Path::new("/etc/aftercare/ca.crt"));
         assert_eq!(c.collector.key, Path::new("/abs/agent.key"));
         assert_eq!(c.state_dir, Path::new("/var/lib/aftercare"));
+        assert_eq!(c.spool_dir(), Path::new("/var/lib/aftercare/spool"));
+        assert_eq!(c.spool_config(), crate::spool::SpoolConfig::default());
+        let c = AgentConfig::parse(
+            &format!("{MIN}[spool]\ndir = \"sp\"\nmax_bytes = 1048576\nsegment_bytes = 65536\nfsync = \"always\"\n"),
+            Path::new("/etc/aftercare/agent.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.spool_dir(), Path::new("/etc/aftercare/sp"));
+        assert_eq!(c.spool_config().fsync, crate::spool::FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../config/agent.toml");
+        let c = AgentConfig::parse(text, Path::new("/etc/aftercare/agent.toml")).unwrap();
+        assert_eq!(c.spool_config(), crate::spool::SpoolConfig::default());
     }
 
     #[test]
@@ -238,6 +336,15 @@ key = "/abs/agent.key"
         assert!(e.to_string().contains("intervall"), "{e}");
         let e = AgentConfig::parse(&MIN.replace("127.0.0.1:7443", "nowhere"), p).unwrap_err();
         assert!(e.to_string().contains("collector.address"), "{e}");
+        for (bad, key) in [
+            ("segment_bytes = 10", "spool.segment_bytes"),
+            ("max_bytes = 100000", "spool.max_bytes"),
+            ("fsync = \"sometimes\"", "spool.fsync"),
+            ("size = 1", "size"),
+        ] {
+            let e = AgentConfig::parse(&format!("{MIN}[spool]\n{bad}\n"), p).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
         let e = AgentConfig::parse("state_dir = \"/x\"\n", p).unwrap_err();
         assert!(e.to_string().contains("collector"), "{e}");
     }

@@ -6,6 +6,7 @@
 //! - `metrics`: what is collected each interval
 //! - `logs`: log files followed through rotation (not yet wired into `run`)
 //! - `backlog`: batches waiting for acknowledgement (pure bookkeeping)
+//! - `spool`: the bounded on-disk queue of batches awaiting acknowledgement (not yet used by `run`)
 //! - `transport`: the QUIC link, framed I/O, reconnect backoff
 //! - `tls`: the client side of mutual TLS
 //! - `state`: the sequence epoch on disk
@@ -20,6 +21,7 @@ pub mod consent;
 pub mod logs;
 pub mod metrics;
 pub mod run;
+pub mod spool;
 pub mod state;
 pub mod tls;
 pub mod transport;

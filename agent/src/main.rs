@@ -44,6 +44,9 @@ enum Command {
     /// What left this host, per scope and hour, consent changes and redaction counts;
     /// `audit verify` checks that no entry was edited, removed or reordered.
     Audit(AuditArgs),
+    /// Inspect the on-disk spool of batches awaiting acknowledgement.
+    #[command(subcommand)]
+    Spool(SpoolCmd),
 }
 
 #[derive(clap::Args)]
@@ -64,6 +67,14 @@ struct AuditArgs {
 enum AuditCmd {
     /// Check the hash chain: exits 0 when every entry verifies, otherwise names the first
     /// bad line and why (edited, missing or reordered, torn by a crash).
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum SpoolCmd {
+    /// Check every record of the spool offline (CRC, torn writes); per segment and stream:
+    /// records, bytes, acknowledged or not. Exits non-zero if anything is damaged. Changes
+    /// nothing.
     Verify,
 }
 
@@ -109,6 +120,18 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run => run(cfg),
         Command::Consent(c) => consent_cmd(&cfg, c),
         Command::Audit(a) => audit_cmd(&cfg, a),
+        Command::Spool(SpoolCmd::Verify) => spool_verify(&cfg),
+    }
+}
+
+fn spool_verify(cfg: &AgentConfig) -> Result<()> {
+    let dir = cfg.spool_dir();
+    let rep = aftercare_agent::spool::verify::verify(&dir)
+        .with_context(|| format!("cannot read the spool in {}", dir.display()))?;
+    print!("{}", rep.render());
+    match rep.damaged_segments() {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} spool segment(s) damaged; their intact records are still sent"),
     }
 }
 

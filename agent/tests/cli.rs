@@ -150,3 +150,60 @@ fn help_teaches_the_commands() {
         assert!(out.contains(w), "{out}");
     }
 }
+
+#[test]
+fn spool_verify_reports_damage_and_exits_non_zero() {
+    use aftercare_agent::spool::{Spool, SpoolConfig};
+    use aftercare_shared::protocol::StreamId;
+
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path());
+
+    let o = agent(&cfg, &["spool", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 segments"), "{}", text(&o));
+
+    let dir = d.path().join("state/spool");
+    let mut sp = Spool::open_dir(&dir, SpoolConfig::default()).unwrap();
+    for seq in 1..=4 {
+        sp.append(StreamId::Metrics, seq, 4, &[seq as u8; 100])
+            .unwrap();
+    }
+    sp.ack(StreamId::Metrics, 1);
+    sp.flush().unwrap();
+    drop(sp);
+
+    let o = agent(&cfg, &["spool", "verify"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("metrics") && out.contains(" ok"), "{out}");
+    assert!(
+        out.contains("records 4, unacked 3") && out.contains("acked up to seq 1"),
+        "{out}"
+    );
+
+    // A bit flip in the second record, and a torn fourth one (records are 132 bytes).
+    let seg = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[8 + 132 + 50] ^= 1;
+    b.truncate(b.len() - 10);
+    std::fs::write(&seg, &b).unwrap();
+
+    let o = agent(&cfg, &["spool", "verify"]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("DAMAGED"), "{out}");
+    assert!(
+        out.contains("corrupt record at offset 140: 132 bytes"),
+        "{out}"
+    );
+    assert!(out.contains("torn tail at offset 404: 122 bytes"), "{out}");
+    assert!(
+        out.contains("damaged; their intact records are still sent"),
+        "{out}"
+    );
+}
