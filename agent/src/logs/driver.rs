@@ -63,6 +63,9 @@ pub struct DriverConfig {
     pub max_bytes_per_call: usize,
     /// Events within this long of the first one make one scan.
     pub coalesce: Duration,
+    /// Scans on events this far apart at least: a log written a thousand times a second
+    /// costs a few scans a second, not a thousand (each opens every matching file).
+    pub min_scan_gap: Duration,
 }
 
 impl Default for DriverConfig {
@@ -74,6 +77,7 @@ impl Default for DriverConfig {
             rotate_wait: Duration::from_secs(60),
             max_bytes_per_call: 1024 * 1024,
             coalesce: Duration::from_millis(20),
+            min_scan_gap: Duration::from_millis(100),
         }
     }
 }
@@ -307,6 +311,12 @@ fn walk(dir: &Path, segs: &[Seg], depth: usize, out: &mut BTreeMap<PathBuf, Path
 // ---------------------------------------------------------------------------------------
 // The driver
 
+struct Root {
+    dir: PathBuf,
+    recursive: bool,
+    watched: Option<DevIno>,
+}
+
 struct Source {
     globs: Vec<Glob>,
     tailer: Tailer,
@@ -319,8 +329,8 @@ pub struct LogDriver {
     sources: Vec<Source>,
     /// Kept alive for its thread and inotify descriptor; `None` when polling only.
     watcher: Option<notify::RecommendedWatcher>,
-    /// Directories not yet watched (missing so far): tried again at each scan.
-    unwatched: Vec<(PathBuf, bool)>,
+    /// The directories to watch, each with the (dev, inode) it is watched as.
+    roots: Vec<Root>,
     /// A permit stored by the watcher's thread: many events before we look are one wake.
     wake: Arc<Notify>,
     events: Arc<AtomicU64>,
@@ -328,6 +338,7 @@ pub struct LogDriver {
     /// A scan is due (woken, or the poll timer fired), at this time (coalescing).
     scan_at: Option<Instant>,
     next_poll: Instant,
+    last_scan: Instant,
     /// Reads were left for the next call (the per-call budget ran out).
     more: bool,
     scans: u64,
@@ -396,16 +407,24 @@ impl LogDriver {
             config,
             sources: srcs,
             watcher,
-            unwatched: roots.into_iter().collect(),
+            roots: roots
+                .into_iter()
+                .map(|(dir, recursive)| Root {
+                    dir,
+                    recursive,
+                    watched: None,
+                })
+                .collect(),
             wake,
             events,
             scan_at: Some(now),
             next_poll: now,
+            last_scan: now,
             more: false,
             scans: 0,
             failing: BTreeSet::new(),
         };
-        d.watch_missing();
+        d.watch_roots();
         Ok(d)
     }
 
@@ -423,7 +442,9 @@ impl LogDriver {
             if self.scan_at.is_none() {
                 tokio::select! {
                     _ = self.wake.notified() => {
-                        self.scan_at = Some(Instant::now() + self.config.coalesce);
+                        let at = (Instant::now() + self.config.coalesce)
+                            .max(self.last_scan + self.config.min_scan_gap);
+                        self.scan_at = Some(at);
                     }
                     _ = tokio::time::sleep_until(self.next_poll) => {
                         self.scan_at = Some(Instant::now());
@@ -488,39 +509,54 @@ impl LogDriver {
         self.sources.iter().map(|s| s.fds.len()).sum()
     }
 
-    fn watch_missing(&mut self) {
+    /// Watch each root directory that exists and is not watched as what it is now: one
+    /// missing at start is watched once created; one deleted and re-created (its inotify
+    /// watch died with it) is watched again. One `stat` per root and scan.
+    fn watch_roots(&mut self) {
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
-        self.unwatched.retain(|(dir, recursive)| {
-            let mode = if *recursive {
+        for r in &mut self.roots {
+            let now = std::fs::metadata(&r.dir).ok().map(|m| DevIno {
+                dev: m.dev(),
+                ino: m.ino(),
+            });
+            if now == r.watched {
+                continue;
+            }
+            if r.watched.is_some() {
+                let _ = w.unwatch(&r.dir);
+            }
+            r.watched = None;
+            if now.is_none() {
+                // Not there (yet): the poll timer finds its files meanwhile.
+                continue;
+            }
+            let mode = if r.recursive {
                 RecursiveMode::Recursive
             } else {
                 RecursiveMode::NonRecursive
             };
-            match w.watch(dir, mode) {
-                Ok(()) => false,
-                // Not there yet: the poll timer finds its files meanwhile.
-                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => true,
-                Err(e) if matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) => {
-                    true
+            if let Err(e) = w.watch(&r.dir, mode) {
+                // Gone again in between: next scan. Anything else (the inotify watch
+                // limit): said once for this directory, which is polled from now on.
+                if !matches!(e.kind, notify::ErrorKind::PathNotFound) {
+                    warn!(dir = %r.dir.display(), "cannot watch log directory, polling it: {e}");
+                    r.watched = now;
                 }
-                Err(e) => {
-                    warn!(dir = %dir.display(), "cannot watch log directory, polling it: {e}");
-                    false
-                }
+            } else {
+                r.watched = now;
             }
-        });
+        }
     }
 
     /// Observe every matching path of every source; the tailers answer with reads.
     fn scan(&mut self) {
         self.scan_at = None;
         self.scans += 1;
-        self.next_poll = Instant::now() + self.config.poll_interval;
-        if !self.unwatched.is_empty() {
-            self.watch_missing();
-        }
+        self.last_scan = Instant::now();
+        self.next_poll = self.last_scan + self.config.poll_interval;
+        self.watch_roots();
         let now = std::time::Instant::now();
         for s in &mut self.sources {
             let mut paths = BTreeMap::new();
@@ -934,6 +970,39 @@ mod tests {
         let got = collect(&mut drv, 1, Duration::from_secs(2)).await;
         assert_eq!(text(&got), ["z"]);
         assert_eq!(got[0].source, 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_watched_directory_deleted_and_recreated_is_watched_again() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("logs");
+        std::fs::create_dir(&dir).unwrap();
+        let f = dir.join("app.log");
+        append(&f, "r1\n");
+        let mut drv =
+            LogDriver::new(&[source(&[&f])], quick(Duration::from_secs(1)), None).unwrap();
+        assert_eq!(collect(&mut drv, 1, Duration::from_secs(1)).await.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            collect(&mut drv, 1, Duration::from_millis(100))
+                .await
+                .is_empty()
+        );
+        std::fs::create_dir(&dir).unwrap();
+        append(&f, "r2\n");
+        // Found by the poll timer (nothing watched the parent)...
+        assert_eq!(
+            text(&collect(&mut drv, 1, Duration::from_millis(1500)).await),
+            ["r2"]
+        );
+        // ...which watched the new directory: the next append is an event again.
+        let events = drv.events();
+        append(&f, "r3\n");
+        assert_eq!(
+            text(&collect(&mut drv, 1, Duration::from_secs(1)).await),
+            ["r3"]
+        );
+        assert!(drv.events() > events, "seen through notify");
     }
 
     #[tokio::test(flavor = "current_thread")]
