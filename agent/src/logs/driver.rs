@@ -1006,6 +1006,79 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_busy_log_costs_a_few_scans_a_second_and_a_rotated_one_is_closed() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("app.log");
+        append(&f, "");
+        let cfg = DriverConfig {
+            rotate_wait: Duration::from_millis(200),
+            ..quick(Duration::from_millis(300))
+        };
+        let mut drv = LogDriver::new(&[source(&[&f])], cfg, None).unwrap();
+        collect(&mut drv, 1, Duration::from_millis(50)).await;
+        let scans = drv.scans();
+        let path = f.clone();
+        let writer = std::thread::spawn(move || {
+            let mut w = OpenOptions::new().append(true).open(&path).unwrap();
+            for i in 0..400 {
+                w.write_all(format!("{i}\n").as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_micros(2500));
+            }
+        });
+        let got = collect(&mut drv, 400, Duration::from_secs(3)).await;
+        writer.join().unwrap();
+        assert_eq!(got.len(), 400);
+        // ~1 s of writes; min_scan_gap is 100 ms.
+        let n = drv.scans() - scans;
+        assert!(n <= 16, "{n} scans");
+
+        // Renamed away: read to its end, then closed after rotate_wait.
+        std::fs::rename(&f, d.path().join("app.log.1")).unwrap();
+        append(&f, "new\n");
+        assert_eq!(
+            text(&collect(&mut drv, 1, Duration::from_secs(1)).await),
+            ["new"]
+        );
+        assert_eq!(drv.open_files(), 2);
+        collect(&mut drv, 1, Duration::from_millis(800)).await;
+        assert_eq!(
+            drv.open_files(),
+            1,
+            "the rotated file's descriptor is closed"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_backlog_comes_in_bounded_batches_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("app.log");
+        let all: String = (0..2000).map(|i| format!("{i:05}\n")).collect();
+        append(&f, &all);
+        let cfg = DriverConfig {
+            max_bytes_per_call: 1000,
+            ..quick(Duration::from_secs(60))
+        };
+        let mut drv = LogDriver::new(&[source(&[&f])], cfg, None).unwrap();
+        let mut got = Vec::new();
+        let mut calls = 0;
+        while got.len() < 2000 && calls < 100 {
+            let batch = tokio::time::timeout(Duration::from_secs(1), drv.next_lines())
+                .await
+                .expect("the rest comes without waiting for an event");
+            // The budget is checked before each read of up to read_chunk (64) bytes.
+            assert!(
+                batch.len() <= (1000 + 64) / 6 + 1,
+                "{} lines in one call",
+                batch.len()
+            );
+            got.extend(batch);
+            calls += 1;
+        }
+        let want: Vec<String> = (0..2000).map(|i| format!("{i:05}")).collect();
+        assert_eq!(text(&got), want);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn polling_alone_delivers_without_notify() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("app.log");
