@@ -341,6 +341,8 @@ pub struct LogDriver {
     last_scan: Instant,
     /// Reads were left for the next call (the per-call budget ran out).
     more: bool,
+    /// The source `pump` serves first (rotating).
+    first: usize,
     scans: u64,
     /// Paths whose opening failed, warned about once until they open again.
     failing: BTreeSet<PathBuf>,
@@ -421,6 +423,7 @@ impl LogDriver {
             next_poll: now,
             last_scan: now,
             more: false,
+            first: 0,
             scans: 0,
             failing: BTreeSet::new(),
         };
@@ -433,11 +436,14 @@ impl LogDriver {
     /// (a wake already taken is remembered, and read lines are only ever returned).
     pub async fn next_lines(&mut self) -> Vec<SourceLine> {
         loop {
-            if self.more {
+            // Reads left by the budget go on without waiting (a partial line may need more).
+            while self.more {
                 let lines = self.pump();
                 if !lines.is_empty() {
                     return lines;
                 }
+                // A budget's worth read without a line: let the runtime's other tasks run.
+                tokio::task::yield_now().await;
             }
             if self.scan_at.is_none() {
                 tokio::select! {
@@ -597,7 +603,11 @@ impl LogDriver {
         self.more = false;
         let mut budget = self.config.max_bytes_per_call;
         let mut lines = Vec::new();
-        for (i, s) in self.sources.iter_mut().enumerate() {
+        // Start at another source each call: one huge backlog cannot starve the others.
+        let n = self.sources.len();
+        self.first = (self.first + 1) % n.max(1);
+        for i in (self.first..n).chain(0..self.first) {
+            let s = &mut self.sources[i];
             loop {
                 if budget == 0 {
                     self.more = true;
@@ -1076,6 +1086,26 @@ mod tests {
         }
         let want: Vec<String> = (0..2000).map(|i| format!("{i:05}")).collect();
         assert_eq!(text(&got), want);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_source_backlog_does_not_starve_another() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a.log"), d.path().join("b.log"));
+        append(&a, &"a\n".repeat(5000));
+        append(&b, &"b\n".repeat(5000));
+        let cfg = DriverConfig {
+            max_bytes_per_call: 500,
+            ..quick(Duration::from_secs(60))
+        };
+        let mut drv = LogDriver::new(&[source(&[&a]), source(&[&b])], cfg, None).unwrap();
+        let mut seen = BTreeSet::new();
+        for _ in 0..2 {
+            for l in drv.next_lines().await {
+                seen.insert(l.source);
+            }
+        }
+        assert_eq!(seen.len(), 2, "both sources within two calls");
     }
 
     #[tokio::test(flavor = "current_thread")]
