@@ -17,6 +17,12 @@
 //! Reads are plain blocking `pread`s on the caller's task, bounded per call of
 //! [`LogDriver::next_lines`]; a slow filesystem slows that call, not the runtime's other
 //! timers more than one bounded batch.
+//!
+//! Known limits: writes to a file renamed out of the paths (a writer that has not reopened
+//! yet) wake nothing, as its new name matches no glob; they are read at the next scan (the
+//! new file's creation, or the poll). Every scan opens every matching file, changed or not
+//! (a `stat` by path first could skip unchanged ones). A directory symlink is followed for
+//! a `*` segment or a literal one, never below a `**`.
 
 use super::config::LogSource;
 use super::fingerprint::{DevIno, HEAD_BYTES};
