@@ -3,38 +3,17 @@
 use aftercare_agent::audit::{AuditLog, Event};
 use aftercare_shared::consent::Scope;
 use aftercare_shared::time_fmt::now_millis;
+use common::{agent, config, text};
 use std::path::Path;
-use std::process::{Command, Output};
+
+mod common;
 
 const HOUR: i64 = 3_600_000;
-
-fn agent(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aftercare-agent"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run aftercare-agent")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A config with state in `<dir>/state` and an audit log of three entries: 30 h, 2 h and
 /// 10 min old.
 fn setup(dir: &Path) -> (std::path::PathBuf, AuditLog) {
-    let cfg = dir.join("agent.toml");
-    std::fs::write(
-        &cfg,
-        "state_dir = \"state\"\n[collector]\naddress = \"127.0.0.1:7443\"\n\
-         ca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n",
-    )
-    .unwrap();
+    let cfg = config(dir);
     let log = AuditLog::new(&dir.join("state"));
     let now = now_millis();
     log.append(

@@ -1,35 +1,9 @@
 //! The agent's command line, as the customer's administrator uses it.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use common::{agent, config, text};
+use std::process::Command;
 
-fn agent(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aftercare-agent"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run aftercare-agent")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn config(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("agent.toml");
-    std::fs::write(
-        &p,
-        "state_dir = \"state\"\n[collector]\naddress = \"127.0.0.1:7443\"\n\
-         ca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n",
-    )
-    .unwrap();
-    p
-}
+mod common;
 
 #[test]
 fn consent_grant_show_revoke() {
