@@ -25,6 +25,30 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Register acme/db1 in `st` as its Hello would.
+fn register_db1(
+    st: &mut impl Store,
+    facts: &HostFacts,
+    consent: &ConsentRecord,
+    now: i64,
+) -> aftercare_collector::store::HostId {
+    let id = Identity {
+        customer: "acme".into(),
+        host: "db1".into(),
+    };
+    st.register_host(
+        &HostHello {
+            identity: &id,
+            facts,
+            agent_version: "0.1.0",
+            consent,
+            interval_ms: 10_000,
+        },
+        now,
+    )
+    .unwrap()
+}
+
 #[test]
 fn ca_and_certificates() {
     let d = tempfile::tempdir().unwrap();
@@ -101,27 +125,12 @@ fn hosts_and_metrics_tables() {
                 None,
             )
             .unwrap();
-        let id = Identity {
-            customer: "acme".into(),
-            host: "db1".into(),
-        };
         let facts = HostFacts {
             os_name: "Debian GNU/Linux".into(),
             os_version: "12".into(),
             ..Default::default()
         };
-        let host = st
-            .register_host(
-                &HostHello {
-                    identity: &id,
-                    facts: &facts,
-                    agent_version: "0.1.0",
-                    consent: &consent,
-                    interval_ms: 10_000,
-                },
-                now,
-            )
-            .unwrap();
+        let host = register_db1(&mut st, &facts, &consent, now);
         let batches: Vec<PendingBatch> = (0..3)
             .map(|i| PendingBatch {
                 host,
@@ -205,22 +214,12 @@ fn logs_command_filters_and_names_bad_input() {
     let now = now_millis();
     {
         let mut st = open_sqlite(&d.path().join("data/aftercare.db")).unwrap();
-        let id = Identity {
-            customer: "acme".into(),
-            host: "db1".into(),
-        };
-        let host = st
-            .register_host(
-                &HostHello {
-                    identity: &id,
-                    facts: &HostFacts::default(),
-                    agent_version: "0.1.0",
-                    consent: &ConsentRecord::default(),
-                    interval_ms: 10_000,
-                },
-                now,
-            )
-            .unwrap();
+        let host = register_db1(
+            &mut st,
+            &HostFacts::default(),
+            &ConsentRecord::default(),
+            now,
+        );
         let rec = |i: u64, severity: Severity, line: &str| LogRecord {
             source: "syslog".into(),
             file: "/var/log/syslog".into(),

@@ -1,22 +1,28 @@
 //! The README's first command, with the debug binaries and a bounded duration.
 
 use aftercare_tests::bin;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `aftercare-collector quickstart` in `dir` for `duration`, bounded by `timeout`.
+fn quickstart(dir: &Path, duration: &str) -> Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg(bin("aftercare-collector"))
+        .args(["quickstart", "--dir"])
+        .arg(dir)
+        .arg("--agent")
+        .arg(bin("aftercare-agent"))
+        .args(["--duration", duration, "--interval", "1s"])
+        .output()
+        .expect("run quickstart")
+}
 
 #[test]
 fn quickstart_shows_this_host_live_and_stops_cleanly() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("demo");
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg(bin("aftercare-collector"))
-        .args(["quickstart", "--dir"])
-        .arg(&dir)
-        .arg("--agent")
-        .arg(bin("aftercare-agent"))
-        .args(["--duration", "9s", "--interval", "1s"])
-        .output()
-        .expect("run quickstart");
+    let out = quickstart(&dir, "9s");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -51,16 +57,7 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
     );
 
     // Run again in the same folder: it reuses the CA and certificates.
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg(bin("aftercare-collector"))
-        .args(["quickstart", "--dir"])
-        .arg(&dir)
-        .arg("--agent")
-        .arg(bin("aftercare-agent"))
-        .args(["--duration", "5s", "--interval", "1s"])
-        .output()
-        .unwrap();
+    let out = quickstart(&dir, "5s");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "second run failed:\n{text}");
     assert!(!text.contains("CA created"), "{text}");
