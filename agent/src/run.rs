@@ -287,7 +287,8 @@ impl Agent {
 
     fn on_consent_change(&mut self) {
         let state = self.consent.borrow_and_update().clone();
-        info!(scopes = %scopes_str(&state.active), "consent now allows");
+        // The watch already logged the change of scopes; this is the record itself.
+        debug!(scopes = %scopes_str(&state.active), "consent record updated");
         for scope in Scope::ALL {
             if !state.allows(scope) {
                 let n = self.backlog.discard_scope(scope);
