@@ -14,7 +14,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/aftercare/agent.toml";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Consent file, sequence epoch, (later) spool and audit log.
+    /// Consent file, sequence epoch, spool, log checkpoint and audit log.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// How often metrics are collected.
@@ -25,9 +25,10 @@ pub struct AgentConfig {
     pub interval: Duration,
     pub collector: CollectorConfig,
     #[serde(default)]
-    pub backlog: BacklogConfig,
-    #[serde(default)]
     pub spool: SpoolSection,
+    /// Log files to follow (`[[logs]]`), sent only under the `logs` scope.
+    #[serde(default)]
+    pub logs: Vec<crate::logs::config::LogSource>,
     #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
     /// Who this agent believes it is. Optional: the collector takes identity from the
@@ -78,26 +79,6 @@ pub struct CollectorConfig {
     pub ack_timeout: Duration,
 }
 
-/// In-memory backlog of unacknowledged batches while the collector is unreachable.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BacklogConfig {
-    /// Most batches kept; past it the oldest are dropped, counted and reported.
-    pub max_batches: usize,
-    /// Most bytes (encoded) kept.
-    pub max_bytes: usize,
-}
-
-impl Default for BacklogConfig {
-    fn default() -> Self {
-        // 360 batches = one hour at the default interval, ~1–2 MB.
-        BacklogConfig {
-            max_batches: 360,
-            max_bytes: 4 * 1024 * 1024,
-        }
-    }
-}
-
 /// The on-disk spool of batches awaiting acknowledgement (see `crate::spool`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -129,9 +110,9 @@ impl Default for SpoolSection {
 impl SpoolSection {
     fn validate(&self) -> Result<crate::spool::SpoolConfig, String> {
         use crate::spool::FsyncPolicy;
-        if !(64 * 1024..=64 << 20).contains(&self.segment_bytes) {
+        if !(4096..=64 << 20).contains(&self.segment_bytes) {
             return Err(format!(
-                "spool.segment_bytes = {} is out of range: use 65536 to 67108864",
+                "spool.segment_bytes = {} is out of range: use 4096 to 67108864",
                 self.segment_bytes
             ));
         }
@@ -248,12 +229,6 @@ impl AgentConfig {
                 aftercare_shared::codec::MAX_FRAME_LIMIT
             ));
         }
-        if self.backlog.max_batches == 0 || self.backlog.max_bytes < 64 * 1024 {
-            return Err(
-                "backlog.max_batches must be at least 1 and backlog.max_bytes at least 65536"
-                    .into(),
-            );
-        }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
             return Err(format!(
                 "log_level = '{}': use error, warn, info, debug or trace",
@@ -261,6 +236,7 @@ impl AgentConfig {
             ));
         }
         self.spool.validate()?;
+        crate::logs::config::validate_all(&self.logs)?;
         self.metrics
             .validate()
             .map_err(|e| format!("metrics: {e}"))?;
@@ -271,6 +247,10 @@ impl AgentConfig {
 
     pub fn consent_path(&self) -> PathBuf {
         self.state_dir.join("consent.toml")
+    }
+
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.state_dir.join("logs.checkpoint")
     }
 
     pub fn spool_dir(&self) -> PathBuf {

@@ -4,22 +4,21 @@
 //! - `config`: agent.toml
 //! - `consent`: the consent file and the watch on it (the gate before anything leaves)
 //! - `metrics`: what is collected each interval
-//! - `logs`: log files followed through rotation (not yet wired into `run`)
-//! - `backlog`: batches waiting for acknowledgement (pure bookkeeping)
-//! - `spool`: the bounded on-disk queue of batches awaiting acknowledgement (not yet used by `run`)
+//! - `logs`: log files followed through rotation, lines made into records, redaction
+//! - `spool`: the bounded on-disk queue of batches awaiting acknowledgement
+//! - `outbox`: the spool record's envelope and the batches in flight (pure)
 //! - `transport`: the QUIC link, framed I/O, reconnect backoff
 //! - `tls`: the client side of mutual TLS
 //! - `state`: the sequence epoch on disk
 //! - `run`: the loop that ties them together
-//! - `logs`: log lines before they leave the host (`logs::redact` masks secrets)
 //! - `audit`: the customer-readable, hash-chained record of what left the host
 
 pub mod audit;
-pub mod backlog;
 pub mod config;
 pub mod consent;
 pub mod logs;
 pub mod metrics;
+pub mod outbox;
 pub mod run;
 pub mod spool;
 pub mod state;

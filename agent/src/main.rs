@@ -1,6 +1,6 @@
 //! `aftercare-agent`: the command line.
 
-use aftercare_agent::audit::AuditLog;
+use aftercare_agent::audit::{AuditLog, Event};
 use aftercare_agent::config::{AgentConfig, DEFAULT_CONFIG};
 use aftercare_agent::consent::{self, scopes_str};
 use aftercare_shared::consent::{Scope, parse_scopes};
@@ -175,6 +175,17 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// The customer's decision goes into the audit log too; the consent file stays the
+/// authority, so a failure to record it is reported, not fatal.
+fn record_audit(cfg: &AgentConfig, events: &[Event]) {
+    if events.is_empty() {
+        return;
+    }
+    if let Err(e) = AuditLog::new(&cfg.state_dir).append(now_millis(), events) {
+        eprintln!("warning: not recorded in the audit log: {e}");
+    }
+}
+
 fn consent_cmd(cfg: &AgentConfig, cmd: ConsentCmd) -> Result<()> {
     let path = cfg.consent_path();
     match cmd {
@@ -184,6 +195,15 @@ fn consent_cmd(cfg: &AgentConfig, cmd: ConsentCmd) -> Result<()> {
             let mut rec = consent::load(&path)?;
             rec.grant_scopes(&scopes, &by, time::OffsetDateTime::now_utc(), until)?;
             consent::store(&path, &rec)?;
+            let events: Vec<Event> = scopes
+                .iter()
+                .map(|&scope| Event::ConsentGranted {
+                    scope,
+                    by: by.clone(),
+                    until: until.map(time_fmt::from_offset),
+                })
+                .collect();
+            record_audit(cfg, &events);
             println!(
                 "granted {} by {by}{}; recorded in {}",
                 scopes_str(&scopes),
@@ -201,6 +221,11 @@ fn consent_cmd(cfg: &AgentConfig, cmd: ConsentCmd) -> Result<()> {
             let mut rec = consent::load(&path)?;
             let removed = rec.revoke(&scopes);
             consent::store(&path, &rec)?;
+            let events: Vec<Event> = removed
+                .iter()
+                .map(|&scope| Event::ConsentRevoked { scope })
+                .collect();
+            record_audit(cfg, &events);
             if removed.is_empty() {
                 println!("nothing to revoke: {} was not granted", scopes_str(&scopes));
             } else {

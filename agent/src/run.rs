@@ -1,23 +1,43 @@
-//! The running agent: collect on a timer, gate by consent, keep a backlog, stream it to the
-//! collector and forget each batch only when the collector has acknowledged it.
+//! The running agent: collect on a timer, follow log files, gate everything by consent,
+//! keep it in the on-disk spool, stream it to the collector, and let the spool forget a
+//! batch only when the collector has acknowledged it.
 //!
-//! One task owns all state (consent, backlog, the current link); connecting and the link's
-//! reads and writes run in tasks of their own that report back over channels, so a slow
-//! collector never delays a tick.
+//! One task owns all state (consent, spool, the current link); connecting and the link's
+//! reads and writes run in tasks of their own, and the log side (reading, parsing,
+//! redaction) on a thread of its own (`logs::reader`); all report back over channels, so a
+//! slow collector never delays a tick and a busy log never delays an acknowledgement.
+//!
+//! Where log reading resumes: each log batch is spooled with a note holding the tailer's
+//! positions just past its lines (`outbox`). At start the newest log record in the spool
+//! gives them (acknowledged or not: the spool still holds and will send what follows);
+//! without one, the checkpoint file, which holds the positions of the newest batch the
+//! collector has acknowledged. Lines are thus read once, sent until acknowledged, and
+//! stored once (the collector drops a sequence number it already holds).
+//!
+//! Consent: nothing is collected or read for a scope without it. Withdrawing `logs`
+//! stops the reader, deletes the spooled log batches and the checkpoint; lines written
+//! while `logs` is not in force are never read (a later grant starts at the files' ends).
 
-use crate::backlog::{Backlog, Entry};
+use crate::audit::{AuditLog, Event, HourlyAggregator};
 use crate::config::AgentConfig;
 use crate::consent::{self, ConsentState, scopes_str};
+use crate::logs::checkpoint;
+use crate::logs::reader::{Chunk, Reader, ReaderConfig};
+use crate::logs::redact::RuleSet;
+use crate::logs::tailer::{FilePosition, StartAt};
 use crate::metrics::Collector;
+use crate::outbox::{self, InFlight, Sent};
+use crate::spool::Spool;
 use crate::state;
 use crate::transport::{self, Jitter, Link, LinkError};
 use aftercare_shared::codec;
 use aftercare_shared::consent::Scope;
-use aftercare_shared::model::HostFacts;
+use aftercare_shared::model::{HostFacts, LossReport};
 use aftercare_shared::protocol::{
     self, AgentMsg, Batch, CollectorMsg, Hello, Payload, StreamId, seq_epoch,
 };
 use aftercare_shared::time_fmt::now_millis;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -27,6 +47,15 @@ use tracing::{debug, error, info, warn};
 
 /// How long a shutdown waits for acknowledgements of batches already sent.
 const DRAIN: Duration = Duration::from_secs(2);
+/// Bytes on the wire awaiting acknowledgement at most: enough to keep a link busy, and the
+/// bound on what is read back from the spool into memory.
+const WINDOW: usize = 8 << 20;
+/// Bytes read from the spool per call.
+const TAKE: usize = 1 << 20;
+/// A log batch closes at about this size (bounded by the frame limit too).
+const LOG_BATCH: usize = 512 << 10;
+/// Spool sync, checkpoint and audit bookkeeping.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// What the link's tasks report.
 enum LinkEvent {
@@ -50,9 +79,19 @@ struct Connected {
 pub struct Agent {
     cfg: AgentConfig,
     consent: watch::Receiver<ConsentState>,
+    /// Scopes in force as last seen, to tell an expiry when they change.
+    active: Vec<Scope>,
     collector: Collector,
     facts: HostFacts,
-    backlog: Backlog,
+    spool: Spool,
+    in_flight: InFlight,
+    reader: Option<Reader>,
+    rules: Arc<RuleSet>,
+    local: time::UtcOffset,
+    /// The note of the newest acknowledged log batch, not yet written to the checkpoint.
+    acked_note: Option<Vec<u8>>,
+    audit: AuditLog,
+    hourly: HourlyAggregator,
     epoch: u32,
     counter: u32,
     link: Option<Connected>,
@@ -82,13 +121,26 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
     let collector = Collector::new(&cfg.metrics)?;
     let facts = collector.host_facts();
     let epoch = state::next_epoch(&cfg.state_dir)?;
+    let rules = Arc::new(RuleSet::new(&cfg.redact)?);
+    // Never fatal for damage inside (see `spool`): only an unusable directory stops us.
+    let spool = Spool::open_dir(&cfg.spool_dir(), cfg.spool_config())
+        .with_context(|| format!("cannot open the spool in {}", cfg.spool_dir().display()))?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let active = consent.borrow().active.clone();
     let mut agent = Agent {
-        backlog: Backlog::new(cfg.backlog.max_batches, cfg.backlog.max_bytes),
+        audit: AuditLog::new(&cfg.state_dir),
         cfg,
         consent,
+        active,
         collector,
         facts,
+        spool,
+        in_flight: InFlight::default(),
+        reader: None,
+        rules,
+        local: crate::logs::pipeline::local_offset(),
+        acked_note: None,
+        hourly: HourlyAggregator::new(),
         epoch,
         counter: 0,
         link: None,
@@ -101,19 +153,39 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         events_tx,
         events_rx,
     };
+    let s = agent.spool.stats;
     info!(
         host = %agent.facts.hostname,
         collector = %agent.cfg.collector.address,
         interval = ?agent.cfg.interval,
         consent = %scopes_str(&agent.consent.borrow().active),
+        log_sources = agent.cfg.logs.len(),
+        spooled_bytes = agent.spool.bytes(),
         "aftercare-agent {} started", aftercare_shared::VERSION
     );
+    if s.damaged > 0 || s.torn_bytes > 0 {
+        warn!(
+            damaged = s.damaged,
+            torn_bytes = s.torn_bytes,
+            "spool damage skipped at open (see `aftercare-agent spool verify`)"
+        );
+    }
+    // Consent may have changed while we were down: drop what may no longer leave.
+    agent.enforce_consent(true);
     agent.main_loop(client, shutdown).await
 }
 
 impl Agent {
+    fn allows(&self, scope: Scope) -> bool {
+        self.consent.borrow().allows(scope)
+    }
+
+    /// A link only when something may leave and there is something to send: consent for
+    /// logs with no log files configured opens no connection.
     fn wants_link(&self) -> bool {
-        self.consent.borrow().allows(Scope::Metrics)
+        self.allows(Scope::Metrics)
+            || (self.allows(Scope::Logs)
+                && (!self.cfg.logs.is_empty() || self.spool.has_unacked(StreamId::Logs)))
     }
 
     async fn main_loop(
@@ -124,6 +196,8 @@ impl Agent {
         let mut endpoint: Option<quinn::Endpoint> = None;
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut connecting: Option<JoinHandle<Result<Link, LinkError>>> = None;
         let mut retry_at = Instant::now();
         let mut draining: Option<Instant> = None;
@@ -133,12 +207,19 @@ impl Agent {
                 && draining.is_none()
                 && self.link.is_none()
                 && connecting.is_none();
+            let ack_deadline = self
+                .waiting_since
+                .filter(|_| self.link.is_some())
+                .map(|w| w + self.cfg.collector.ack_timeout);
             tokio::select! {
                 _ = shutdown.cancelled(), if draining.is_none() => {
-                    if self.link.is_none() || self.backlog.is_empty() {
+                    if let Some(r) = self.reader.take() {
+                        r.stop();
+                    }
+                    if self.link.is_none() || self.in_flight.is_empty() {
                         break;
                     }
-                    info!(unacked = self.backlog.len(), "shutting down: waiting up to {DRAIN:?} for acknowledgements");
+                    info!(unacked = self.in_flight.len(), "shutting down: waiting up to {DRAIN:?} for acknowledgements");
                     draining = Some(Instant::now() + DRAIN);
                 }
                 _ = async { tokio::time::sleep_until(draining.expect("guarded")).await }, if draining.is_some() => break,
@@ -147,10 +228,19 @@ impl Agent {
                     self.on_consent_change();
                 }
                 _ = tick.tick(), if draining.is_none() => self.on_tick(),
-                _ = async { tokio::time::sleep_until(self.waiting_since.expect("guarded") + self.cfg.collector.ack_timeout).await },
-                    if self.waiting_since.is_some() && self.link.is_some() => {
+                _ = housekeeping.tick() => self.housekeeping(),
+                chunk = async { self.reader.as_mut().expect("guarded").chunks.recv().await }, if self.reader.is_some() && draining.is_none() => {
+                    match chunk {
+                        Some(c) => self.on_log_chunk(c),
+                        None => {
+                            error!("the log reader stopped; logs are not followed until the agent restarts");
+                            if let Some(r) = self.reader.take() { r.stop(); }
+                        }
+                    }
+                }
+                _ = async { tokio::time::sleep_until(ack_deadline.expect("guarded")).await }, if ack_deadline.is_some() => {
                     warn!(
-                        in_flight = self.backlog.in_flight(),
+                        in_flight = self.in_flight.len(),
                         "no acknowledgement for {:?}: taking the link for dead",
                         self.cfg.collector.ack_timeout
                     );
@@ -160,7 +250,7 @@ impl Agent {
                 }
                 Some(ev) = self.events_rx.recv() => {
                     self.on_link_event(ev, &mut retry_at);
-                    if draining.is_some() && self.backlog.is_empty() { break; }
+                    if draining.is_some() && (self.in_flight.is_empty() || self.link.is_none()) { break; }
                 }
                 res = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
                     connecting = None;
@@ -202,13 +292,19 @@ impl Agent {
         if let Some(h) = connecting.take() {
             h.abort();
         }
-        if !self.backlog.is_empty() {
-            warn!(
-                unacked = self.backlog.len(),
-                "batches not acknowledged at shutdown are lost (the agent keeps them in memory only)"
-            );
+        if let Some(r) = self.reader.take() {
+            r.stop();
         }
         self.close_link("agent shutting down");
+        self.housekeeping();
+        let last = self.hourly.flush();
+        self.write_audit(&last);
+        if self.spool.has_unacked(StreamId::Metrics) || self.spool.has_unacked(StreamId::Logs) {
+            info!(
+                spooled_bytes = self.spool.bytes(),
+                "unacknowledged batches stay in the spool and are sent after the next start"
+            );
+        }
         if let Some(ep) = endpoint {
             let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
         }
@@ -227,52 +323,133 @@ impl Agent {
         }
     }
 
+    fn next_seq(&mut self) -> u64 {
+        let seq = protocol::seq(self.epoch, self.counter);
+        self.counter = self.counter.wrapping_add(1);
+        seq
+    }
+
     fn on_tick(&mut self) {
         // No consent, no collection: nothing is even gathered for sending.
-        if !self.consent.borrow().allows(Scope::Metrics) {
+        if !self.allows(Scope::Metrics) {
             return;
         }
         let snapshot = self.collector.collect(now_millis());
-        let samples = snapshot.samples.len() as u64;
-        let loss = self.backlog.take_owed();
-        let seq = protocol::seq(self.epoch, self.counter);
-        self.counter = self.counter.wrapping_add(1);
-        let batch = Batch {
+        let count = snapshot.samples.len() as u32;
+        let seq = self.next_seq();
+        let loss = self.spool.take_owed(Scope::Metrics);
+        let payload = Payload::Metrics { snapshot, loss };
+        self.spool_batch(StreamId::Metrics, seq, count, loss, payload, &[]);
+        self.pump();
+    }
+
+    fn on_log_chunk(&mut self, c: Chunk) {
+        // Consent may have gone while the chunk was on its way: it is not spooled.
+        if !self.allows(Scope::Logs) {
+            return;
+        }
+        if !c.redacted.is_empty() {
+            let ev = self.hourly.redacted(now_millis(), &c.redacted);
+            self.write_audit(&ev);
+        }
+        let count = c.records.len() as u32;
+        let seq = self.next_seq();
+        let loss = self.spool.take_owed(Scope::Logs);
+        let payload = Payload::Logs {
+            records: c.records,
+            loss,
+        };
+        self.spool_batch(StreamId::Logs, seq, count, loss, payload, &c.note);
+        self.pump();
+    }
+
+    /// Encode a batch and add it to the spool with its note. Failures are counted as loss
+    /// by the spool (or here, for a batch that cannot be encoded) and logged.
+    fn spool_batch(
+        &mut self,
+        stream: StreamId,
+        seq: u64,
+        count: u32,
+        loss: LossReport,
+        payload: Payload,
+        note: &[u8],
+    ) {
+        let batch = AgentMsg::Batch(Batch {
             seq,
             claimed_host: None,
-            payload: Payload::Metrics { snapshot, loss },
-        };
-        match codec::to_frame(&AgentMsg::Batch(batch), self.cfg.collector.max_frame_bytes) {
+            payload,
+        });
+        match codec::to_frame(&batch, self.cfg.collector.max_frame_bytes) {
             Ok(frame) => {
-                let before = self.backlog.total_dropped;
-                self.backlog.push(Entry {
-                    stream: StreamId::Metrics,
-                    seq,
-                    frame,
-                    samples,
-                    carried: loss,
-                });
-                if self.backlog.total_dropped > before {
-                    warn!(
-                        dropped_total = self.backlog.total_dropped,
-                        "backlog full: dropped the oldest batch (reported to the collector)"
+                let p = outbox::wrap(note, &frame);
+                if let Err(e) = self.spool.append_carrying(stream, seq, count, &loss, &p) {
+                    error!(
+                        stream = stream.as_str(),
+                        "batch not spooled, counted as lost: {e}"
                     );
                 }
             }
-            Err(e) => error!("cannot encode a metrics batch: {e}"),
-        }
-        self.flush();
-    }
-
-    /// Write every batch not yet written on the current link.
-    fn flush(&mut self) {
-        let Some(link) = &self.link else { return };
-        for e in self.backlog.take_unsent() {
-            if link.frames.send(WriterCmd::Frame(e.frame.clone())).is_err() {
-                break; // the writer is gone; the Closed event will follow
+            Err(e) => {
+                error!(
+                    stream = stream.as_str(),
+                    records = count,
+                    "cannot encode a batch (over collector.max_frame_bytes?), counted as lost: {e}"
+                );
+                self.spool.lost(stream, count, &loss);
             }
         }
-        if self.backlog.in_flight() > 0 && self.waiting_since.is_none() {
+        for d in self.spool.take_drops() {
+            let reason = if d.revoked {
+                "consent withdrawn"
+            } else {
+                "spool full"
+            };
+            self.write_audit(&[Event::SpoolDropped {
+                scope: d.scope,
+                records: d.records,
+                bytes: d.bytes,
+                reason: reason.into(),
+            }]);
+        }
+    }
+
+    /// Write spooled batches on the link while the window allows, metrics first (small,
+    /// and the status page depends on them).
+    fn pump(&mut self) {
+        let Some(link) = &self.link else { return };
+        'streams: for stream in [StreamId::Metrics, StreamId::Logs] {
+            while self.in_flight.bytes() < WINDOW {
+                let recs = match self.spool.take_unsent(stream, TAKE) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(stream = stream.as_str(), "spool read failed: {e}");
+                        break;
+                    }
+                };
+                if recs.is_empty() {
+                    break;
+                }
+                for r in recs {
+                    let Some((note, frame)) = outbox::split(&r.payload) else {
+                        warn!(seq = r.seq, "spool record without an envelope skipped");
+                        continue;
+                    };
+                    if link.frames.send(WriterCmd::Frame(frame.to_vec())).is_err() {
+                        break 'streams; // the writer is gone; the Closed event will follow
+                    }
+                    self.in_flight.push(
+                        stream,
+                        Sent {
+                            seq: r.seq,
+                            count: r.count,
+                            bytes: frame.len(),
+                            note: note.to_vec(),
+                        },
+                    );
+                }
+            }
+        }
+        if !self.in_flight.is_empty() && self.waiting_since.is_none() {
             self.waiting_since = Some(Instant::now());
         }
     }
@@ -285,18 +462,150 @@ impl Agent {
         }
     }
 
-    fn on_consent_change(&mut self) {
-        let state = self.consent.borrow_and_update().clone();
-        // The watch already logged the change of scopes; this is the record itself.
-        debug!(scopes = %scopes_str(&state.active), "consent record updated");
+    fn write_audit(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.audit.append(now_millis(), events) {
+            warn!("{e}");
+        }
+    }
+
+    /// Once a second: make the spool durable per its policy, store the checkpoint of the
+    /// newest acknowledged log batch, and close the audit log's hour when it ends.
+    fn housekeeping(&mut self) {
+        if let Err(e) = self.spool.flush() {
+            warn!("{e}");
+        }
+        if let Some(note) = self.acked_note.take() {
+            match std::str::from_utf8(&note)
+                .map_err(|e| e.to_string())
+                .and_then(checkpoint::decode)
+            {
+                Ok(pos) => {
+                    if let Err(e) = checkpoint::store(&self.cfg.checkpoint_path(), &pos) {
+                        warn!("{e}");
+                    }
+                }
+                Err(e) => warn!("log batch note unreadable, checkpoint not moved: {e}"),
+            }
+        }
+        let ev = self.hourly.tick(now_millis());
+        self.write_audit(&ev);
+    }
+
+    /// Bring the log reader, the spool and the checkpoint in line with consent. `starting`:
+    /// the agent just started, so resume where the spool or checkpoint says.
+    fn enforce_consent(&mut self, starting: bool) {
         for scope in Scope::ALL {
-            if !state.allows(scope) {
-                let n = self.backlog.discard_scope(scope);
+            if !self.allows(scope) {
+                let n = self.spool.discard_scope(scope);
                 if n > 0 {
                     info!(%scope, batches = n, "consent withdrawn: deleted unsent data");
                 }
             }
         }
+        let drops = self.spool.take_drops();
+        for d in drops {
+            self.write_audit(&[Event::SpoolDropped {
+                scope: d.scope,
+                records: d.records,
+                bytes: d.bytes,
+                reason: "consent withdrawn".into(),
+            }]);
+        }
+        if !self.allows(Scope::Logs) {
+            if let Some(r) = self.reader.take() {
+                r.stop();
+                info!("logs consent withdrawn: stopped reading log files");
+            }
+            self.acked_note = None;
+            // Lines written while logs may not leave are never read: the next grant
+            // starts at the files' ends.
+            match std::fs::remove_file(self.cfg.checkpoint_path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!("cannot remove the log checkpoint: {e}"),
+            }
+            return;
+        }
+        if self.reader.is_some() || self.cfg.logs.is_empty() {
+            return;
+        }
+        let mut sources = self.cfg.logs.clone();
+        let checkpoint = if starting {
+            self.resume_positions()
+        } else {
+            for s in &mut sources {
+                s.start_at = StartAt::End;
+            }
+            None
+        };
+        let chunk_bytes = LOG_BATCH.min(self.cfg.collector.max_frame_bytes / 2);
+        match Reader::start(ReaderConfig {
+            sources,
+            rules: self.rules.clone(),
+            driver: Default::default(),
+            checkpoint,
+            chunk_bytes,
+            local: self.local,
+        }) {
+            Ok(r) => {
+                info!(sources = self.cfg.logs.len(), "following log files");
+                self.reader = Some(r);
+            }
+            Err(e) => error!("cannot follow log files: {e}"),
+        }
+    }
+
+    /// Where log reading resumes after a start: the newest log batch in the spool, else
+    /// the checkpoint file, else nothing (each source's `start_at`).
+    fn resume_positions(&mut self) -> Option<Vec<FilePosition>> {
+        match self.spool.newest_payload(StreamId::Logs) {
+            Ok(Some(p)) => match outbox::split(&p)
+                .and_then(|(note, _)| std::str::from_utf8(note).ok())
+                .map(checkpoint::decode)
+            {
+                Some(Ok(pos)) => return Some(pos),
+                _ => warn!(
+                    "the newest spooled log batch has no readable note; using the checkpoint file"
+                ),
+            },
+            Ok(None) => {}
+            Err(e) => warn!("{e}; using the checkpoint file"),
+        }
+        match checkpoint::load(&self.cfg.checkpoint_path()) {
+            Ok(p) => p,
+            Err(e) => {
+                error!("{e}");
+                None
+            }
+        }
+    }
+
+    fn on_consent_change(&mut self) {
+        let state = self.consent.borrow_and_update().clone();
+        // The watch already logged the change of scopes; this is the record itself.
+        debug!(scopes = %scopes_str(&state.active), "consent record updated");
+        // Grants and revocations are recorded by the command that made them; an expiry has
+        // no command, so it is recorded here.
+        let now = now_millis();
+        let expired: Vec<Event> = self
+            .active
+            .iter()
+            .filter(|s| !state.allows(**s))
+            .filter(|s| {
+                state
+                    .record
+                    .grant(**s)
+                    .and_then(|g| g.until)
+                    .is_some_and(|u| u <= now)
+            })
+            .map(|&scope| Event::ConsentExpired { scope })
+            .collect();
+        self.write_audit(&expired);
+        self.active = state.active.clone();
+        self.enforce_consent(false);
         // Tell the collector what the customer decided, then hang up if nothing may flow.
         self.send_msg(&AgentMsg::ConsentUpdate(state.record.clone()));
         if !self.wants_link() {
@@ -373,13 +682,15 @@ impl Agent {
         if current != self.hello_consent {
             self.send_msg(&AgentMsg::ConsentUpdate(current));
         }
-        self.backlog.rewind();
-        self.flush();
+        self.in_flight.clear();
+        self.spool.rewind();
+        self.pump();
     }
 
     /// If the collector holds sequence numbers that are not ours but not below ours either,
-    /// our state directory was lost or copied: move past them and number the backlog anew
-    /// (none of it can have been stored, as none of it was acknowledged).
+    /// our state directory was lost or copied: move past them and number the spooled
+    /// batches of that stream anew (none of them can have been stored, as none of them was
+    /// acknowledged).
     fn adopt_high_water(&mut self, stream: StreamId, hw: u64) {
         let Some(new_epoch) = epoch_after_welcome(self.epoch, self.welcomed, hw) else {
             return;
@@ -394,19 +705,31 @@ impl Agent {
         }
         self.epoch = new_epoch;
         self.welcomed = false;
-        let mut counter = 0u32;
+        self.counter = 0;
         let max = self.cfg.collector.max_frame_bytes;
-        self.backlog.renumber(stream, |e| {
+        let mut counter = 0u32;
+        let res = self.spool.renumber(stream, |payload| {
             let seq = protocol::seq(new_epoch, counter);
             counter += 1;
-            if let Ok(AgentMsg::Batch(mut b)) = codec::decode_body::<AgentMsg>(&e.frame[4..]) {
+            let renumbered = outbox::split(payload).and_then(|(note, frame)| {
+                let Ok(AgentMsg::Batch(mut b)) = codec::decode_body::<AgentMsg>(&frame[4..]) else {
+                    return None;
+                };
                 b.seq = seq;
-                if let Ok(f) = codec::to_frame(&AgentMsg::Batch(b), max) {
-                    e.frame = f;
-                    e.seq = seq;
-                }
-            }
+                let f = codec::to_frame(&AgentMsg::Batch(b), max).ok()?;
+                Some(outbox::wrap(note, &f))
+            });
+            // Undecodable: keep the bytes; the collector rejects it, and it is counted.
+            (seq, renumbered.unwrap_or_else(|| payload.to_vec()))
         });
+        match res {
+            Ok(n) => info!(
+                stream = stream.as_str(),
+                batches = n,
+                "renumbered spooled batches"
+            ),
+            Err(e) => error!("renumbering the spool failed: {e}"),
+        }
         self.counter = counter;
     }
 
@@ -427,6 +750,42 @@ impl Agent {
         *retry_at = Instant::now() + wait;
     }
 
+    fn settle(&mut self, stream: StreamId, seq: u64, sent: bool) {
+        let done = self.in_flight.ack(stream, seq);
+        if sent {
+            let now = now_millis();
+            let (mut records, mut bytes) = (0u64, 0u64);
+            for s in &done {
+                records += u64::from(s.count);
+                bytes += s.bytes as u64;
+            }
+            if records > 0 || bytes > 0 {
+                let ev = self.hourly.sent(
+                    now,
+                    stream.scope(),
+                    &self.cfg.collector.address,
+                    records,
+                    bytes,
+                );
+                self.write_audit(&ev);
+            }
+        }
+        if stream == StreamId::Logs
+            && let Some(last) = done.into_iter().next_back()
+            && !last.note.is_empty()
+        {
+            self.acked_note = Some(last.note);
+        }
+        if sent {
+            self.spool.ack(stream, seq);
+        } else {
+            self.spool.reject(stream, seq);
+        }
+        // Progress: the clock restarts for what is still in flight.
+        self.waiting_since = (!self.in_flight.is_empty()).then(Instant::now);
+        self.pump();
+    }
+
     fn on_link_event(&mut self, ev: LinkEvent, retry_at: &mut Instant) {
         let current = self.link.as_ref().map(|l| l.generation);
         match ev {
@@ -436,22 +795,19 @@ impl Agent {
                     seq,
                     duplicate,
                 } => {
-                    let n = self.backlog.ack(stream, seq);
-                    debug!(stream = stream.as_str(), seq, duplicate, done = n, "ack");
-                    // Progress: the clock restarts for what is still in flight.
-                    self.waiting_since = (self.backlog.in_flight() > 0).then(Instant::now);
+                    debug!(stream = stream.as_str(), seq, duplicate, "ack");
+                    self.settle(stream, seq, true);
                 }
                 CollectorMsg::Rejected {
                     stream,
                     seq,
                     reason,
                 } => {
-                    self.backlog.reject(stream, seq);
-                    self.waiting_since = (self.backlog.in_flight() > 0).then(Instant::now);
                     warn!(
                         stream = stream.as_str(),
                         seq, "collector rejected a batch: {reason}"
                     );
+                    self.settle(stream, seq, false);
                 }
                 CollectorMsg::Refused { reason } => {
                     error!("collector ended the session: {reason}");
@@ -462,6 +818,7 @@ impl Agent {
                 warn!("link lost: {why}");
                 self.link = None;
                 self.waiting_since = None;
+                self.in_flight.clear();
                 let wait = transport::backoff(
                     0,
                     self.cfg.collector.reconnect_min,
@@ -476,6 +833,7 @@ impl Agent {
 
     fn close_link(&mut self, why: &str) {
         self.waiting_since = None;
+        self.in_flight.clear();
         if let Some(link) = self.link.take() {
             info!("closing link: {why}");
             let _ = link.frames.send(WriterCmd::Close(why.to_string()));

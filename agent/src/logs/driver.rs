@@ -51,6 +51,8 @@ pub enum DriverError {
     },
     #[error("cannot start the log file watcher: {0}")]
     Watcher(#[source] notify::Error),
+    #[error("cannot start the log reader thread: {0}")]
+    Thread(String),
 }
 
 #[derive(Debug, Clone)]

@@ -4,20 +4,22 @@
 //! - `fingerprint`: file identity (dev, inode, first bytes)
 //! - `tailer`: the pure state machine (observations and bytes in; lines, reads, positions out)
 //! - `checkpoint`: positions on disk, versioned, written atomically
-//! - `driver`: globs, the reads and the notify watch that feed the tailer (not yet in `run`)
+//! - `driver`: globs, the reads and the notify watch that feed the tailer
 //! - `config`: `[[logs]]` sources (paths, globs, line limits, multiline rule, start_at)
 //! - `multiline`: joining a stack trace's lines into one record (pure)
 //! - `record`: the record that will leave the host (source, file, offset, times, severity)
 //! - `severity`: severity and timestamp of a line (syslog PRI, ISO 8601, RFC 3164, keywords)
 //! - `redact`: masking secrets before a line leaves the host (built-ins and customer rules)
-//!
-//! Not yet wired into the run loop: `driver::LogDriver` is ready for it.
+//! - `pipeline`: lines to wire records (multiline, time, severity, redaction; pure)
+//! - `reader`: the thread that runs driver and pipeline and hands chunks to `run`
 
 pub mod checkpoint;
 pub mod config;
 pub mod driver;
 pub mod fingerprint;
 pub mod multiline;
+pub mod pipeline;
+pub mod reader;
 pub mod record;
 pub mod redact;
 pub mod severity;

@@ -95,9 +95,9 @@ pub fn encode(out: &mut Vec<u8>, h: &RecHeader, payload: &[u8], carried: &LossRe
 
 /// The CRC covers every byte of the record except the CRC field itself.
 fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
-    let c = crc32c_update(!0, &header[..8]);
-    let c = crc32c_update(c, &header[12..REC_HEADER]);
-    !crc32c_update(c, payload)
+    let c = crc32c::crc32c(&header[..8]);
+    let c = crc32c::crc32c_append(c, &header[12..REC_HEADER]);
+    crc32c::crc32c_append(c, payload)
 }
 
 /// Parse a header; `None` if it cannot be one (wrong magic, flags, absurd length).
@@ -145,40 +145,11 @@ pub fn split_body<'a>(h: &RecHeader, body: &'a [u8]) -> (&'a [u8], LossReport) {
     )
 }
 
-const fn crc_table() -> [u32; 256] {
-    // CRC-32C (Castagnoli), reflected polynomial.
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
-static CRC_TABLE: [u32; 256] = crc_table();
-
-/// A 1 KiB table instead of a crate: this is the agent's only checksum and speed is ample
-/// for a spool that moves kilobytes per second.
-fn crc32c_update(mut c: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
-    }
-    c
-}
-
+/// CRC-32C (Castagnoli); the crate uses the CPU's CRC instruction where there is one: the
+/// spool moves every log line twice (append, send), so a table loop would cost more than
+/// the rest of the spool.
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    !crc32c_update(!0, bytes)
+    crc32c::crc32c(bytes)
 }
 
 /// What a scan found at one place in a segment.

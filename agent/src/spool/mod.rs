@@ -189,7 +189,19 @@ pub struct Spool<S: Storage = DirStorage> {
     data_unsynced: bool,
     last_sync: Instant,
     scratch: Vec<u8>,
+    drops: Vec<Dropped>,
     pub stats: SpoolStats,
+}
+
+/// Unsent records the spool gave up, for the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub scope: Scope,
+    pub records: u64,
+    /// The segment's size on disk (records of one stream only).
+    pub bytes: u64,
+    /// By revocation, rather than for want of room.
+    pub revoked: bool,
 }
 
 impl Spool<DirStorage> {
@@ -392,6 +404,7 @@ impl<S: Storage> Spool<S> {
             data_unsynced: false,
             last_sync: Instant::now(),
             scratch: Vec::new(),
+            drops: Vec::new(),
             stats,
         };
         sp.delete_acked();
@@ -457,19 +470,25 @@ impl<S: Storage> Spool<S> {
         payload: &[u8],
     ) -> Result<(), SpoolError> {
         let code = stream.code();
-        let r = self.append_inner(code, seq, count, carried, payload);
+        let r = self.append_inner(code, seq, count, carried, payload, true);
         if r.is_err() {
-            let l = &mut self.owed[scope_index(stream.scope())];
-            add_loss(l, carried);
-            l.dropped_batches += 1;
-            l.dropped_samples += u64::from(count);
-            self.stats.dropped += 1;
-            self.state_dirty = true;
-            self.persist_state();
+            self.lost(stream, count, carried);
         } else {
             self.maybe_sync();
         }
         r
+    }
+
+    /// A batch that never made it into the spool (it could not be encoded): counted as
+    /// dropped, with the loss it carried owed again.
+    pub fn lost(&mut self, stream: StreamId, count: u32, carried: &LossReport) {
+        let l = &mut self.owed[scope_index(stream.scope())];
+        add_loss(l, carried);
+        l.dropped_batches += 1;
+        l.dropped_samples += u64::from(count);
+        self.stats.dropped += 1;
+        self.state_dirty = true;
+        self.persist_state();
     }
 
     fn append_inner(
@@ -479,6 +498,7 @@ impl<S: Storage> Spool<S> {
         count: u32,
         carried: &LossReport,
         payload: &[u8],
+        may_drop: bool,
     ) -> Result<(), SpoolError> {
         if payload.len() > format::MAX_PAYLOAD as usize {
             return Err(SpoolError::Io {
@@ -489,7 +509,8 @@ impl<S: Storage> Spool<S> {
         let h = format::header(code, count, self.next_id, seq, payload, carried);
         let total = h.total();
         let mut dropped_any = false;
-        while let Some(old) = self.book.to_drop(total + SEG_HEADER, self.cfg.max_bytes) {
+        while may_drop && let Some(old) = self.book.to_drop(total + SEG_HEADER, self.cfg.max_bytes)
+        {
             self.drop_segment(old, false);
             dropped_any = true;
         }
@@ -596,6 +617,12 @@ impl<S: Storage> Spool<S> {
                 let l = &mut self.owed[scope_index(scope)];
                 // Its own data is gone; the loss it carried is still to be told.
                 add_loss(l, &carried);
+                self.drops.push(Dropped {
+                    scope,
+                    records,
+                    bytes: seg.bytes,
+                    revoked,
+                });
                 if revoked {
                     l.discarded_by_revocation += records;
                 } else {
@@ -687,6 +714,103 @@ impl<S: Storage> Spool<S> {
             self.cursors.insert(code, (seg.first_id, seg.bytes));
         }
         Ok(out)
+    }
+
+    /// The payload of `stream`'s newest intact record, acknowledged or not: where the log
+    /// tailer stood when it last handed lines over (see `run`). Reads the newest segment.
+    pub fn newest_payload(&mut self, stream: StreamId) -> Result<Option<Vec<u8>>, SpoolError> {
+        let code = stream.code();
+        let Some(seg) = self.book.active(code).copied() else {
+            return Ok(None);
+        };
+        let name = segment_name(code, seg.first_id);
+        let mut r = self
+            .fs
+            .open_read(&name)
+            .map_err(io_err(format!("open {name}")))?;
+        r.seek(SeekFrom::Start(SEG_HEADER))
+            .map_err(io_err(format!("read {name}")))?;
+        let mut sc = Scanner::new(SEG_HEADER, seg.bytes);
+        let mut newest: Option<(u64, Vec<u8>)> = None;
+        while let Some(item) = sc.next(&mut r).map_err(io_err(format!("read {name}")))? {
+            if let Item::Record { header: h, .. } = item
+                && h.stream == code
+                && newest.as_ref().is_none_or(|(id, _)| h.id > *id)
+            {
+                newest = Some((h.id, format::split_body(&h, sc.body()).0.to_vec()));
+            }
+        }
+        Ok(newest.map(|(_, p)| p))
+    }
+
+    /// Give every unacknowledged record of `stream` a new sequence number and payload:
+    /// `f(old payload)` returns them, in order, numbered past everything on this stream.
+    /// Used when the collector turns out to hold sequence numbers of ours that we never
+    /// sent (a lost or copied state directory). Copies one segment at a time, then deletes
+    /// it: a crash midway leaves some records twice, the old copies under numbers the
+    /// collector already holds (it acknowledges them as duplicates), so nothing is stored
+    /// twice. Loss counts carried by records move with them.
+    pub fn renumber(
+        &mut self,
+        stream: StreamId,
+        mut f: impl FnMut(&[u8]) -> (u64, Vec<u8>),
+    ) -> Result<u64, SpoolError> {
+        let code = stream.code();
+        let acked = self.book.acked(code);
+        let old: Vec<SegMeta> = self
+            .book
+            .segments()
+            .iter()
+            .filter(|s| s.stream == code)
+            .copied()
+            .collect();
+        // New records go to new segments, never after the old ones in the same file.
+        self.tainted.push(code);
+        self.cursors.remove(&code);
+        let mut moved = 0;
+        for seg in old {
+            let name = segment_name(code, seg.first_id);
+            let mut recs = Vec::new();
+            {
+                let mut r = self
+                    .fs
+                    .open_read(&name)
+                    .map_err(io_err(format!("open {name}")))?;
+                r.seek(SeekFrom::Start(SEG_HEADER))
+                    .map_err(io_err(format!("read {name}")))?;
+                let mut sc = Scanner::new(SEG_HEADER, seg.bytes);
+                while let Some(item) = sc.next(&mut r).map_err(io_err(format!("read {name}")))? {
+                    if let Item::Record { header: h, .. } = item
+                        && h.stream == code
+                        && h.seq > acked
+                    {
+                        let (payload, carried) = format::split_body(&h, sc.body());
+                        recs.push((h.count, carried, payload.to_vec()));
+                    }
+                }
+            }
+            for (count, carried, payload) in recs {
+                let (seq, payload) = f(&payload);
+                // Over the bound by one segment at most, for as long as this takes.
+                self.append_inner(code, seq, count, &carried, &payload, false)?;
+                moved += 1;
+            }
+            self.writers.remove(&code);
+            if let Err(e) = self.fs.remove(&name) {
+                warn!("spool: cannot delete renumbered segment {name}: {e}");
+            }
+            self.book.remove(seg.first_id);
+        }
+        self.tainted.retain(|c| *c != code);
+        if let Err(e) = self.flush() {
+            warn!("{e}");
+        }
+        Ok(moved)
+    }
+
+    /// What was dropped or discarded since the last call.
+    pub fn take_drops(&mut self) -> Vec<Dropped> {
+        std::mem::take(&mut self.drops)
     }
 
     /// A new connection: everything unacknowledged is to be sent again.
