@@ -256,3 +256,29 @@ impl Proc {
         false
     }
 }
+
+/// Append a `[[logs]]` source (TOML body lines in `body`) to agent `name`'s config and
+/// load it again.
+pub fn add_log_source(f: &Fixture, name: &str, body: &str) -> AgentConfig {
+    let p = f.agent_config_path(name);
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str(&format!("\n[[logs]]\n{body}\n"));
+    std::fs::write(&p, text).unwrap();
+    AgentConfig::load(&p).unwrap()
+}
+
+/// Every log record stored for `host`; empty while the collector has no database yet.
+pub fn stored_logs(f: &Fixture, host: &str) -> Vec<aftercare_shared::model::LogRecord> {
+    use aftercare_collector::store::{LogFilter, Store};
+    let Ok(mut st) = aftercare_collector::store::open_sqlite_readonly(&f.collector.database) else {
+        return Vec::new();
+    };
+    let filter = LogFilter {
+        since: 0,
+        until: i64::MAX,
+        min_severity: None,
+        grep: None,
+        limit: usize::MAX,
+    };
+    st.logs(host, &filter).unwrap_or_default()
+}

@@ -144,9 +144,9 @@ pub struct Tailer {
     reads: VecDeque<ReadRequest>,
     lines: VecDeque<Line>,
     releases: VecDeque<FileId>,
-    /// Files replaced during the current scan (dev, head, line_start): what a copy made
-    /// by copytruncate is recognised by.
-    replaced: Vec<(u64, Vec<u8>, u64)>,
+    /// Files replaced during the current scan (dev, fingerprint of a full head, where the
+    /// lines delivered end): what a copy made by copytruncate is recognised by.
+    replaced: Vec<(u64, Fingerprint, u64)>,
     dirty: bool,
 }
 
@@ -193,9 +193,12 @@ impl Tailer {
         // Files we know first: a truncated original must be seen as such before its copy
         // is looked at, whatever order the paths came in.
         let mut ids = vec![0; observations.len()];
+        // Restored positions count as known: copytruncate may have run while we were down.
         for pass in [true, false] {
             for (i, o) in observations.iter().enumerate() {
-                if self.files.values().any(|t| t.dev_ino == o.dev_ino) == pass && ids[i] == 0 {
+                let known = self.files.values().any(|t| t.dev_ino == o.dev_ino)
+                    || self.restored.iter().any(|p| p.dev_ino == o.dev_ino);
+                if known == pass && ids[i] == 0 {
                     ids[i] = self.observe(now, o);
                 }
             }
@@ -246,7 +249,7 @@ impl Tailer {
             // Truncated, or the inode now holds other content: the old file is gone.
             if t.head.len() == HEAD_BYTES {
                 self.replaced
-                    .push((t.dev_ino.dev, std::mem::take(&mut t.head), t.line_start));
+                    .push((t.dev_ino.dev, Fingerprint::of(&t.head), t.line_start));
             }
             self.release(id);
             return self.track(now, o, 0);
@@ -257,6 +260,11 @@ impl Tailer {
             let start = if p.fingerprint.matches(head) && o.size >= p.offset {
                 p.offset
             } else {
+                // Truncated while we were down (copytruncate): its copy, if in our paths,
+                // holds what we had delivered, and is recognised like one made while up.
+                if usize::from(p.fingerprint.len) == HEAD_BYTES {
+                    self.replaced.push((o.dev_ino.dev, p.fingerprint, p.offset));
+                }
                 0
             };
             return self.track(now, o, start);
@@ -271,7 +279,7 @@ impl Tailer {
             && let Some((_, _, line_start)) = self
                 .replaced
                 .iter()
-                .find(|(dev, h, _)| *dev == o.dev_ino.dev && h.as_slice() == head)
+                .find(|(dev, fp, _)| *dev == o.dev_ino.dev && fp.matches(head))
         {
             let start = (*line_start).min(o.size);
             return self.track(now, o, start);
