@@ -15,8 +15,8 @@
 //!
 //! Severity and timestamps are read from the raw bytes, where ASCII words and digits are
 //! the same in every accepted encoding. The one blind spot: a character whose second byte
-//! is an ASCII letter (GBK's extension beyond GB2312, whose bytes are all 0xA1–0xFE; often
-//! in Shift_JIS and Big5) written right against a keyword joins it into one word.
+//! is an ASCII letter, written right against a keyword, joins it into one word. GB2312's
+//! characters never do (both bytes are 0xA1–0xFE); GBK's extension, Shift_JIS and Big5 can.
 
 use encoding_rs::Encoding;
 use std::borrow::Cow;
@@ -74,7 +74,7 @@ impl LineEncoding {
     /// dropped. Valid UTF-8 in a UTF-8 source, and ASCII in any source, is borrowed as is.
     pub fn decode(self, bytes: &[u8]) -> Cow<'_, str> {
         if self.0 == encoding_rs::UTF_8 {
-            // What the agent always did, and the cheapest check there is for valid UTF-8.
+            // What the agent always did: one validation pass, no copy for valid UTF-8.
             return String::from_utf8_lossy(bytes);
         }
         // Without BOM handling: a GBK line that begins with the bytes EF BB BF is still GBK.
