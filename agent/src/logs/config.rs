@@ -8,8 +8,11 @@
 //! max_line_bytes = 32768               # longer lines are split into marked pieces
 //! multiline_start = "timestamp"        # or "not_indented"; default: every line is a record
 //! multiline_timeout = "1s"             # a pending record is sent after this long without a new line
-//! encoding = "utf-8"                   # the only one for now
+//! encoding = "gbk"                     # default "utf-8"; also gb18030, gb2312 (read as GBK)
 //! ```
+//!
+//! `encoding` takes any ASCII-compatible WHATWG label (see `encoding.rs`): UTF-16 is refused,
+//! because lines are cut at the byte 0x0A before they are decoded.
 //!
 //! Multiline rules are a fixed set rather than a pattern: a regex engine would cost the
 //! agent 0.3–0.5 MB of PSS, and these two cover stack traces (Java's `\tat ...` and
@@ -17,6 +20,7 @@
 //! with a time. Parsed on its own for now; `AgentConfig` takes it when the tailer is wired
 //! into the run loop.
 
+use super::encoding::LineEncoding;
 use super::tailer::StartAt;
 use serde::Deserialize;
 use std::time::Duration;
@@ -74,6 +78,11 @@ impl LogSource {
             .unwrap_or("")
     }
 
+    /// The encoding `encoding` names; an error for a name `validate` refuses.
+    pub fn line_encoding(&self) -> Result<LineEncoding, super::encoding::EncodingError> {
+        LineEncoding::for_label(&self.encoding)
+    }
+
     /// Check one source; `key` is how the error names it, e.g. `logs[2]`.
     pub fn validate(&self, key: &str) -> Result<(), String> {
         if self.paths.is_empty() {
@@ -98,14 +107,8 @@ impl LogSource {
         {
             return Err(format!("{key}.name is empty"));
         }
-        if !matches!(
-            self.encoding.to_ascii_lowercase().as_str(),
-            "utf-8" | "utf8"
-        ) {
-            return Err(format!(
-                "{key}.encoding = '{}': only utf-8 is supported for now",
-                self.encoding
-            ));
+        if let Err(e) = self.line_encoding() {
+            return Err(format!("{key}.encoding = '{}': {e}", self.encoding));
         }
         if !(MIN_LINE_BYTES..=MAX_LINE_BYTES).contains(&self.max_line_bytes) {
             return Err(format!(
@@ -166,6 +169,7 @@ mod tests {
         assert_eq!(s.multiline_start, None);
         assert_eq!(s.multiline_timeout, Duration::from_secs(1));
         assert_eq!(s.encoding, "utf-8");
+        assert_eq!(s.line_encoding(), Ok(LineEncoding::default()));
     }
 
     #[test]
@@ -191,6 +195,21 @@ multiline_start = "not_indented"
         assert_eq!(l[0].multiline_start, Some(MultilineStart::Timestamp));
         assert_eq!(l[0].multiline_timeout, Duration::from_millis(500));
         assert_eq!(l[1].multiline_start, Some(MultilineStart::NotIndented));
+        assert_eq!(l[0].line_encoding().unwrap().name(), "UTF-8");
+    }
+
+    #[test]
+    fn chinese_and_other_encodings() {
+        let src = |e: &str| format!("[[logs]]\npaths = [\"/var/log/a\"]\nencoding = \"{e}\"\n");
+        for (label, name) in [
+            ("gbk", "GBK"),
+            ("GB2312", "GBK"),
+            ("gb18030", "gb18030"),
+            ("shift_jis", "Shift_JIS"),
+        ] {
+            let l = parse(&src(label)).unwrap();
+            assert_eq!(l[0].line_encoding().unwrap().name(), name, "{label}");
+        }
     }
 
     #[test]
@@ -198,8 +217,12 @@ multiline_start = "not_indented"
         let src = |extra: &str| format!("[[logs]]\npaths = [\"/var/log/a\"]\n{extra}");
         for (extra, needle) in [
             (
-                "encoding = \"latin1\"",
-                "logs[0].encoding = 'latin1': only utf-8",
+                "encoding = \"big-5\"",
+                "logs[0].encoding = 'big-5': unknown encoding: use utf-8 (the default), gbk, gb18030",
+            ),
+            (
+                "encoding = \"utf-16\"",
+                "logs[0].encoding = 'utf-16': UTF-16LE is not supported: lines are split at the byte 0x0A",
             ),
             ("max_line_bytes = 10", "logs[0].max_line_bytes = 10"),
             ("start_at = \"middle\"", "middle"),

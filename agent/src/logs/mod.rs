@@ -5,7 +5,8 @@
 //! - `tailer`: the pure state machine (observations and bytes in; lines, reads, positions out)
 //! - `checkpoint`: positions on disk, versioned, written atomically
 //! - `driver`: globs, the reads and the notify watch that feed the tailer
-//! - `config`: `[[logs]]` sources (paths, globs, line limits, multiline rule, start_at)
+//! - `config`: `[[logs]]` sources (paths, globs, line limits, multiline rule, start_at, encoding)
+//! - `encoding`: a source's encoding (UTF-8, GBK/GB18030, other WHATWG labels) and decoding (pure)
 //! - `multiline`: joining a stack trace's lines into one record (pure)
 //! - `record`: the record that will leave the host (source, file, offset, times, severity)
 //! - `severity`: severity and timestamp of a line (syslog PRI, ISO 8601, RFC 3164, keywords)
@@ -16,6 +17,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod driver;
+pub mod encoding;
 pub mod fingerprint;
 pub mod multiline;
 pub mod pipeline;

@@ -8,6 +8,7 @@
 
 use super::config::LogSource;
 use super::driver::SourceLine;
+use super::encoding::LineEncoding;
 use super::multiline::{Combiner, Record};
 use super::record::LogRecord as Parsed;
 use super::redact::{Redactor, RuleSet};
@@ -29,6 +30,7 @@ pub struct Out {
 
 struct SourceState {
     name: String,
+    encoding: LineEncoding,
     cfg: LogSource,
     redactor: Redactor,
 }
@@ -55,6 +57,8 @@ impl Pipeline {
                 .iter()
                 .map(|s| SourceState {
                     name: s.display_name().to_string(),
+                    // Validated with the config; a bad label cannot get this far.
+                    encoding: s.line_encoding().unwrap_or_default(),
                     cfg: s.clone(),
                     redactor: Redactor::new(rules.clone()),
                 })
@@ -149,7 +153,7 @@ impl Pipeline {
         };
         st.part = if r.line.split { part } else { 0 };
         let src = &mut self.sources[source];
-        let p = Parsed::new(&src.name, r, read_at, self.local);
+        let p = Parsed::new(&src.name, r, read_at, self.local, src.encoding);
         // Redaction works line by line: a joined trace is redacted as its lines.
         let text = if p.lines > 1 {
             let mut s = String::with_capacity(p.text.len());
@@ -289,6 +293,29 @@ mod tests {
             vec![("kv-secret".to_string(), 1)]
         );
         assert!(p.take_redaction_counts().is_empty());
+    }
+
+    #[test]
+    fn a_gbk_source_arrives_as_utf8_text() {
+        let mut src = source(None);
+        src.encoding = "gbk".into();
+        let mut p = Pipeline::new(&[src], Arc::new(RuleSet::new(&[]).unwrap()), UtcOffset::UTC);
+        let (gbk, _, bad) = encoding_rs::GBK.encode("2026-11-22T10:00:01Z ERROR 数据库连接失败");
+        assert!(!bad);
+        let mut l = line(1, 0, "", false, false);
+        l.line.bytes = gbk.to_vec();
+        let mut out = Vec::new();
+        p.push(
+            Instant::now(),
+            datetime!(2026-11-22 10:00 UTC),
+            vec![l],
+            &mut out,
+        );
+        assert_eq!(
+            out[0].record.line,
+            "2026-11-22T10:00:01Z ERROR 数据库连接失败"
+        );
+        assert_eq!(out[0].record.severity, Severity::Error);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! line says about itself. Pure; the wire form joins `aftercare_shared::model` when the
 //! tailer is wired into the run loop (redaction comes between this and the wire).
 
+use super::encoding::LineEncoding;
 use super::multiline::Record;
 use super::severity::{self, Severity};
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ pub struct LogRecord {
     /// From the line itself, where it has one.
     pub timestamp: Option<OffsetDateTime>,
     pub severity: Option<Severity>,
-    /// UTF-8; invalid bytes become U+FFFD (only utf-8 sources are accepted for now).
+    /// UTF-8, decoded from the source's encoding; malformed bytes become U+FFFD.
     pub text: String,
     /// A piece of a line longer than `max_line_bytes` (more follows), and whether it
     /// continues the previous piece.
@@ -30,8 +31,15 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
-    /// Severity and timestamp come from the record's first line (a trace's header).
-    pub fn new(source: &str, r: Record, read_at: OffsetDateTime, local: UtcOffset) -> Self {
+    /// Severity and timestamp come from the record's first line (a trace's header), read
+    /// in the raw bytes: ASCII is the same bytes in every encoding a source may have.
+    pub fn new(
+        source: &str,
+        r: Record,
+        read_at: OffsetDateTime,
+        local: UtcOffset,
+        encoding: LineEncoding,
+    ) -> Self {
         let first = r.line.bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
         // A piece that continues a split line starts mid-line: nothing there to parse.
         let parsed = (!r.line.continued).then(|| severity::parse(first, read_at, local));
@@ -42,7 +50,7 @@ impl LogRecord {
             read_at,
             timestamp: parsed.and_then(|p| p.timestamp),
             severity: parsed.and_then(|p| p.severity),
-            text: String::from_utf8_lossy(&r.line.bytes).into_owned(),
+            text: encoding.decode(&r.line.bytes).into_owned(),
             split: r.line.split,
             continued: r.line.continued,
             lines: r.lines,
@@ -83,6 +91,7 @@ mod tests {
             ),
             now,
             UtcOffset::UTC,
+            LineEncoding::default(),
         );
         assert_eq!(r.severity, Some(Severity::Error));
         assert_eq!(r.timestamp, Some(datetime!(2026-11-22 03:50:11.123 UTC)));
@@ -95,11 +104,38 @@ mod tests {
             rec(b"ERROR in the middle \xff", true, 1),
             now,
             UtcOffset::UTC,
+            LineEncoding::default(),
         );
         assert_eq!(
             piece.severity, None,
             "a continued piece is not a line start"
         );
         assert!(piece.text.ends_with('\u{fffd}'));
+    }
+
+    #[test]
+    fn a_gbk_line_is_parsed_in_its_bytes_and_decoded_to_utf8() {
+        let now = datetime!(2026-11-22 04:00 UTC);
+        let text = "2026-11-22 10:00:01 ERROR 数据库连接失败\n\tat 连接池.获取(Pool.java:42)";
+        let (bytes, _, unmappable) = encoding_rs::GBK.encode(text);
+        assert!(!unmappable);
+        assert_ne!(&*bytes, text.as_bytes());
+        let gbk = LineEncoding::for_label("gbk").unwrap();
+        let local = UtcOffset::from_hms(8, 0, 0).unwrap();
+        let r = LogRecord::new("app", rec(&bytes, false, 2), now, local, gbk);
+        assert_eq!(r.severity, Some(Severity::Error));
+        assert_eq!(r.timestamp, Some(datetime!(2026-11-22 10:00:01 +8)));
+        assert_eq!(r.text, text);
+
+        // The same bytes read as UTF-8: the same severity and time, unreadable text.
+        let u = LogRecord::new(
+            "app",
+            rec(&bytes, false, 2),
+            now,
+            local,
+            LineEncoding::default(),
+        );
+        assert_eq!((u.severity, u.timestamp), (r.severity, r.timestamp));
+        assert!(u.text.starts_with("2026-11-22 10:00:01 ERROR \u{fffd}"));
     }
 }
