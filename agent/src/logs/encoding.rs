@@ -80,6 +80,16 @@ impl LineEncoding {
         // Without BOM handling: a GBK line that begins with the bytes EF BB BF is still GBK.
         self.0.decode_without_bom_handling(bytes).0
     }
+
+    /// As [`decode`](Self::decode), taking the bytes: valid UTF-8 becomes the `String`
+    /// without a copy.
+    pub fn decode_owned(self, bytes: Vec<u8>) -> String {
+        if self.0 == encoding_rs::UTF_8 {
+            return String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        }
+        self.decode(&bytes).into_owned()
+    }
 }
 
 #[cfg(test)]

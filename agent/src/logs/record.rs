@@ -43,6 +43,7 @@ impl LogRecord {
         let first = r.line.bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
         // A piece that continues a split line starts mid-line: nothing there to parse.
         let parsed = (!r.line.continued).then(|| severity::parse(first, read_at, local));
+        let text = encoding.decode_owned(r.line.bytes);
         LogRecord {
             source: source.into(),
             file: r.line.path,
@@ -50,7 +51,7 @@ impl LogRecord {
             read_at,
             timestamp: parsed.and_then(|p| p.timestamp),
             severity: parsed.and_then(|p| p.severity),
-            text: encoding.decode(&r.line.bytes).into_owned(),
+            text,
             split: r.line.split,
             continued: r.line.continued,
             lines: r.lines,

@@ -49,9 +49,10 @@
 //!   `password policy updated` are not touched.
 //! - then the customer's rules, in the order written.
 
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// How every marker starts; a span that already starts so is not masked again.
 pub const MARKER_PREFIX: &str = "[REDACTED:";
@@ -315,7 +316,7 @@ impl Redactor {
         let b = line.as_bytes();
         let m = &self.rules.rules[0].replacement;
         if let Some(n) = self.in_key_block {
-            if let Some((_, end)) = find_pem_header(b, 0, b"-----END ") {
+            if let Some((_, end)) = find_pem_header(b, 0, &PEM_END) {
                 self.in_key_block = None;
                 return Some(format!("{m}{}", &line[end..]));
             }
@@ -327,9 +328,9 @@ impl Redactor {
             self.in_key_block = Some(n + 1);
             return Some(m.clone());
         }
-        let (start, hdr_end) = find_pem_header(b, 0, b"-----BEGIN ")?;
+        let (start, hdr_end) = find_pem_header(b, 0, &PEM_BEGIN)?;
         self.counts[0] += 1;
-        match find_pem_header(b, hdr_end, b"-----END ") {
+        match find_pem_header(b, hdr_end, &PEM_END) {
             Some((_, end)) => Some(format!("{}{m}{}", &line[..start], &line[end..])),
             None => {
                 self.in_key_block = Some(0);
@@ -392,32 +393,39 @@ fn mask_spans(
 
 /// `needle` in `b` at or after `from`. Looks for the first byte alone, then compares: much
 /// cheaper than comparing a window at every position.
-fn find_from(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    let last_start = b.len().checked_sub(needle.len())?;
-    let mut i = from;
-    while i <= last_start {
-        let p = i + b[i..=last_start].iter().position(|&c| c == first)?;
-        if &b[p + 1..p + needle.len()] == rest {
-            return Some(p);
-        }
-        i = p + 1;
-    }
-    None
+/// memchr's SIMD search with searchers built once: every built-in runs over every line,
+/// so the scans, not the rare matches, are what redaction costs (a byte loop per rule
+/// made it 1.5 us a line; building a searcher per call, a third of that).
+fn find_from(b: &[u8], from: usize, needle: &Finder<'static>) -> Option<usize> {
+    needle.find(b.get(from..)?).map(|p| from + p)
 }
 
+macro_rules! finder {
+    ($name:ident, $lit:literal) => {
+        static $name: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new($lit));
+    };
+}
+finder!(PEM_BEGIN, "-----BEGIN ");
+finder!(PEM_END, "-----END ");
+finder!(DASHES, "-----");
+finder!(PRIVATE_KEY, "PRIVATE KEY");
+finder!(SCHEME_SEP, "://");
+finder!(JWT_START, "eyJ");
+finder!(AKIA, "AKIA");
+finder!(ASIA, "ASIA");
+
 /// `-----BEGIN <label>-----` (or END) whose label names a private key: (start, end) of it.
-fn find_pem_header(b: &[u8], from: usize, open: &[u8]) -> Option<(usize, usize)> {
+fn find_pem_header(b: &[u8], from: usize, open: &Finder<'static>) -> Option<(usize, usize)> {
     let mut pos = from;
     while let Some(s) = find_from(b, pos, open) {
-        let label_start = s + open.len();
-        if let Some(close) = find_from(b, label_start, b"-----") {
+        let label_start = s + open.needle().len();
+        if let Some(close) = find_from(b, label_start, &DASHES) {
             let label = &b[label_start..close];
             let plausible = label.len() <= 64
                 && label
                     .iter()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b' ');
-            if plausible && find_from(label, 0, b"PRIVATE KEY").is_some() {
+            if plausible && find_from(label, 0, &PRIVATE_KEY).is_some() {
                 return Some((s, close + 5));
             }
         }
@@ -428,7 +436,7 @@ fn find_pem_header(b: &[u8], from: usize, open: &[u8]) -> Option<(usize, usize)>
 
 fn find_url_password(b: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut pos = from;
-    while let Some(k) = find_from(b, pos, b"://") {
+    while let Some(k) = find_from(b, pos, &SCHEME_SEP) {
         let start = k + 3;
         let mut end = start;
         while end < b.len()
@@ -456,8 +464,9 @@ fn is_token_char(c: u8) -> bool {
 fn find_bearer(b: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
     while i + 6 < b.len() {
-        if (b[i] | 0x20) == b'b'
-            && b[i..i + 6].eq_ignore_ascii_case(b"bearer")
+        // Jump to the next b or B.
+        i += memchr::memchr2(b'b', b'B', &b[i..b.len() - 6])?;
+        if b[i..i + 6].eq_ignore_ascii_case(b"bearer")
             && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
             && b[i + 6] == b' '
         {
@@ -489,8 +498,10 @@ fn find_bearer(b: &[u8], from: usize) -> Option<(usize, usize)> {
 fn find_basic_auth(b: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut pos = from;
     loop {
-        let i = (pos..b.len().saturating_sub(6))
-            .find(|&i| (b[i] | 0x20) == b'b' && b[i..i + 6].eq_ignore_ascii_case(b"basic "))?;
+        let end = b.len().saturating_sub(6);
+        let i = memchr::memchr2_iter(b'b', b'B', b.get(pos..end)?)
+            .map(|k| pos + k)
+            .find(|&i| b[i..i + 6].eq_ignore_ascii_case(b"basic "))?;
         pos = i + 6;
         // The header's name must come first, so prose ("basic usage") is left alone.
         let mut k = i;
@@ -526,7 +537,7 @@ fn find_jwt(b: &[u8], from: usize) -> Option<(usize, usize)> {
         i
     };
     let mut pos = from;
-    while let Some(s) = find_from(b, pos, b"eyJ") {
+    while let Some(s) = find_from(b, pos, &JWT_START) {
         pos = s + 3;
         if s > 0 && is_b64url(b[s - 1]) {
             continue;
@@ -548,6 +559,12 @@ fn find_jwt(b: &[u8], from: usize) -> Option<(usize, usize)> {
 fn find_aws_key(b: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
     while i + 20 <= b.len() {
+        // Jump to the next AKIA or ASIA.
+        let next = |n: &Finder<'static>| find_from(&b[..b.len() - 16], i, n);
+        i = match (next(&AKIA), next(&ASIA)) {
+            (Some(x), Some(y)) => x.min(y),
+            (x, y) => x.or(y)?,
+        };
         if b[i] == b'A'
             && (&b[i + 1..i + 4] == b"KIA" || &b[i + 1..i + 4] == b"SIA")
             && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
@@ -585,9 +602,7 @@ fn key_matches(key: &[u8], words: &[&str]) -> bool {
 }
 
 fn find_kv(b: &[u8], from: usize, words: &[&str]) -> Option<(usize, usize)> {
-    (from..b.len())
-        .filter(|&i| b[i] == b'=' || b[i] == b':')
-        .find_map(|i| kv_value(b, i, words))
+    memchr::memchr2_iter(b'=', b':', b.get(from..)?).find_map(|i| kv_value(b, from + i, words))
 }
 
 /// The value after the separator at `sep`, if the key before it is a secret's.
