@@ -49,7 +49,7 @@ use tracing::{debug, error, info, warn};
 const DRAIN: Duration = Duration::from_secs(2);
 /// Bytes on the wire awaiting acknowledgement at most: enough to keep a link busy, and the
 /// bound on what is read back from the spool into memory.
-const WINDOW: usize = 8 << 20;
+const WINDOW: usize = 4 << 20;
 /// Bytes read from the spool per call.
 const TAKE: usize = 1 << 20;
 /// A log batch closes at about this size (bounded by the frame limit too).
@@ -92,6 +92,8 @@ pub struct Agent {
     acked_note: Option<Vec<u8>>,
     audit: AuditLog,
     hourly: HourlyAggregator,
+    /// When log chunks last came; the heap is given back once a burst is over.
+    last_chunk: Option<Instant>,
     epoch: u32,
     counter: u32,
     link: Option<Connected>,
@@ -141,6 +143,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         local: crate::logs::pipeline::local_offset(),
         acked_note: None,
         hourly: HourlyAggregator::new(),
+        last_chunk: None,
         epoch,
         counter: 0,
         link: None,
@@ -344,6 +347,7 @@ impl Agent {
     }
 
     fn on_log_chunk(&mut self, c: Chunk) {
+        self.last_chunk = Some(Instant::now());
         // Consent may have gone while the chunk was on its way: it is not spooled.
         if !self.allows(Scope::Logs) {
             return;
@@ -492,6 +496,21 @@ impl Agent {
         }
         let ev = self.hourly.tick(now_millis());
         self.write_audit(&ev);
+        // A burst of log lines leaves freed heap behind that glibc keeps (in the reader
+        // thread's arena too): give it back once the burst is over and all is acknowledged,
+        // or the agent's resident size stays at its peak (measured: 27 MiB after 1M lines,
+        // against ~4 MiB before).
+        if self
+            .last_chunk
+            .is_some_and(|t| t.elapsed() >= 2 * HOUSEKEEPING)
+            && self.in_flight.is_empty()
+        {
+            self.last_chunk = None;
+            // SAFETY: malloc_trim only walks and releases the allocator's free memory.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
     }
 
     /// Bring the log reader, the spool and the checkpoint in line with consent. `starting`:

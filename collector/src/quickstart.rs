@@ -2,7 +2,8 @@
 //!
 //! It writes configs, creates the CA and an agent certificate, records demo consent through
 //! the agent's own CLI, starts a collector here and the agent as a child process, and prints
-//! this host's status and latest metrics until Ctrl-C (or `--duration`).
+//! this host's status, latest metrics and most recent error lines of the system log until
+//! Ctrl-C (or `--duration`).
 
 use crate::config::CollectorConfig;
 use crate::server::Collector;
@@ -29,6 +30,28 @@ pub struct Args {
     /// Collection interval of the demo agent.
     #[arg(long, default_value = "5s")]
     pub interval: humantime::Duration,
+    /// Log files for the demo agent to follow (absolute paths or globs; repeatable).
+    /// Default: this machine's system log (/var/log/syslog or /var/log/messages) and
+    /// /var/log/*.log, those that exist.
+    #[arg(long = "log", value_name = "PATH")]
+    pub logs: Vec<String>,
+}
+
+/// The system logs a demo follows when none are named: the classic syslog files, and the
+/// top-level logs of /var/log (on a journald-only machine, whichever packages write).
+fn default_logs() -> Vec<String> {
+    let mut v: Vec<String> = ["/var/log/syslog", "/var/log/messages"]
+        .into_iter()
+        .filter(|p| Path::new(p).exists())
+        .map(String::from)
+        .collect();
+    v.push("/var/log/*.log".into());
+    v
+}
+
+/// A TOML string literal (paths may hold quotes or backslashes).
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }
 
 pub async fn wait_for_signal() {
@@ -86,6 +109,14 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let host = hostname();
+    let logs = if args.logs.is_empty() {
+        default_logs()
+    } else {
+        args.logs.clone()
+    };
+    if let Some(bad) = logs.iter().find(|p| !p.starts_with('/')) {
+        bail!("--log {bad}: log paths must be absolute (e.g. /var/log/syslog)");
+    }
     let coll_cfg_path = dir.join("collector.toml");
     std::fs::write(
         &coll_cfg_path,
@@ -142,8 +173,14 @@ pub fn run(args: Args) -> Result<()> {
                  server_name = \"localhost\"\n\
                  ca = \"agent-cert/ca.crt\"\n\
                  cert = \"agent-cert/agent.crt\"\n\
-                 key = \"agent-cert/agent.key\"\n",
-                args.interval
+                 key = \"agent-cert/agent.key\"\n\
+                 \n\
+                 [[logs]]\n\
+                 name = \"system\"\n\
+                 paths = [{}]\n\
+                 start_at = \"beginning\"\n",
+                args.interval,
+                logs.iter().map(|p| toml_str(p)).collect::<Vec<_>>().join(", ")
             ),
         )?;
         // Consent through the agent's own CLI, as a customer's administrator would.
@@ -151,7 +188,7 @@ pub fn run(args: Args) -> Result<()> {
         let out = Command::new(&agent_bin)
             .arg("--config")
             .arg(&agent_cfg)
-            .args(["consent", "grant", "--scope", "metrics", "--by"])
+            .args(["consent", "grant", "--scope", "metrics,logs", "--by"])
             .arg(format!("{who} (quickstart demo)"))
             .output()
             .with_context(|| format!("cannot run {}", agent_bin.display()))?;
@@ -177,9 +214,11 @@ pub fn run(args: Args) -> Result<()> {
         let mut guard = ChildGuard(Some(child));
         println!(
             "collector on udp {addr}, agent pid {}; everything is in {}\n\
+             following: {}\n\
              logs: {}/collector.log, {}/agent.log — Ctrl-C stops both\n",
             guard.0.as_ref().map(|c| c.id()).unwrap_or(0),
             dir.display(),
+            logs.join(" "),
             dir.display(),
             dir.display()
         );
@@ -213,9 +252,10 @@ pub fn run(args: Args) -> Result<()> {
             bail!("no metrics arrived; see {}/agent.log and collector.log", dir.display());
         }
         println!(
-            "stopped. Look again any time:\n  aftercare-collector --config {} hosts\n  aftercare-collector --config {} metrics --host {host}",
-            coll_cfg_path.display(),
-            coll_cfg_path.display()
+            "stopped. Look again any time:\n  aftercare-collector --config {c} hosts\n  \
+             aftercare-collector --config {c} metrics --host {host}\n  \
+             aftercare-collector --config {c} logs --host {host} --severity warning --since 1h",
+            c = coll_cfg_path.display(),
         );
         Ok(())
     })
@@ -251,7 +291,39 @@ fn print_status(cfg: &CollectorConfig, host: &str) -> bool {
     headline.sort_by(|a, b| a.name.cmp(&b.name));
     print!("{}", view::metrics_table(&headline));
     println!();
+    print_errors(&mut st, host);
     true
+}
+
+/// The newest error lines of the followed logs (error or worse), and how many lines came.
+fn print_errors(st: &mut impl Store, host: &str) {
+    const SHOWN: usize = 5;
+    let id = format!("demo/{host}");
+    let all = store::LogFilter {
+        since: 0,
+        until: i64::MAX,
+        min_severity: None,
+        grep: None,
+        limit: usize::MAX,
+    };
+    let lines = st.count_logs(&id, &all).unwrap_or(0);
+    let errors = st
+        .logs(
+            &id,
+            &store::LogFilter {
+                min_severity: Some(aftercare_shared::model::Severity::Error),
+                limit: SHOWN,
+                ..all
+            },
+        )
+        .unwrap_or_default();
+    if errors.is_empty() {
+        println!("system log: {lines} lines stored, no error lines among them\n");
+    } else {
+        println!("system log: {lines} lines stored; the newest error lines:");
+        print!("{}", view::logs_table(&errors));
+        println!();
+    }
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

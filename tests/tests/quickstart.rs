@@ -4,8 +4,9 @@ use aftercare_tests::bin;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// `aftercare-collector quickstart` in `dir` for `duration`, bounded by `timeout`.
-fn quickstart(dir: &Path, duration: &str) -> Output {
+/// `aftercare-collector quickstart` in `dir` for `duration`, bounded by `timeout`, following
+/// `log` in place of the system log (whose content this machine decides).
+fn quickstart(dir: &Path, duration: &str, log: &Path) -> Output {
     Command::new("timeout")
         .arg("60")
         .arg(bin("aftercare-collector"))
@@ -13,7 +14,8 @@ fn quickstart(dir: &Path, duration: &str) -> Output {
         .arg(dir)
         .arg("--agent")
         .arg(bin("aftercare-agent"))
-        .args(["--duration", duration, "--interval", "1s"])
+        .args(["--duration", duration, "--interval", "1s", "--log"])
+        .arg(log)
         .output()
         .expect("run quickstart")
 }
@@ -22,7 +24,15 @@ fn quickstart(dir: &Path, duration: &str) -> Output {
 fn quickstart_shows_this_host_live_and_stops_cleanly() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("demo");
-    let out = quickstart(&dir, "9s");
+    let syslog = d.path().join("syslog");
+    std::fs::write(
+        &syslog,
+        "<30>Nov 22 10:00:00 db1 systemd[1]: Started Daily apt upgrade.\n\
+         <27>Nov 22 10:00:01 db1 app[42]: connection to db failed password=hunter2\n\
+         2026-11-22T10:00:02Z db1 kernel: EXT4-fs error (device sda1): bad block\n",
+    )
+    .unwrap();
+    let out = quickstart(&dir, "9s", &syslog);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -31,7 +41,10 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
     assert!(out.status.success(), "quickstart failed:\n{text}");
     for want in [
         "CA created",
-        "granted metrics",
+        "granted metrics, logs",
+        "system log: 3 lines stored",
+        "connection to db failed password=[REDACTED:kv-secret]",
+        "EXT4-fs error",
         "online",
         "mem.total",
         "cpu.usage",
@@ -57,8 +70,11 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
     );
 
     // Run again in the same folder: it reuses the CA and certificates.
-    let out = quickstart(&dir, "5s");
+    let out = quickstart(&dir, "5s", &syslog);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "second run failed:\n{text}");
     assert!(!text.contains("CA created"), "{text}");
+    assert!(!text.contains("hunter2"), "a secret left the host:\n{text}");
+    // The agent resumes its log where it stopped: nothing stored twice.
+    assert!(text.contains("system log: 3 lines stored"), "{text}");
 }

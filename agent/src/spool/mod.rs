@@ -864,6 +864,10 @@ impl<S: Storage> Spool<S> {
 
     /// Make everything durable now (at shutdown, or on the caller's timer).
     pub fn flush(&mut self) -> Result<(), SpoolError> {
+        // The encoding buffer grows to the largest batch; a burst's size is not kept.
+        if self.scratch.capacity() > 256 << 10 {
+            self.scratch = Vec::new();
+        }
         let mut first_err = None;
         if self.data_unsynced {
             for (code, w) in self.writers.iter_mut() {
