@@ -45,7 +45,9 @@ enum Command {
     /// Agent certificates.
     #[command(subcommand)]
     Cert(CertCmd),
-    /// List hosts: customer, host, online or not, last seen, agent version, consent.
+    /// List hosts: customer, host, online or not, last seen, agent version, consent, and
+    /// the loss its agent reported by scope (batches dropped because the agent's buffer was
+    /// full, batches discarded when consent was revoked).
     Hosts {
         #[arg(long)]
         json: bool,

@@ -5,16 +5,49 @@ use aftercare_shared::consent::{ConsentRecord, Scope};
 use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
 use aftercare_shared::protocol::{Identity, StreamId, seq};
 use aftercare_shared::time_fmt::now_millis;
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
+/// Run the collector to its end, killed if it takes longer than a minute.
 fn collector(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aftercare-collector"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aftercare-collector"))
         .arg("--config")
         .arg(config)
         .args(args)
-        .output()
-        .expect("run aftercare-collector")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run aftercare-collector");
+    // Read both pipes on threads so a chatty child cannot block on a full pipe.
+    let drain = |mut p: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = p.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for aftercare-collector") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("aftercare-collector {args:?} still running after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
 
 fn text(o: &Output) -> String {
@@ -154,7 +187,12 @@ fn hosts_and_metrics_tables() {
                         },
                     ],
                 }),
-                loss: LossReport::default(),
+                // The agent's backlog overflowed once before the second batch.
+                loss: LossReport {
+                    dropped_batches: u64::from(i == 1) * 3,
+                    dropped_samples: u64::from(i == 1) * 120,
+                    discarded_by_revocation: 0,
+                },
             })
             .collect();
         st.commit(&batches).unwrap();
@@ -170,6 +208,8 @@ fn hosts_and_metrics_tables() {
         "online",
         "metrics",
         "Debian GNU/Linux 12",
+        "LOSS",
+        "metrics: 3 batches (120 samples) dropped",
     ] {
         assert!(out.contains(w), "{w} missing in\n{out}");
     }
@@ -194,6 +234,8 @@ fn hosts_and_metrics_tables() {
     let o = collector(&cfg, &["hosts", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
     assert_eq!(v[0]["customer"], "acme");
+    assert_eq!(v[0]["loss"]["metrics"]["dropped_samples"], 120);
+    assert_eq!(v[0]["dropped_batches"], 3);
 
     let o = collector(&cfg, &["metrics", "--host", "nosuch"]);
     assert!(!o.status.success());

@@ -2,7 +2,7 @@
 
 use aftercare_collector::store::{
     BatchData, CommitOutcome, HOUR_MS, HostHello, HostId, LogFilter, MINUTE_MS, PendingBatch,
-    Resolution, SeriesPoints, Store, StoreError, open_sqlite, open_sqlite_readonly,
+    Resolution, SeriesPoints, Store, StoreError, UNATTRIBUTED, open_sqlite, open_sqlite_readonly,
 };
 use aftercare_shared::consent::{ConsentRecord, Grant, Scope};
 use aftercare_shared::model::{
@@ -851,7 +851,7 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
     // Turn it back into what a collector of schema 1 left behind.
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("DROP TABLE logs; PRAGMA user_version = 1;")
+        c.execute_batch("DROP TABLE logs; DROP TABLE stream_loss; PRAGMA user_version = 1;")
             .unwrap();
     }
     assert!(matches!(
@@ -863,6 +863,123 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
     let h = register(&mut st, "acme", "db1", T0);
     let b = log_batch(h, 1, &[(T0, Severity::Error, "disk on fire")]);
     assert_eq!(st.commit(&[b]).unwrap(), vec![CommitOutcome::Stored]);
+}
+
+#[test]
+fn a_version_2_database_is_upgraded_in_place_keeping_its_data() {
+    let d = tempfile::tempdir().unwrap();
+    let path = db(&d);
+    let lost = LossReport {
+        dropped_batches: 3,
+        dropped_samples: 120,
+        discarded_by_revocation: 1,
+    };
+    {
+        let mut st = open_sqlite(&path).unwrap();
+        let h = register(&mut st, "acme", "db1", T0);
+        let mut m = tick(h, 1, T0);
+        m.loss = lost;
+        let l = log_batch(h, 1, &[(T0, Severity::Error, "disk on fire")]);
+        st.commit(&[m, l]).unwrap();
+    }
+    // Turn it back into what a collector of schema 2 left behind: totals per host only.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("DROP TABLE stream_loss; PRAGMA user_version = 2;")
+            .unwrap();
+    }
+    assert!(matches!(
+        open_sqlite_readonly(&path),
+        Err(StoreError::SchemaTooOld { found: 2, .. })
+    ));
+    let mut st = open_sqlite(&path).unwrap();
+    assert_eq!(all_points(&mut st, "db1").len(), tick(1, 1, T0).data_len());
+    let all = LogFilter {
+        since: 0,
+        until: i64::MAX,
+        ..Default::default()
+    };
+    assert_eq!(st.logs("db1", &all).unwrap()[0].line, "disk on fire");
+    // The old totals stay, and since their scope was never recorded they say so.
+    let status = &st.hosts(T0).unwrap()[0];
+    assert_eq!(status.dropped_samples, 120);
+    assert_eq!(
+        status.loss.iter().collect::<Vec<_>>(),
+        [(&UNATTRIBUTED.to_string(), &lost)]
+    );
+    // New reports are kept per scope beside them.
+    let h = register(&mut st, "acme", "db1", T0);
+    let mut l = log_batch(h, 2, &[(T0 + 1, Severity::Info, "cooled down")]);
+    l.loss.dropped_batches = 1;
+    l.loss.dropped_samples = 50;
+    assert_eq!(st.commit(&[l]).unwrap(), vec![CommitOutcome::Stored]);
+    drop(st);
+    let status = &open_sqlite_readonly(&path).unwrap().hosts(T0).unwrap()[0];
+    assert_eq!((status.dropped_batches, status.dropped_samples), (4, 170));
+    assert_eq!(status.loss[UNATTRIBUTED], lost);
+    assert_eq!(status.loss["logs"].dropped_samples, 50);
+    assert_eq!(status.loss.len(), 2, "{:?}", status.loss);
+}
+
+#[test]
+fn loss_is_kept_per_scope_and_adds_up_to_the_host_totals() {
+    let d = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&db(&d)).unwrap();
+    let h = register(&mut st, "acme", "db1", T0);
+    let other = register(&mut st, "acme", "web1", T0);
+    assert!(st.hosts(T0).unwrap().iter().all(|s| s.loss.is_empty()));
+
+    let loss = |b, s, r| LossReport {
+        dropped_batches: b,
+        dropped_samples: s,
+        discarded_by_revocation: r,
+    };
+    let mut m1 = tick(h, 1, T0);
+    m1.loss = loss(2, 200, 0);
+    let mut m2 = tick(h, 2, T0 + 10_000);
+    m2.loss = loss(1, 100, 1);
+    let mut l1 = log_batch(h, 1, &[(T0, Severity::Info, "a")]);
+    l1.loss = loss(4, 900, 0);
+    let mut l2 = log_batch(h, 2, &[(T0 + 1, Severity::Info, "b")]);
+    l2.loss = loss(0, 0, 5);
+    // Redelivered within the commit and in a later one: counted once.
+    st.commit(&[m1.clone(), l1.clone(), m1.clone(), m2])
+        .unwrap();
+    st.commit(&[l1, l2, m1]).unwrap();
+
+    let hosts = st.hosts(T0).unwrap();
+    let s = hosts.iter().find(|s| s.id == h).unwrap();
+    assert_eq!(s.loss["metrics"], loss(3, 300, 1));
+    assert_eq!(s.loss["logs"], loss(4, 900, 5));
+    assert_eq!(s.loss.len(), 2, "{:?}", s.loss);
+    assert_eq!(
+        (
+            s.dropped_batches,
+            s.dropped_samples,
+            s.discarded_by_revocation
+        ),
+        (7, 1200, 6)
+    );
+    let o = hosts.iter().find(|s| s.id == other).unwrap();
+    assert!(o.loss.is_empty(), "another host's loss: {:?}", o.loss);
+
+    // Saturated totals stay consistent: nothing is invented as unattributed.
+    let mut huge = log_batch(h, 3, &[(T0 + 2, Severity::Info, "c")]);
+    huge.loss.dropped_samples = u64::MAX;
+    st.commit(&[huge.clone()]).unwrap();
+    huge.seq = 4;
+    st.commit(&[huge]).unwrap();
+    let s = st
+        .hosts(T0)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == h)
+        .unwrap();
+    assert_eq!(s.loss["logs"].dropped_samples, i64::MAX as u64);
+    assert!(!s.loss.contains_key(UNATTRIBUTED), "{:?}", s.loss);
+
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["loss"]["metrics"]["dropped_batches"], 3);
 }
 
 trait DataLen {

@@ -31,6 +31,7 @@ use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Severity, UnixMillis,
 };
 use aftercare_shared::protocol::{Identity, StreamId};
+use std::collections::BTreeMap;
 
 pub type HostId = i64;
 pub type SeriesId = i64;
@@ -125,11 +126,19 @@ pub struct HostStatus {
     pub interval_ms: u64,
     /// Connected, and the last batch is at most [`ONLINE_INTERVALS`] intervals old.
     pub online: bool,
-    /// Loss totals as reported by the agent (see [`LossReport`]).
+    /// Loss totals as reported by the agent (see [`LossReport`]), all scopes together.
     pub dropped_batches: u64,
     pub dropped_samples: u64,
     pub discarded_by_revocation: u64,
+    /// The same totals by scope (`metrics`, `logs`: the scope of the stream whose batches
+    /// carried the reports); `dropped_samples` counts log lines for `logs`. Scopes that lost
+    /// nothing are absent. [`UNATTRIBUTED`] holds what was reported before the store counted
+    /// per scope (a database from before schema 3), so the parts always add up to the totals.
+    pub loss: BTreeMap<String, LossReport>,
 }
+
+/// The key of [`HostStatus::loss`] for loss whose scope was not recorded.
+pub const UNATTRIBUTED: &str = "unattributed";
 
 impl HostStatus {
     /// `customer/host`, the unambiguous name.

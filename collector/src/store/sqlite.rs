@@ -14,8 +14,8 @@ use super::query::{self, Agg, HostName, MetricFilter};
 use super::{
     BatchData, Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats, HOUR_MS, HostHello, HostId,
     HostStatus, Latest, LogFilter, ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution,
-    SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, compaction_cutoff,
-    log_time,
+    SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, UNATTRIBUTED,
+    compaction_cutoff, log_time,
 };
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{LogRecord, LossReport, MetricKind, Severity, UnixMillis};
@@ -32,10 +32,24 @@ const APPLICATION_ID: i32 = 0x4166_7443;
 
 /// Schema versions: entry `i` takes a database from version `i` to `i + 1`. Append only;
 /// never edit one that has been released.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Loss per (host, stream), beside the hosts' totals, so a support engineer sees which
+/// scope lost what. Totals a version 2 database already holds stay in `hosts` only: their
+/// stream was never recorded, and readers show the difference as unattributed.
+const SCHEMA_V3: &str = "
+CREATE TABLE stream_loss (
+    host_id  INTEGER NOT NULL,
+    stream   INTEGER NOT NULL,                        -- StreamId::code
+    dropped_batches         INTEGER NOT NULL,
+    dropped_samples         INTEGER NOT NULL,         -- samples, or lines for logs
+    discarded_by_revocation INTEGER NOT NULL,
+    PRIMARY KEY (host_id, stream)
+) WITHOUT ROWID;
+";
 
 /// Logs: one row per batch, its records as one blob (bincode), so ingest costs one insert
 /// per batch; the time range and the most severe level let queries skip whole rows.
@@ -382,6 +396,34 @@ fn series_key(key: &mut Vec<u8>, name: &str, labels: &str) {
     key.extend_from_slice(labels.as_bytes());
 }
 
+/// What a host's totals hold beyond its per-scope parts: loss reported before the store
+/// counted per scope. Saturated totals may leave less than the parts; never below zero.
+fn unattributed_loss<'a>(
+    total: &LossReport,
+    parts: impl Iterator<Item = &'a LossReport>,
+) -> LossReport {
+    let mut sum = LossReport::default();
+    for p in parts {
+        add_loss(&mut sum, p);
+    }
+    LossReport {
+        dropped_batches: total.dropped_batches.saturating_sub(sum.dropped_batches),
+        dropped_samples: total.dropped_samples.saturating_sub(sum.dropped_samples),
+        discarded_by_revocation: total
+            .discarded_by_revocation
+            .saturating_sub(sum.discarded_by_revocation),
+    }
+}
+
+/// Add `b` to `a`; totals saturate rather than wrap.
+fn add_loss(a: &mut LossReport, b: &LossReport) {
+    a.dropped_batches = a.dropped_batches.saturating_add(b.dropped_batches);
+    a.dropped_samples = a.dropped_samples.saturating_add(b.dropped_samples);
+    a.discarded_by_revocation = a
+        .discarded_by_revocation
+        .saturating_add(b.discarded_by_revocation);
+}
+
 /// SQLite integers are i64; counts beyond that saturate.
 fn sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -535,6 +577,37 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Every host's loss totals by scope name, from `stream_loss`.
+    fn stream_loss(&self) -> Result<HashMap<HostId, BTreeMap<String, LossReport>>, StoreError> {
+        let err = self.cx.sql("reading loss per scope");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT host_id, stream, dropped_batches, dropped_samples, discarded_by_revocation
+                 FROM stream_loss",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt.query([]).map_err(&err)?;
+        let mut out: HashMap<HostId, BTreeMap<String, LossReport>> = HashMap::new();
+        while let Some(r) = rows.next().map_err(&err)? {
+            let get_u = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64).map_err(&err);
+            let code: i64 = r.get(1).map_err(&err)?;
+            let stream = u8::try_from(code)
+                .ok()
+                .and_then(StreamId::from_code)
+                .ok_or_else(|| self.cx.corrupt("stream code of a loss total", code))?;
+            let loss = LossReport {
+                dropped_batches: get_u(2)?,
+                dropped_samples: get_u(3)?,
+                discarded_by_revocation: get_u(4)?,
+            };
+            out.entry(r.get(0).map_err(&err)?)
+                .or_default()
+                .insert(stream.scope().as_str().to_string(), loss);
+        }
+        Ok(out)
+    }
+
     /// The body of [`Store::commit`].
     fn commit_tx(&mut self, batches: &[PendingBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
         let err = self.cx.sql("committing batches");
@@ -552,6 +625,8 @@ impl SqliteStore {
         let mut marks: HashMap<(HostId, u8), (Option<u64>, Option<u64>)> = HashMap::new();
         // host -> (newest receipt, loss reported by stored batches)
         let mut touched: HashMap<HostId, (UnixMillis, LossReport)> = HashMap::new();
+        // (host, stream) -> loss reported by that stream's stored batches
+        let mut stream_loss: HashMap<(HostId, u8), LossReport> = HashMap::new();
         let mut key = Vec::with_capacity(128);
         let mut pairs = Vec::with_capacity(128);
         let mut blob = Vec::with_capacity(2048);
@@ -604,12 +679,13 @@ impl SqliteStore {
                     continue;
                 }
                 mark.1 = Some(b.seq);
-                let loss = &mut seen.1;
-                loss.dropped_batches = loss.dropped_batches.saturating_add(b.loss.dropped_batches);
-                loss.dropped_samples = loss.dropped_samples.saturating_add(b.loss.dropped_samples);
-                loss.discarded_by_revocation = loss
-                    .discarded_by_revocation
-                    .saturating_add(b.loss.discarded_by_revocation);
+                if !b.loss.is_empty() {
+                    add_loss(&mut seen.1, &b.loss);
+                    add_loss(
+                        stream_loss.entry((b.host, b.stream.code())).or_default(),
+                        &b.loss,
+                    );
+                }
                 outcomes.push(CommitOutcome::Stored);
                 let snapshot = match &b.data {
                     BatchData::Metrics(s) => s,
@@ -671,6 +747,32 @@ impl SqliteStore {
                     .execute(params![
                         host,
                         seen,
+                        sql_int(loss.dropped_batches),
+                        sql_int(loss.dropped_samples),
+                        sql_int(loss.discarded_by_revocation)
+                    ])
+                    .map_err(&err)?;
+            }
+            let mut add_stream_loss = tx
+                .prepare_cached(
+                    "INSERT INTO stream_loss (host_id, stream, dropped_batches, dropped_samples,
+                                              discarded_by_revocation)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (host_id, stream) DO UPDATE SET
+                        dropped_batches =
+                            min(dropped_batches + excluded.dropped_batches, 9223372036854775807),
+                        dropped_samples =
+                            min(dropped_samples + excluded.dropped_samples, 9223372036854775807),
+                        discarded_by_revocation = min(
+                            discarded_by_revocation + excluded.discarded_by_revocation,
+                            9223372036854775807)",
+                )
+                .map_err(&err)?;
+            for (&(host, stream), loss) in &stream_loss {
+                add_stream_loss
+                    .execute(params![
+                        host,
+                        stream,
                         sql_int(loss.dropped_batches),
                         sql_int(loss.dropped_samples),
                         sql_int(loss.discarded_by_revocation)
@@ -1014,6 +1116,9 @@ impl Store for SqliteStore {
 
     fn hosts(&mut self, now: UnixMillis) -> Result<Vec<HostStatus>, StoreError> {
         let err = self.cx.sql("listing hosts");
+        // One state for both tables, so a host's scopes add up to its totals.
+        let _snapshot = self.snapshot().map_err(&err)?;
+        let mut by_scope = self.stream_loss()?;
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -1035,8 +1140,18 @@ impl Store for SqliteStore {
             let interval_ms = get_i(8)?.max(0) as u64;
             let connected = get_i(9)? != 0;
             let what = |field: &str| format!("{field} of host {customer}/{host}");
+            let id = get_i(0)?;
+            let total = LossReport {
+                dropped_batches: get_i(10)? as u64,
+                dropped_samples: get_i(11)? as u64,
+                discarded_by_revocation: get_i(12)? as u64,
+            };
+            let mut loss = by_scope.remove(&id).unwrap_or_default();
+            let unattributed = unattributed_loss(&total, loss.values());
+            if !unattributed.is_empty() {
+                loss.insert(UNATTRIBUTED.to_string(), unattributed);
+            }
             out.push(HostStatus {
-                id: get_i(0)?,
                 first_seen: get_i(3)?,
                 last_seen,
                 agent_version: r.get(5).map_err(&err)?,
@@ -1050,9 +1165,11 @@ impl Store for SqliteStore {
                     && last_seen.is_some_and(|t| {
                         now - t <= ONLINE_INTERVALS.saturating_mul(interval_ms as i64)
                     }),
-                dropped_batches: get_i(10)? as u64,
-                dropped_samples: get_i(11)? as u64,
-                discarded_by_revocation: get_i(12)? as u64,
+                id,
+                dropped_batches: total.dropped_batches,
+                dropped_samples: total.dropped_samples,
+                discarded_by_revocation: total.discarded_by_revocation,
+                loss,
                 customer,
                 host,
             });
