@@ -982,6 +982,83 @@ fn loss_is_kept_per_scope_and_adds_up_to_the_host_totals() {
     assert_eq!(json["loss"]["metrics"]["dropped_batches"], 3);
 }
 
+#[test]
+fn counting_logs_matches_reading_them() {
+    let d = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&db(&d)).unwrap();
+    let h = register(&mut st, "acme", "db1", T0);
+    // Ten batches of ten lines a second apart; batches overlap their neighbours in time, and
+    // one batch's lines come out of order, so windows cut through batches every way.
+    let sev = [Severity::Info, Severity::Warning, Severity::Error];
+    let mut batches = Vec::new();
+    for b in 0..10u64 {
+        let lines: Vec<(i64, Severity, String)> = (0..10u64)
+            .map(|i| {
+                let k = b * 10 + i;
+                let t = if b == 4 { 9 - i } else { i };
+                (
+                    T0 + (b * 8 + t) as i64 * 1000,
+                    sev[(k % 3) as usize],
+                    format!("line {k}"),
+                )
+            })
+            .collect();
+        let refs: Vec<(i64, Severity, &str)> =
+            lines.iter().map(|(t, s, l)| (*t, *s, l.as_str())).collect();
+        batches.push(log_batch(h, b + 1, &refs));
+    }
+    st.commit(&batches).unwrap();
+    let filters = |since: i64, until: i64| {
+        let base = LogFilter {
+            since,
+            until,
+            ..Default::default()
+        };
+        [
+            base.clone(),
+            LogFilter {
+                min_severity: Some(Severity::Warning),
+                ..base.clone()
+            },
+            LogFilter {
+                grep: Some(regex::Regex::new("line [0-9]*7$").unwrap()),
+                ..base.clone()
+            },
+            // A limit does not limit a count.
+            LogFilter { limit: 3, ..base },
+        ]
+    };
+    let mut checked = 0;
+    for since in (-2..100).step_by(3) {
+        for until in [since, since + 1, since + 17, 200, i64::MAX / 1000] {
+            for f in filters(T0 + since * 1000, T0.saturating_add(until * 1000)) {
+                let unlimited = LogFilter {
+                    limit: 0,
+                    ..f.clone()
+                };
+                let want = st.logs("db1", &unlimited).unwrap().len() as u64;
+                assert_eq!(
+                    st.count_logs("acme/db1", &f).unwrap(),
+                    want,
+                    "since {since} s, until {until} s, {f:?}"
+                );
+                checked += want;
+            }
+        }
+    }
+    assert!(checked > 1000, "the windows matched something: {checked}");
+    let all = LogFilter {
+        since: i64::MIN,
+        until: i64::MAX,
+        ..Default::default()
+    };
+    assert_eq!(st.count_logs("db1", &all).unwrap(), 100);
+    assert!(matches!(
+        st.count_logs("nosuch", &all),
+        Err(StoreError::UnknownHost(_))
+    ));
+}
+
 trait DataLen {
     fn data_len(&self) -> usize;
 }

@@ -313,6 +313,9 @@ pub trait Store: Send {
     ) -> Result<Vec<SeriesPoints>, StoreError>;
     /// A host's log records matching `filter`, oldest first.
     fn logs(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<LogRecord>, StoreError>;
+    /// How many of a host's log records match `filter` (its `limit` is ignored). Without a
+    /// severity or pattern, batches wholly inside the window are counted without decoding.
+    fn count_logs(&mut self, host: &str, filter: &LogFilter) -> Result<u64, StoreError>;
     /// The newest value of every series of a host, sorted by name and labels.
     fn latest(&mut self, host: &str) -> Result<Vec<Latest>, StoreError>;
     /// Rollup buckets with `since <= start < until`, from compacted (closed) hours only.

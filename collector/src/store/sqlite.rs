@@ -448,6 +448,15 @@ impl From<StoreError> for RowError {
     }
 }
 
+/// Which log batches [`SqliteStore::matching_logs`] decodes.
+#[derive(Clone, Copy)]
+enum LogRows {
+    /// Every batch whose time range meets the window.
+    Overlapping,
+    /// Only those that also reach outside it (the rest are counted without decoding).
+    Straddling,
+}
+
 /// A series as readers see it.
 struct SeriesRow {
     id: SeriesId,
@@ -606,6 +615,62 @@ impl SqliteStore {
                 .insert(stream.scope().as_str().to_string(), loss);
         }
         Ok(out)
+    }
+
+    /// Call `f` with each of the host's log records that match `filter` (time, severity,
+    /// pattern; not its limit), in storage order, from the batches `rows` selects.
+    fn matching_logs(
+        &self,
+        host: HostId,
+        filter: &LogFilter,
+        rows: LogRows,
+        mut f: impl FnMut(LogRecord),
+    ) -> Result<(), StoreError> {
+        let err = self.cx.sql("reading logs");
+        let worst = filter
+            .min_severity
+            .map_or(Severity::Debug.level(), |s| s.level());
+        // The time range and worst level of a batch skip rows that cannot match.
+        let sql = match rows {
+            LogRows::Overlapping => {
+                "SELECT id, data FROM logs
+                 WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
+                 ORDER BY id"
+            }
+            LogRows::Straddling => {
+                "SELECT id, data FROM logs
+                 WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
+                   AND (ts_min < ?2 OR ts_max >= ?3)
+                 ORDER BY id"
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
+        let mut q = stmt
+            .query(params![host, filter.since, filter.until, worst])
+            .map_err(&err)?;
+        while let Some(row) = q.next().map_err(&err)? {
+            let id: i64 = row.get(0).map_err(&err)?;
+            let what = || format!("log batch {id}");
+            let data = row
+                .get_ref(1)
+                .map_err(&err)?
+                .as_blob()
+                .map_err(|e| self.cx.corrupt(what(), e))?;
+            let (records, _): (Vec<LogRecord>, usize) =
+                bincode::serde::decode_from_slice(data, bincode::config::standard())
+                    .map_err(|e| self.cx.corrupt(what(), e))?;
+            for r in records {
+                let t = log_time(&r);
+                if t >= filter.since
+                    && t < filter.until
+                    && r.severity.level() <= worst
+                    && filter.grep.as_ref().is_none_or(|re| re.is_match(&r.line))
+                {
+                    f(r);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The body of [`Store::commit`].
@@ -1181,54 +1246,40 @@ impl Store for SqliteStore {
         let err = self.cx.sql("reading logs");
         let _snapshot = self.snapshot().map_err(&err)?;
         let host = self.resolve_host(host)?;
-        let worst = filter
-            .min_severity
-            .map_or(Severity::Debug.level(), |s| s.level());
         let mut out: Vec<LogRecord> = Vec::new();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, data FROM logs
-                 WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
-                 ORDER BY id",
-            )
-            .map_err(&err)?;
-        let mut rows = stmt
-            .query(params![host, filter.since, filter.until, worst])
-            .map_err(&err)?;
-        while let Some(row) = rows.next().map_err(&err)? {
-            let id: i64 = row.get(0).map_err(&err)?;
-            let data =
-                row.get_ref(1)
-                    .map_err(&err)?
-                    .as_blob()
-                    .map_err(|e| StoreError::Corrupt {
-                        path: self.cx.0.to_string(),
-                        what: format!("log batch {id}"),
-                        detail: e.to_string(),
-                    })?;
-            let (records, _): (Vec<LogRecord>, usize) =
-                bincode::serde::decode_from_slice(data, bincode::config::standard()).map_err(
-                    |e| StoreError::Corrupt {
-                        path: self.cx.0.to_string(),
-                        what: format!("log batch {id}"),
-                        detail: e.to_string(),
-                    },
-                )?;
-            out.extend(records.into_iter().filter(|r| {
-                let t = log_time(r);
-                t >= filter.since
-                    && t < filter.until
-                    && r.severity.level() <= worst
-                    && filter.grep.as_ref().is_none_or(|re| re.is_match(&r.line))
-            }));
-        }
+        self.matching_logs(host, filter, LogRows::Overlapping, |r| out.push(r))?;
         // Oldest first by the time each line states; lines read together keep their order.
         out.sort_by_key(log_time);
         if filter.limit > 0 && out.len() > filter.limit {
             out.drain(..out.len() - filter.limit);
         }
         Ok(out)
+    }
+
+    fn count_logs(&mut self, host: &str, filter: &LogFilter) -> Result<u64, StoreError> {
+        let err = self.cx.sql("counting logs");
+        let _snapshot = self.snapshot().map_err(&err)?;
+        let host = self.resolve_host(host)?;
+        let mut n: u64 = 0;
+        if filter.grep.is_some() || filter.min_severity.is_some() {
+            self.matching_logs(host, filter, LogRows::Overlapping, |_| n += 1)?;
+            return Ok(n);
+        }
+        if filter.since >= filter.until {
+            return Ok(0);
+        }
+        // Every record of a batch wholly inside the window matches: its count is in the row.
+        let inside: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT coalesce(sum(records), 0) FROM logs
+                 WHERE host_id = ?1 AND ts_max >= ?2 AND ts_max < ?3 AND ts_min >= ?2",
+            )
+            .and_then(|mut s| s.query_row(params![host, filter.since, filter.until], |r| r.get(0)))
+            .map_err(&err)?;
+        n = inside.max(0) as u64;
+        self.matching_logs(host, filter, LogRows::Straddling, |_| n += 1)?;
+        Ok(n)
     }
 
     fn query(
