@@ -885,8 +885,13 @@ fn a_version_2_database_is_upgraded_in_place_keeping_its_data() {
     // Turn it back into what a collector of schema 2 left behind: totals per host only.
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("DROP TABLE stream_loss; PRAGMA user_version = 2;")
-            .unwrap();
+        c.execute_batch(
+            "DROP TABLE stream_loss;
+             DROP INDEX logs_host_time;
+             CREATE INDEX logs_host_time ON logs (host_id, ts_max);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
     }
     assert!(matches!(
         open_sqlite_readonly(&path),
@@ -900,6 +905,7 @@ fn a_version_2_database_is_upgraded_in_place_keeping_its_data() {
         ..Default::default()
     };
     assert_eq!(st.logs("db1", &all).unwrap()[0].line, "disk on fire");
+    assert_eq!(st.count_logs("db1", &all).unwrap(), 1);
     // The old totals stay, and since their scope was never recorded they say so.
     let status = &st.hosts(T0).unwrap()[0];
     assert_eq!(status.dropped_samples, 120);

@@ -246,6 +246,10 @@ pub struct StoreStats {
     pub block_samples: u64,
     pub block_bytes: u64,
     pub rollup_bytes: u64,
+    /// Log batches stored, their records, and their blobs' bytes.
+    pub log_batches: u64,
+    pub log_records: u64,
+    pub log_bytes: u64,
     /// Pages in use (excluding free pages) times the page size.
     pub live_bytes: u64,
     /// Database file plus its write-ahead log, as on disk now.
