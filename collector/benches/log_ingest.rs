@@ -1,6 +1,7 @@
 //! Log ingest benchmark of the SQLite store: realistic syslog lines (~200 bytes) in batches,
 //! committed in groups as the collector's writer thread does; then bytes per stored line
-//! and how fast reads and counts (`logs --count`) answer.
+//! (batches are stored zstd-compressed) and how fast reads and counts (`logs --count`)
+//! answer. It also times the encoding alone (bincode, then zstd), the CPU part of ingest.
 //!
 //! `cargo bench -p aftercare-collector --bench log_ingest`
 //!
@@ -169,6 +170,25 @@ fn main() {
         thousands(batches.len() as u64)
     );
 
+    // The CPU part alone: what the store does to each batch before SQLite sees it.
+    let t = Instant::now();
+    let mut plain_bytes = 0u64;
+    let mut packed_bytes = 0u64;
+    let mut zstd = zstd::bulk::Compressor::new(1).expect("zstd");
+    let mut encode_plain = Duration::ZERO;
+    for b in &batches {
+        let BatchData::Logs(records) = &b.data else {
+            unreachable!()
+        };
+        let t = Instant::now();
+        let plain =
+            bincode::serde::encode_to_vec(records, bincode::config::standard()).expect("encode");
+        encode_plain += t.elapsed();
+        plain_bytes += plain.len() as u64;
+        packed_bytes += zstd.compress(&plain).expect("compress").len() as u64;
+    }
+    let encode_packed = t.elapsed();
+
     let t = Instant::now();
     for g in batches.chunks(group) {
         store.commit(g).expect("commit");
@@ -184,6 +204,13 @@ fn main() {
         commit.as_secs_f64(),
         per_s(n as u64, commit),
         line_bytes as f64 / 1e6 / commit.as_secs_f64()
+    );
+    println!(
+        "encoding alone: bincode {} lines/s ({:.1} bytes/line), then zstd level 1 {} lines/s ({:.1} bytes/line)",
+        per_s(n as u64, encode_plain),
+        plain_bytes as f64 / n as f64,
+        per_s(n as u64, encode_packed),
+        packed_bytes as f64 / n as f64
     );
     println!(
         "at rest: log blobs {:.1} bytes/line; database file {:.1} bytes/line ({} bytes)",

@@ -882,12 +882,20 @@ fn a_version_2_database_is_upgraded_in_place_keeping_its_data() {
         let l = log_batch(h, 1, &[(T0, Severity::Error, "disk on fire")]);
         st.commit(&[m, l]).unwrap();
     }
-    // Turn it back into what a collector of schema 2 left behind: totals per host only.
+    // Turn it back into what a collector of schema 2 left behind: totals per host only,
+    // log batches as plain bincode.
     {
         let c = rusqlite::Connection::open(&path).unwrap();
+        let plain = bincode::serde::encode_to_vec(
+            log_batch(1, 1, &[(T0, Severity::Error, "disk on fire")]).logs(),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        c.execute("UPDATE logs SET data = ?1", [plain]).unwrap();
         c.execute_batch(
             "DROP TABLE stream_loss;
              DROP INDEX logs_host_time;
+             ALTER TABLE logs DROP COLUMN codec;
              CREATE INDEX logs_host_time ON logs (host_id, ts_max);
              PRAGMA user_version = 2;",
         )
@@ -1065,8 +1073,68 @@ fn counting_logs_matches_reading_them() {
     ));
 }
 
+#[test]
+fn log_batches_are_kept_compressed_and_damage_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let path = db(&d);
+    let mut st = open_sqlite(&path).unwrap();
+    let h = register(&mut st, "acme", "db1", T0);
+    let lines: Vec<String> = (0..500)
+        .map(|i| {
+            format!(
+                "2026-03-02T00:00:{:02}.{i:03}+00:00 web-01 nginx[812]: 10.0.3.{} - - \
+                 \"GET /api/v1/items/{i} HTTP/1.1\" 200 {} \"-\" \"curl/7.88.1\"",
+                i % 60,
+                i % 250,
+                1000 + i * 7
+            )
+        })
+        .collect();
+    let refs: Vec<(i64, Severity, &str)> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (T0 + i as i64, Severity::Info, l.as_str()))
+        .collect();
+    st.commit(&[log_batch(h, 1, &refs)]).unwrap();
+    let stats = st.stats().unwrap();
+    let raw: usize = lines.iter().map(String::len).sum();
+    assert_eq!(stats.log_records, 500);
+    assert!(
+        stats.log_bytes * 3 < raw as u64,
+        "{} bytes stored for {raw} bytes of lines",
+        stats.log_bytes
+    );
+    let all = LogFilter {
+        since: 0,
+        until: i64::MAX,
+        ..Default::default()
+    };
+    let got = st.logs("db1", &all).unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.line.as_str()).collect::<Vec<_>>(),
+        lines
+    );
+    drop(st);
+
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let mut ro = open_sqlite_readonly(&path).unwrap();
+    for (damage, detail) in [
+        ("UPDATE logs SET data = x'28b52ffd00'", "zstd"),
+        ("UPDATE logs SET codec = 7", "unknown codec 7"),
+    ] {
+        raw.execute_batch(damage).unwrap();
+        let e = ro.logs("db1", &all).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("log batch 1") && msg.contains(detail), "{msg}");
+    }
+    // Counting whole batches does not read them: the count stands.
+    assert_eq!(ro.count_logs("db1", &all).unwrap(), 500);
+}
+
 trait DataLen {
     fn data_len(&self) -> usize;
+    fn logs(&self) -> &[LogRecord];
 }
 
 impl DataLen for PendingBatch {
@@ -1074,6 +1142,12 @@ impl DataLen for PendingBatch {
         match &self.data {
             BatchData::Metrics(s) => s.samples.len(),
             BatchData::Logs(r) => r.len(),
+        }
+    }
+    fn logs(&self) -> &[LogRecord] {
+        match &self.data {
+            BatchData::Logs(r) => r,
+            BatchData::Metrics(_) => &[],
         }
     }
 }

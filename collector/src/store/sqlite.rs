@@ -40,7 +40,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// Loss per (host, stream), beside the hosts' totals, so a support engineer sees which
 /// scope lost what. Totals a version 2 database already holds stay in `hosts` only: their
 /// stream was never recorded, and readers show the difference as unattributed. Log counts
-/// from the index alone.
+/// from the index alone; log blobs compressed, the old ones read as they are.
 const SCHEMA_V3: &str = "
 CREATE TABLE stream_loss (
     host_id  INTEGER NOT NULL,
@@ -50,6 +50,9 @@ CREATE TABLE stream_loss (
     discarded_by_revocation INTEGER NOT NULL,
     PRIMARY KEY (host_id, stream)
 ) WITHOUT ROWID;
+
+-- How a log batch's blob is encoded: see LogCodec. Rows written before are plain bincode.
+ALTER TABLE logs ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;
 
 -- Holds what counting whole batches and skipping rows need, so neither reads the batches:
 -- with small batches a row fills most of a page, and a count read every one.
@@ -184,6 +187,8 @@ pub struct SqliteStore {
     /// Series ids per host, loaded at a host's first batch, so ingest does no lookups.
     /// Cleared when a commit fails, as it may hold series of the rolled-back transaction.
     series: HashMap<HostId, HostSeries>,
+    /// Made at the first log batch.
+    log_encoder: Option<LogEncoder>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -257,6 +262,7 @@ pub fn open_sqlite(path: &Path) -> Result<SqliteStore, StoreError> {
         grace_ms: COMPACT_GRACE_MS,
         hosts_known: HashSet::new(),
         series: HashMap::new(),
+        log_encoder: None,
     })
 }
 
@@ -291,6 +297,7 @@ pub fn open_sqlite_readonly(path: &Path) -> Result<SqliteStore, StoreError> {
         grace_ms: COMPACT_GRACE_MS,
         hosts_known: HashSet::new(),
         series: HashMap::new(),
+        log_encoder: None,
     })
 }
 
@@ -352,11 +359,89 @@ fn migrate(conn: &mut Connection, cx: &Ctx) -> Result<(), StoreError> {
     }
 }
 
+/// The `codec` of a `logs` row: how its records were turned into its blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogCodec {
+    /// bincode (standard configuration), as schema 2 wrote every row.
+    Bincode = 0,
+    /// The same, compressed with zstd: realistic syslog lines shrink about 3.5 times in
+    /// 1000-line batches (about 2 in 10-line ones), and ingest writes that much less.
+    BincodeZstd = 1,
+}
+
+/// zstd level for log blobs: the fastest standard level, as it runs on the writer thread.
+const LOG_ZSTD_LEVEL: i32 = 1;
+
+/// A stored log blob decompresses to at most this: its batch arrived in one frame.
+const MAX_LOG_BLOB: usize = aftercare_shared::codec::MAX_FRAME_LIMIT;
+
+/// The writer's buffers and compression context for log batches, reused across batches.
+struct LogEncoder {
+    zstd: zstd::bulk::Compressor<'static>,
+    plain: Vec<u8>,
+    packed: Vec<u8>,
+}
+
+impl LogEncoder {
+    fn new() -> std::io::Result<Self> {
+        Ok(LogEncoder {
+            zstd: zstd::bulk::Compressor::new(LOG_ZSTD_LEVEL)?,
+            plain: Vec::new(),
+            packed: Vec::new(),
+        })
+    }
+
+    /// The blob of a [`LogCodec::BincodeZstd`] row.
+    fn encode(&mut self, records: &[LogRecord]) -> rusqlite::Result<&[u8]> {
+        let failed = rusqlite::Error::ToSqlConversionFailure;
+        self.plain.clear();
+        bincode::serde::encode_into_std_write(
+            records,
+            &mut self.plain,
+            bincode::config::standard(),
+        )
+        .map_err(|e| failed(Box::new(e)))?;
+        self.packed.clear();
+        self.packed
+            .reserve(zstd::zstd_safe::compress_bound(self.plain.len()));
+        self.zstd
+            .compress_to_buffer(&self.plain[..], &mut self.packed)
+            .map_err(|e| failed(Box::new(e)))?;
+        Ok(&self.packed)
+    }
+}
+
+/// The records of a `logs` row's blob.
+fn decode_logs(
+    codec: i64,
+    data: &[u8],
+    unzstd: &mut Option<zstd::bulk::Decompressor<'static>>,
+) -> Result<Vec<LogRecord>, String> {
+    let plain;
+    let bytes = if codec == LogCodec::Bincode as i64 {
+        data
+    } else if codec == LogCodec::BincodeZstd as i64 {
+        let d = match unzstd {
+            Some(d) => d,
+            None => unzstd.insert(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?),
+        };
+        plain = d
+            .decompress(data, MAX_LOG_BLOB)
+            .map_err(|e| format!("zstd: {e}"))?;
+        &plain[..]
+    } else {
+        return Err(format!("unknown codec {codec}"));
+    };
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(records, _)| records)
+        .map_err(|e| e.to_string())
+}
+
 fn insert_logs(
     tx: &rusqlite::Transaction<'_>,
     host: HostId,
     records: &[LogRecord],
-    blob: &mut Vec<u8>,
+    enc: &mut LogEncoder,
 ) -> rusqlite::Result<()> {
     let Some(first) = records.first() else {
         return Ok(());
@@ -368,12 +453,10 @@ fn insert_logs(
         hi = hi.max(log_time(r));
         worst = worst.min(r.severity);
     }
-    blob.clear();
-    bincode::serde::encode_into_std_write(records, blob, bincode::config::standard())
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let blob = enc.encode(records)?;
     tx.prepare_cached(
-        "INSERT INTO logs (host_id, ts_min, ts_max, records, worst, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO logs (host_id, ts_min, ts_max, records, worst, codec, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         host,
@@ -381,7 +464,8 @@ fn insert_logs(
         hi,
         records.len() as i64,
         worst.level(),
-        &blob[..]
+        LogCodec::BincodeZstd as i64,
+        blob
     ])?;
     Ok(())
 }
@@ -639,17 +723,18 @@ impl SqliteStore {
         // The time range and worst level of a batch skip rows that cannot match.
         let sql = match rows {
             LogRows::Overlapping => {
-                "SELECT id, data FROM logs
+                "SELECT id, codec, data FROM logs
                  WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
                  ORDER BY id"
             }
             LogRows::Straddling => {
-                "SELECT id, data FROM logs
+                "SELECT id, codec, data FROM logs
                  WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
                    AND (ts_min < ?2 OR ts_max >= ?3)
                  ORDER BY id"
             }
         };
+        let mut unzstd = None;
         let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
         let mut q = stmt
             .query(params![host, filter.since, filter.until, worst])
@@ -657,14 +742,14 @@ impl SqliteStore {
         while let Some(row) = q.next().map_err(&err)? {
             let id: i64 = row.get(0).map_err(&err)?;
             let what = || format!("log batch {id}");
+            let codec: i64 = row.get(1).map_err(&err)?;
             let data = row
-                .get_ref(1)
+                .get_ref(2)
                 .map_err(&err)?
                 .as_blob()
                 .map_err(|e| self.cx.corrupt(what(), e))?;
-            let (records, _): (Vec<LogRecord>, usize) =
-                bincode::serde::decode_from_slice(data, bincode::config::standard())
-                    .map_err(|e| self.cx.corrupt(what(), e))?;
+            let records =
+                decode_logs(codec, data, &mut unzstd).map_err(|e| self.cx.corrupt(what(), e))?;
             for r in records {
                 let t = log_time(&r);
                 if t >= filter.since
@@ -684,8 +769,10 @@ impl SqliteStore {
         let err = self.cx.sql("committing batches");
         let Self {
             conn,
+            cx,
             hosts_known,
             series,
+            log_encoder,
             ..
         } = self;
         let tx = conn
@@ -761,7 +848,17 @@ impl SqliteStore {
                 let snapshot = match &b.data {
                     BatchData::Metrics(s) => s,
                     BatchData::Logs(records) => {
-                        insert_logs(&tx, b.host, records, &mut blob).map_err(&err)?;
+                        let enc = match log_encoder {
+                            Some(e) => e,
+                            None => log_encoder.insert(LogEncoder::new().map_err(|e| {
+                                StoreError::Backend {
+                                    path: cx.0.to_string(),
+                                    doing: "setting up log compression",
+                                    source: Box::new(e),
+                                }
+                            })?),
+                        };
+                        insert_logs(&tx, b.host, records, enc).map_err(&err)?;
                         continue;
                     }
                 };
