@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
       aftercare-collector hosts\n  \
       aftercare-collector metrics --host acme/db1 --metric cpu. --since 1h\n  \
       aftercare-collector logs --host acme/db1 --severity error --since 24h\n  \
+      aftercare-collector logs --host acme/db1 --grep '(?i)oom' --since 7d --count\n  \
       aftercare-collector quickstart --dir ./demo     (everything on this machine)"
 )]
 struct Cli {
@@ -45,7 +46,9 @@ enum Command {
     /// Agent certificates.
     #[command(subcommand)]
     Cert(CertCmd),
-    /// List hosts: customer, host, online or not, last seen, agent version, consent.
+    /// List hosts: customer, host, online or not, last seen, agent version, consent, and
+    /// the loss its agent reported by scope (batches dropped because the agent's buffer was
+    /// full, batches discarded when consent was revoked).
     Hosts {
         #[arg(long)]
         json: bool,
@@ -86,6 +89,9 @@ enum Command {
         /// At most this many lines (the newest).
         #[arg(long, default_value_t = 200)]
         limit: usize,
+        /// Print only how many lines match (all of them: no limit).
+        #[arg(long, conflicts_with = "limit")]
+        count: bool,
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
@@ -199,6 +205,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             severity,
             since,
             limit,
+            count,
             json,
         } => {
             let now = now_millis();
@@ -225,6 +232,15 @@ fn dispatch(cli: Cli) -> Result<()> {
                 limit,
             };
             let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            if count {
+                let n = st.count_logs(&host, &filter)?;
+                if json {
+                    println!("{}", serde_json::json!({ "count": n }));
+                } else {
+                    println!("{n}");
+                }
+                return Ok(());
+            }
             let records = st.logs(&host, &filter)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&records)?);

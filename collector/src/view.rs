@@ -1,8 +1,9 @@
 //! Tables for a person at a terminal. Pure: rows in, text out.
 
-use crate::store::{HostStatus, SeriesPoints};
-use aftercare_shared::model::{MetricKind, Unit, UnixMillis, unit_of};
+use crate::store::{HostStatus, SeriesPoints, UNATTRIBUTED};
+use aftercare_shared::model::{LossReport, MetricKind, Unit, UnixMillis, unit_of};
 use aftercare_shared::time_fmt;
+use std::collections::BTreeMap;
 
 /// Left-aligned columns sized to their widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -53,7 +54,6 @@ pub fn hosts_table(hosts: &[HostStatus], now: UnixMillis) -> String {
         .iter()
         .map(|h| {
             let scopes = h.consent.active_scopes(now);
-            let loss = h.dropped_batches + h.discarded_by_revocation;
             vec![
                 h.customer.clone(),
                 h.host.clone(),
@@ -74,11 +74,7 @@ pub fn hosts_table(hosts: &[HostStatus], now: UnixMillis) -> String {
                 format!("{} {}", h.facts.os_name, h.facts.os_version)
                     .trim()
                     .to_string(),
-                if loss == 0 {
-                    "-".into()
-                } else {
-                    format!("{loss} batches")
-                },
+                loss_text(&h.loss),
             ]
         })
         .collect();
@@ -91,10 +87,63 @@ pub fn hosts_table(hosts: &[HostStatus], now: UnixMillis) -> String {
             "AGENT",
             "CONSENT",
             "OS",
-            "LOST",
+            "LOSS",
         ],
         &rows,
     )
+}
+
+/// What a host's agent reported it gave up, by scope: `none`, or e.g.
+/// `metrics: 3 batches (120 samples) dropped; logs: 5 batches discarded when consent was
+/// revoked`.
+pub fn loss_text(loss: &BTreeMap<String, LossReport>) -> String {
+    // Scopes in the order a person expects them, whatever the map's order.
+    let rank = |scope: &str| match scope {
+        "metrics" => 0,
+        "logs" => 1,
+        UNATTRIBUTED => 3,
+        _ => 2,
+    };
+    let mut parts: Vec<(&String, &LossReport)> =
+        loss.iter().filter(|(_, l)| !l.is_empty()).collect();
+    if parts.is_empty() {
+        return "none".into();
+    }
+    parts.sort_by_key(|(scope, _)| rank(scope));
+    parts
+        .iter()
+        .map(|(scope, l)| {
+            let (label, unit) = match scope.as_str() {
+                "logs" => ("logs", ("line", "lines")),
+                UNATTRIBUTED => ("scope not recorded", ("sample or line", "samples or lines")),
+                s => (s, ("sample", "samples")),
+            };
+            format!("{label}: {}", loss_words(l, unit))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `2 batches (900 lines) dropped, 5 discarded when consent was revoked`.
+fn loss_words(l: &LossReport, unit: (&str, &str)) -> String {
+    let n = |v: u64, (one, many): (&str, &str)| format!("{v} {}", if v == 1 { one } else { many });
+    let batches = ("batch", "batches");
+    let mut out = Vec::new();
+    match (l.dropped_batches, l.dropped_samples) {
+        (0, 0) => {}
+        (0, s) => out.push(format!("{} dropped", n(s, unit))),
+        (b, 0) => out.push(format!("{} dropped", n(b, batches))),
+        (b, s) => out.push(format!("{} ({}) dropped", n(b, batches), n(s, unit))),
+    }
+    if l.discarded_by_revocation > 0 {
+        let what = if out.is_empty() {
+            n(l.discarded_by_revocation, batches)
+        } else {
+            l.discarded_by_revocation.to_string()
+        };
+        out.push(format!("{what} discarded when consent was revoked"));
+    }
+    out.join(", ")
 }
 
 /// A value in the unit its name implies.
@@ -414,6 +463,41 @@ mod tests {
         assert!(s.contains("50.0 GiB of 100.0 GiB (50%)"), "{s}");
         assert!(s.contains("in 2.0 KiB/s, out 1.0 KiB/s"), "{s}");
         assert!(!s.contains("lo"), "{s}");
+    }
+
+    #[test]
+    fn loss_reads_like_a_sentence() {
+        let l = |b, s, r| LossReport {
+            dropped_batches: b,
+            dropped_samples: s,
+            discarded_by_revocation: r,
+        };
+        let map = |v: &[(&str, LossReport)]| -> BTreeMap<String, LossReport> {
+            v.iter().map(|(k, l)| (k.to_string(), *l)).collect()
+        };
+        assert_eq!(loss_text(&map(&[])), "none");
+        assert_eq!(loss_text(&map(&[("metrics", l(0, 0, 0))])), "none");
+        assert_eq!(
+            loss_text(&map(&[("logs", l(2, 900, 5)), ("metrics", l(3, 120, 0))])),
+            "metrics: 3 batches (120 samples) dropped; \
+             logs: 2 batches (900 lines) dropped, 5 discarded when consent was revoked"
+        );
+        assert_eq!(
+            loss_text(&map(&[("logs", l(1, 1, 0))])),
+            "logs: 1 batch (1 line) dropped"
+        );
+        assert_eq!(
+            loss_text(&map(&[("metrics", l(0, 0, 1))])),
+            "metrics: 1 batch discarded when consent was revoked"
+        );
+        assert_eq!(
+            loss_text(&map(&[
+                (UNATTRIBUTED, l(4, 40, 0)),
+                ("metrics", l(1, 10, 0))
+            ])),
+            "metrics: 1 batch (10 samples) dropped; \
+             scope not recorded: 4 batches (40 samples or lines) dropped"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use aftercare_collector::store::{
     BatchData, CommitOutcome, HOUR_MS, HostHello, HostId, LogFilter, MINUTE_MS, PendingBatch,
-    Resolution, SeriesPoints, Store, StoreError, open_sqlite, open_sqlite_readonly,
+    Resolution, SeriesPoints, Store, StoreError, UNATTRIBUTED, open_sqlite, open_sqlite_readonly,
 };
 use aftercare_shared::consent::{ConsentRecord, Grant, Scope};
 use aftercare_shared::model::{
@@ -851,7 +851,7 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
     // Turn it back into what a collector of schema 1 left behind.
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("DROP TABLE logs; PRAGMA user_version = 1;")
+        c.execute_batch("DROP TABLE logs; DROP TABLE stream_loss; PRAGMA user_version = 1;")
             .unwrap();
     }
     assert!(matches!(
@@ -865,8 +865,276 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
     assert_eq!(st.commit(&[b]).unwrap(), vec![CommitOutcome::Stored]);
 }
 
+#[test]
+fn a_version_2_database_is_upgraded_in_place_keeping_its_data() {
+    let d = tempfile::tempdir().unwrap();
+    let path = db(&d);
+    let lost = LossReport {
+        dropped_batches: 3,
+        dropped_samples: 120,
+        discarded_by_revocation: 1,
+    };
+    {
+        let mut st = open_sqlite(&path).unwrap();
+        let h = register(&mut st, "acme", "db1", T0);
+        let mut m = tick(h, 1, T0);
+        m.loss = lost;
+        let l = log_batch(h, 1, &[(T0, Severity::Error, "disk on fire")]);
+        st.commit(&[m, l]).unwrap();
+    }
+    // Turn it back into what a collector of schema 2 left behind: totals per host only,
+    // log batches as plain bincode.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let plain = bincode::serde::encode_to_vec(
+            log_batch(1, 1, &[(T0, Severity::Error, "disk on fire")]).logs(),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        c.execute("UPDATE logs SET data = ?1", [plain]).unwrap();
+        c.execute_batch(
+            "DROP TABLE stream_loss;
+             DROP INDEX logs_host_time;
+             ALTER TABLE logs DROP COLUMN codec;
+             CREATE INDEX logs_host_time ON logs (host_id, ts_max);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    assert!(matches!(
+        open_sqlite_readonly(&path),
+        Err(StoreError::SchemaTooOld { found: 2, .. })
+    ));
+    let mut st = open_sqlite(&path).unwrap();
+    assert_eq!(all_points(&mut st, "db1").len(), tick(1, 1, T0).data_len());
+    let all = LogFilter {
+        since: 0,
+        until: i64::MAX,
+        ..Default::default()
+    };
+    assert_eq!(st.logs("db1", &all).unwrap()[0].line, "disk on fire");
+    assert_eq!(st.count_logs("db1", &all).unwrap(), 1);
+    // The old totals stay, and since their scope was never recorded they say so.
+    let status = &st.hosts(T0).unwrap()[0];
+    assert_eq!(status.dropped_samples, 120);
+    assert_eq!(
+        status.loss.iter().collect::<Vec<_>>(),
+        [(&UNATTRIBUTED.to_string(), &lost)]
+    );
+    // New reports are kept per scope beside them.
+    let h = register(&mut st, "acme", "db1", T0);
+    let mut l = log_batch(h, 2, &[(T0 + 1, Severity::Info, "cooled down")]);
+    l.loss.dropped_batches = 1;
+    l.loss.dropped_samples = 50;
+    assert_eq!(st.commit(&[l]).unwrap(), vec![CommitOutcome::Stored]);
+    drop(st);
+    let status = &open_sqlite_readonly(&path).unwrap().hosts(T0).unwrap()[0];
+    assert_eq!((status.dropped_batches, status.dropped_samples), (4, 170));
+    assert_eq!(status.loss[UNATTRIBUTED], lost);
+    assert_eq!(status.loss["logs"].dropped_samples, 50);
+    assert_eq!(status.loss.len(), 2, "{:?}", status.loss);
+}
+
+#[test]
+fn loss_is_kept_per_scope_and_adds_up_to_the_host_totals() {
+    let d = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&db(&d)).unwrap();
+    let h = register(&mut st, "acme", "db1", T0);
+    let other = register(&mut st, "acme", "web1", T0);
+    assert!(st.hosts(T0).unwrap().iter().all(|s| s.loss.is_empty()));
+
+    let loss = |b, s, r| LossReport {
+        dropped_batches: b,
+        dropped_samples: s,
+        discarded_by_revocation: r,
+    };
+    let mut m1 = tick(h, 1, T0);
+    m1.loss = loss(2, 200, 0);
+    let mut m2 = tick(h, 2, T0 + 10_000);
+    m2.loss = loss(1, 100, 1);
+    let mut l1 = log_batch(h, 1, &[(T0, Severity::Info, "a")]);
+    l1.loss = loss(4, 900, 0);
+    let mut l2 = log_batch(h, 2, &[(T0 + 1, Severity::Info, "b")]);
+    l2.loss = loss(0, 0, 5);
+    // Redelivered within the commit and in a later one: counted once.
+    st.commit(&[m1.clone(), l1.clone(), m1.clone(), m2])
+        .unwrap();
+    st.commit(&[l1, l2, m1]).unwrap();
+
+    let hosts = st.hosts(T0).unwrap();
+    let s = hosts.iter().find(|s| s.id == h).unwrap();
+    assert_eq!(s.loss["metrics"], loss(3, 300, 1));
+    assert_eq!(s.loss["logs"], loss(4, 900, 5));
+    assert_eq!(s.loss.len(), 2, "{:?}", s.loss);
+    assert_eq!(
+        (
+            s.dropped_batches,
+            s.dropped_samples,
+            s.discarded_by_revocation
+        ),
+        (7, 1200, 6)
+    );
+    let o = hosts.iter().find(|s| s.id == other).unwrap();
+    assert!(o.loss.is_empty(), "another host's loss: {:?}", o.loss);
+
+    // Saturated totals stay consistent: nothing is invented as unattributed.
+    let mut huge = log_batch(h, 3, &[(T0 + 2, Severity::Info, "c")]);
+    huge.loss.dropped_samples = u64::MAX;
+    st.commit(&[huge.clone()]).unwrap();
+    huge.seq = 4;
+    st.commit(&[huge]).unwrap();
+    let s = st
+        .hosts(T0)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == h)
+        .unwrap();
+    assert_eq!(s.loss["logs"].dropped_samples, i64::MAX as u64);
+    assert!(!s.loss.contains_key(UNATTRIBUTED), "{:?}", s.loss);
+
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["loss"]["metrics"]["dropped_batches"], 3);
+}
+
+#[test]
+fn counting_logs_matches_reading_them() {
+    let d = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&db(&d)).unwrap();
+    let h = register(&mut st, "acme", "db1", T0);
+    // Ten batches of ten lines a second apart; batches overlap their neighbours in time, and
+    // one batch's lines come out of order, so windows cut through batches every way.
+    let sev = [Severity::Info, Severity::Warning, Severity::Error];
+    let mut batches = Vec::new();
+    for b in 0..10u64 {
+        let lines: Vec<(i64, Severity, String)> = (0..10u64)
+            .map(|i| {
+                let k = b * 10 + i;
+                let t = if b == 4 { 9 - i } else { i };
+                (
+                    T0 + (b * 8 + t) as i64 * 1000,
+                    sev[(k % 3) as usize],
+                    format!("line {k}"),
+                )
+            })
+            .collect();
+        let refs: Vec<(i64, Severity, &str)> =
+            lines.iter().map(|(t, s, l)| (*t, *s, l.as_str())).collect();
+        batches.push(log_batch(h, b + 1, &refs));
+    }
+    st.commit(&batches).unwrap();
+    let filters = |since: i64, until: i64| {
+        let base = LogFilter {
+            since,
+            until,
+            ..Default::default()
+        };
+        [
+            base.clone(),
+            LogFilter {
+                min_severity: Some(Severity::Warning),
+                ..base.clone()
+            },
+            LogFilter {
+                grep: Some(regex::Regex::new("line [0-9]*7$").unwrap()),
+                ..base.clone()
+            },
+            // A limit does not limit a count.
+            LogFilter { limit: 3, ..base },
+        ]
+    };
+    let mut checked = 0;
+    for since in (-2..100).step_by(3) {
+        for until in [since, since + 1, since + 17, 200, i64::MAX / 1000] {
+            for f in filters(T0 + since * 1000, T0.saturating_add(until * 1000)) {
+                let unlimited = LogFilter {
+                    limit: 0,
+                    ..f.clone()
+                };
+                let want = st.logs("db1", &unlimited).unwrap().len() as u64;
+                assert_eq!(
+                    st.count_logs("acme/db1", &f).unwrap(),
+                    want,
+                    "since {since} s, until {until} s, {f:?}"
+                );
+                checked += want;
+            }
+        }
+    }
+    assert!(checked > 1000, "the windows matched something: {checked}");
+    let all = LogFilter {
+        since: i64::MIN,
+        until: i64::MAX,
+        ..Default::default()
+    };
+    assert_eq!(st.count_logs("db1", &all).unwrap(), 100);
+    assert!(matches!(
+        st.count_logs("nosuch", &all),
+        Err(StoreError::UnknownHost(_))
+    ));
+}
+
+#[test]
+fn log_batches_are_kept_compressed_and_damage_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let path = db(&d);
+    let mut st = open_sqlite(&path).unwrap();
+    let h = register(&mut st, "acme", "db1", T0);
+    let lines: Vec<String> = (0..500)
+        .map(|i| {
+            format!(
+                "2026-03-02T00:00:{:02}.{i:03}+00:00 web-01 nginx[812]: 10.0.3.{} - - \
+                 \"GET /api/v1/items/{i} HTTP/1.1\" 200 {} \"-\" \"curl/7.88.1\"",
+                i % 60,
+                i % 250,
+                1000 + i * 7
+            )
+        })
+        .collect();
+    let refs: Vec<(i64, Severity, &str)> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (T0 + i as i64, Severity::Info, l.as_str()))
+        .collect();
+    st.commit(&[log_batch(h, 1, &refs)]).unwrap();
+    let stats = st.stats().unwrap();
+    let raw: usize = lines.iter().map(String::len).sum();
+    assert_eq!(stats.log_records, 500);
+    assert!(
+        stats.log_bytes * 3 < raw as u64,
+        "{} bytes stored for {raw} bytes of lines",
+        stats.log_bytes
+    );
+    let all = LogFilter {
+        since: 0,
+        until: i64::MAX,
+        ..Default::default()
+    };
+    let got = st.logs("db1", &all).unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.line.as_str()).collect::<Vec<_>>(),
+        lines
+    );
+    drop(st);
+
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let mut ro = open_sqlite_readonly(&path).unwrap();
+    for (damage, detail) in [
+        ("UPDATE logs SET data = x'28b52ffd00'", "zstd"),
+        ("UPDATE logs SET codec = 7", "unknown codec 7"),
+    ] {
+        raw.execute_batch(damage).unwrap();
+        let e = ro.logs("db1", &all).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("log batch 1") && msg.contains(detail), "{msg}");
+    }
+    // Counting whole batches does not read them: the count stands.
+    assert_eq!(ro.count_logs("db1", &all).unwrap(), 500);
+}
+
 trait DataLen {
     fn data_len(&self) -> usize;
+    fn logs(&self) -> &[LogRecord];
 }
 
 impl DataLen for PendingBatch {
@@ -874,6 +1142,12 @@ impl DataLen for PendingBatch {
         match &self.data {
             BatchData::Metrics(s) => s.samples.len(),
             BatchData::Logs(r) => r.len(),
+        }
+    }
+    fn logs(&self) -> &[LogRecord] {
+        match &self.data {
+            BatchData::Logs(r) => r,
+            BatchData::Metrics(_) => &[],
         }
     }
 }

@@ -31,6 +31,7 @@ use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Severity, UnixMillis,
 };
 use aftercare_shared::protocol::{Identity, StreamId};
+use std::collections::BTreeMap;
 
 pub type HostId = i64;
 pub type SeriesId = i64;
@@ -125,11 +126,19 @@ pub struct HostStatus {
     pub interval_ms: u64,
     /// Connected, and the last batch is at most [`ONLINE_INTERVALS`] intervals old.
     pub online: bool,
-    /// Loss totals as reported by the agent (see [`LossReport`]).
+    /// Loss totals as reported by the agent (see [`LossReport`]), all scopes together.
     pub dropped_batches: u64,
     pub dropped_samples: u64,
     pub discarded_by_revocation: u64,
+    /// The same totals by scope (`metrics`, `logs`: the scope of the stream whose batches
+    /// carried the reports); `dropped_samples` counts log lines for `logs`. Scopes that lost
+    /// nothing are absent. [`UNATTRIBUTED`] holds what was reported before the store counted
+    /// per scope (a database from before schema 3), so the parts always add up to the totals.
+    pub loss: BTreeMap<String, LossReport>,
 }
+
+/// The key of [`HostStatus::loss`] for loss whose scope was not recorded.
+pub const UNATTRIBUTED: &str = "unattributed";
 
 impl HostStatus {
     /// `customer/host`, the unambiguous name.
@@ -237,6 +246,10 @@ pub struct StoreStats {
     pub block_samples: u64,
     pub block_bytes: u64,
     pub rollup_bytes: u64,
+    /// Log batches stored, their records, and their blobs' bytes.
+    pub log_batches: u64,
+    pub log_records: u64,
+    pub log_bytes: u64,
     /// Pages in use (excluding free pages) times the page size.
     pub live_bytes: u64,
     /// Database file plus its write-ahead log, as on disk now.
@@ -304,6 +317,9 @@ pub trait Store: Send {
     ) -> Result<Vec<SeriesPoints>, StoreError>;
     /// A host's log records matching `filter`, oldest first.
     fn logs(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<LogRecord>, StoreError>;
+    /// How many of a host's log records match `filter` (its `limit` is ignored). Without a
+    /// severity or pattern, batches wholly inside the window are counted without decoding.
+    fn count_logs(&mut self, host: &str, filter: &LogFilter) -> Result<u64, StoreError>;
     /// The newest value of every series of a host, sorted by name and labels.
     fn latest(&mut self, host: &str) -> Result<Vec<Latest>, StoreError>;
     /// Rollup buckets with `since <= start < until`, from compacted (closed) hours only.

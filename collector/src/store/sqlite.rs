@@ -14,8 +14,8 @@ use super::query::{self, Agg, HostName, MetricFilter};
 use super::{
     BatchData, Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats, HOUR_MS, HostHello, HostId,
     HostStatus, Latest, LogFilter, ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution,
-    SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, compaction_cutoff,
-    log_time,
+    SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, UNATTRIBUTED,
+    compaction_cutoff, log_time,
 };
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{LogRecord, LossReport, MetricKind, Severity, UnixMillis};
@@ -32,10 +32,33 @@ const APPLICATION_ID: i32 = 0x4166_7443;
 
 /// Schema versions: entry `i` takes a database from version `i` to `i + 1`. Append only;
 /// never edit one that has been released.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Loss per (host, stream), beside the hosts' totals, so a support engineer sees which
+/// scope lost what. Totals a version 2 database already holds stay in `hosts` only: their
+/// stream was never recorded, and readers show the difference as unattributed. Log counts
+/// from the index alone; log blobs compressed, the old ones read as they are.
+const SCHEMA_V3: &str = "
+CREATE TABLE stream_loss (
+    host_id  INTEGER NOT NULL,
+    stream   INTEGER NOT NULL,                        -- StreamId::code
+    dropped_batches         INTEGER NOT NULL,
+    dropped_samples         INTEGER NOT NULL,         -- samples, or lines for logs
+    discarded_by_revocation INTEGER NOT NULL,
+    PRIMARY KEY (host_id, stream)
+) WITHOUT ROWID;
+
+-- How a log batch's blob is encoded: see LogCodec. Rows written before are plain bincode.
+ALTER TABLE logs ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;
+
+-- Holds what counting whole batches and skipping rows need, so neither reads the batches:
+-- with small batches a row fills most of a page, and a count read every one.
+DROP INDEX logs_host_time;
+CREATE INDEX logs_host_time ON logs (host_id, ts_max, ts_min, worst, records);
+";
 
 /// Logs: one row per batch, its records as one blob (bincode), so ingest costs one insert
 /// per batch; the time range and the most severe level let queries skip whole rows.
@@ -164,6 +187,8 @@ pub struct SqliteStore {
     /// Series ids per host, loaded at a host's first batch, so ingest does no lookups.
     /// Cleared when a commit fails, as it may hold series of the rolled-back transaction.
     series: HashMap<HostId, HostSeries>,
+    /// Made at the first log batch.
+    log_encoder: Option<LogEncoder>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -237,6 +262,7 @@ pub fn open_sqlite(path: &Path) -> Result<SqliteStore, StoreError> {
         grace_ms: COMPACT_GRACE_MS,
         hosts_known: HashSet::new(),
         series: HashMap::new(),
+        log_encoder: None,
     })
 }
 
@@ -271,6 +297,7 @@ pub fn open_sqlite_readonly(path: &Path) -> Result<SqliteStore, StoreError> {
         grace_ms: COMPACT_GRACE_MS,
         hosts_known: HashSet::new(),
         series: HashMap::new(),
+        log_encoder: None,
     })
 }
 
@@ -332,11 +359,89 @@ fn migrate(conn: &mut Connection, cx: &Ctx) -> Result<(), StoreError> {
     }
 }
 
+/// The `codec` of a `logs` row: how its records were turned into its blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogCodec {
+    /// bincode (standard configuration), as schema 2 wrote every row.
+    Bincode = 0,
+    /// The same, compressed with zstd: realistic syslog lines shrink about 3.5 times in
+    /// 1000-line batches (about 2 in 10-line ones), and ingest writes that much less.
+    BincodeZstd = 1,
+}
+
+/// zstd level for log blobs: the fastest standard level, as it runs on the writer thread.
+const LOG_ZSTD_LEVEL: i32 = 1;
+
+/// A stored log blob decompresses to at most this: its batch arrived in one frame.
+const MAX_LOG_BLOB: usize = aftercare_shared::codec::MAX_FRAME_LIMIT;
+
+/// The writer's buffers and compression context for log batches, reused across batches.
+struct LogEncoder {
+    zstd: zstd::bulk::Compressor<'static>,
+    plain: Vec<u8>,
+    packed: Vec<u8>,
+}
+
+impl LogEncoder {
+    fn new() -> std::io::Result<Self> {
+        Ok(LogEncoder {
+            zstd: zstd::bulk::Compressor::new(LOG_ZSTD_LEVEL)?,
+            plain: Vec::new(),
+            packed: Vec::new(),
+        })
+    }
+
+    /// The blob of a [`LogCodec::BincodeZstd`] row.
+    fn encode(&mut self, records: &[LogRecord]) -> rusqlite::Result<&[u8]> {
+        let failed = rusqlite::Error::ToSqlConversionFailure;
+        self.plain.clear();
+        bincode::serde::encode_into_std_write(
+            records,
+            &mut self.plain,
+            bincode::config::standard(),
+        )
+        .map_err(|e| failed(Box::new(e)))?;
+        self.packed.clear();
+        self.packed
+            .reserve(zstd::zstd_safe::compress_bound(self.plain.len()));
+        self.zstd
+            .compress_to_buffer(&self.plain[..], &mut self.packed)
+            .map_err(|e| failed(Box::new(e)))?;
+        Ok(&self.packed)
+    }
+}
+
+/// The records of a `logs` row's blob.
+fn decode_logs(
+    codec: i64,
+    data: &[u8],
+    unzstd: &mut Option<zstd::bulk::Decompressor<'static>>,
+) -> Result<Vec<LogRecord>, String> {
+    let plain;
+    let bytes = if codec == LogCodec::Bincode as i64 {
+        data
+    } else if codec == LogCodec::BincodeZstd as i64 {
+        let d = match unzstd {
+            Some(d) => d,
+            None => unzstd.insert(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?),
+        };
+        plain = d
+            .decompress(data, MAX_LOG_BLOB)
+            .map_err(|e| format!("zstd: {e}"))?;
+        &plain[..]
+    } else {
+        return Err(format!("unknown codec {codec}"));
+    };
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(records, _)| records)
+        .map_err(|e| e.to_string())
+}
+
 fn insert_logs(
     tx: &rusqlite::Transaction<'_>,
     host: HostId,
     records: &[LogRecord],
-    blob: &mut Vec<u8>,
+    enc: &mut LogEncoder,
 ) -> rusqlite::Result<()> {
     let Some(first) = records.first() else {
         return Ok(());
@@ -348,12 +453,10 @@ fn insert_logs(
         hi = hi.max(log_time(r));
         worst = worst.min(r.severity);
     }
-    blob.clear();
-    bincode::serde::encode_into_std_write(records, blob, bincode::config::standard())
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let blob = enc.encode(records)?;
     tx.prepare_cached(
-        "INSERT INTO logs (host_id, ts_min, ts_max, records, worst, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO logs (host_id, ts_min, ts_max, records, worst, codec, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         host,
@@ -361,7 +464,8 @@ fn insert_logs(
         hi,
         records.len() as i64,
         worst.level(),
-        &blob[..]
+        LogCodec::BincodeZstd as i64,
+        blob
     ])?;
     Ok(())
 }
@@ -380,6 +484,34 @@ fn series_key(key: &mut Vec<u8>, name: &str, labels: &str) {
     key.extend_from_slice(&(name.len() as u32).to_le_bytes());
     key.extend_from_slice(name.as_bytes());
     key.extend_from_slice(labels.as_bytes());
+}
+
+/// What a host's totals hold beyond its per-scope parts: loss reported before the store
+/// counted per scope. Saturated totals may leave less than the parts; never below zero.
+fn unattributed_loss<'a>(
+    total: &LossReport,
+    parts: impl Iterator<Item = &'a LossReport>,
+) -> LossReport {
+    let mut sum = LossReport::default();
+    for p in parts {
+        add_loss(&mut sum, p);
+    }
+    LossReport {
+        dropped_batches: total.dropped_batches.saturating_sub(sum.dropped_batches),
+        dropped_samples: total.dropped_samples.saturating_sub(sum.dropped_samples),
+        discarded_by_revocation: total
+            .discarded_by_revocation
+            .saturating_sub(sum.discarded_by_revocation),
+    }
+}
+
+/// Add `b` to `a`; totals saturate rather than wrap.
+fn add_loss(a: &mut LossReport, b: &LossReport) {
+    a.dropped_batches = a.dropped_batches.saturating_add(b.dropped_batches);
+    a.dropped_samples = a.dropped_samples.saturating_add(b.dropped_samples);
+    a.discarded_by_revocation = a
+        .discarded_by_revocation
+        .saturating_add(b.discarded_by_revocation);
 }
 
 /// SQLite integers are i64; counts beyond that saturate.
@@ -404,6 +536,15 @@ impl From<StoreError> for RowError {
     fn from(e: StoreError) -> Self {
         RowError::Store(e)
     }
+}
+
+/// Which log batches [`SqliteStore::matching_logs`] decodes.
+#[derive(Clone, Copy)]
+enum LogRows {
+    /// Every batch whose time range meets the window.
+    Overlapping,
+    /// Only those that also reach outside it (the rest are counted without decoding).
+    Straddling,
 }
 
 /// A series as readers see it.
@@ -535,13 +676,103 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Every host's loss totals by scope name, from `stream_loss`.
+    fn stream_loss(&self) -> Result<HashMap<HostId, BTreeMap<String, LossReport>>, StoreError> {
+        let err = self.cx.sql("reading loss per scope");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT host_id, stream, dropped_batches, dropped_samples, discarded_by_revocation
+                 FROM stream_loss",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt.query([]).map_err(&err)?;
+        let mut out: HashMap<HostId, BTreeMap<String, LossReport>> = HashMap::new();
+        while let Some(r) = rows.next().map_err(&err)? {
+            let get_u = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64).map_err(&err);
+            let code: i64 = r.get(1).map_err(&err)?;
+            let stream = u8::try_from(code)
+                .ok()
+                .and_then(StreamId::from_code)
+                .ok_or_else(|| self.cx.corrupt("stream code of a loss total", code))?;
+            let loss = LossReport {
+                dropped_batches: get_u(2)?,
+                dropped_samples: get_u(3)?,
+                discarded_by_revocation: get_u(4)?,
+            };
+            out.entry(r.get(0).map_err(&err)?)
+                .or_default()
+                .insert(stream.scope().as_str().to_string(), loss);
+        }
+        Ok(out)
+    }
+
+    /// Call `f` with each of the host's log records that match `filter` (time, severity,
+    /// pattern; not its limit), in storage order, from the batches `rows` selects.
+    fn matching_logs(
+        &self,
+        host: HostId,
+        filter: &LogFilter,
+        rows: LogRows,
+        mut f: impl FnMut(LogRecord),
+    ) -> Result<(), StoreError> {
+        let err = self.cx.sql("reading logs");
+        let worst = filter
+            .min_severity
+            .map_or(Severity::Debug.level(), |s| s.level());
+        // The time range and worst level of a batch skip rows that cannot match.
+        let sql = match rows {
+            LogRows::Overlapping => {
+                "SELECT id, codec, data FROM logs
+                 WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
+                 ORDER BY id"
+            }
+            LogRows::Straddling => {
+                "SELECT id, codec, data FROM logs
+                 WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
+                   AND (ts_min < ?2 OR ts_max >= ?3)
+                 ORDER BY id"
+            }
+        };
+        let mut unzstd = None;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
+        let mut q = stmt
+            .query(params![host, filter.since, filter.until, worst])
+            .map_err(&err)?;
+        while let Some(row) = q.next().map_err(&err)? {
+            let id: i64 = row.get(0).map_err(&err)?;
+            let what = || format!("log batch {id}");
+            let codec: i64 = row.get(1).map_err(&err)?;
+            let data = row
+                .get_ref(2)
+                .map_err(&err)?
+                .as_blob()
+                .map_err(|e| self.cx.corrupt(what(), e))?;
+            let records =
+                decode_logs(codec, data, &mut unzstd).map_err(|e| self.cx.corrupt(what(), e))?;
+            for r in records {
+                let t = log_time(&r);
+                if t >= filter.since
+                    && t < filter.until
+                    && r.severity.level() <= worst
+                    && filter.grep.as_ref().is_none_or(|re| re.is_match(&r.line))
+                {
+                    f(r);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The body of [`Store::commit`].
     fn commit_tx(&mut self, batches: &[PendingBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
         let err = self.cx.sql("committing batches");
         let Self {
             conn,
+            cx,
             hosts_known,
             series,
+            log_encoder,
             ..
         } = self;
         let tx = conn
@@ -552,6 +783,8 @@ impl SqliteStore {
         let mut marks: HashMap<(HostId, u8), (Option<u64>, Option<u64>)> = HashMap::new();
         // host -> (newest receipt, loss reported by stored batches)
         let mut touched: HashMap<HostId, (UnixMillis, LossReport)> = HashMap::new();
+        // (host, stream) -> loss reported by that stream's stored batches
+        let mut stream_loss: HashMap<(HostId, u8), LossReport> = HashMap::new();
         let mut key = Vec::with_capacity(128);
         let mut pairs = Vec::with_capacity(128);
         let mut blob = Vec::with_capacity(2048);
@@ -604,17 +837,28 @@ impl SqliteStore {
                     continue;
                 }
                 mark.1 = Some(b.seq);
-                let loss = &mut seen.1;
-                loss.dropped_batches = loss.dropped_batches.saturating_add(b.loss.dropped_batches);
-                loss.dropped_samples = loss.dropped_samples.saturating_add(b.loss.dropped_samples);
-                loss.discarded_by_revocation = loss
-                    .discarded_by_revocation
-                    .saturating_add(b.loss.discarded_by_revocation);
+                if !b.loss.is_empty() {
+                    add_loss(&mut seen.1, &b.loss);
+                    add_loss(
+                        stream_loss.entry((b.host, b.stream.code())).or_default(),
+                        &b.loss,
+                    );
+                }
                 outcomes.push(CommitOutcome::Stored);
                 let snapshot = match &b.data {
                     BatchData::Metrics(s) => s,
                     BatchData::Logs(records) => {
-                        insert_logs(&tx, b.host, records, &mut blob).map_err(&err)?;
+                        let enc = match log_encoder {
+                            Some(e) => e,
+                            None => log_encoder.insert(LogEncoder::new().map_err(|e| {
+                                StoreError::Backend {
+                                    path: cx.0.to_string(),
+                                    doing: "setting up log compression",
+                                    source: Box::new(e),
+                                }
+                            })?),
+                        };
+                        insert_logs(&tx, b.host, records, enc).map_err(&err)?;
                         continue;
                     }
                 };
@@ -671,6 +915,32 @@ impl SqliteStore {
                     .execute(params![
                         host,
                         seen,
+                        sql_int(loss.dropped_batches),
+                        sql_int(loss.dropped_samples),
+                        sql_int(loss.discarded_by_revocation)
+                    ])
+                    .map_err(&err)?;
+            }
+            let mut add_stream_loss = tx
+                .prepare_cached(
+                    "INSERT INTO stream_loss (host_id, stream, dropped_batches, dropped_samples,
+                                              discarded_by_revocation)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (host_id, stream) DO UPDATE SET
+                        dropped_batches =
+                            min(dropped_batches + excluded.dropped_batches, 9223372036854775807),
+                        dropped_samples =
+                            min(dropped_samples + excluded.dropped_samples, 9223372036854775807),
+                        discarded_by_revocation = min(
+                            discarded_by_revocation + excluded.discarded_by_revocation,
+                            9223372036854775807)",
+                )
+                .map_err(&err)?;
+            for (&(host, stream), loss) in &stream_loss {
+                add_stream_loss
+                    .execute(params![
+                        host,
+                        stream,
                         sql_int(loss.dropped_batches),
                         sql_int(loss.dropped_samples),
                         sql_int(loss.discarded_by_revocation)
@@ -1014,6 +1284,9 @@ impl Store for SqliteStore {
 
     fn hosts(&mut self, now: UnixMillis) -> Result<Vec<HostStatus>, StoreError> {
         let err = self.cx.sql("listing hosts");
+        // One state for both tables, so a host's scopes add up to its totals.
+        let _snapshot = self.snapshot().map_err(&err)?;
+        let mut by_scope = self.stream_loss()?;
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -1035,8 +1308,18 @@ impl Store for SqliteStore {
             let interval_ms = get_i(8)?.max(0) as u64;
             let connected = get_i(9)? != 0;
             let what = |field: &str| format!("{field} of host {customer}/{host}");
+            let id = get_i(0)?;
+            let total = LossReport {
+                dropped_batches: get_i(10)? as u64,
+                dropped_samples: get_i(11)? as u64,
+                discarded_by_revocation: get_i(12)? as u64,
+            };
+            let mut loss = by_scope.remove(&id).unwrap_or_default();
+            let unattributed = unattributed_loss(&total, loss.values());
+            if !unattributed.is_empty() {
+                loss.insert(UNATTRIBUTED.to_string(), unattributed);
+            }
             out.push(HostStatus {
-                id: get_i(0)?,
                 first_seen: get_i(3)?,
                 last_seen,
                 agent_version: r.get(5).map_err(&err)?,
@@ -1050,9 +1333,11 @@ impl Store for SqliteStore {
                     && last_seen.is_some_and(|t| {
                         now - t <= ONLINE_INTERVALS.saturating_mul(interval_ms as i64)
                     }),
-                dropped_batches: get_i(10)? as u64,
-                dropped_samples: get_i(11)? as u64,
-                discarded_by_revocation: get_i(12)? as u64,
+                id,
+                dropped_batches: total.dropped_batches,
+                dropped_samples: total.dropped_samples,
+                discarded_by_revocation: total.discarded_by_revocation,
+                loss,
                 customer,
                 host,
             });
@@ -1064,54 +1349,40 @@ impl Store for SqliteStore {
         let err = self.cx.sql("reading logs");
         let _snapshot = self.snapshot().map_err(&err)?;
         let host = self.resolve_host(host)?;
-        let worst = filter
-            .min_severity
-            .map_or(Severity::Debug.level(), |s| s.level());
         let mut out: Vec<LogRecord> = Vec::new();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, data FROM logs
-                 WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
-                 ORDER BY id",
-            )
-            .map_err(&err)?;
-        let mut rows = stmt
-            .query(params![host, filter.since, filter.until, worst])
-            .map_err(&err)?;
-        while let Some(row) = rows.next().map_err(&err)? {
-            let id: i64 = row.get(0).map_err(&err)?;
-            let data =
-                row.get_ref(1)
-                    .map_err(&err)?
-                    .as_blob()
-                    .map_err(|e| StoreError::Corrupt {
-                        path: self.cx.0.to_string(),
-                        what: format!("log batch {id}"),
-                        detail: e.to_string(),
-                    })?;
-            let (records, _): (Vec<LogRecord>, usize) =
-                bincode::serde::decode_from_slice(data, bincode::config::standard()).map_err(
-                    |e| StoreError::Corrupt {
-                        path: self.cx.0.to_string(),
-                        what: format!("log batch {id}"),
-                        detail: e.to_string(),
-                    },
-                )?;
-            out.extend(records.into_iter().filter(|r| {
-                let t = log_time(r);
-                t >= filter.since
-                    && t < filter.until
-                    && r.severity.level() <= worst
-                    && filter.grep.as_ref().is_none_or(|re| re.is_match(&r.line))
-            }));
-        }
+        self.matching_logs(host, filter, LogRows::Overlapping, |r| out.push(r))?;
         // Oldest first by the time each line states; lines read together keep their order.
         out.sort_by_key(log_time);
         if filter.limit > 0 && out.len() > filter.limit {
             out.drain(..out.len() - filter.limit);
         }
         Ok(out)
+    }
+
+    fn count_logs(&mut self, host: &str, filter: &LogFilter) -> Result<u64, StoreError> {
+        let err = self.cx.sql("counting logs");
+        let _snapshot = self.snapshot().map_err(&err)?;
+        let host = self.resolve_host(host)?;
+        let mut n: u64 = 0;
+        if filter.grep.is_some() || filter.min_severity.is_some() {
+            self.matching_logs(host, filter, LogRows::Overlapping, |_| n += 1)?;
+            return Ok(n);
+        }
+        if filter.since >= filter.until {
+            return Ok(0);
+        }
+        // Every record of a batch wholly inside the window matches: its count is in the row.
+        let inside: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT coalesce(sum(records), 0) FROM logs
+                 WHERE host_id = ?1 AND ts_max >= ?2 AND ts_max < ?3 AND ts_min >= ?2",
+            )
+            .and_then(|mut s| s.query_row(params![host, filter.since, filter.until], |r| r.get(0)))
+            .map_err(&err)?;
+        n = inside.max(0) as u64;
+        self.matching_logs(host, filter, LogRows::Straddling, |_| n += 1)?;
+        Ok(n)
     }
 
     fn query(
@@ -1344,6 +1615,9 @@ impl Store for SqliteStore {
         let (blocks, block_samples, block_bytes) = three(
             "SELECT count(*), coalesce(sum(samples), 0), coalesce(sum(length(data)), 0) FROM chunks",
         )?;
+        let (log_batches, log_records, log_bytes) = three(
+            "SELECT count(*), coalesce(sum(records), 0), coalesce(sum(length(data)), 0) FROM logs",
+        )?;
         let page_size = one("PRAGMA page_size")? as u64;
         let pages = one("PRAGMA page_count")? as u64;
         let free = one("PRAGMA freelist_count")? as u64;
@@ -1360,6 +1634,9 @@ impl Store for SqliteStore {
             block_samples,
             block_bytes,
             rollup_bytes: one("SELECT coalesce(sum(length(data)), 0) FROM rollups")? as u64,
+            log_batches,
+            log_records,
+            log_bytes,
             live_bytes: (pages - free.min(pages)) * page_size,
             file_bytes: size(path) + size(Path::new(&wal)),
         })
