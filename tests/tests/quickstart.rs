@@ -41,7 +41,7 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
     assert!(out.status.success(), "quickstart failed:\n{text}");
     for want in [
         "CA created",
-        "granted metrics, logs",
+        "granted metrics,logs",
         "system log: 3 lines stored",
         "connection to db failed password=[REDACTED:kv-secret]",
         "EXT4-fs error",

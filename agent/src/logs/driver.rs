@@ -596,8 +596,10 @@ impl LogDriver {
             let obs: Vec<Observation> = opened.iter().map(|(_, o)| o.clone()).collect();
             let ids = s.tailer.handle_scan(now, &obs);
             for ((f, _), id) in opened.into_iter().zip(ids) {
-                // Already held: this descriptor is a duplicate and closes here.
-                s.fds.entry(id).or_insert(f);
+                // 0: not followed (yet); already held: a duplicate. Either closes here.
+                if id != 0 {
+                    s.fds.entry(id).or_insert(f);
+                }
             }
             while let Some(id) = s.tailer.poll_release() {
                 s.fds.remove(&id);

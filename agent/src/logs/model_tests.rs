@@ -57,6 +57,8 @@ enum Op {
     Restart {
         ack_first: bool,
     },
+    /// copytruncate with a scan between the copy and the truncate.
+    CopyScanTruncate,
     /// kill -9; copytruncate runs while the agent is down; start again.
     CopyTruncateWhileDown {
         ack_first: bool,
@@ -78,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|ack_first| Op::ReuseInode { ack_first }),
         2 => any::<bool>().prop_map(|ack_first| Op::Restart { ack_first }),
         1 => any::<bool>().prop_map(|ack_first| Op::CopyTruncateWhileDown { ack_first }),
+        1 => Just(Op::CopyScanTruncate),
     ]
 }
 
@@ -247,6 +250,20 @@ impl Harness {
                 }
             }
             Op::Restart { ack_first } => self.restart(ack_first),
+            Op::CopyScanTruncate => {
+                if let Some(&ino) = self.dir.get(LIVE) {
+                    self.drain();
+                    self.rotations += 1;
+                    let copy = self.create(&format!("{LIVE}.c{}", self.rotations));
+                    let bytes = self.inodes[&ino].content.clone();
+                    let c = self.inodes.get_mut(&copy).unwrap();
+                    c.copy = Some(bytes.len() >= HEAD_BYTES);
+                    c.content = bytes;
+                    self.scan();
+                    self.pump(usize::MAX);
+                    self.new_generation(ino);
+                }
+            }
             Op::CopyTruncateWhileDown { ack_first } => {
                 if let Some(&ino) = self.dir.get(LIVE) {
                     self.restart(ack_first);
@@ -462,6 +479,25 @@ fn a_copy_made_while_down_is_not_read_again() {
         }
         h.check();
     }
+}
+
+/// copytruncate whose copy is seen before the truncate (logrotate copies, then truncates):
+/// the copy waits, is then known as the copy, and nothing is read twice.
+#[test]
+fn a_copy_seen_before_its_truncate_is_not_read_again() {
+    let mut h = Harness::new();
+    for _ in 0..12 {
+        h.apply(Op::Write {
+            len: 30,
+            newline: true,
+        });
+    }
+    h.apply(Op::CopyScanTruncate);
+    h.apply(Op::Write {
+        len: 5,
+        newline: true,
+    });
+    h.check();
 }
 
 /// The same moves on a real filesystem, with a minimal driver (open, fstat, pread), to

@@ -26,6 +26,9 @@
 //! offset with the same first bytes before we look again is indistinguishable from an
 //! append; lines written between copytruncate's copy and its truncate exist only in the
 //! copy (the rotator loses them unless the copy is itself within the configured paths).
+//! A new file whose first 256 bytes equal a followed file's is left unread for up to
+//! [`COPY_WAIT`]: it may be copytruncate's copy, seen before the truncate; a file that
+//! merely starts with the same long banner is read whole after that wait.
 
 use super::fingerprint::{DevIno, Fingerprint, HEAD_BYTES, heads_consistent};
 use std::collections::{BTreeMap, VecDeque};
@@ -148,7 +151,15 @@ pub struct Tailer {
     /// lines delivered end): what a copy made by copytruncate is recognised by.
     replaced: Vec<(u64, Fingerprint, u64)>,
     dirty: bool,
+    /// New files whose whole head equals a followed file's, first seen when: a copy in
+    /// the making (copytruncate copies, then truncates), left unread for a while.
+    deferred: BTreeMap<DevIno, Instant>,
 }
+
+/// How long a new file that looks like a copy of a followed one waits for its original to
+/// be truncated (logrotate's copytruncate truncates right after copying) before it is
+/// taken for a file of its own and read whole.
+pub const COPY_WAIT: Duration = Duration::from_secs(5);
 
 impl Tailer {
     /// A tailer with no memory of earlier runs: `start_at` applies to the first scan.
@@ -180,6 +191,7 @@ impl Tailer {
             releases: VecDeque::new(),
             replaced: Vec::new(),
             dirty: false,
+            deferred: BTreeMap::new(),
         }
     }
 
@@ -204,6 +216,8 @@ impl Tailer {
             }
         }
         self.replaced.clear();
+        self.deferred
+            .retain(|_, first| now.saturating_duration_since(*first) < 2 * COPY_WAIT);
         if !self.scanned {
             self.scanned = true;
             if !self.restored.is_empty() {
@@ -274,7 +288,8 @@ impl Tailer {
         // delivered already. Both conditions matter: a short head would match any file
         // that merely starts alike, and a new file sharing a fixed banner with a live one
         // (rename rotation of a log that starts with one) must be read whole. A copy seen
-        // before its original's truncate is read whole: duplicates, never loss.
+        // before its original's truncate waits for it (`COPY_WAIT`), then is read whole:
+        // duplicates, never loss.
         if head.len() == HEAD_BYTES
             && let Some((_, _, line_start)) = self
                 .replaced
@@ -284,6 +299,21 @@ impl Tailer {
             let start = (*line_start).min(o.size);
             return self.track(now, o, start);
         }
+        // A copy of a followed file whose original has not been truncated (yet): seen
+        // between copytruncate's copy and its truncate. Not read now (the original still
+        // holds these lines); a later scan that sees the truncate takes it as the copy.
+        if head.len() == HEAD_BYTES
+            && self
+                .files
+                .values()
+                .any(|t| t.dev_ino.dev == o.dev_ino.dev && t.head.as_slice() == head)
+        {
+            let first = *self.deferred.entry(o.dev_ino).or_insert(now);
+            if now.saturating_duration_since(first) < COPY_WAIT {
+                return 0;
+            }
+        }
+        self.deferred.remove(&o.dev_ino);
         if self.fresh_start && !self.scanned && self.config.start_at == StartAt::End && o.size > 0 {
             // Start one byte early and skip through the next newline: if the last byte is
             // one, nothing else is skipped; if a line is being written, its tail (whose
@@ -685,8 +715,20 @@ mod tests {
         assert!(pump(&mut t, now, &files).is_empty());
         assert_eq!(t.positions().len(), 2);
 
+        // The copy seen before the truncate waits for it, then is known as the copy.
+        let mut t = Tailer::new(small());
+        let id = t.handle_scan(now, &[obs("app.log", 1, &c)])[0];
+        let mut files = BTreeMap::from([(id, c.clone())]);
+        assert_eq!(pump(&mut t, now, &files).len(), 100);
+        let ids = t.handle_scan(now, &[obs("app.log", 1, &c), obs("app.log.1", 2, &c)]);
+        assert_eq!(ids[1], 0, "not followed while it may be a copy");
+        let ids = t.handle_scan(now, &[obs("app.log", 1, b""), obs("app.log.1", 2, &c)]);
+        files.insert(ids[0], Vec::new());
+        files.insert(ids[1], c.clone());
+        assert!(pump(&mut t, now, &files).is_empty());
+
         // Rename rotation of a log that opens with the same long banner: the new file
-        // shares the old one's head but is read whole.
+        // shares the old one's head; after the wait for a truncate, it is read whole.
         let mut t = Tailer::new(small());
         let id = t.handle_scan(now, &[obs("app.log", 1, &c)])[0];
         let mut files = BTreeMap::from([(id, c.clone())]);
@@ -694,8 +736,11 @@ mod tests {
         let mut new = c[..HEAD_BYTES].to_vec();
         new.extend_from_slice(b"fresh\n");
         let ids = t.handle_scan(now, &[obs("app.log.1", 1, &c), obs("app.log", 2, &new)]);
+        assert_eq!(ids[1], 0, "it might be a copy: it waits for a truncate");
+        let later = now + COPY_WAIT;
+        let ids = t.handle_scan(later, &[obs("app.log.1", 1, &c), obs("app.log", 2, &new)]);
         files.insert(ids[1], new);
-        assert_eq!(pump(&mut t, now, &files).len(), HEAD_BYTES / 5 + 1);
+        assert_eq!(pump(&mut t, later, &files).len(), HEAD_BYTES / 5 + 1);
     }
 
     #[test]
