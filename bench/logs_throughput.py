@@ -123,7 +123,11 @@ def bench_rsyslog(lines, n, size, d, procs):
     t0 = time.time()
     append_all(lines, tailed)
     appended = time.time() - t0
-    sink.wait(timeout=600)
+    try:
+        sink.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        tail = open(os.path.join(rdir, "rsyslogd.log")).read()[-2000:]
+        die(f"rsyslog did not deliver {n} lines within 180 s; rsyslogd said:\n{tail}")
     if not os.path.exists(out):
         die("the sink wrote no result")
     r = json.load(open(out))
