@@ -6,8 +6,11 @@ shipper follows; the clock runs from the start of the append to the moment the l
 is delivered:
 
 - cat:       `cat lines > /dev/null` of the same (warm) file: the raw read limit.
-- rsyslog:   imfile (inotify) -> omfwd over TCP -> the kit's counting sink (sink.py), with
-             the kit's rsyslog.conf. Delivered = the sink counted N lines.
+- rsyslog:   imfile (inotify) -> omfwd over TCP -> a counting sink, with the kit's
+             rsyslog.conf. Delivered = the sink counted N lines. The sink is the kit's
+             sink.py made to count over every connection: omfwd sometimes opens a second
+             connection and leaves the first idle, and the kit's one-connection sink then
+             waits forever.
 - aftercare: agent tails the file -> spool -> QUIC (mutual TLS) -> collector -> SQLite,
              committed (a line counts once its batch's transaction has committed and the
              agent has been acknowledged). Delivered = SUM(records) in the store = N.
@@ -102,6 +105,32 @@ def bench_cat(lines, n):
     return dict(seconds=dt, lines_per_s=n / dt)
 
 
+SINK = r'''
+import socket, sys, time, json, threading
+port, want, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", port)); ls.listen(16)
+lock = threading.Lock(); st = dict(bytes=0, lines=0, first=None); done = threading.Event()
+def serve(c):
+    while not done.is_set():
+        b = c.recv(1 << 20)
+        if not b: return
+        with lock:
+            if st["first"] is None: st["first"] = time.time()
+            st["bytes"] += len(b); st["lines"] += b.count(b"\n")
+            if st["lines"] >= want:
+                st["done"] = time.time(); done.set()
+def accept():
+    while True:
+        c, _ = ls.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+threading.Thread(target=accept, daemon=True).start()
+done.wait()
+st["cpu"] = time.process_time()
+json.dump(st, open(out, "w")); print(json.dumps(st), flush=True)
+'''
+
+
 def bench_rsyslog(lines, n, size, d, procs):
     rdir = os.path.join(d, "rsyslog")
     os.makedirs(os.path.join(rdir, "work"), exist_ok=True)
@@ -113,7 +142,9 @@ def bench_rsyslog(lines, n, size, d, procs):
     conf_path = os.path.join(rdir, "rsyslog.conf")
     open(conf_path, "w").write(conf)
     out = os.path.join(rdir, "sink.json")
-    sink = procs.start("sink", [sys.executable, os.path.join(PEERS, "sink.py"), str(port), str(n), out],
+    sink_py = os.path.join(rdir, "sink.py")
+    open(sink_py, "w").write(SINK)
+    sink = procs.start("sink", [sys.executable, sink_py, str(port), str(n), out],
                        os.path.join(rdir, "sink.log"))
     time.sleep(0.3)
     rs = procs.start("rsyslogd", ["rsyslogd", "-n", "-f", conf_path, "-i", os.path.join(rdir, "pid")],
