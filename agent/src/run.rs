@@ -391,6 +391,23 @@ impl Agent {
                         stream = stream.as_str(),
                         "batch not spooled, counted as lost: {e}"
                     );
+                } else if let Some(link) = &self.link
+                    && self.in_flight.bytes() < WINDOW
+                    && self.spool.take_appended(stream)
+                {
+                    // Sending had caught up: send it from memory, not read back from disk.
+                    let bytes = frame.len();
+                    if link.frames.send(WriterCmd::Frame(frame)).is_ok() {
+                        self.in_flight.push(
+                            stream,
+                            Sent {
+                                seq,
+                                count,
+                                bytes,
+                                note: note.to_vec(),
+                            },
+                        );
+                    }
                 }
             }
             Err(e) => {

@@ -190,6 +190,8 @@ pub struct Spool<S: Storage = DirStorage> {
     last_sync: Instant,
     scratch: Vec<u8>,
     drops: Vec<Dropped>,
+    /// The newest append: (stream code, segment first id, offset before, offset after).
+    last_append: Option<(u8, u64, u64, u64)>,
     pub stats: SpoolStats,
 }
 
@@ -405,6 +407,7 @@ impl<S: Storage> Spool<S> {
             last_sync: Instant::now(),
             scratch: Vec::new(),
             drops: Vec::new(),
+            last_append: None,
             stats,
         };
         sp.delete_acked();
@@ -584,6 +587,7 @@ impl<S: Storage> Spool<S> {
         a.last_seq = a.last_seq.max(seq);
         a.records += 1;
         a.samples += u64::from(count);
+        self.last_append = Some((code, a.first_id, a.bytes, a.bytes + total));
         a.bytes += total;
         add_loss(&mut a.carried, carried);
         self.next_id += 1;
@@ -811,6 +815,23 @@ impl<S: Storage> Spool<S> {
     /// What was dropped or discarded since the last call.
     pub fn take_drops(&mut self) -> Vec<Dropped> {
         std::mem::take(&mut self.drops)
+    }
+
+    /// The caller sends the record it just appended to `stream` from memory, if sending
+    /// had caught up with everything before it: then the send cursor moves past it and
+    /// this returns true (and `take_unsent` will not read it back). Otherwise it is left
+    /// for `take_unsent`, in order.
+    pub fn take_appended(&mut self, stream: StreamId) -> bool {
+        let code = stream.code();
+        match self.last_append.take() {
+            Some((c, seg, before, after))
+                if c == code && self.cursors.get(&code) == Some(&(seg, before)) =>
+            {
+                self.cursors.insert(code, (seg, after));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A new connection: everything unacknowledged is to be sent again.
