@@ -300,6 +300,9 @@ impl Agent {
         }
         self.close_link("agent shutting down");
         self.housekeeping();
+        if let Err(e) = self.spool.flush() {
+            warn!("{e}");
+        }
         let last = self.hourly.flush();
         self.write_audit(&last);
         if self.spool.has_unacked(StreamId::Metrics) || self.spool.has_unacked(StreamId::Logs) {
@@ -495,7 +498,7 @@ impl Agent {
     /// Once a second: make the spool durable per its policy, store the checkpoint of the
     /// newest acknowledged log batch, and close the audit log's hour when it ends.
     fn housekeeping(&mut self) {
-        if let Err(e) = self.spool.flush() {
+        if let Err(e) = self.spool.tick() {
             warn!("{e}");
         }
         if let Some(note) = self.acked_note.take() {

@@ -55,12 +55,16 @@
 //! `fsync` decides when appended records and `state` reach the disk (`Always`, at most
 //! every `Every(d)`, or `Never`, leaving it to the kernel). A killed process loses nothing
 //! written either way; a power cut loses at most what came in since the last sync. Drops
-//! and revocations write `state` at once, whatever the policy.
+//! and revocations write `state` at once, whatever the policy. Acknowledgement marks alone
+//! are written at most every `ACKS_SAVED_EVERY` (and at `flush`), unless the policy is
+//! `Always`: a mark lost to a crash only sends acknowledged batches again, which the
+//! collector recognises, and an idle agent does not rewrite `state` for every batch.
 //!
 //! Every call is plain synchronous file I/O of one record or one batch (tens of
 //! microseconds); only `fsync` can take long (milliseconds, more on a busy disk). So the run
-//! loop keeps a timer policy and calls `flush` on its tick and at shutdown, and never
-//! waits on the spool for longer than that. `Always` is for tests and paranoid configs.
+//! loop keeps a timer policy and calls `tick` on its timer and `flush` at shutdown, and
+//! never waits on the spool for longer than that. `Always` is for tests and paranoid
+//! configs.
 
 pub mod book;
 pub mod format;
@@ -80,6 +84,8 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 pub const STATE_FILE: &str = "state";
+/// How often acknowledgement marks alone are written to `state` (see `Spool::tick`).
+pub const ACKS_SAVED_EVERY: Duration = Duration::from_secs(60);
 const STATE_HEADER: &str = "aftercare-spool-state 1";
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +192,9 @@ pub struct Spool<S: Storage = DirStorage> {
     next_id: u64,
     owed: [LossReport; Scope::ALL.len()],
     state_dirty: bool,
+    /// Acknowledgements not yet in `state`: saved lazily (see `ACKS_SAVED_EVERY`).
+    acks_unsaved: bool,
+    last_state_write: Instant,
     data_unsynced: bool,
     last_sync: Instant,
     scratch: Vec<u8>,
@@ -403,6 +412,8 @@ impl<S: Storage> Spool<S> {
             cursors: BTreeMap::new(),
             owed,
             state_dirty: false,
+            acks_unsaved: false,
+            last_state_write: Instant::now(),
             data_unsynced: false,
             last_sync: Instant::now(),
             scratch: Vec::new(),
@@ -842,7 +853,7 @@ impl<S: Storage> Spool<S> {
     /// The collector acknowledged `seq` of `stream` (and, acks being in order, all before).
     pub fn ack(&mut self, stream: StreamId, seq: u64) {
         if self.book.ack(stream.code(), seq) {
-            self.state_dirty = true;
+            self.acks_unsaved = true;
             self.delete_acked();
             self.maybe_sync();
         }
@@ -883,8 +894,20 @@ impl<S: Storage> Spool<S> {
         self.stats.discarded - before
     }
 
-    /// Make everything durable now (at shutdown, or on the caller's timer).
+    /// Make everything durable now, acknowledgement marks included (at shutdown).
     pub fn flush(&mut self) -> Result<(), SpoolError> {
+        self.sync(true)
+    }
+
+    /// The caller's timer: appended data reaches the disk per the fsync policy;
+    /// acknowledgement marks at most every `ACKS_SAVED_EVERY` (a mark lost in a crash only
+    /// makes batches be sent again, which the collector recognises), so an idle agent does
+    /// not rewrite `state` for every batch. Loss counts are never delayed.
+    pub fn tick(&mut self) -> Result<(), SpoolError> {
+        self.sync(false)
+    }
+
+    fn sync(&mut self, all: bool) -> Result<(), SpoolError> {
         // The encoding buffer grows to the largest batch; a burst's size is not kept.
         if self.scratch.capacity() > 256 << 10 {
             self.scratch = Vec::new();
@@ -898,7 +921,11 @@ impl<S: Storage> Spool<S> {
             }
             self.data_unsynced = first_err.is_some();
         }
-        if self.state_dirty
+        let acks_due = self.acks_unsaved
+            && (all
+                || self.cfg.fsync == FsyncPolicy::Always
+                || self.last_state_write.elapsed() >= ACKS_SAVED_EVERY);
+        if (self.state_dirty || acks_due)
             && let Err(e) = self.write_state()
         {
             first_err.get_or_insert(e);
@@ -913,7 +940,7 @@ impl<S: Storage> Spool<S> {
             FsyncPolicy::Every(d) => self.last_sync.elapsed() >= d,
             FsyncPolicy::Never => false,
         };
-        if due && let Err(e) = self.flush() {
+        if due && let Err(e) = self.tick() {
             warn!("{e}");
         }
     }
@@ -948,6 +975,8 @@ impl<S: Storage> Spool<S> {
             .write_atomic(STATE_FILE, s.as_bytes())
             .map_err(io_err("write state"))?;
         self.state_dirty = false;
+        self.acks_unsaved = false;
+        self.last_state_write = Instant::now();
         Ok(())
     }
 }
