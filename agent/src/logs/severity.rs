@@ -4,7 +4,8 @@
 //! Severity, first that applies:
 //! 1. a syslog `<PRI>` at the start (RFC 3164 and 5424; also the kernel's `<3>`),
 //! 2. a journal export field `PRIORITY=N`,
-//! 3. a keyword among the first words (case-insensitive, whole words only):
+//! 3. a keyword among the first words (case-insensitive, whole words only, and not part
+//!    of a name: `libgpg-error-dev`, `error_count`, `/var/log/error.log` are not levels):
 //!    EMERG(ENCY) / ALERT / CRIT(ICAL) / FATAL / PANIC / ERROR / ERR / WARN(ING) / NOTICE /
 //!    INFO / DEBUG / TRACE. Only the start of a line counts: a level sits there, while an
 //!    INFO line may well mention an "error" further on.
@@ -99,20 +100,34 @@ fn journal_realtime(line: &[u8]) -> Option<OffsetDateTime> {
 /// How far into a line a level keyword is looked for.
 const KEYWORD_SPAN: usize = 160;
 
+/// A byte that joins a word into a name (`libgpg-error-dev`, `error_count`, `err.log`,
+/// `/var/log/error`), where a level word is not a level.
+fn joins_name(b: Option<&u8>) -> bool {
+    b.is_some_and(|b| matches!(b, b'-' | b'_' | b'.' | b'/' | b'\\') || b.is_ascii_digit())
+}
+
 fn keyword(line: &[u8]) -> Option<Severity> {
     use Severity::*;
     let span = &line[..line.len().min(KEYWORD_SPAN)];
+    let mut start = 0;
     span.split(|b| !b.is_ascii_alphabetic())
+        .map(|w| {
+            let s = start;
+            start += w.len() + 1;
+            (s, w)
+        })
         // Cheap test first: every keyword starts with one of these letters; most words
         // of a line fail here without being copied.
-        .filter(|w| {
+        .filter(|(s, w)| {
             (3..=9).contains(&w.len())
                 && matches!(
                     w[0] | 0x20,
                     b'e' | b'a' | b'c' | b'f' | b'p' | b'w' | b'n' | b'i' | b'd' | b't'
                 )
+                && !joins_name(s.checked_sub(1).and_then(|i| span.get(i)))
+                && !joins_name(span.get(s + w.len()))
         })
-        .find_map(|w| {
+        .find_map(|(_, w)| {
             let mut up = [0u8; 9];
             let up = &mut up[..w.len()];
             up.copy_from_slice(w);
@@ -375,6 +390,11 @@ mod tests {
                 Some(Notice),
                 None,
             ),
+            // part of a name, not a level (dpkg.log, file names, counters)
+            ("status unpacked libgpg-error-dev:amd64 1.46-1", None, None),
+            ("rotated /var/log/error.log error_count=0", None, None),
+            ("status=error after 3 tries", Some(Error), None),
+            ("EXT4-fs error (device sda1): bad block", Some(Error), None),
         ];
         for (line, sev, ts) in cases {
             let got = p(line);
