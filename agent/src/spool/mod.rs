@@ -674,13 +674,7 @@ impl<S: Storage> Spool<S> {
     ) -> Result<Vec<Record>, SpoolError> {
         let code = stream.code();
         let acked = self.book.acked(code);
-        let segs: Vec<SegMeta> = self
-            .book
-            .segments()
-            .iter()
-            .filter(|s| s.stream == code)
-            .copied()
-            .collect();
+        let segs = self.stream_segments(code);
         let (cur_seg, cur_off) = self.cursors.get(&code).copied().unwrap_or((0, 0));
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -693,14 +687,7 @@ impl<S: Storage> Spool<S> {
             if start >= seg.bytes {
                 continue;
             }
-            let name = segment_name(code, seg.first_id);
-            let mut r = self
-                .fs
-                .open_read(&name)
-                .map_err(io_err(format!("open {name}")))?;
-            r.seek(SeekFrom::Start(start))
-                .map_err(io_err(format!("read {name}")))?;
-            let mut sc = Scanner::new(start, seg.bytes);
+            let (mut r, mut sc, name) = self.open_at(code, seg, start)?;
             while let Some(item) = sc.next(&mut r).map_err(io_err(format!("read {name}")))? {
                 match item {
                     Item::Record { header: h, .. } if h.stream == code && h.seq > acked => {
@@ -731,6 +718,34 @@ impl<S: Storage> Spool<S> {
         Ok(out)
     }
 
+    /// `stream`'s segments (by code), oldest first.
+    fn stream_segments(&self, code: u8) -> Vec<SegMeta> {
+        self.book
+            .segments()
+            .iter()
+            .filter(|s| s.stream == code)
+            .copied()
+            .collect()
+    }
+
+    /// Segment `seg` of stream `code` opened and positioned at `start`, a scanner over the
+    /// rest of it, and its name for messages.
+    fn open_at(
+        &self,
+        code: u8,
+        seg: &SegMeta,
+        start: u64,
+    ) -> Result<(S::Reader, Scanner, String), SpoolError> {
+        let name = segment_name(code, seg.first_id);
+        let mut r = self
+            .fs
+            .open_read(&name)
+            .map_err(io_err(format!("open {name}")))?;
+        r.seek(SeekFrom::Start(start))
+            .map_err(io_err(format!("read {name}")))?;
+        Ok((r, Scanner::new(start, seg.bytes), name))
+    }
+
     /// The payload of `stream`'s newest intact record, acknowledged or not: where the log
     /// tailer stood when it last handed lines over (see `run`). Reads the newest segment.
     pub fn newest_payload(&mut self, stream: StreamId) -> Result<Option<Vec<u8>>, SpoolError> {
@@ -738,14 +753,7 @@ impl<S: Storage> Spool<S> {
         let Some(seg) = self.book.active(code).copied() else {
             return Ok(None);
         };
-        let name = segment_name(code, seg.first_id);
-        let mut r = self
-            .fs
-            .open_read(&name)
-            .map_err(io_err(format!("open {name}")))?;
-        r.seek(SeekFrom::Start(SEG_HEADER))
-            .map_err(io_err(format!("read {name}")))?;
-        let mut sc = Scanner::new(SEG_HEADER, seg.bytes);
+        let (mut r, mut sc, name) = self.open_at(code, &seg, SEG_HEADER)?;
         let mut newest: Option<(u64, Vec<u8>)> = None;
         while let Some(item) = sc.next(&mut r).map_err(io_err(format!("read {name}")))? {
             if let Item::Record { header: h, .. } = item
@@ -772,38 +780,24 @@ impl<S: Storage> Spool<S> {
     ) -> Result<u64, SpoolError> {
         let code = stream.code();
         let acked = self.book.acked(code);
-        let old: Vec<SegMeta> = self
-            .book
-            .segments()
-            .iter()
-            .filter(|s| s.stream == code)
-            .copied()
-            .collect();
+        let old = self.stream_segments(code);
         // New records go to new segments, never after the old ones in the same file.
         self.tainted.push(code);
         self.cursors.remove(&code);
         let mut moved = 0;
         for seg in old {
-            let name = segment_name(code, seg.first_id);
+            let (mut r, mut sc, name) = self.open_at(code, &seg, SEG_HEADER)?;
             let mut recs = Vec::new();
-            {
-                let mut r = self
-                    .fs
-                    .open_read(&name)
-                    .map_err(io_err(format!("open {name}")))?;
-                r.seek(SeekFrom::Start(SEG_HEADER))
-                    .map_err(io_err(format!("read {name}")))?;
-                let mut sc = Scanner::new(SEG_HEADER, seg.bytes);
-                while let Some(item) = sc.next(&mut r).map_err(io_err(format!("read {name}")))? {
-                    if let Item::Record { header: h, .. } = item
-                        && h.stream == code
-                        && h.seq > acked
-                    {
-                        let (payload, carried) = format::split_body(&h, sc.body());
-                        recs.push((h.count, carried, payload.to_vec()));
-                    }
+            while let Some(item) = sc.next(&mut r).map_err(io_err(format!("read {name}")))? {
+                if let Item::Record { header: h, .. } = item
+                    && h.stream == code
+                    && h.seq > acked
+                {
+                    let (payload, carried) = format::split_body(&h, sc.body());
+                    recs.push((h.count, carried, payload.to_vec()));
                 }
             }
+            drop(r);
             for (count, carried, payload) in recs {
                 let (seq, payload) = f(&payload);
                 // Over the bound by one segment at most, for as long as this takes.

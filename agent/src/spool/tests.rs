@@ -777,3 +777,31 @@ fn acknowledgement_marks_are_saved_lazily_loss_and_flush_at_once() {
     assert_eq!(sp.acked(M), 2);
     assert_eq!(seqs(&all_unsent(&mut sp)), [3]);
 }
+
+#[test]
+fn renumbering_rewrites_unacknowledged_records_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let mut sp = Spool::open_dir(d.path(), cfg(1 << 20, 1024)).unwrap();
+    for seq in 1..=12 {
+        sp.append(M, seq, 2, &payload(seq, 100)).unwrap();
+    }
+    sp.ack(M, 4);
+    let mut next = 1000;
+    let moved = sp
+        .renumber(M, |p| {
+            next += 1;
+            let mut p = p.to_vec();
+            p.push(b'!');
+            (next, p)
+        })
+        .unwrap();
+    assert_eq!(moved, 8);
+    let want: Vec<u64> = (1001..=1008).collect();
+    let got = all_unsent(&mut sp);
+    assert_eq!(seqs(&got), want);
+    assert_eq!(got[0].payload, [payload(5, 100), b"!".to_vec()].concat());
+    assert!(got.iter().all(|r| r.count == 2));
+    drop(sp);
+    let mut sp = Spool::open_dir(d.path(), cfg(1 << 20, 1024)).unwrap();
+    assert_eq!(seqs(&all_unsent(&mut sp)), want, "the old numbers are gone for good");
+}
