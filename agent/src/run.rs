@@ -76,6 +76,36 @@ struct Connected {
     frames: mpsc::UnboundedSender<WriterCmd>,
 }
 
+impl Connected {
+    /// Hand a batch's frame to the writer and count it in flight; false if the writer is
+    /// gone (the link's Closed event follows).
+    fn send(
+        &self,
+        in_flight: &mut InFlight,
+        stream: StreamId,
+        seq: u64,
+        count: u32,
+        frame: Vec<u8>,
+        note: &[u8],
+    ) -> bool {
+        let bytes = frame.len();
+        if self.frames.send(WriterCmd::Frame(frame)).is_err() {
+            return false;
+        }
+        let note = note.to_vec();
+        in_flight.push(
+            stream,
+            Sent {
+                seq,
+                count,
+                bytes,
+                note,
+            },
+        );
+        true
+    }
+}
+
 pub struct Agent {
     cfg: AgentConfig,
     consent: watch::Receiver<ConsentState>,
@@ -402,18 +432,7 @@ impl Agent {
                     && self.spool.take_appended(stream)
                 {
                     // Sending had caught up: send it from memory, not read back from disk.
-                    let bytes = frame.len();
-                    if link.frames.send(WriterCmd::Frame(frame)).is_ok() {
-                        self.in_flight.push(
-                            stream,
-                            Sent {
-                                seq,
-                                count,
-                                bytes,
-                                note: note.to_vec(),
-                            },
-                        );
-                    }
+                    link.send(&mut self.in_flight, stream, seq, count, frame, note);
                 }
             }
             Err(e) => {
@@ -426,6 +445,11 @@ impl Agent {
             }
         }
         self.want_housekeeping();
+        self.audit_spool_drops();
+    }
+
+    /// What the spool gave up since last asked, into the audit log.
+    fn audit_spool_drops(&mut self) {
         for d in self.spool.take_drops() {
             let reason = if d.revoked {
                 "consent withdrawn"
@@ -462,18 +486,16 @@ impl Agent {
                         warn!(seq = r.seq, "spool record without an envelope skipped");
                         continue;
                     };
-                    if link.frames.send(WriterCmd::Frame(frame.to_vec())).is_err() {
+                    if !link.send(
+                        &mut self.in_flight,
+                        stream,
+                        r.seq,
+                        r.count,
+                        frame.to_vec(),
+                        note,
+                    ) {
                         break 'streams; // the writer is gone; the Closed event will follow
                     }
-                    self.in_flight.push(
-                        stream,
-                        Sent {
-                            seq: r.seq,
-                            count: r.count,
-                            bytes: frame.len(),
-                            note: note.to_vec(),
-                        },
-                    );
                 }
             }
         }
@@ -558,15 +580,7 @@ impl Agent {
                 }
             }
         }
-        let drops = self.spool.take_drops();
-        for d in drops {
-            self.write_audit(&[Event::SpoolDropped {
-                scope: d.scope,
-                records: d.records,
-                bytes: d.bytes,
-                reason: "consent withdrawn".into(),
-            }]);
-        }
+        self.audit_spool_drops();
         if !self.allows(Scope::Logs) {
             if let Some(r) = self.reader.take() {
                 r.stop();

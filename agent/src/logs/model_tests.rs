@@ -172,6 +172,17 @@ impl Harness {
     }
 
     /// End the current generation of `ino` (truncate, reuse): its bytes are kept for the check.
+    /// copytruncate's copy of inode `ino` within our paths; `recognisable`: the tailer is
+    /// expected to know it for a copy when its head is whole.
+    fn copy_of(&mut self, ino: u64, recognisable: bool) {
+        self.rotations += 1;
+        let copy = self.create(&format!("{LIVE}.c{}", self.rotations));
+        let bytes = self.inodes[&ino].content.clone();
+        let c = self.inodes.get_mut(&copy).unwrap();
+        c.copy = Some(bytes.len() >= HEAD_BYTES && recognisable);
+        c.content = bytes;
+    }
+
     fn new_generation(&mut self, ino: u64) {
         let i = self.inodes.get_mut(&ino).unwrap();
         self.closed
@@ -225,12 +236,7 @@ impl Harness {
                 if let Some(&ino) = self.dir.get(LIVE) {
                     self.drain();
                     if matches!(op, Op::CopyTruncate) {
-                        self.rotations += 1;
-                        let copy = self.create(&format!("{LIVE}.c{}", self.rotations));
-                        let bytes = self.inodes[&ino].content.clone();
-                        let c = self.inodes.get_mut(&copy).unwrap();
-                        c.copy = Some(bytes.len() >= HEAD_BYTES);
-                        c.content = bytes;
+                        self.copy_of(ino, true);
                     }
                     self.new_generation(ino);
                 }
@@ -253,12 +259,7 @@ impl Harness {
             Op::CopyScanTruncate => {
                 if let Some(&ino) = self.dir.get(LIVE) {
                     self.drain();
-                    self.rotations += 1;
-                    let copy = self.create(&format!("{LIVE}.c{}", self.rotations));
-                    let bytes = self.inodes[&ino].content.clone();
-                    let c = self.inodes.get_mut(&copy).unwrap();
-                    c.copy = Some(bytes.len() >= HEAD_BYTES);
-                    c.content = bytes;
+                    self.copy_of(ino, true);
                     self.scan();
                     self.pump(usize::MAX);
                     self.new_generation(ino);
@@ -267,15 +268,10 @@ impl Harness {
             Op::CopyTruncateWhileDown { ack_first } => {
                 if let Some(&ino) = self.dir.get(LIVE) {
                     self.restart(ack_first);
-                    self.rotations += 1;
-                    let copy = self.create(&format!("{LIVE}.c{}", self.rotations));
-                    let bytes = self.inodes[&ino].content.clone();
-                    let c = self.inodes.get_mut(&copy).unwrap();
                     // Recognised from the checkpoint's fingerprint when the head is whole.
                     // Unacknowledged lines are read again from the copy: only then is
                     // reading from it right, and the generation check would call it wrong.
-                    c.copy = Some(bytes.len() >= HEAD_BYTES && ack_first);
-                    c.content = bytes;
+                    self.copy_of(ino, ack_first);
                     self.new_generation(ino);
                 }
             }

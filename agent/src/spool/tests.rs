@@ -803,5 +803,9 @@ fn renumbering_rewrites_unacknowledged_records_in_order() {
     assert!(got.iter().all(|r| r.count == 2));
     drop(sp);
     let mut sp = Spool::open_dir(d.path(), cfg(1 << 20, 1024)).unwrap();
-    assert_eq!(seqs(&all_unsent(&mut sp)), want, "the old numbers are gone for good");
+    assert_eq!(
+        seqs(&all_unsent(&mut sp)),
+        want,
+        "the old numbers are gone for good"
+    );
 }
