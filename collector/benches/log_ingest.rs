@@ -21,33 +21,11 @@ use aftercare_shared::protocol::{Identity, StreamId};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// 2026-03-02T00:00:00Z.
-const T0: i64 = 1_772_409_600_000;
+mod common;
+use common::*;
+
 /// Lines of one host are this far apart (gen_lines.py's are ~5 ms).
 const STEP_MS: i64 = 5;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn per_s(n: u64, d: Duration) -> String {
-    thousands((n as f64 / d.as_secs_f64()) as u64)
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 fn lines(n: usize, dir: &Path) -> Vec<String> {
     let file = match std::env::var_os("AFTERCARE_BENCH_LINES") {

@@ -54,6 +54,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::*;
+
 const INTERVAL_MS: i64 = 10_000;
 const SAMPLES_PER_BATCH: usize = 100;
 /// Frames are concatenated up to this many bytes per `write_all`.
@@ -61,40 +64,6 @@ const WRITE_BYTES: usize = 64 * 1024;
 /// An agent that waits this long for an acknowledgement gives up (and the bench fails).
 const ACK_PATIENCE: Duration = Duration::from_secs(60);
 const EPOCH: u32 = 1;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
-            eprintln!("{name}={v} is not a number");
-            std::process::exit(2)
-        }),
-        Err(_) => default,
-    }
-}
-
-/// splitmix64: small, fast, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Roughly normal, mean 0, deviation 1 (sum of uniforms).
-    fn normal(&mut self) -> f64 {
-        (0..4).map(|_| self.unit()).sum::<f64>() * 1.732 - 3.464
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-}
 
 /// How one series moves from tick to tick.
 enum Gen {
@@ -779,18 +748,6 @@ fn process_cpu() -> f64 {
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(u.ru_utime) + tv(u.ru_stime)
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn percentile_us(sorted: &[u32], p: f64) -> f64 {
