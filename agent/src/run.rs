@@ -32,6 +32,7 @@ use crate::state;
 use crate::transport::{self, Jitter, Link, LinkError};
 use aftercare_shared::codec;
 use aftercare_shared::consent::Scope;
+use aftercare_shared::logblock;
 use aftercare_shared::model::{HostFacts, LossReport};
 use aftercare_shared::protocol::{
     self, AgentMsg, Batch, CollectorMsg, Hello, Payload, StreamId, seq_epoch,
@@ -392,13 +393,28 @@ impl Agent {
             let ev = self.hourly.redacted(now_millis(), &c.redacted);
             self.write_audit(&ev);
         }
-        let count = c.records.len() as u32;
+        let count = c.records;
+        let compressed = if c.compressed {
+            Ok(c.block)
+        } else {
+            logblock::compress(&c.block)
+        };
+        let block = match compressed {
+            Ok(b) => b,
+            Err(e) => {
+                // zstd fails only without memory; the lines are counted, never silently gone.
+                error!(
+                    records = count,
+                    "log batch not compressed, counted as lost: {e}"
+                );
+                self.spool
+                    .lost(StreamId::Logs, count, &LossReport::default());
+                return;
+            }
+        };
         let seq = self.next_seq();
         let loss = self.spool.take_owed(Scope::Logs);
-        let payload = Payload::Logs {
-            records: c.records,
-            loss,
-        };
+        let payload = Payload::log_block(block, loss);
         self.spool_batch(StreamId::Logs, seq, count, loss, payload, &c.note);
         self.pump();
     }

@@ -1,7 +1,9 @@
 //! Log ingest benchmark of the SQLite store: realistic syslog lines (~200 bytes) in batches,
 //! committed in groups as the collector's writer thread does; then bytes per stored line
-//! (batches are stored zstd-compressed) and how fast reads and counts (`logs --count`)
-//! answer. It also times the encoding alone (bincode, then zstd), the CPU part of ingest.
+//! and how fast reads and counts (`logs --count`) answer. Batches are log blocks
+//! (`aftercare_shared::logblock`), as agents send them since protocol version 2; the bench
+//! also times the agent's part (encoding and zstd) and ingest's (reading a block through
+//! before it is committed) on their own.
 //!
 //! `cargo bench -p aftercare-collector --bench log_ingest`
 //!
@@ -13,9 +15,11 @@
 //! default a temporary directory, removed at the end).
 
 use aftercare_collector::store::{
-    BatchData, HostHello, LogFilter, PendingBatch, Store, open_sqlite, open_sqlite_readonly,
+    BatchData, HostHello, LogBlock, LogFilter, PendingBatch, Store, open_sqlite,
+    open_sqlite_readonly,
 };
 use aftercare_shared::consent::ConsentRecord;
+use aftercare_shared::logblock;
 use aftercare_shared::model::{HostFacts, LogRecord, LossReport, Severity};
 use aftercare_shared::protocol::{Identity, StreamId};
 use std::path::{Path, PathBuf};
@@ -148,24 +152,41 @@ fn main() {
         thousands(batches.len() as u64)
     );
 
-    // The CPU part alone: what the store does to each batch before SQLite sees it.
-    let t = Instant::now();
+    // The agent's part: each batch into a block, then compressed.
     let mut plain_bytes = 0u64;
     let mut packed_bytes = 0u64;
-    let mut zstd = zstd::bulk::Compressor::new(1).expect("zstd");
     let mut encode_plain = Duration::ZERO;
-    for b in &batches {
+    let mut encode_packed = Duration::ZERO;
+    for b in &mut batches {
         let BatchData::Logs(records) = &b.data else {
             unreachable!()
         };
         let t = Instant::now();
-        let plain =
-            bincode::serde::encode_to_vec(records, bincode::config::standard()).expect("encode");
+        let plain = logblock::from_records(records);
         encode_plain += t.elapsed();
+        let t = Instant::now();
+        let block = logblock::compress(&plain).expect("compress");
+        encode_packed += t.elapsed();
         plain_bytes += plain.len() as u64;
-        packed_bytes += zstd.compress(&plain).expect("compress").len() as u64;
+        packed_bytes += block.len() as u64;
+        // What ingest then does before handing the batch to the writer.
+        b.data = BatchData::LogBlock(LogBlock {
+            block,
+            summary: logblock::summarize(&plain)
+                .expect("block")
+                .expect("records"),
+        });
     }
-    let encode_packed = t.elapsed();
+    let mut unpacker = logblock::Unpacker::new().expect("zstd");
+    let t = Instant::now();
+    for b in &batches {
+        let BatchData::LogBlock(l) = &b.data else {
+            unreachable!()
+        };
+        let plain = unpacker.unpack(&l.block, 1 << 26).expect("unpack");
+        std::hint::black_box(logblock::summarize(plain).expect("block"));
+    }
+    let check = t.elapsed();
 
     let t = Instant::now();
     for g in batches.chunks(group) {
@@ -184,11 +205,15 @@ fn main() {
         line_bytes as f64 / 1e6 / commit.as_secs_f64()
     );
     println!(
-        "encoding alone: bincode {} lines/s ({:.1} bytes/line), then zstd level 1 {} lines/s ({:.1} bytes/line)",
+        "agent's part: block encoding {} lines/s ({:.1} bytes/line), zstd level 1 {} lines/s ({:.1} bytes/line)",
         per_s(n as u64, encode_plain),
         plain_bytes as f64 / n as f64,
         per_s(n as u64, encode_packed),
         packed_bytes as f64 / n as f64
+    );
+    println!(
+        "ingest's check (decompress, read every record): {} lines/s",
+        per_s(n as u64, check)
     );
     println!(
         "at rest: log blobs {:.1} bytes/line; database file {:.1} bytes/line ({} bytes)",

@@ -4,12 +4,14 @@
 //! Welcome or Refused, then read batches, check each against the identity and the recorded
 //! consent, hand it to the writer, and acknowledge it — in order — once it is committed.
 
-use crate::store::{BatchData, CommitOutcome, HostId, PendingBatch};
+use crate::store::{BatchData, CommitOutcome, HostId, LogBlock, PendingBatch};
 use crate::writer::{Request, WriterHandle};
 use aftercare_shared::codec::{self, CodecError};
 use aftercare_shared::consent::ConsentRecord;
+use aftercare_shared::logblock::{self, BlockError, Summary, Unpacker};
 use aftercare_shared::protocol::{
-    AgentMsg, Batch, CollectorMsg, Hello, Identity, PROTOCOL_VERSION, Payload, Welcome,
+    AgentMsg, Batch, CollectorMsg, Hello, Identity, MIN_AGENT_PROTOCOL, PROTOCOL_VERSION, Payload,
+    Welcome,
 };
 use aftercare_shared::time_fmt::now_millis;
 use std::time::Duration;
@@ -233,6 +235,10 @@ async fn session(
         Ok(())
     };
     let reader = async {
+        let mut blocks = BlockCheck {
+            unpacker: None,
+            max,
+        };
         loop {
             let frame = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -241,7 +247,8 @@ async fn session(
             let Some(frame) = frame else { break };
             match codec::decode_body::<AgentMsg>(&frame)? {
                 AgentMsg::Batch(b) => {
-                    let item = accept_batch(identity, host, &consent, b, writer).await?;
+                    let item =
+                        accept_batch(identity, host, &consent, b, writer, &mut blocks).await?;
                     if ack_tx.send(item).await.is_err() {
                         break;
                     }
@@ -266,6 +273,25 @@ async fn session(
     r.and(a)
 }
 
+/// Reads log blocks through before they are committed (a connection's decompression
+/// context, made at its first block): a block that is not well formed is refused, and the
+/// store files it under the summary found here.
+struct BlockCheck {
+    unpacker: Option<Unpacker>,
+    /// The largest plain block taken: the frame cap, as the agent's batch came in one frame.
+    max: usize,
+}
+
+impl BlockCheck {
+    fn summarize(&mut self, block: &[u8]) -> Result<Option<Summary>, BlockError> {
+        let u = match &mut self.unpacker {
+            Some(u) => u,
+            None => self.unpacker.insert(Unpacker::new()?),
+        };
+        logblock::summarize(u.unpack(block, self.max)?)
+    }
+}
+
 enum AckItem {
     Now(CollectorMsg),
     Commit {
@@ -281,6 +307,7 @@ async fn accept_batch(
     consent: &ConsentRecord,
     batch: Batch,
     writer: &WriterHandle,
+    blocks: &mut BlockCheck,
 ) -> Result<AckItem, ConnError> {
     if let Some(claimed) = &batch.claimed_host
         && claimed != &identity.host
@@ -311,6 +338,26 @@ async fn accept_batch(
     let (data, loss) = match batch.payload {
         Payload::Metrics { snapshot, loss } => (BatchData::Metrics(snapshot), loss),
         Payload::Logs { records, loss } => (BatchData::Logs(records), loss),
+        Payload::LogBlock { block, loss } => match blocks.summarize(&block) {
+            Ok(Some(summary)) => (
+                BatchData::LogBlock(LogBlock {
+                    block: block.into_vec(),
+                    summary,
+                }),
+                loss,
+            ),
+            Ok(None) => (BatchData::Logs(Vec::new()), loss),
+            Err(e) => {
+                // It can never be stored; refusing it keeps the stream moving, and the agent
+                // logs the reason.
+                warn!(seq = batch.seq, "rejected a log batch: {e}");
+                return Ok(AckItem::Now(CollectorMsg::Rejected {
+                    stream,
+                    seq: batch.seq,
+                    reason: e.to_string(),
+                }));
+            }
+        },
     };
     if !loss.is_empty() {
         warn!(
@@ -340,20 +387,23 @@ async fn accept_batch(
 
 fn parse_hello(frame: &[u8]) -> Result<Hello, ConnError> {
     match codec::decode_body::<AgentMsg>(frame) {
-        Ok(AgentMsg::Hello(h)) if h.protocol_version == PROTOCOL_VERSION => Ok(h),
+        Ok(AgentMsg::Hello(h)) if ACCEPTED.contains(&h.protocol_version) => Ok(h),
         Ok(AgentMsg::Hello(h)) => Err(version_mismatch(h.protocol_version)),
         Ok(_) => Err(ConnError::Refused("the first message must be Hello".into())),
         Err(e) => match codec::peek_hello_version(frame) {
-            Some(v) if v != PROTOCOL_VERSION => Err(version_mismatch(v)),
+            Some(v) if !ACCEPTED.contains(&v) => Err(version_mismatch(v)),
             _ => Err(ConnError::Codec(e)),
         },
     }
 }
 
+/// The agent protocol versions this collector takes.
+const ACCEPTED: std::ops::RangeInclusive<u16> = MIN_AGENT_PROTOCOL..=PROTOCOL_VERSION;
+
 fn version_mismatch(agent: u16) -> ConnError {
     ConnError::Refused(format!(
-        "agent speaks aftercare protocol version {agent}, this collector speaks version \
-         {PROTOCOL_VERSION}: upgrade the older of the two"
+        "agent speaks aftercare protocol version {agent}, this collector speaks versions \
+         {MIN_AGENT_PROTOCOL} to {PROTOCOL_VERSION}: upgrade the older of the two"
     ))
 }
 

@@ -5,6 +5,7 @@ use aftercare_collector::store::{
     Resolution, SeriesPoints, Store, StoreError, UNATTRIBUTED, open_sqlite, open_sqlite_readonly,
 };
 use aftercare_shared::consent::{ConsentRecord, Grant, Scope};
+use aftercare_shared::logblock;
 use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Sample, Severity,
 };
@@ -1050,7 +1051,25 @@ fn counting_logs_matches_reading_them() {
                     limit: 0,
                     ..f.clone()
                 };
-                let want = st.logs("db1", &unlimited).unwrap().len() as u64;
+                let every = st.logs("db1", &unlimited).unwrap();
+                let want = every.len() as u64;
+                // A limit keeps the newest, whichever batches hold them.
+                for limit in [1, 3, 25] {
+                    let newest = st
+                        .logs(
+                            "db1",
+                            &LogFilter {
+                                limit,
+                                ..unlimited.clone()
+                            },
+                        )
+                        .unwrap();
+                    assert_eq!(
+                        newest[..],
+                        every[every.len().saturating_sub(limit)..],
+                        "limit {limit}, since {since} s, until {until} s, {f:?}"
+                    );
+                }
                 assert_eq!(
                     st.count_logs("acme/db1", &f).unwrap(),
                     want,
@@ -1132,9 +1151,73 @@ fn log_batches_are_kept_compressed_and_damage_is_named() {
     assert_eq!(ro.count_logs("db1", &all).unwrap(), 500);
 }
 
+#[test]
+fn log_blocks_are_stored_as_they_came_and_older_rows_still_read() {
+    let d = tempfile::tempdir().unwrap();
+    let path = db(&d);
+    let mut st = open_sqlite(&path).unwrap();
+    let h = register(&mut st, "acme", "db1", T0);
+    let records = log_batch(
+        h,
+        1,
+        &[
+            (T0 + 5, Severity::Warning, "second by time"),
+            (T0, Severity::Error, "first by time"),
+        ],
+    )
+    .logs();
+    // What ingest hands the store for a protocol version 2 batch.
+    let plain = logblock::from_records(&records);
+    let block = logblock::compress(&plain).unwrap();
+    let summary = logblock::summarize(&plain).unwrap().unwrap();
+    let batch = PendingBatch {
+        data: BatchData::LogBlock(aftercare_collector::store::LogBlock {
+            block: block.clone(),
+            summary,
+        }),
+        ..log_batch(h, 2, &[])
+    };
+    st.commit(&[batch]).unwrap();
+    let all = LogFilter {
+        since: T0 - HOUR_MS,
+        until: T0 + HOUR_MS,
+        ..Default::default()
+    };
+    let got = st.logs("db1", &all).unwrap();
+    assert_eq!(
+        got,
+        vec![records[1].clone(), records[0].clone()],
+        "oldest first"
+    );
+    drop(st);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let (codec, data, worst): (i64, Vec<u8>, i64) = raw
+        .query_row("SELECT codec, data, worst FROM logs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(
+        (codec, worst),
+        (2, 3),
+        "a block, filed under its worst line (error)"
+    );
+    assert_eq!(data, block, "stored as it came");
+
+    // A row schema 3 wrote (bincode compressed with zstd, codec 1) reads as before.
+    let v1 = zstd::bulk::compress(
+        &bincode::serde::encode_to_vec(&records, bincode::config::standard()).unwrap(),
+        1,
+    )
+    .unwrap();
+    raw.execute("UPDATE logs SET codec = 1, data = ?1", [v1])
+        .unwrap();
+    let mut ro = open_sqlite_readonly(&path).unwrap();
+    assert_eq!(ro.logs("db1", &all).unwrap(), got);
+}
+
 trait DataLen {
     fn data_len(&self) -> usize;
-    fn logs(&self) -> &[LogRecord];
+    fn logs(&self) -> Vec<LogRecord>;
 }
 
 impl DataLen for PendingBatch {
@@ -1142,12 +1225,17 @@ impl DataLen for PendingBatch {
         match &self.data {
             BatchData::Metrics(s) => s.samples.len(),
             BatchData::Logs(r) => r.len(),
+            BatchData::LogBlock(b) => b.summary.records as usize,
         }
     }
-    fn logs(&self) -> &[LogRecord] {
+    fn logs(&self) -> Vec<LogRecord> {
         match &self.data {
-            BatchData::Logs(r) => r,
-            BatchData::Metrics(_) => &[],
+            BatchData::Logs(r) => r.clone(),
+            BatchData::LogBlock(b) => {
+                let mut u = logblock::Unpacker::new().unwrap();
+                logblock::decode_all(u.unpack(&b.block, 1 << 26).unwrap()).unwrap()
+            }
+            BatchData::Metrics(_) => Vec::new(),
         }
     }
 }

@@ -151,7 +151,7 @@ pub struct LogRecord {
 pub struct LossReport {
     /// Batches dropped from the agent's backlog because it was full (oldest first).
     pub dropped_batches: u64,
-    /// Samples in those batches.
+    /// Samples (metrics) or lines (logs) in those batches; the name stays for the wire.
     pub dropped_samples: u64,
     /// Batches discarded because consent for their scope was revoked before they were sent.
     pub discarded_by_revocation: u64,

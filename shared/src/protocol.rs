@@ -26,7 +26,11 @@ use serde::{Deserialize, Serialize};
 /// ALPN of this protocol version; the TLS handshake fails for any other.
 pub const ALPN: &[u8] = b"aftercare/1";
 /// Carried in Hello and Welcome, so a mismatch is refused with a message naming both.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added [`Payload::LogBlock`]; a version 2 collector still takes version 1
+/// agents, whose log batches are [`Payload::Logs`].
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest agent protocol a collector of this build accepts.
+pub const MIN_AGENT_PROTOCOL: u16 = 1;
 
 /// Who a peer is: the customer and host named by its certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -98,18 +102,33 @@ pub enum Payload {
         snapshot: MetricSnapshot,
         loss: LossReport,
     },
-    /// Log records in the order they were read, already redacted on the host.
+    /// Log records in the order they were read, already redacted on the host. What
+    /// version 1 agents send; this build's agents send `LogBlock`.
     Logs {
         records: Vec<LogRecord>,
+        loss: LossReport,
+    },
+    /// The same records as one compressed block (`crate::logblock`), as version 2 agents
+    /// send them. Added last so that version 1 frames keep their encoding.
+    LogBlock {
+        block: serde_bytes::ByteBuf,
         loss: LossReport,
     },
 }
 
 impl Payload {
+    /// A `LogBlock` of a compressed block (`crate::logblock::compress`).
+    pub fn log_block(block: Vec<u8>, loss: LossReport) -> Payload {
+        Payload::LogBlock {
+            block: serde_bytes::ByteBuf::from(block),
+            loss,
+        }
+    }
+
     pub fn stream(&self) -> StreamId {
         match self {
             Payload::Metrics { .. } => StreamId::Metrics,
-            Payload::Logs { .. } => StreamId::Logs,
+            Payload::Logs { .. } | Payload::LogBlock { .. } => StreamId::Logs,
         }
     }
 }

@@ -5,6 +5,7 @@ use aftercare_collector::ca;
 use aftercare_collector::store::Store;
 use aftercare_shared::codec;
 use aftercare_shared::consent::{ConsentRecord, Scope};
+use aftercare_shared::logblock;
 use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
 use aftercare_shared::protocol::*;
 use aftercare_tests::*;
@@ -333,16 +334,17 @@ async fn version_mismatch_is_refused_naming_both_versions() {
     let c = f.start().await;
     let certs = f.issue("a", "acme", "db1");
     let mut h = hello(None, consent(&[Scope::Metrics]));
-    h.protocol_version = 2;
+    h.protocol_version = PROTOCOL_VERSION + 1;
     let e = connect_with(&f, &certs, c.addr, "localhost", &h)
         .await
         .err()
         .expect("refused");
     let msg = e.to_string();
-    assert!(
-        msg.contains("version 2") && msg.contains("version 1"),
-        "{msg}"
+    let (agent, ours) = (
+        format!("version {}", PROTOCOL_VERSION + 1),
+        format!("versions 1 to {PROTOCOL_VERSION}"),
     );
+    assert!(msg.contains(&agent) && msg.contains(&ours), "{msg}");
     c.shutdown().await;
 }
 
@@ -415,24 +417,112 @@ async fn an_agent_that_finishes_its_stream_gets_every_acknowledgement() {
     c.shutdown().await;
 }
 
+fn log_record(ts: i64, line: &str) -> aftercare_shared::model::LogRecord {
+    aftercare_shared::model::LogRecord {
+        source: "syslog".into(),
+        file: "/var/log/syslog".into(),
+        offset: 0,
+        read_at: ts,
+        ts: Some(ts),
+        severity: aftercare_shared::model::Severity::Error,
+        line: line.into(),
+        part: 0,
+    }
+}
+
+/// A log batch as this build's agents send it: one compressed block.
 fn log_batch(seq: u64, ts: i64, line: &str) -> AgentMsg {
+    let plain = logblock::from_records(&[log_record(ts, line)]);
+    AgentMsg::Batch(Batch {
+        seq,
+        claimed_host: None,
+        payload: Payload::log_block(logblock::compress(&plain).unwrap(), LossReport::default()),
+    })
+}
+
+/// A log batch as protocol version 1 agents send it: records one by one.
+fn log_batch_v1(seq: u64, ts: i64, line: &str) -> AgentMsg {
     AgentMsg::Batch(Batch {
         seq,
         claimed_host: None,
         payload: Payload::Logs {
-            records: vec![aftercare_shared::model::LogRecord {
-                source: "syslog".into(),
-                file: "/var/log/syslog".into(),
-                offset: 0,
-                read_at: ts,
-                ts: Some(ts),
-                severity: aftercare_shared::model::Severity::Error,
-                line: line.into(),
-                part: 0,
-            }],
+            records: vec![log_record(ts, line)],
             loss: LossReport::default(),
         },
     })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_agent_is_served_and_a_bad_block_is_rejected_not_fatal() {
+    let f = Fixture::new();
+    let c = f.start().await;
+    let certs = f.issue("a", "acme", "db1");
+    let now = aftercare_shared::time_fmt::now_millis();
+    let mut h = hello(None, consent(&[Scope::Metrics, Scope::Logs]));
+    h.protocol_version = 1;
+    let mut link = connect_with(&f, &certs, c.addr, "localhost", &h)
+        .await
+        .unwrap();
+    send(
+        &mut link,
+        &log_batch_v1(seq(1, 0), now, "from a version 1 agent"),
+    )
+    .await;
+    assert!(matches!(
+        recv(&mut link).await,
+        Some(CollectorMsg::Ack {
+            duplicate: false,
+            ..
+        })
+    ));
+    // Not a zstd frame; then a well-compressed block whose last record is cut short.
+    let mut cut = logblock::from_records(&[log_record(now, "x")]);
+    cut.truncate(cut.len() - 1);
+    for (i, block) in [b"not zstd".to_vec(), logblock::compress(&cut).unwrap()]
+        .into_iter()
+        .enumerate()
+    {
+        let msg = AgentMsg::Batch(Batch {
+            seq: seq(1, 1 + i as u32),
+            claimed_host: None,
+            payload: Payload::log_block(block, LossReport::default()),
+        });
+        send(&mut link, &msg).await;
+        match recv(&mut link).await {
+            Some(CollectorMsg::Rejected { stream, reason, .. }) => {
+                assert_eq!(stream, StreamId::Logs);
+                assert!(reason.contains("log block"), "{reason}");
+            }
+            other => panic!("expected Rejected, got {other:?}"),
+        }
+    }
+    // The connection goes on.
+    send(
+        &mut link,
+        &log_batch(seq(1, 3), now + 1, "after the bad ones"),
+    )
+    .await;
+    assert!(matches!(
+        recv(&mut link).await,
+        Some(CollectorMsg::Ack {
+            duplicate: false,
+            ..
+        })
+    ));
+    let all = aftercare_collector::store::LogFilter {
+        since: 0,
+        until: i64::MAX,
+        ..Default::default()
+    };
+    let lines: Vec<String> = f
+        .store()
+        .logs("db1", &all)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.line)
+        .collect();
+    assert_eq!(lines, ["from a version 1 agent", "after the bad ones"]);
+    c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

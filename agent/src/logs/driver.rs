@@ -867,7 +867,7 @@ mod tests {
     }
 
     fn got_path(l: &[SourceLine]) -> PathBuf {
-        l[0].line.path.clone()
+        l[0].line.path.to_path_buf()
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -74,8 +74,12 @@ impl LineEncoding {
     /// dropped. Valid UTF-8 in a UTF-8 source, and ASCII in any source, is borrowed as is.
     pub fn decode(self, bytes: &[u8]) -> Cow<'_, str> {
         if self.0 == encoding_rs::UTF_8 {
-            // What the agent always did: one validation pass, no copy for valid UTF-8.
-            return String::from_utf8_lossy(bytes);
+            // One validation pass and no copy for valid UTF-8. `from_utf8` first: its
+            // validation skips ASCII a word at a time, the lossy scan goes byte by byte.
+            return match std::str::from_utf8(bytes) {
+                Ok(s) => Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(bytes),
+            };
         }
         // Without BOM handling: a GBK line that begins with the bytes EF BB BF is still GBK.
         self.0.decode_without_bom_handling(bytes).0

@@ -8,7 +8,6 @@
 //! - `config`: `[[logs]]` sources (paths, globs, line limits, multiline rule, start_at, encoding)
 //! - `encoding`: a source's encoding (UTF-8, GBK/GB18030, other WHATWG labels) and decoding (pure)
 //! - `multiline`: joining a stack trace's lines into one record (pure)
-//! - `record`: the record that will leave the host (source, file, offset, times, severity)
 //! - `severity`: severity and timestamp of a line (syslog PRI, ISO 8601, RFC 3164, keywords)
 //! - `redact`: masking secrets before a line leaves the host (built-ins and customer rules)
 //! - `pipeline`: lines to wire records (multiline, time, severity, redaction; pure)
@@ -22,7 +21,6 @@ pub mod fingerprint;
 pub mod multiline;
 pub mod pipeline;
 pub mod reader;
-pub mod record;
 pub mod redact;
 pub mod severity;
 pub mod tailer;

@@ -108,7 +108,6 @@ impl Combiner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn lines(text: &str) -> Vec<Line> {
         let mut offset = 0;
@@ -116,7 +115,7 @@ mod tests {
             .map(|l| {
                 let line = Line {
                     file: 1,
-                    path: PathBuf::from("app.log"),
+                    path: std::path::Path::new("app.log").into(),
                     offset,
                     end: offset + l.len() as u64 + 1,
                     bytes: l.as_bytes().to_vec(),

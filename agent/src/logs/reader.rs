@@ -12,26 +12,29 @@
 use super::checkpoint;
 use super::config::LogSource;
 use super::driver::{DriverConfig, LogDriver};
-use super::pipeline::{Out, Pipeline};
+use super::pipeline::{Emit, Emitted, Pipeline};
 use super::redact::RuleSet;
 use super::tailer::FilePosition;
-use aftercare_shared::model::LogRecord;
+use aftercare_shared::logblock::{self, BlockWriter, RecordRef};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info_span, warn};
 
-/// Records for one batch and the checkpoint note that goes with them.
+/// Records for one batch, as a log block, and the checkpoint note that goes with them.
 #[derive(Debug)]
 pub struct Chunk {
-    pub records: Vec<LogRecord>,
+    /// `aftercare_shared::logblock`, compressed if `compressed`. Compression is a third of
+    /// the agent's work per line; whichever of the two threads has time does it: the
+    /// reader when the run loop is behind (it would only wait), else the run loop.
+    pub block: Vec<u8>,
+    pub compressed: bool,
+    pub records: u32,
     /// Checkpoint text (`logs::checkpoint` format) of the positions past these records.
     pub note: Vec<u8>,
     /// Redaction counts per rule since the previous chunk.
     pub redacted: Vec<(String, u64)>,
-    /// Encoded size estimate, bytes.
-    pub bytes: usize,
 }
 
 pub struct ReaderConfig {
@@ -105,43 +108,47 @@ async fn read_loop(
     cancel: CancellationToken,
 ) {
     let mut pipeline = Pipeline::new(&cfg.sources, cfg.rules.clone(), cfg.local);
-    let mut out: Vec<Out> = Vec::new();
     let mut housekeeping = tokio::time::interval(Duration::from_secs(60));
+    let mut block = BlockWriter::new();
     loop {
         let deadline = pipeline.deadline();
-        tokio::select! {
+        let woke = tokio::select! {
             _ = cancel.cancelled() => return,
-            lines = driver.next_lines() => {
-                pipeline.push(std::time::Instant::now(), time::OffsetDateTime::now_utc(), lines, &mut out);
+            lines = driver.next_lines() => Woke::Lines(lines),
+            _ = async { tokio::time::sleep_until(tokio::time::Instant::from_std(deadline.expect("guarded"))).await }, if deadline.is_some() => Woke::Timeout,
+            _ = housekeeping.tick() => Woke::Housekeeping,
+        };
+        let mut batcher = Batcher {
+            driver: &mut driver,
+            block: &mut block,
+            chunk_bytes: cfg.chunk_bytes,
+            done: Vec::new(),
+        };
+        let now = std::time::Instant::now();
+        match woke {
+            Woke::Lines(lines) => {
+                pipeline.push(now, time::OffsetDateTime::now_utc(), lines, &mut batcher)
             }
-            _ = async { tokio::time::sleep_until(tokio::time::Instant::from_std(deadline.expect("guarded"))).await }, if deadline.is_some() => {
-                pipeline.poll_timeouts(std::time::Instant::now(), time::OffsetDateTime::now_utc(), &mut out);
+            Woke::Timeout => {
+                pipeline.poll_timeouts(now, time::OffsetDateTime::now_utc(), &mut batcher)
             }
-            _ = housekeeping.tick() => {
-                pipeline.forget_idle(std::time::Instant::now(), Duration::from_secs(600));
-            }
+            Woke::Housekeeping => pipeline.forget_idle(now, Duration::from_secs(600)),
         }
-        if out.is_empty() {
-            continue;
+        // What was read goes out now, the last chunk under the size too.
+        batcher.close();
+        let mut chunks = batcher.done;
+        if let Some(last) = chunks.last_mut() {
+            last.redacted = pipeline.take_redaction_counts();
         }
-        // Chunks under the size limit, each acknowledged to the tailer before its note is
-        // taken, so the note covers exactly the chunk's lines and those before.
-        let mut rest = std::mem::take(&mut out).into_iter().peekable();
-        while rest.peek().is_some() {
-            let mut records = Vec::new();
-            let mut bytes = 0;
-            while let Some(o) = rest.next_if(|_| bytes < cfg.chunk_bytes) {
-                bytes += estimate(&o.record);
-                driver.ack(o.source, o.file, o.end);
-                records.push(o.record);
+        for mut chunk in chunks {
+            if tx.capacity() == 0 {
+                // The run loop is behind: compress here rather than wait for it. On failure
+                // the run loop tries again, and counts the records lost if it fails too.
+                if let Ok(b) = logblock::compress(&chunk.block) {
+                    chunk.block = b;
+                    chunk.compressed = true;
+                }
             }
-            let note = checkpoint::encode(&driver.positions()).into_bytes();
-            let chunk = Chunk {
-                records,
-                note,
-                redacted: pipeline.take_redaction_counts(),
-                bytes,
-            };
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 sent = tx.send(chunk) => if sent.is_err() {
@@ -153,7 +160,55 @@ async fn read_loop(
     }
 }
 
-/// About what a record takes in a frame (bincode: lengths are varints).
-pub fn estimate(r: &LogRecord) -> usize {
-    r.line.len() + r.source.len() + r.file.len() + 32
+enum Woke {
+    Lines(Vec<super::driver::SourceLine>),
+    Timeout,
+    Housekeeping,
+}
+
+/// Puts records into blocks as the pipeline emits them, acknowledging each to the tailer as
+/// it goes in, and closes a block at about `chunk_bytes`, so that a chunk's note covers
+/// exactly its records and those before.
+struct Batcher<'a> {
+    driver: &'a mut LogDriver,
+    block: &'a mut BlockWriter,
+    chunk_bytes: usize,
+    done: Vec<Chunk>,
+}
+
+impl Batcher<'_> {
+    fn close(&mut self) {
+        if self.block.is_empty() {
+            return;
+        }
+        let records = self.block.len();
+        let plain = self.block.finish_plain();
+        let note = checkpoint::encode(&self.driver.positions()).into_bytes();
+        self.done.push(Chunk {
+            block: plain,
+            compressed: false,
+            records,
+            note,
+            redacted: Vec::new(),
+        });
+    }
+}
+
+impl Emit for Batcher<'_> {
+    fn emit(&mut self, r: Emitted<'_>) {
+        let file = self.block.file(r.source_name, r.path);
+        self.block.push(&RecordRef {
+            file,
+            offset: r.offset,
+            read_at: r.read_at,
+            ts: r.ts,
+            severity: r.severity,
+            part: r.part,
+            line: r.line,
+        });
+        self.driver.ack(r.source, r.file, r.end);
+        if self.block.plain_bytes() >= self.chunk_bytes {
+            self.close();
+        }
+    }
 }

@@ -107,43 +107,55 @@ fn joins_name(b: Option<&u8>) -> bool {
 }
 
 fn keyword(line: &[u8]) -> Option<Severity> {
-    use Severity::*;
     let span = &line[..line.len().min(KEYWORD_SPAN)];
-    let mut start = 0;
-    span.split(|b| !b.is_ascii_alphabetic())
-        .map(|w| {
-            let s = start;
-            start += w.len() + 1;
-            (s, w)
-        })
-        // Cheap test first: every keyword starts with one of these letters; most words
-        // of a line fail here without being copied.
-        .filter(|(s, w)| {
-            (3..=9).contains(&w.len())
-                && matches!(
-                    w[0] | 0x20,
-                    b'e' | b'a' | b'c' | b'f' | b'p' | b'w' | b'n' | b'i' | b'd' | b't'
-                )
-                && !joins_name(s.checked_sub(1).and_then(|i| span.get(i)))
-                && !joins_name(span.get(s + w.len()))
-        })
-        .find_map(|(_, w)| {
-            let mut up = [0u8; 9];
-            let up = &mut up[..w.len()];
-            up.copy_from_slice(w);
-            up.make_ascii_uppercase();
-            Some(match &*up {
-                b"EMERG" | b"EMERGENCY" => Emergency,
-                b"ALERT" => Alert,
-                b"CRIT" | b"CRITICAL" | b"FATAL" | b"PANIC" => Critical,
-                b"ERROR" | b"ERR" => Error,
-                b"WARN" | b"WARNING" => Warning,
-                b"NOTICE" => Notice,
-                b"INFO" => Info,
-                b"DEBUG" | b"TRACE" => Debug,
-                _ => return None,
-            })
-        })
+    // A plain loop over the words (runs of ASCII letters): this runs on every line, and
+    // the agent is built for size, where iterator adapters are not inlined.
+    let mut i = 0;
+    while i < span.len() {
+        while i < span.len() && !span[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let s = i;
+        while i < span.len() && span[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let w = &span[s..i];
+        // Cheap tests first: every keyword has 3 to 9 letters and starts with one of these;
+        // most words of a line fail here.
+        if w.len() >= 3
+            && w.len() <= 9
+            && matches!(
+                w[0] | 0x20,
+                b'e' | b'a' | b'c' | b'f' | b'p' | b'w' | b'n' | b'i' | b'd' | b't'
+            )
+            && !joins_name(s.checked_sub(1).and_then(|j| span.get(j)))
+            && !joins_name(span.get(i))
+            && let Some(sev) = level_word(w)
+        {
+            return Some(sev);
+        }
+    }
+    None
+}
+
+/// The severity a word names, in any case.
+fn level_word(w: &[u8]) -> Option<Severity> {
+    use Severity::*;
+    let mut up = [0u8; 9];
+    let up = &mut up[..w.len()];
+    up.copy_from_slice(w);
+    up.make_ascii_uppercase();
+    Some(match &*up {
+        b"EMERG" | b"EMERGENCY" => Emergency,
+        b"ALERT" => Alert,
+        b"CRIT" | b"CRITICAL" | b"FATAL" | b"PANIC" => Critical,
+        b"ERROR" | b"ERR" => Error,
+        b"WARN" | b"WARNING" => Warning,
+        b"NOTICE" => Notice,
+        b"INFO" => Info,
+        b"DEBUG" | b"TRACE" => Debug,
+        _ => return None,
+    })
 }
 
 fn num(d: &[u8]) -> Option<u32> {

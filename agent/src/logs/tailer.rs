@@ -32,7 +32,8 @@
 
 use super::fingerprint::{DevIno, Fingerprint, HEAD_BYTES, heads_consistent};
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The tailer's name for one file's content, stable while that content is followed.
@@ -94,7 +95,7 @@ pub struct ReadRequest {
 pub struct Line {
     pub file: FileId,
     /// Where the file was last seen.
-    pub path: PathBuf,
+    pub path: Arc<Path>,
     pub offset: u64,
     /// Just past the bytes this record consumed (its newline included): what to ack.
     pub end: u64,
@@ -119,7 +120,7 @@ pub struct FilePosition {
 struct Tracked {
     dev_ino: DevIno,
     head: Vec<u8>,
-    path: PathBuf,
+    path: Arc<Path>,
     attached: bool,
     read_offset: u64,
     /// Offset of `buf[0]`: everything before it was emitted.
@@ -253,7 +254,9 @@ impl Tailer {
                 if head.len() > t.head.len() {
                     t.head = head.to_vec();
                 }
-                t.path = o.path.clone();
+                if *t.path != *o.path {
+                    t.path = Arc::from(o.path.as_path());
+                }
                 t.attached = true;
                 if o.size > t.read_offset {
                     self.schedule(id);
@@ -335,7 +338,7 @@ impl Tailer {
             Tracked {
                 dev_ino: o.dev_ino,
                 head: o.head[..o.head.len().min(HEAD_BYTES)].to_vec(),
-                path: o.path.clone(),
+                path: Arc::from(o.path.as_path()),
                 attached: true,
                 read_offset: start,
                 line_start: start,
@@ -469,7 +472,7 @@ impl Tailer {
                 dev_ino: t.dev_ino,
                 fingerprint: Fingerprint::of(&t.head),
                 offset: t.acked,
-                path: Some(t.path.clone()),
+                path: Some(t.path.to_path_buf()),
             })
             .collect();
         out.extend(self.restored.iter().cloned());
@@ -489,7 +492,7 @@ fn cut_lines(t: &mut Tracked, file: FileId, max_line: usize, out: &mut VecDeque<
         let rest = &t.buf[start..];
         // A newline within max_line + 1 bytes ends a line that fits.
         let window = &rest[..rest.len().min(max_line + 1)];
-        let (len, consumed, split) = match window.iter().position(|&b| b == b'\n') {
+        let (len, consumed, split) = match memchr::memchr(b'\n', window) {
             Some(i) => (i, i + 1, false),
             None if rest.len() > max_line => (max_line, max_line, true),
             None => break,

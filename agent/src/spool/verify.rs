@@ -16,6 +16,9 @@ pub struct SegReport {
     pub bytes: u64,
     pub records: u64,
     pub unacked: u64,
+    /// Samples (metrics) or lines (logs) in those records, and in the unacknowledged ones.
+    pub items: u64,
+    pub unacked_items: u64,
     pub header_ok: bool,
     /// (offset, length, runs to the end of the file).
     pub damaged: Vec<(u64, u64, bool)>,
@@ -105,20 +108,42 @@ impl VerifyReport {
                 );
             }
         }
-        let mut per: BTreeMap<u8, (u64, u64, u64, usize)> = BTreeMap::new();
+        #[derive(Default)]
+        struct Sum {
+            records: u64,
+            unacked: u64,
+            items: u64,
+            unacked_items: u64,
+            bytes: u64,
+            damaged: usize,
+        }
+        let mut per: BTreeMap<u8, Sum> = BTreeMap::new();
         for s in &self.segments {
             let e = per.entry(s.stream).or_default();
-            e.0 += s.records;
-            e.1 += s.unacked;
-            e.2 += s.bytes;
-            e.3 += s.damaged.len() + usize::from(s.error.is_some());
+            e.records += s.records;
+            e.unacked += s.unacked;
+            e.items += s.items;
+            e.unacked_items += s.unacked_items;
+            e.bytes += s.bytes;
+            e.damaged += s.damaged.len() + usize::from(s.error.is_some());
         }
         let _ = writeln!(o, "per stream:");
-        for (code, (records, unacked, bytes, damaged)) in per {
+        for (code, e) in per {
+            let what = if code == StreamId::Logs.code() {
+                "lines"
+            } else {
+                "samples"
+            };
             let _ = writeln!(
                 o,
-                "  {:<10} records {records}, unacked {unacked}, bytes {bytes}, damaged {damaged}, acked up to seq {}",
+                "  {:<10} records {}, unacked {} ({} {what}), {what} {}, bytes {}, damaged {}, acked up to seq {}",
                 stream_name(code),
+                e.records,
+                e.unacked,
+                e.unacked_items,
+                e.items,
+                e.bytes,
+                e.damaged,
                 self.acked.get(&code).copied().unwrap_or(0)
             );
         }
@@ -158,6 +183,8 @@ pub fn verify(dir: &Path) -> io::Result<VerifyReport> {
                 bytes: len,
                 records: s.meta.records,
                 unacked: s.unacked.0,
+                items: s.meta.samples,
+                unacked_items: s.unacked.1,
                 header_ok: s.header_ok,
                 damaged: s.damaged,
                 error: None,
@@ -168,6 +195,8 @@ pub fn verify(dir: &Path) -> io::Result<VerifyReport> {
                 bytes: len,
                 records: 0,
                 unacked: 0,
+                items: 0,
+                unacked_items: 0,
                 header_ok: true,
                 damaged: Vec::new(),
                 error: Some(e.to_string()),

@@ -83,7 +83,17 @@ pub struct PendingBatch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BatchData {
     Metrics(MetricSnapshot),
+    /// Records one by one, as protocol version 1 agents send them; stored as a block.
     Logs(Vec<LogRecord>),
+    /// A compressed block (`aftercare_shared::logblock`) ingest has read through, stored
+    /// as it came.
+    LogBlock(LogBlock),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogBlock {
+    pub block: Vec<u8>,
+    pub summary: aftercare_shared::logblock::Summary,
 }
 
 /// What to select from a host's logs.

@@ -15,9 +15,10 @@ use super::{
     BatchData, Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats, HOUR_MS, HostHello, HostId,
     HostStatus, Latest, LogFilter, ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution,
     SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, UNATTRIBUTED,
-    compaction_cutoff, log_time,
+    compaction_cutoff,
 };
 use aftercare_shared::consent::ConsentRecord;
+use aftercare_shared::logblock::{self, RecordRef, Summary, Unpacker};
 use aftercare_shared::model::{LogRecord, LossReport, MetricKind, Severity, UnixMillis};
 use aftercare_shared::protocol::StreamId;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -187,8 +188,6 @@ pub struct SqliteStore {
     /// Series ids per host, loaded at a host's first batch, so ingest does no lookups.
     /// Cleared when a commit fails, as it may hold series of the rolled-back transaction.
     series: HashMap<HostId, HostSeries>,
-    /// Made at the first log batch.
-    log_encoder: Option<LogEncoder>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -262,7 +261,6 @@ pub fn open_sqlite(path: &Path) -> Result<SqliteStore, StoreError> {
         grace_ms: COMPACT_GRACE_MS,
         hosts_known: HashSet::new(),
         series: HashMap::new(),
-        log_encoder: None,
     })
 }
 
@@ -297,7 +295,6 @@ pub fn open_sqlite_readonly(path: &Path) -> Result<SqliteStore, StoreError> {
         grace_ms: COMPACT_GRACE_MS,
         hosts_known: HashSet::new(),
         series: HashMap::new(),
-        log_encoder: None,
     })
 }
 
@@ -362,112 +359,91 @@ fn migrate(conn: &mut Connection, cx: &Ctx) -> Result<(), StoreError> {
 /// The `codec` of a `logs` row: how its records were turned into its blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LogCodec {
-    /// bincode (standard configuration), as schema 2 wrote every row.
+    /// bincode (standard configuration) of `Vec<LogRecord>`, as schema 2 wrote every row.
     Bincode = 0,
-    /// The same, compressed with zstd: realistic syslog lines shrink about 3.5 times in
-    /// 1000-line batches (about 2 in 10-line ones), and ingest writes that much less.
+    /// The same, compressed with zstd, as schema 3 wrote every row.
     BincodeZstd = 1,
+    /// A log block (`aftercare_shared::logblock`): what agents send since protocol
+    /// version 2, stored as it came; batches from older agents are made into one.
+    Block = 2,
 }
-
-/// zstd level for log blobs: the fastest standard level, as it runs on the writer thread.
-const LOG_ZSTD_LEVEL: i32 = 1;
 
 /// A stored log blob decompresses to at most this: its batch arrived in one frame.
 const MAX_LOG_BLOB: usize = aftercare_shared::codec::MAX_FRAME_LIMIT;
 
-/// The writer's buffers and compression context for log batches, reused across batches.
-struct LogEncoder {
-    zstd: zstd::bulk::Compressor<'static>,
-    plain: Vec<u8>,
-    packed: Vec<u8>,
-}
-
-impl LogEncoder {
-    fn new() -> std::io::Result<Self> {
-        Ok(LogEncoder {
-            zstd: zstd::bulk::Compressor::new(LOG_ZSTD_LEVEL)?,
-            plain: Vec::new(),
-            packed: Vec::new(),
-        })
-    }
-
-    /// The blob of a [`LogCodec::BincodeZstd`] row.
-    fn encode(&mut self, records: &[LogRecord]) -> rusqlite::Result<&[u8]> {
-        let failed = rusqlite::Error::ToSqlConversionFailure;
-        self.plain.clear();
-        bincode::serde::encode_into_std_write(
-            records,
-            &mut self.plain,
-            bincode::config::standard(),
-        )
-        .map_err(|e| failed(Box::new(e)))?;
-        self.packed.clear();
-        self.packed
-            .reserve(zstd::zstd_safe::compress_bound(self.plain.len()));
-        self.zstd
-            .compress_to_buffer(&self.plain[..], &mut self.packed)
-            .map_err(|e| failed(Box::new(e)))?;
-        Ok(&self.packed)
-    }
-}
-
-/// The records of a `logs` row's blob.
-fn decode_logs(
+/// A row's records as a plain block, whatever its codec: borrowed from the unpacker for
+/// blocks, built for the older codecs.
+fn row_plain<'u>(
     codec: i64,
     data: &[u8],
-    unzstd: &mut Option<zstd::bulk::Decompressor<'static>>,
-) -> Result<Vec<LogRecord>, String> {
-    let plain;
-    let bytes = if codec == LogCodec::Bincode as i64 {
-        data
-    } else if codec == LogCodec::BincodeZstd as i64 {
-        let d = match unzstd {
-            Some(d) => d,
-            None => unzstd.insert(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?),
+    unpacker: &'u mut Option<Unpacker>,
+) -> Result<std::borrow::Cow<'u, [u8]>, String> {
+    let records: Vec<LogRecord> = if codec == LogCodec::Block as i64 {
+        let u = match unpacker {
+            Some(u) => u,
+            None => unpacker.insert(Unpacker::new().map_err(|e| e.to_string())?),
         };
-        plain = d
-            .decompress(data, MAX_LOG_BLOB)
-            .map_err(|e| format!("zstd: {e}"))?;
-        &plain[..]
+        return u
+            .unpack(data, MAX_LOG_BLOB)
+            .map(std::borrow::Cow::Borrowed)
+            .map_err(|e| e.to_string());
+    } else if codec == LogCodec::Bincode as i64 {
+        decode_bincode(data)?
+    } else if codec == LogCodec::BincodeZstd as i64 {
+        let plain = zstd::bulk::decompress(data, MAX_LOG_BLOB).map_err(|e| format!("zstd: {e}"))?;
+        decode_bincode(&plain)?
     } else {
         return Err(format!("unknown codec {codec}"));
     };
+    Ok(std::borrow::Cow::Owned(logblock::from_records(&records)))
+}
+
+fn decode_bincode(bytes: &[u8]) -> Result<Vec<LogRecord>, String> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(records, _)| records)
         .map_err(|e| e.to_string())
 }
 
-fn insert_logs(
+/// Store one batch's block with what queries select rows by.
+fn insert_block(
     tx: &rusqlite::Transaction<'_>,
     host: HostId,
-    records: &[LogRecord],
-    enc: &mut LogEncoder,
+    block: &[u8],
+    s: &Summary,
 ) -> rusqlite::Result<()> {
-    let Some(first) = records.first() else {
-        return Ok(());
-    };
-    let (mut lo, mut hi) = (log_time(first), log_time(first));
-    let mut worst = Severity::Debug;
-    for r in records {
-        lo = lo.min(log_time(r));
-        hi = hi.max(log_time(r));
-        worst = worst.min(r.severity);
-    }
-    let blob = enc.encode(records)?;
     tx.prepare_cached(
         "INSERT INTO logs (host_id, ts_min, ts_max, records, worst, codec, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         host,
-        lo,
-        hi,
-        records.len() as i64,
-        worst.level(),
-        LogCodec::BincodeZstd as i64,
-        blob
+        s.ts_min,
+        s.ts_max,
+        i64::from(s.records),
+        s.worst.level(),
+        LogCodec::Block as i64,
+        block
     ])?;
     Ok(())
+}
+
+/// Records sent one by one (protocol version 1), stored as a block like the rest.
+fn insert_records(
+    tx: &rusqlite::Transaction<'_>,
+    host: HostId,
+    records: &[LogRecord],
+) -> rusqlite::Result<()> {
+    let failed = |e: logblock::BlockError| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+    let plain = logblock::from_records(records);
+    let Some(summary) = logblock::summarize(&plain).map_err(failed)? else {
+        return Ok(());
+    };
+    insert_block(
+        tx,
+        host,
+        &logblock::compress(&plain).map_err(failed)?,
+        &summary,
+    )
 }
 
 fn kind_from(s: &str) -> Option<MetricKind> {
@@ -545,6 +521,8 @@ enum LogRows {
     Overlapping,
     /// Only those that also reach outside it (the rest are counted without decoding).
     Straddling,
+    /// Every batch whose time range meets the window, the newest (by `ts_max`) first.
+    NewestFirst,
 }
 
 /// A series as readers see it.
@@ -708,56 +686,83 @@ impl SqliteStore {
     }
 
     /// Call `f` with each of the host's log records that match `filter` (time, severity,
-    /// pattern; not its limit), in storage order, from the batches `rows` selects.
+    /// pattern; not its limit), row by row in the order `rows` says, with the row's id and
+    /// `ts_max`. `f` answers whether to go on to the next row.
     fn matching_logs(
         &self,
         host: HostId,
         filter: &LogFilter,
         rows: LogRows,
-        mut f: impl FnMut(LogRecord),
+        mut f: impl FnMut(i64, &logblock::BlockReader<'_>, &RecordRef<'_>),
+        mut next_row: impl FnMut(UnixMillis) -> bool,
     ) -> Result<(), StoreError> {
         let err = self.cx.sql("reading logs");
         let worst = filter
             .min_severity
             .map_or(Severity::Debug.level(), |s| s.level());
-        // The time range and worst level of a batch skip rows that cannot match.
+        // The time range and worst level of a batch skip rows that cannot match; the index
+        // answers this without touching the blobs.
         let sql = match rows {
             LogRows::Overlapping => {
-                "SELECT id, codec, data FROM logs
+                "SELECT id, ts_max FROM logs
                  WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
                  ORDER BY id"
             }
             LogRows::Straddling => {
-                "SELECT id, codec, data FROM logs
+                "SELECT id, ts_max FROM logs
                  WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
                    AND (ts_min < ?2 OR ts_max >= ?3)
                  ORDER BY id"
             }
+            LogRows::NewestFirst => {
+                "SELECT id, ts_max FROM logs
+                 WHERE host_id = ?1 AND ts_max >= ?2 AND ts_min < ?3 AND worst <= ?4
+                 ORDER BY ts_max DESC, id DESC"
+            }
         };
-        let mut unzstd = None;
-        let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
-        let mut q = stmt
-            .query(params![host, filter.since, filter.until, worst])
+        let ids: Vec<(i64, UnixMillis)> = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| {
+                stmt.query_map(params![host, filter.since, filter.until, worst], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect()
+            })
             .map_err(&err)?;
-        while let Some(row) = q.next().map_err(&err)? {
-            let id: i64 = row.get(0).map_err(&err)?;
+        let mut unpacker = None;
+        let mut blob = self
+            .conn
+            .prepare_cached("SELECT codec, data FROM logs WHERE id = ?1")
+            .map_err(&err)?;
+        for (id, ts_max) in ids {
+            if !next_row(ts_max) {
+                break;
+            }
             let what = || format!("log batch {id}");
-            let codec: i64 = row.get(1).map_err(&err)?;
+            let mut q = blob.query(params![id]).map_err(&err)?;
+            let Some(row) = q.next().map_err(&err)? else {
+                continue;
+            };
+            let codec: i64 = row.get(0).map_err(&err)?;
             let data = row
-                .get_ref(2)
+                .get_ref(1)
                 .map_err(&err)?
                 .as_blob()
                 .map_err(|e| self.cx.corrupt(what(), e))?;
-            let records =
-                decode_logs(codec, data, &mut unzstd).map_err(|e| self.cx.corrupt(what(), e))?;
-            for r in records {
-                let t = log_time(&r);
+            let plain =
+                row_plain(codec, data, &mut unpacker).map_err(|e| self.cx.corrupt(what(), e))?;
+            let mut block =
+                logblock::BlockReader::new(&plain).map_err(|e| self.cx.corrupt(what(), e))?;
+            while let Some(r) = block.next_record() {
+                let r = r.map_err(|e| self.cx.corrupt(what(), e))?;
+                let t = r.time();
                 if t >= filter.since
                     && t < filter.until
                     && r.severity.level() <= worst
-                    && filter.grep.as_ref().is_none_or(|re| re.is_match(&r.line))
+                    && filter.grep.as_ref().is_none_or(|re| re.is_match(r.line))
                 {
-                    f(r);
+                    f(id, &block, &r);
                 }
             }
         }
@@ -769,10 +774,8 @@ impl SqliteStore {
         let err = self.cx.sql("committing batches");
         let Self {
             conn,
-            cx,
             hosts_known,
             series,
-            log_encoder,
             ..
         } = self;
         let tx = conn
@@ -848,17 +851,11 @@ impl SqliteStore {
                 let snapshot = match &b.data {
                     BatchData::Metrics(s) => s,
                     BatchData::Logs(records) => {
-                        let enc = match log_encoder {
-                            Some(e) => e,
-                            None => log_encoder.insert(LogEncoder::new().map_err(|e| {
-                                StoreError::Backend {
-                                    path: cx.0.to_string(),
-                                    doing: "setting up log compression",
-                                    source: Box::new(e),
-                                }
-                            })?),
-                        };
-                        insert_logs(&tx, b.host, records, enc).map_err(&err)?;
+                        insert_records(&tx, b.host, records).map_err(&err)?;
+                        continue;
+                    }
+                    BatchData::LogBlock(l) => {
+                        insert_block(&tx, b.host, &l.block, &l.summary).map_err(&err)?;
                         continue;
                     }
                 };
@@ -1349,14 +1346,44 @@ impl Store for SqliteStore {
         let err = self.cx.sql("reading logs");
         let _snapshot = self.snapshot().map_err(&err)?;
         let host = self.resolve_host(host)?;
-        let mut out: Vec<LogRecord> = Vec::new();
-        self.matching_logs(host, filter, LogRows::Overlapping, |r| out.push(r))?;
-        // Oldest first by the time each line states; lines read together keep their order.
-        out.sort_by_key(log_time);
-        if filter.limit > 0 && out.len() > filter.limit {
-            out.drain(..out.len() - filter.limit);
-        }
-        Ok(out)
+        // Oldest first by the time each line states; lines read together keep their order
+        // (row id, then place in the row).
+        let mut kept: BTreeMap<(UnixMillis, i64, u32), LogRecord> = BTreeMap::new();
+        let mut place = (0i64, 0u32);
+        let limit = filter.limit;
+        // With a limit, rows come newest first: once `limit` records are kept and the
+        // oldest of them is newer than anything the next row holds, no further row can
+        // change the answer.
+        let oldest_kept = std::cell::Cell::new(None::<UnixMillis>);
+        let keep = |id: i64, b: &logblock::BlockReader<'_>, r: &RecordRef<'_>| {
+            place = if place.0 == id {
+                (id, place.1 + 1)
+            } else {
+                (id, 0)
+            };
+            let key = (r.time(), id, place.1);
+            if limit > 0
+                && kept.len() >= limit
+                && kept.first_key_value().is_some_and(|(k, _)| *k > key)
+            {
+                return;
+            }
+            kept.insert(key, b.to_owned(r));
+            if limit > 0 && kept.len() > limit {
+                kept.pop_first();
+            }
+            if limit > 0 && kept.len() == limit {
+                oldest_kept.set(kept.first_key_value().map(|(k, _)| k.0));
+            }
+        };
+        let go_on = |ts_max: UnixMillis| oldest_kept.get().is_none_or(|oldest| oldest <= ts_max);
+        let rows = if limit == 0 {
+            LogRows::Overlapping
+        } else {
+            LogRows::NewestFirst
+        };
+        self.matching_logs(host, filter, rows, keep, go_on)?;
+        Ok(kept.into_values().collect())
     }
 
     fn count_logs(&mut self, host: &str, filter: &LogFilter) -> Result<u64, StoreError> {
@@ -1365,7 +1392,13 @@ impl Store for SqliteStore {
         let host = self.resolve_host(host)?;
         let mut n: u64 = 0;
         if filter.grep.is_some() || filter.min_severity.is_some() {
-            self.matching_logs(host, filter, LogRows::Overlapping, |_| n += 1)?;
+            self.matching_logs(
+                host,
+                filter,
+                LogRows::Overlapping,
+                |_, _, _| n += 1,
+                |_| true,
+            )?;
             return Ok(n);
         }
         if filter.since >= filter.until {
@@ -1381,7 +1414,13 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.query_row(params![host, filter.since, filter.until], |r| r.get(0)))
             .map_err(&err)?;
         n = inside.max(0) as u64;
-        self.matching_logs(host, filter, LogRows::Straddling, |_| n += 1)?;
+        self.matching_logs(
+            host,
+            filter,
+            LogRows::Straddling,
+            |_, _, _| n += 1,
+            |_| true,
+        )?;
         Ok(n)
     }
 
