@@ -68,8 +68,11 @@ def busy(seconds):
 
 
 def count_records(v):
+    """Leaves of a JSON answer: a list of series, each holding its points, counts points (a
+    point is itself a list, [time, value], and counts once), so the count grows as data
+    arrives."""
     if isinstance(v, list):
-        return len(v)
+        return sum(count_records(x) if isinstance(x, dict) else 1 for x in v)
     if isinstance(v, dict):
         lists = [x for x in v.values() if isinstance(x, list)]
         if lists:

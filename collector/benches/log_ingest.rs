@@ -267,7 +267,8 @@ fn main() {
         ro.count_logs("host000", &grep).expect("count")
     });
     let newest = LogFilter { limit: 200, ..all };
-    timed("read its newest 200 lines (logs, every batch)", &mut || {
-        ro.logs("host000", &newest).expect("logs").len() as u64
-    });
+    timed(
+        "read its newest 200 lines (newest batches first)",
+        &mut || ro.logs("host000", &newest).expect("logs").len() as u64,
+    );
 }
