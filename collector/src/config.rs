@@ -34,6 +34,9 @@ pub struct CollectorConfig {
     /// `error`, `warn`, `info`, `debug` or `trace`.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Where findings are announced (see `notify`).
+    #[serde(default)]
+    pub webhooks: Vec<crate::notify::config::WebhookConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +141,7 @@ impl CollectorConfig {
         if i.queue_depth == 0 {
             return Err("ingest.queue_depth must be at least 1".into());
         }
+        crate::notify::config::validate_all(&self.webhooks)?;
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
             return Err(format!(
                 "log_level = '{}': use error, warn, info, debug or trace",
@@ -170,5 +174,31 @@ mod tests {
         assert!(e.to_string().contains("ingest.queue_depth"), "{e}");
         let e = CollectorConfig::parse("lsiten = 1\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("lsiten"), "{e}");
+        let e = CollectorConfig::parse(
+            "[[webhooks]]\nname = \"ops\"\nurl = \"https://h\"\nlevels = [\"L9\"]\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("webhooks[0] 'ops': levels"), "{e}");
+    }
+
+    /// The shipped example parses, and so do its commented-out webhooks once uncommented.
+    #[test]
+    fn the_example_file_parses_with_its_webhooks() {
+        let text = include_str!("../../config/collector.toml");
+        CollectorConfig::parse(text, Path::new("/etc/aftercare/collector.toml")).unwrap();
+        let webhooks = text.split_once("# [[webhooks]]").unwrap().1;
+        let uncommented: String = format!("# [[webhooks]]{webhooks}")
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with("[[") || l.split_once(" = ").is_some())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = CollectorConfig::parse(&uncommented, Path::new("/etc/aftercare/c.toml")).unwrap();
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(
+            c.webhooks[1].format,
+            crate::notify::config::Format::Dingtalk
+        );
     }
 }

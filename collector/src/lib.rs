@@ -9,6 +9,7 @@ pub mod config;
 pub mod ingest;
 pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod quickstart;
 pub mod server;
 pub mod store;
