@@ -6,6 +6,7 @@
 
 pub mod ca;
 pub mod config;
+pub mod findings;
 pub mod ingest;
 pub mod logging;
 pub mod net;
