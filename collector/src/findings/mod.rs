@@ -1,4 +1,6 @@
 //! Preventive-maintenance findings: what the rules raise, deduplicated per (host, rule,
-//! subject), with a lifecycle and a timeline. `lifecycle.rs` holds the decisions (pure).
+//! subject), with a lifecycle and a timeline. `lifecycle.rs` holds the decisions (pure); `record.rs`
+//! what the store keeps and the changes it is asked to make.
 
 pub mod lifecycle;
+pub mod record;

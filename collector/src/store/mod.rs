@@ -26,6 +26,8 @@ mod sqlite;
 
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_readonly};
 
+use crate::findings::lifecycle::Event;
+use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Severity, UnixMillis,
@@ -342,6 +344,14 @@ pub trait Store: Send {
         until: UnixMillis,
     ) -> Result<Vec<SeriesRollups>, StoreError>;
     fn stats(&mut self) -> Result<StoreStats, StoreError>;
+    /// The key's finding that is not resolved, else its most recently resolved one.
+    fn finding_for(&mut self, key: &FindingKey) -> Result<Option<FindingRow>, StoreError>;
+    /// Apply one change with its timeline entry, in one transaction; the finding's id.
+    fn apply_finding(&mut self, change: &Change) -> Result<i64, StoreError>;
+    /// Findings by level, then the nearest deadline.
+    fn findings(&mut self, filter: &FindingFilter) -> Result<Vec<FindingRow>, StoreError>;
+    /// One finding with its timeline, oldest entry first.
+    fn finding(&mut self, id: i64) -> Result<Option<(FindingRow, Vec<Event>)>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -376,6 +386,10 @@ pub enum StoreError {
     AmbiguousHost(String),
     #[error("host id {0} is not registered: register the host (its Hello) before storing for it")]
     UnknownHostId(HostId),
+    #[error("no finding {0}: `aftercare-collector findings` lists them")]
+    NoSuchFinding(i64),
+    #[error("{0}")]
+    Invalid(String),
     #[error("database {path} is open read-only: {what} needs the collector's writer")]
     ReadOnly { path: String, what: &'static str },
     #[error("database {path} holds a damaged {what}: {detail}; restore the database from a backup")]

@@ -9,6 +9,8 @@
 //! refused rather than guessed at, and `PRAGMA application_id` marks the file as ours so a
 //! wrong path is not silently written into.
 
+mod findings;
+
 use super::chunk::{self, BlockReader, BlockSeries, RollupSeries};
 use super::query::{self, Agg, HostName, MetricFilter};
 use super::{
@@ -17,6 +19,8 @@ use super::{
     SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, UNATTRIBUTED,
     compaction_cutoff,
 };
+use crate::findings::lifecycle::Event;
+use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::logblock::{self, RecordRef, Summary, Unpacker};
 use aftercare_shared::model::{LogRecord, LossReport, MetricKind, Severity, UnixMillis};
@@ -33,7 +37,7 @@ const APPLICATION_ID: i32 = 0x4166_7443;
 
 /// Schema versions: entry `i` takes a database from version `i` to `i + 1`. Append only;
 /// never edit one that has been released.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, findings::SCHEMA_V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -1132,6 +1136,22 @@ fn batch_series(
 }
 
 impl Store for SqliteStore {
+    fn finding_for(&mut self, key: &FindingKey) -> Result<Option<FindingRow>, StoreError> {
+        self.finding_for_key(key)
+    }
+
+    fn apply_finding(&mut self, change: &Change) -> Result<i64, StoreError> {
+        self.apply_finding_change(change)
+    }
+
+    fn findings(&mut self, filter: &FindingFilter) -> Result<Vec<FindingRow>, StoreError> {
+        self.list_findings(filter)
+    }
+
+    fn finding(&mut self, id: i64) -> Result<Option<(FindingRow, Vec<Event>)>, StoreError> {
+        self.finding_with_timeline(id)
+    }
+
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {
         self.writable("registering a host")?;
         let err = self.cx.sql("registering a host");

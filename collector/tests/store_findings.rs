@@ -1,0 +1,248 @@
+//! Findings in a real SQLite file: one per key, updates in place, the lifecycle's changes
+//! with their timeline, listing order and filters, and refusals that name the finding.
+
+use aftercare_collector::findings::lifecycle::{self, EventKind, State};
+use aftercare_collector::findings::record::{
+    Change, FindingFilter, FindingKey, Observed, sla_flag,
+};
+use aftercare_collector::store::{HostHello, HostId, Store, StoreError, open_sqlite};
+use aftercare_shared::consent::ConsentRecord;
+use aftercare_shared::model::HostFacts;
+use aftercare_shared::protocol::Identity;
+
+const T0: i64 = 1_772_409_600_000;
+const MIN: i64 = 60_000;
+
+fn register(store: &mut dyn Store, customer: &str, host: &str) -> HostId {
+    let identity = Identity {
+        customer: customer.into(),
+        host: host.into(),
+    };
+    let hello = HostHello {
+        identity: &identity,
+        facts: &HostFacts::default(),
+        agent_version: "0.1.0",
+        consent: &ConsentRecord::default(),
+        interval_ms: 10_000,
+    };
+    store.register_host(&hello, T0).unwrap()
+}
+
+fn observed(level: u8, at: i64, evidence: &str) -> Observed {
+    Observed {
+        level,
+        category: "capacity".into(),
+        title: "filesystem full".into(),
+        recommendation: "free space or grow the volume".into(),
+        evidence: evidence.into(),
+        at,
+    }
+}
+
+fn key(host: HostId, subject: &str) -> FindingKey {
+    FindingKey {
+        host,
+        rule: "fs-full".into(),
+        subject: subject.into(),
+    }
+}
+
+#[test]
+fn a_finding_lives_opens_updates_is_acknowledged_resolved_and_reopens() {
+    let d = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&d.path().join("a.db")).unwrap();
+    let h = register(&mut st, "acme", "db1");
+    let k = key(h, "/var");
+    assert_eq!(st.finding_for(&k).unwrap(), None);
+
+    let id = st
+        .apply_finding(&Change::Open {
+            key: k.clone(),
+            observed: observed(1, T0, r#"{"used_pct":99.1}"#),
+            respond_by: Some(T0 + 15 * MIN),
+            restore_by: Some(T0 + 120 * MIN),
+        })
+        .unwrap();
+    let f = st.finding_for(&k).unwrap().unwrap();
+    assert_eq!((f.id, f.state, f.level), (id, State::Open, 1));
+    assert_eq!((f.customer.as_str(), f.host.as_str()), ("acme", "db1"));
+    assert_eq!(f.respond_by, Some(T0 + 15 * MIN));
+
+    // Firing again: the same finding, refreshed.
+    st.apply_finding(&Change::Update {
+        id,
+        observed: observed(2, T0 + 5 * MIN, r#"{"used_pct":99.4}"#),
+        level_changed: true,
+    })
+    .unwrap();
+    let f = st.finding_for(&k).unwrap().unwrap();
+    assert_eq!((f.id, f.level, f.last_seen), (id, 2, T0 + 5 * MIN));
+    assert!(f.evidence.contains("99.4"));
+
+    let ack = lifecycle::acknowledge(&f.current(), None, "ann", T0 + 6 * MIN).unwrap();
+    st.apply_finding(&Change::Act { id, event: ack }).unwrap();
+    st.apply_finding(&Change::Escalate {
+        id,
+        flag: sla_flag::RESTORE_AT_RISK,
+        event: lifecycle::Event {
+            at: T0 + 20 * MIN,
+            kind: EventKind::AtRisk,
+            by: None,
+            note: Some("restore due".into()),
+        },
+    })
+    .unwrap();
+    let f = st.finding_for(&k).unwrap().unwrap();
+    assert_eq!(f.state, State::Acknowledged);
+    assert_eq!(f.acknowledged, Some((T0 + 6 * MIN, "ann".to_string())));
+    assert_eq!(f.sla_sent, sla_flag::RESTORE_AT_RISK);
+
+    let res = lifecycle::resolve(&f.current(), "bob", Some("rotated logs"), T0 + 30 * MIN).unwrap();
+    st.apply_finding(&Change::Act {
+        id,
+        event: res.clone(),
+    })
+    .unwrap();
+    // Someone else resolving the same finding meanwhile is refused, naming its state.
+    let e = st
+        .apply_finding(&Change::Act { id, event: res })
+        .unwrap_err();
+    assert!(e.to_string().contains("is resolved now"), "{e}");
+
+    // Back within the window: the lifecycle reopens the same finding.
+    let f = st.finding_for(&k).unwrap().unwrap();
+    assert_eq!(
+        f.resolved,
+        Some((
+            T0 + 30 * MIN,
+            Some("bob".to_string()),
+            Some("rotated logs".to_string())
+        ))
+    );
+    let d = lifecycle::on_signal(
+        Some(&f.current()),
+        &lifecycle::Signal::Firing {
+            at: T0 + 40 * MIN,
+            level: 1,
+        },
+        24 * 60 * MIN,
+    );
+    assert_eq!(d, lifecycle::Decision::Reopen { id });
+    st.apply_finding(&Change::Reopen {
+        id,
+        observed: observed(1, T0 + 40 * MIN, "{}"),
+        respond_by: Some(T0 + 55 * MIN),
+        restore_by: None,
+    })
+    .unwrap();
+    st.apply_finding(&Change::AutoResolve {
+        id,
+        at: T0 + 50 * MIN,
+    })
+    .unwrap();
+
+    let (f, timeline) = st.finding(id).unwrap().unwrap();
+    assert_eq!(f.state, State::Resolved);
+    assert_eq!(
+        f.resolved,
+        Some((T0 + 50 * MIN, None, None)),
+        "auto-resolved"
+    );
+    assert_eq!(
+        f.acknowledged, None,
+        "a reopened finding starts its clocks again"
+    );
+    let kinds: Vec<EventKind> = timeline.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Opened,
+            EventKind::LevelChanged,
+            EventKind::Acknowledged,
+            EventKind::AtRisk,
+            EventKind::Resolved,
+            EventKind::Reopened,
+            EventKind::AutoResolved
+        ]
+    );
+    assert_eq!(timeline[2].by.as_deref(), Some("ann"));
+    assert_eq!(timeline[4].note.as_deref(), Some("rotated logs"));
+    assert!(timeline.windows(2).all(|w| w[0].at <= w[1].at));
+}
+
+#[test]
+fn findings_list_by_level_and_deadline_and_filter() {
+    let d = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&d.path().join("a.db")).unwrap();
+    let a = register(&mut st, "acme", "db1");
+    let b = register(&mut st, "globex", "web1");
+    let open = |st: &mut dyn Store, k: FindingKey, level: u8, respond: i64| {
+        st.apply_finding(&Change::Open {
+            key: k,
+            observed: observed(level, T0, "{}"),
+            respond_by: Some(T0 + respond),
+            restore_by: None,
+        })
+        .unwrap()
+    };
+    let late_l2 = open(&mut st, key(a, "/var"), 2, 60 * MIN);
+    let soon_l2 = open(&mut st, key(b, "/"), 2, 10 * MIN);
+    let l1 = open(&mut st, key(a, "/data"), 1, 90 * MIN);
+    st.apply_finding(&Change::AutoResolve {
+        id: late_l2,
+        at: T0 + MIN,
+    })
+    .unwrap();
+
+    let all = st.findings(&FindingFilter::default()).unwrap();
+    let ids: Vec<i64> = all.iter().map(|f| f.id).collect();
+    assert_eq!(
+        ids,
+        [l1, soon_l2, late_l2],
+        "L1 first, then the nearest deadline"
+    );
+    let open_only = st
+        .findings(&FindingFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(open_only.len(), 2);
+    let acme = st
+        .findings(&FindingFilter {
+            customer: Some("acme".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(acme.iter().all(|f| f.customer == "acme") && acme.len() == 2);
+    let web = st
+        .findings(&FindingFilter {
+            host: Some("globex/web1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(web.iter().map(|f| f.id).collect::<Vec<_>>(), [soon_l2]);
+    assert!(matches!(
+        st.findings(&FindingFilter {
+            host: Some("nosuch".into()),
+            ..Default::default()
+        }),
+        Err(StoreError::UnknownHost(_))
+    ));
+    assert!(st.finding(999).unwrap().is_none());
+    let e = st
+        .apply_finding(&Change::AutoResolve { id: 999, at: T0 })
+        .map(|_| ());
+    assert!(
+        e.is_ok(),
+        "auto-resolving what is not there changes nothing"
+    );
+    let e = st
+        .apply_finding(&Change::Update {
+            id: 999,
+            observed: observed(1, T0, "{}"),
+            level_changed: false,
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("no finding 999"), "{e}");
+}
