@@ -11,6 +11,7 @@ pub mod logging;
 pub mod net;
 pub mod quickstart;
 pub mod server;
+pub mod sla;
 pub mod store;
 pub mod tls;
 pub mod view;
