@@ -13,6 +13,7 @@ pub mod net;
 pub mod notify;
 pub mod quickstart;
 pub mod server;
+pub mod sla;
 pub mod store;
 pub mod tls;
 pub mod view;

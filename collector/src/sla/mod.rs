@@ -1,0 +1,241 @@
+//! SLA clocks: the respond-by and restore-by a contract promises for a finding, counted on
+//! the contract's coverage calendar (24x7, or working hours with holidays and extra working
+//! days), and whether the finding is on time, at risk or breached.
+//!
+//! Pure: the policy comes from a TOML string (`config/sla.toml`), instants come in and go out
+//! as Unix milliseconds, and nothing here reads the clock. Time zones come from the tz
+//! database bundled in `jiff`, so a deadline does not change with the machine's tzdata.
+//!
+//! A clock starts when the finding is raised; the respond clock stops at acknowledgement (or
+//! resolution, whichever comes first), the restore clock at resolution. Callers pass the stop
+//! instants; a clock without one runs until `now`.
+
+mod calendar;
+mod config;
+
+pub use calendar::Calendar;
+pub use config::{ALWAYS, SlaError};
+
+use aftercare_shared::model::UnixMillis;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Fault level, from the service contracts (see DESIGN.md "Fault levels"): L1 is the most
+/// severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Level {
+    L1,
+    L2,
+    L3,
+    L4,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [Level::L1, Level::L2, Level::L3, Level::L4];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::L1 => "L1",
+            Level::L2 => "L2",
+            Level::L3 => "L3",
+            Level::L4 => "L4",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a clock stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaState {
+    OnTime,
+    /// The at-risk share of the allowed covered time is used (80 % by default); only a
+    /// running clock can be at risk.
+    AtRisk,
+    /// Running past the deadline, or stopped after it.
+    Breached,
+}
+
+/// One clock (respond or restore) evaluated at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockStatus {
+    pub state: SlaState,
+    /// When the allowed covered time is used up.
+    pub due: UnixMillis,
+    /// When the clock becomes at risk.
+    pub at_risk_from: UnixMillis,
+    /// Covered time used up to `now`, or up to the stop.
+    pub used_ms: i64,
+    /// Covered time left; negative once overdue in covered time. Real time to the deadline
+    /// is `due - now`.
+    pub left_ms: i64,
+    /// The clock was stopped (at or before `now`); its state is final.
+    pub stopped: bool,
+}
+
+/// The clock's target: this much covered time, at risk from this share of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub within_ms: i64,
+    pub at_risk_percent: u8,
+}
+
+impl Calendar {
+    /// A clock started at `start` with `target`, evaluated at `now`; it stopped at `stop` if
+    /// that is given and not after `now` (a stop in the future has not happened yet).
+    pub fn clock(
+        &self,
+        start: UnixMillis,
+        target: Target,
+        now: UnixMillis,
+        stop: Option<UnixMillis>,
+    ) -> ClockStatus {
+        let allowed = target.within_ms.max(0);
+        let due = self.deadline(start, allowed);
+        // Rounded up so that "at risk" never comes before the share is really used.
+        let share = (i128::from(allowed) * i128::from(target.at_risk_percent) + 99) / 100;
+        let at_risk_from = self.deadline(start, share.min(i128::from(allowed)) as i64);
+        let stop = stop.filter(|&s| s <= now);
+        let at = stop.unwrap_or(now);
+        let used = self.covered_between(start, at);
+        let state = if at > due {
+            SlaState::Breached
+        } else if stop.is_none() && at >= at_risk_from {
+            SlaState::AtRisk
+        } else {
+            SlaState::OnTime
+        };
+        ClockStatus {
+            state,
+            due,
+            at_risk_from,
+            used_ms: used,
+            left_ms: allowed - used,
+            stopped: stop.is_some(),
+        }
+    }
+}
+
+/// What a contract promises for one level.
+#[derive(Debug, Clone)]
+pub struct Terms {
+    pub respond_within_ms: i64,
+    pub restore_within_ms: i64,
+    /// The name of the calendar, as written in `sla.toml` (`24x7` is built in).
+    pub calendar_name: String,
+    calendar: Arc<Calendar>,
+}
+
+impl Terms {
+    pub fn calendar(&self) -> &Calendar {
+        &self.calendar
+    }
+}
+
+/// A named contract: terms per level.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    pub name: String,
+    levels: [Terms; 4],
+}
+
+impl Contract {
+    pub fn terms(&self, level: Level) -> &Terms {
+        &self.levels[level.index()]
+    }
+}
+
+/// The instants in a finding's life that drive its clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FindingTimes {
+    pub raised_at: UnixMillis,
+    pub acknowledged_at: Option<UnixMillis>,
+    pub resolved_at: Option<UnixMillis>,
+}
+
+/// Both clocks of a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingSla {
+    pub respond: ClockStatus,
+    pub restore: ClockStatus,
+}
+
+/// The SLA policy: contracts, which customer has which, and the at-risk share.
+#[derive(Debug, Clone)]
+pub struct SlaPolicy {
+    contracts: BTreeMap<String, Contract>,
+    customers: BTreeMap<String, String>,
+    default_contract: String,
+    at_risk_percent: u8,
+}
+
+impl SlaPolicy {
+    /// The contract of `customer`: its assigned one, or the default contract.
+    pub fn contract_for(&self, customer: &str) -> &Contract {
+        let name = self
+            .customers
+            .get(customer)
+            .unwrap_or(&self.default_contract);
+        &self.contracts[name]
+    }
+
+    pub fn contract(&self, name: &str) -> Option<&Contract> {
+        self.contracts.get(name)
+    }
+
+    pub fn contracts(&self) -> impl Iterator<Item = &Contract> {
+        self.contracts.values()
+    }
+
+    pub fn at_risk_percent(&self) -> u8 {
+        self.at_risk_percent
+    }
+
+    /// Respond and restore clocks of a finding of `level` for `customer`, evaluated at `now`.
+    /// Resolving also answers the respond clock when nobody acknowledged first.
+    pub fn finding_sla(
+        &self,
+        customer: &str,
+        level: Level,
+        times: FindingTimes,
+        now: UnixMillis,
+    ) -> FindingSla {
+        let terms = self.contract_for(customer).terms(level);
+        let target = |within_ms| Target {
+            within_ms,
+            at_risk_percent: self.at_risk_percent,
+        };
+        let responded = match (times.acknowledged_at, times.resolved_at) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        };
+        FindingSla {
+            respond: terms.calendar.clock(
+                times.raised_at,
+                target(terms.respond_within_ms),
+                now,
+                responded,
+            ),
+            restore: terms.calendar.clock(
+                times.raised_at,
+                target(terms.restore_within_ms),
+                now,
+                times.resolved_at,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
