@@ -37,7 +37,41 @@ pub struct CollectorConfig {
     /// Where findings are announced (see `notify`).
     #[serde(default)]
     pub webhooks: Vec<crate::notify::config::WebhookConfig>,
+    /// The SLA policy (`config/sla.toml` shows every key); relative to this file. Absent
+    /// at the default name: the built-in contracts apply.
+    #[serde(default = "default_sla_file")]
+    pub sla_file: PathBuf,
+    #[serde(default)]
+    pub findings: FindingsConfig,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FindingsConfig {
+    /// How often the rules are evaluated.
+    #[serde(with = "aftercare_shared::config::duration")]
+    pub evaluate_every: Duration,
+    /// A finding that comes back within this long after it was resolved reopens, rather
+    /// than opening anew.
+    #[serde(with = "aftercare_shared::config::duration")]
+    pub reopen_within: Duration,
+}
+
+impl Default for FindingsConfig {
+    fn default() -> Self {
+        FindingsConfig {
+            evaluate_every: Duration::from_secs(30),
+            reopen_within: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+fn default_sla_file() -> PathBuf {
+    PathBuf::from(DEFAULT_SLA_FILE)
+}
+
+/// `sla_file`'s default name, beside the configuration.
+pub const DEFAULT_SLA_FILE: &str = "sla.toml";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -116,6 +150,9 @@ impl CollectorConfig {
         if cfg.database.is_relative() {
             cfg.database = cfg.data_dir.join(&cfg.database);
         }
+        if cfg.sla_file.is_relative() {
+            cfg.sla_file = base.join(&cfg.sla_file);
+        }
         cfg.validate().map_err(invalid(path))?;
         Ok(cfg)
     }
@@ -142,6 +179,14 @@ impl CollectorConfig {
             return Err("ingest.queue_depth must be at least 1".into());
         }
         crate::notify::config::validate_all(&self.webhooks)?;
+        let f = &self.findings;
+        if f.evaluate_every < Duration::from_secs(1) || f.evaluate_every > Duration::from_secs(3600)
+        {
+            return Err("findings.evaluate_every must be 1s to 1h".into());
+        }
+        if f.reopen_within > Duration::from_secs(90 * 86400) {
+            return Err("findings.reopen_within must be at most 90d".into());
+        }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
             return Err(format!(
                 "log_level = '{}': use error, warn, info, debug or trace",
@@ -153,6 +198,27 @@ impl CollectorConfig {
 
     pub fn ca_dir(&self) -> PathBuf {
         self.data_dir.join("ca")
+    }
+
+    /// The SLA policy from `sla_file`; the built-in one when that file is absent under its
+    /// default name. A file named on purpose must exist.
+    pub fn sla_policy(&self) -> Result<crate::sla::SlaPolicy, ConfigError> {
+        let text = match std::fs::read_to_string(&self.sla_file) {
+            Ok(t) => t,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && self.sla_file.file_name() == Some(DEFAULT_SLA_FILE.as_ref()) =>
+            {
+                return Ok(crate::sla::SlaPolicy::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: self.sla_file.clone(),
+                    source,
+                });
+            }
+        };
+        crate::sla::SlaPolicy::parse(&text).map_err(|e| invalid(&self.sla_file)(e.to_string()))
     }
 }
 

@@ -1,6 +1,7 @@
 //! `aftercare-collector`: the command line.
 
 use aftercare_collector::config::{CollectorConfig, DEFAULT_CONFIG};
+use aftercare_collector::findings::{self, lifecycle, record::Change, record::FindingFilter};
 use aftercare_collector::store::Store;
 use aftercare_collector::{ca, quickstart, server, store, view};
 use aftercare_shared::model::Severity;
@@ -26,6 +27,8 @@ use tokio_util::sync::CancellationToken;
       aftercare-collector metrics --host acme/db1 --metric cpu. --since 1h\n  \
       aftercare-collector logs --host acme/db1 --severity error --since 24h\n  \
       aftercare-collector logs --host acme/db1 --grep '(?i)oom' --since 7d --count\n  \
+      aftercare-collector findings\n  \
+      aftercare-collector findings ack 12 --by ann\n  \
       aftercare-collector quickstart --dir ./demo     (everything on this machine)"
 )]
 struct Cli {
@@ -96,9 +99,55 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Preventive-maintenance findings: open ones by level and SLA deadline (default), one
+    /// with its timeline (`show ID`), or an engineer's acknowledgement or resolution.
+    Findings {
+        #[command(subcommand)]
+        action: Option<FindingsCmd>,
+        /// Resolved findings too (of the last `--since`).
+        #[arg(long)]
+        all: bool,
+        /// Only this customer's.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only this host's (`host` or `customer/host`).
+        #[arg(long)]
+        host: Option<String>,
+        /// With `--all`: how far back resolved findings go (`7d`, a date...).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Everything on this machine in one folder: CA, certificates, consent, a collector and
     /// an agent, then this host's live status. Ctrl-C stops both.
     Quickstart(quickstart::Args),
+}
+
+#[derive(Subcommand)]
+enum FindingsCmd {
+    /// One finding: evidence, SLA deadlines on its contract's calendar, and its timeline.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a finding on: stops its respond clock.
+    Ack {
+        id: i64,
+        /// Who (recorded on the timeline).
+        #[arg(long)]
+        by: String,
+    },
+    /// Close a finding, saying what was done: stops its restore clock.
+    Resolve {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        /// What was done (the resolution note the contract asks for).
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -249,8 +298,129 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Findings {
+            action,
+            all,
+            customer,
+            host,
+            since,
+            json,
+        } => {
+            let now = now_millis();
+            let policy = cfg.sla_policy()?;
+            match action {
+                None => {
+                    let filter = FindingFilter {
+                        open_only: !all,
+                        customer,
+                        host,
+                        since: if all {
+                            time_fmt::parse_since(&since, now)?
+                        } else {
+                            i64::MIN
+                        },
+                    };
+                    let mut st = store::open_sqlite_readonly(&cfg.database)?;
+                    let rows = st.findings(&filter)?;
+                    if json {
+                        let out: Vec<_> = rows
+                            .iter()
+                            .map(|f| finding_json(f, &policy, now, None))
+                            .collect();
+                        println!("{}", serde_json::to_string_pretty(&out)?);
+                    } else {
+                        print!("{}", findings::view::findings_table(&rows, &policy, now));
+                    }
+                }
+                Some(FindingsCmd::Show { id, json }) => {
+                    let mut st = store::open_sqlite_readonly(&cfg.database)?;
+                    let (f, timeline) = st
+                        .finding(id)?
+                        .ok_or(store::StoreError::NoSuchFinding(id))?;
+                    if json {
+                        let v = finding_json(&f, &policy, now, Some(&timeline));
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        print!(
+                            "{}",
+                            findings::view::finding_detail(&f, &timeline, &policy, now)
+                        );
+                    }
+                }
+                Some(FindingsCmd::Ack { id, by }) => {
+                    let mut st = open_for_writing(&cfg)?;
+                    let (f, _) = st
+                        .finding(id)?
+                        .ok_or(store::StoreError::NoSuchFinding(id))?;
+                    let acked_by = f.acknowledged.as_ref().map(|a| a.1.as_str());
+                    let event = lifecycle::acknowledge(&f.current(), acked_by, &by, now)?;
+                    st.apply_finding(&Change::Act { id, event })?;
+                    println!(
+                        "finding {id} acknowledged by {}: its respond clock stopped",
+                        by.trim()
+                    );
+                }
+                Some(FindingsCmd::Resolve { id, by, note }) => {
+                    let mut st = open_for_writing(&cfg)?;
+                    let (f, _) = st
+                        .finding(id)?
+                        .ok_or(store::StoreError::NoSuchFinding(id))?;
+                    let event = lifecycle::resolve(&f.current(), &by, note.as_deref(), now)?;
+                    st.apply_finding(&Change::Act { id, event })?;
+                    println!("finding {id} resolved by {}: its clocks stopped", by.trim());
+                }
+            }
+            Ok(())
+        }
         Command::Quickstart(_) => unreachable!("handled above"),
     }
+}
+
+/// The database for an engineer's action: it must exist (`serve` creates it).
+fn open_for_writing(cfg: &CollectorConfig) -> Result<store::SqliteStore> {
+    if !cfg.database.exists() {
+        return Err(store::StoreError::NoDatabase {
+            path: cfg.database.display().to_string(),
+        }
+        .into());
+    }
+    Ok(store::open_sqlite(&cfg.database)?)
+}
+
+/// A finding as JSON, with its SLA clocks at `now` (and its timeline for `show`).
+fn finding_json(
+    f: &findings::record::FindingRow,
+    policy: &aftercare_collector::sla::SlaPolicy,
+    now: i64,
+    timeline: Option<&[findings::lifecycle::Event]>,
+) -> serde_json::Value {
+    let sla = findings::view::sla_of(f, policy, now);
+    let mut v = serde_json::json!({
+        "id": f.id,
+        "customer": f.customer,
+        "host": f.host,
+        "rule": f.rule,
+        "subject": f.subject,
+        "level": format!("L{}", f.level),
+        "category": f.category,
+        "title": f.title,
+        "recommendation": f.recommendation,
+        "state": f.state.as_str(),
+        "opened_at": time_fmt::rfc3339(f.opened_at),
+        "last_seen": time_fmt::rfc3339(f.last_seen),
+        "acknowledged": f.acknowledged.as_ref().map(|(at, by)| serde_json::json!({"at": time_fmt::rfc3339(*at), "by": by})),
+        "resolved": f.resolved.as_ref().map(|(at, by, note)| serde_json::json!({"at": time_fmt::rfc3339(*at), "by": by, "note": note})),
+        "contract": policy.contract_for(&f.customer).name,
+        "sla": sla,
+        "evidence": serde_json::from_str::<serde_json::Value>(&f.evidence).unwrap_or(serde_json::Value::String(f.evidence.clone())),
+    });
+    if let Some(t) = timeline {
+        v["timeline"] = t
+            .iter()
+            .map(|e| serde_json::json!({"at": time_fmt::rfc3339(e.at), "kind": e.kind.as_str(), "by": e.by, "note": e.note}))
+            .collect();
+    }
+    v
 }
 
 fn serve(cfg: CollectorConfig) -> Result<()> {

@@ -414,3 +414,118 @@ fn logs_count_counts_what_logs_would_show() {
     assert!(!o.status.success());
     assert!(text(&o).contains("nosuch"), "{}", text(&o));
 }
+
+#[test]
+fn findings_are_listed_shown_acknowledged_and_resolved() {
+    use aftercare_collector::findings::record::{Change, FindingKey, Observed};
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("collector.toml");
+    std::fs::write(&cfg, "data_dir = \"data\"\n").unwrap();
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    // A 24x7 contract for acme, so the deadlines do not depend on when the test runs.
+    std::fs::write(
+        d.path().join("sla.toml"),
+        "[customers]\nacme = \"premium\"\n",
+    )
+    .unwrap();
+    let now = now_millis();
+    let id = {
+        let mut st = open_sqlite(&d.path().join("data/aftercare.db")).unwrap();
+        let host = register_db1(
+            &mut st,
+            &HostFacts::default(),
+            &ConsentRecord::default(),
+            now,
+        );
+        st.apply_finding(&Change::Open {
+            key: FindingKey {
+                host,
+                rule: "fs-full".into(),
+                subject: "/var".into(),
+            },
+            observed: Observed {
+                level: 1,
+                category: "capacity".into(),
+                title: "filesystem /var 99% full".into(),
+                recommendation: "free space or grow the volume".into(),
+                evidence: r#"{"used_pct":99.2}"#.into(),
+                at: now - 5 * 60_000,
+            },
+            respond_by: None,
+            restore_by: None,
+        })
+        .unwrap()
+    };
+    let id_s = id.to_string();
+
+    let o = collector(&cfg, &["findings"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("ID") && t.contains("L1") && t.contains("fs-full /var"),
+        "{t}"
+    );
+    // premium L1: respond in 15 min, 5 used.
+    assert!(t.contains("10m left") || t.contains("9m left"), "{t}");
+
+    let o = collector(&cfg, &["findings", "show", &id_s]);
+    let t = text(&o);
+    assert!(
+        t.contains("contract premium") && t.contains("opened"),
+        "{t}"
+    );
+    assert!(t.contains("used_pct"), "{t}");
+
+    let o = collector(&cfg, &["findings", "ack", &id_s, "--by", "ann"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = collector(&cfg, &["findings", "ack", &id_s, "--by", "bob"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("already acknowledged by ann"),
+        "{}",
+        text(&o)
+    );
+
+    let o = collector(
+        &cfg,
+        &[
+            "findings",
+            "resolve",
+            &id_s,
+            "--by",
+            "bob",
+            "--note",
+            "rotated the logs",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = collector(&cfg, &["findings"]);
+    assert!(text(&o).contains("no findings"), "{}", text(&o));
+    let o = collector(&cfg, &["findings", "--all", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["state"], "resolved");
+    assert_eq!(v[0]["resolved"]["note"], "rotated the logs");
+    assert_eq!(v[0]["sla"]["respond"]["state"], "on_time");
+    let o = collector(&cfg, &["findings", "show", &id_s, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<&str> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["opened", "acknowledged", "resolved"]);
+
+    let o = collector(&cfg, &["findings", "show", "999"]);
+    assert!(
+        !o.status.success() && text(&o).contains("no finding 999"),
+        "{}",
+        text(&o)
+    );
+    let o = collector(&cfg, &["findings", "resolve", &id_s, "--by", " "]);
+    assert!(
+        !o.status.success() && text(&o).contains("--by NAME"),
+        "{}",
+        text(&o)
+    );
+}

@@ -1,0 +1,258 @@
+//! Findings for a person at a terminal: the list sorted by level and deadline with the time
+//! left on each SLA clock, and one finding with its evidence and timeline. Pure.
+
+use super::lifecycle::{Event, State};
+use super::record::FindingRow;
+use crate::sla::{ClockStatus, FindingSla, FindingTimes, Level, SlaPolicy, SlaState};
+use crate::view::{ago, table};
+use aftercare_shared::model::UnixMillis;
+use aftercare_shared::time_fmt::rfc3339;
+
+/// The fault level of a stored number (1..=4; anything else reads as the nearest).
+pub fn level(n: u8) -> Level {
+    match n {
+        0 | 1 => Level::L1,
+        2 => Level::L2,
+        3 => Level::L3,
+        _ => Level::L4,
+    }
+}
+
+/// Both SLA clocks of a finding at `now`.
+pub fn sla_of(f: &FindingRow, policy: &SlaPolicy, now: UnixMillis) -> FindingSla {
+    policy.finding_sla(
+        &f.customer,
+        level(f.level),
+        FindingTimes {
+            raised_at: f.opened_at,
+            acknowledged_at: f.acknowledged.as_ref().map(|a| a.0),
+            resolved_at: f.resolved.as_ref().map(|r| r.0),
+        },
+        now,
+    )
+}
+
+/// `5m`, `2h10m`, `3d4h`: a span for a column.
+pub fn span(ms: i64) -> String {
+    let m = ms.max(0) / 60_000;
+    match m {
+        0..60 => format!("{m}m"),
+        60..1440 if m % 60 == 0 => format!("{}h", m / 60),
+        60..1440 => format!("{}h{}m", m / 60, m % 60),
+        _ if (m / 60) % 24 == 0 => format!("{}d", m / 1440),
+        _ => format!("{}d{}h", m / 1440, (m / 60) % 24),
+    }
+}
+
+/// A clock in a cell: `met`, `missed`, `12m left`, `AT RISK 5m left`, `BREACHED 20m`.
+pub fn clock_cell(c: &ClockStatus, now: UnixMillis) -> String {
+    match (c.stopped, c.state) {
+        (true, SlaState::Breached) => "missed".into(),
+        (true, _) => "met".into(),
+        (false, SlaState::Breached) => format!("BREACHED {}", span(now - c.due)),
+        (false, SlaState::AtRisk) => format!("AT RISK {} left", span(c.due - now)),
+        (false, SlaState::OnTime) => format!("{} left", span(c.due - now)),
+    }
+}
+
+pub fn findings_table(rows: &[FindingRow], policy: &SlaPolicy, now: UnixMillis) -> String {
+    if rows.is_empty() {
+        return "no findings: nothing the rules flag on any host\n".into();
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|f| {
+            let sla = sla_of(f, policy, now);
+            vec![
+                f.id.to_string(),
+                format!("L{}", f.level),
+                format!("{}/{}", f.customer, f.host),
+                if f.subject.is_empty() {
+                    f.rule.clone()
+                } else {
+                    format!("{} {}", f.rule, f.subject)
+                },
+                f.state.as_str().into(),
+                ago(f.opened_at, now),
+                clock_cell(&sla.respond, now),
+                clock_cell(&sla.restore, now),
+                f.title.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "LEVEL", "HOST", "RULE", "STATE", "OPENED", "RESPOND", "RESTORE", "TITLE",
+        ],
+        &cells,
+    )
+}
+
+/// One finding: what, where, the clocks with their deadlines, evidence, timeline.
+pub fn finding_detail(
+    f: &FindingRow,
+    timeline: &[Event],
+    policy: &SlaPolicy,
+    now: UnixMillis,
+) -> String {
+    let sla = sla_of(f, policy, now);
+    let contract = policy.contract_for(&f.customer);
+    let mut s = format!(
+        "finding {}: L{} {} — {}\nhost      {}/{}\nrule      {}{}\ncategory  {}\nstate     {}\nopened    {} ({})\nlast seen {} ({})\n",
+        f.id,
+        f.level,
+        f.state.as_str(),
+        f.title,
+        f.customer,
+        f.host,
+        f.rule,
+        if f.subject.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", f.subject)
+        },
+        f.category,
+        f.state.as_str(),
+        rfc3339(f.opened_at),
+        ago(f.opened_at, now),
+        rfc3339(f.last_seen),
+        ago(f.last_seen, now),
+    );
+    for (name, c) in [("respond", &sla.respond), ("restore", &sla.restore)] {
+        s.push_str(&format!(
+            "{name:<9} by {} ({}; contract {})\n",
+            rfc3339(c.due),
+            clock_cell(c, now),
+            contract.name
+        ));
+    }
+    if !f.recommendation.is_empty() {
+        s.push_str(&format!("recommendation: {}\n", f.recommendation));
+    }
+    if let Some((at, by, note)) = &f.resolved {
+        s.push_str(&format!(
+            "resolution: {} by {}{}\n",
+            rfc3339(*at),
+            by.as_deref().unwrap_or("the rules (the condition cleared)"),
+            note.as_deref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default()
+        ));
+    }
+    s.push_str(&format!("evidence: {}\n\ntimeline:\n", f.evidence));
+    for e in timeline {
+        s.push_str(&format!(
+            "  {}  {}{}{}\n",
+            rfc3339(e.at),
+            e.kind.as_str(),
+            e.by.as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            e.note
+                .as_deref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default()
+        ));
+    }
+    if f.state != State::Resolved {
+        s.push_str(&format!(
+            "\nacknowledge: aftercare-collector findings ack {} --by NAME\nresolve:     aftercare-collector findings resolve {} --by NAME --note WHAT-WAS-DONE\n",
+            f.id, f.id
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::findings::lifecycle::EventKind;
+
+    const T0: i64 = 1_772_409_600_000; // 2026-03-02 00:00 UTC, a Monday
+    const MIN: i64 = 60_000;
+
+    fn row(level: u8, opened_at: i64) -> FindingRow {
+        FindingRow {
+            id: 3,
+            host_id: 1,
+            customer: "acme".into(),
+            host: "db1".into(),
+            rule: "fs-full".into(),
+            subject: "/var".into(),
+            level,
+            category: "capacity".into(),
+            title: "filesystem /var full".into(),
+            recommendation: "grow it".into(),
+            state: State::Open,
+            opened_at,
+            last_seen: opened_at,
+            acknowledged: None,
+            resolved: None,
+            respond_by: None,
+            restore_by: None,
+            sla_sent: 0,
+            evidence: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn spans_and_clock_cells() {
+        assert_eq!(span(5 * MIN), "5m");
+        assert_eq!(span(120 * MIN), "2h");
+        assert_eq!(span(130 * MIN), "2h10m");
+        assert_eq!(span(3 * 1440 * MIN + 4 * 60 * MIN), "3d4h");
+        assert_eq!(span(-5), "0m");
+    }
+
+    #[test]
+    fn the_list_shows_time_left_and_breaches_on_the_contract() {
+        // The built-in policy: `standard` (Mon-Fri 09:00-18:00 UTC), L1 respond in 30m.
+        let policy = SlaPolicy::default();
+        let f = row(1, T0 + 9 * 60 * MIN); // Monday 09:00
+        let t = findings_table(
+            std::slice::from_ref(&f),
+            &policy,
+            T0 + 9 * 60 * MIN + 10 * MIN,
+        );
+        assert!(t.contains("20m left"), "{t}");
+        assert!(
+            t.contains("acme/db1") && t.contains("fs-full /var") && t.contains("L1"),
+            "{t}"
+        );
+        let t = findings_table(
+            std::slice::from_ref(&f),
+            &policy,
+            T0 + 9 * 60 * MIN + 26 * MIN,
+        );
+        assert!(t.contains("AT RISK 4m left"), "{t}");
+        let t = findings_table(
+            std::slice::from_ref(&f),
+            &policy,
+            T0 + 9 * 60 * MIN + 50 * MIN,
+        );
+        assert!(t.contains("BREACHED 20m"), "{t}");
+        let mut acked = f.clone();
+        acked.state = State::Acknowledged;
+        acked.acknowledged = Some((T0 + 9 * 60 * MIN + 5 * MIN, "ann".into()));
+        let t = findings_table(&[acked], &policy, T0 + 9 * 60 * MIN + 50 * MIN);
+        assert!(t.contains("met"), "{t}");
+        assert!(findings_table(&[], &policy, T0).contains("no findings"));
+    }
+
+    #[test]
+    fn the_detail_has_deadlines_evidence_and_the_timeline() {
+        let policy = SlaPolicy::default();
+        let f = row(2, T0 + 9 * 60 * MIN);
+        let timeline = vec![Event {
+            at: T0 + 9 * 60 * MIN,
+            kind: EventKind::Opened,
+            by: None,
+            note: None,
+        }];
+        let d = finding_detail(&f, &timeline, &policy, T0 + 9 * 60 * MIN + MIN);
+        assert!(d.contains("respond   by 2026-03-02T11:00:00Z"), "{d}");
+        assert!(d.contains("contract standard"), "{d}");
+        assert!(d.contains("2026-03-02T09:00:00Z  opened"), "{d}");
+        assert!(d.contains("findings ack 3 --by NAME"), "{d}");
+    }
+}
