@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod logging;
 pub mod net;
 pub mod quickstart;
+pub mod rules;
 pub mod server;
 pub mod store;
 pub mod tls;
