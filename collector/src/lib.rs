@@ -12,6 +12,7 @@ pub mod logging;
 pub mod net;
 pub mod notify;
 pub mod quickstart;
+pub mod rules;
 pub mod server;
 pub mod sla;
 pub mod store;
