@@ -74,8 +74,11 @@ pub trait Observations {
     type Error: std::fmt::Display;
 
     /// Every series of `metric` (an exact name) with its points at or after `since` (agent
-    /// clock), raw (not rollups: counters must stay cumulative). Series without points
-    /// there may be left out.
+    /// clock), sorted by time. Counters must be their raw cumulative values. A gauge read
+    /// over a long window (the forecasts' day) may be thinned beyond the last hour, e.g. to
+    /// the store's 5-minute rollup means: a trend does not need every tick, and
+    /// [`crate::rules::RuleSet::metrics`] tells each metric's longest window. Series
+    /// without points there may be left out.
     fn series(
         &self,
         host: &str,
