@@ -41,6 +41,10 @@ pub struct CollectorConfig {
     /// at the default name: the built-in contracts apply.
     #[serde(default = "default_sla_file")]
     pub sla_file: PathBuf,
+    /// The rules (`config/rules.toml` is the built-in set, commented); relative to this
+    /// file. Absent at the default name: the built-in rules apply.
+    #[serde(default = "default_rules_file")]
+    pub rules_file: PathBuf,
     #[serde(default)]
     pub findings: FindingsConfig,
 }
@@ -68,6 +72,31 @@ impl Default for FindingsConfig {
 
 fn default_sla_file() -> PathBuf {
     PathBuf::from(DEFAULT_SLA_FILE)
+}
+
+fn default_rules_file() -> PathBuf {
+    PathBuf::from(DEFAULT_RULES_FILE)
+}
+
+/// `rules_file`'s default name, beside the configuration.
+pub const DEFAULT_RULES_FILE: &str = "rules.toml";
+
+/// A file's text; `None` when it is absent under its default name (built-ins apply). A file
+/// named on purpose must exist.
+fn optional_file(path: &Path, default_name: &str) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && path.file_name() == Some(default_name.as_ref()) =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// `sla_file`'s default name, beside the configuration.
@@ -153,6 +182,9 @@ impl CollectorConfig {
         if cfg.sla_file.is_relative() {
             cfg.sla_file = base.join(&cfg.sla_file);
         }
+        if cfg.rules_file.is_relative() {
+            cfg.rules_file = base.join(&cfg.rules_file);
+        }
         cfg.validate().map_err(invalid(path))?;
         Ok(cfg)
     }
@@ -203,22 +235,21 @@ impl CollectorConfig {
     /// The SLA policy from `sla_file`; the built-in one when that file is absent under its
     /// default name. A file named on purpose must exist.
     pub fn sla_policy(&self) -> Result<crate::sla::SlaPolicy, ConfigError> {
-        let text = match std::fs::read_to_string(&self.sla_file) {
-            Ok(t) => t,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && self.sla_file.file_name() == Some(DEFAULT_SLA_FILE.as_ref()) =>
-            {
-                return Ok(crate::sla::SlaPolicy::default());
-            }
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: self.sla_file.clone(),
-                    source,
-                });
-            }
-        };
-        crate::sla::SlaPolicy::parse(&text).map_err(|e| invalid(&self.sla_file)(e.to_string()))
+        match optional_file(&self.sla_file, DEFAULT_SLA_FILE)? {
+            None => Ok(crate::sla::SlaPolicy::default()),
+            Some(text) => crate::sla::SlaPolicy::parse(&text)
+                .map_err(|e| invalid(&self.sla_file)(e.to_string())),
+        }
+    }
+
+    /// The rules from `rules_file`; the built-in set when that file is absent under its
+    /// default name.
+    pub fn rule_set(&self) -> Result<crate::rules::RuleSet, ConfigError> {
+        match optional_file(&self.rules_file, DEFAULT_RULES_FILE)? {
+            None => Ok(crate::rules::RuleSet::builtin()),
+            Some(text) => crate::rules::RuleSet::parse(&text)
+                .map_err(|e| invalid(&self.rules_file)(e.to_string())),
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! to stop, then shut down in order (stop accepting, drain acknowledgements, stop the writer).
 
 use crate::config::CollectorConfig;
+use crate::findings::engine::{Engine, EngineThread};
 use crate::ingest::{self, IngestOptions};
+use crate::notify::Notifier;
 use crate::store::Store;
 use crate::writer::{self, Request, WriterOptions};
 use anyhow::{Context, Result};
@@ -16,6 +18,8 @@ pub struct Collector {
     pub endpoint: quinn::Endpoint,
     store: crate::store::SqliteStore,
     cfg: CollectorConfig,
+    rules: crate::rules::RuleSet,
+    sla: crate::sla::SlaPolicy,
 }
 
 impl Collector {
@@ -26,6 +30,9 @@ impl Collector {
             .with_context(|| format!("cannot open database {}", cfg.database.display()))?;
         // Connections of a previous run (perhaps one that crashed) are gone.
         store.disconnect_all(aftercare_shared::time_fmt::now_millis())?;
+        // A bad rule or contract stops the start, naming it.
+        let rules = cfg.rule_set()?;
+        let sla = cfg.sla_policy()?;
         let server = crate::tls::load_quinn_server_config(&crate::tls::ServerTlsFiles::in_dir(
             &cfg.ca_dir(),
         ))
@@ -44,6 +51,8 @@ impl Collector {
             endpoint,
             store,
             cfg: cfg.clone(),
+            rules,
+            sla,
         })
     }
 
@@ -65,6 +74,27 @@ impl Collector {
                 compact_every: ing.compact_every,
             },
         );
+        // Findings: their own thread and database handle, so evaluation never holds up
+        // ingest's writer.
+        let mut findings_store = crate::store::open_sqlite(&self.cfg.database)?;
+        let engine = Engine::new(
+            self.rules,
+            self.sla,
+            self.cfg.findings.reopen_within,
+            &mut findings_store,
+        );
+        let notifier = if self.cfg.webhooks.is_empty() {
+            None
+        } else {
+            Some(Notifier::start(&self.cfg.webhooks).context("cannot start the webhooks")?)
+        };
+        let findings = EngineThread::spawn(
+            engine,
+            findings_store,
+            self.cfg.findings.evaluate_every,
+            notifier,
+        )
+        .context("cannot start the findings thread")?;
         info!(
             listen = %listen,
             database = %self.cfg.database.display(),
@@ -96,6 +126,9 @@ impl Collector {
         )
         .await;
         let _ = ticker.await;
+        tokio::task::spawn_blocking(move || findings.stop())
+            .await
+            .ok();
         // Every writer handle is gone now; the writer commits what is queued and stops.
         tokio::task::spawn_blocking(move || join.join()).await.ok();
         info!("aftercare-collector stopped");

@@ -840,6 +840,9 @@ fn logs_are_stored_once_and_filtered_by_time_severity_and_pattern() {
     );
 }
 
+/// What schema 4 added (findings), dropped to turn a database back into an older schema.
+const UNDO_V4: &str = "DROP TABLE finding_events; DROP TABLE findings; DROP TABLE rules_state;";
+
 #[test]
 fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
     let d = tempfile::tempdir().unwrap();
@@ -852,8 +855,10 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
     // Turn it back into what a collector of schema 1 left behind.
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("DROP TABLE logs; DROP TABLE stream_loss; PRAGMA user_version = 1;")
-            .unwrap();
+        c.execute_batch(&format!(
+            "{UNDO_V4} DROP TABLE logs; DROP TABLE stream_loss; PRAGMA user_version = 1;"
+        ))
+        .unwrap();
     }
     assert!(matches!(
         open_sqlite_readonly(&path),
@@ -893,13 +898,14 @@ fn a_version_2_database_is_upgraded_in_place_keeping_its_data() {
         )
         .unwrap();
         c.execute("UPDATE logs SET data = ?1", [plain]).unwrap();
-        c.execute_batch(
-            "DROP TABLE stream_loss;
+        c.execute_batch(&format!(
+            "{UNDO_V4}
+             DROP TABLE stream_loss;
              DROP INDEX logs_host_time;
              ALTER TABLE logs DROP COLUMN codec;
              CREATE INDEX logs_host_time ON logs (host_id, ts_max);
-             PRAGMA user_version = 2;",
-        )
+             PRAGMA user_version = 2;"
+        ))
         .unwrap();
     }
     assert!(matches!(

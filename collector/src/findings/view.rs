@@ -8,21 +8,11 @@ use crate::view::{ago, table};
 use aftercare_shared::model::UnixMillis;
 use aftercare_shared::time_fmt::rfc3339;
 
-/// The fault level of a stored number (1..=4; anything else reads as the nearest).
-pub fn level(n: u8) -> Level {
-    match n {
-        0 | 1 => Level::L1,
-        2 => Level::L2,
-        3 => Level::L3,
-        _ => Level::L4,
-    }
-}
-
 /// Both SLA clocks of a finding at `now`.
 pub fn sla_of(f: &FindingRow, policy: &SlaPolicy, now: UnixMillis) -> FindingSla {
     policy.finding_sla(
         &f.customer,
-        level(f.level),
+        Level::from_number(f.level),
         FindingTimes {
             raised_at: f.opened_at,
             acknowledged_at: f.acknowledged.as_ref().map(|a| a.0),

@@ -15,43 +15,8 @@ use toml::Value;
 /// The example file `config/rules.toml`, which is exactly the built-in set.
 pub const BUILTIN_RULES: &str = include_str!("../../../config/rules.toml");
 
-/// The fault levels of the service contracts (see the design's table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Level {
-    /// System down or service interrupted.
-    L1,
-    /// Latent risk of an outage.
-    L2,
-    /// Service directly affected: performance or part of the service degraded.
-    L3,
-    /// Intermittent or indirect effect.
-    L4,
-}
-
-impl Level {
-    pub const ALL: [Level; 4] = [Level::L1, Level::L2, Level::L3, Level::L4];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::L1 => "L1",
-            Level::L2 => "L2",
-            Level::L3 => "L3",
-            Level::L4 => "L4",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Level> {
-        Level::ALL
-            .into_iter()
-            .find(|l| l.as_str().eq_ignore_ascii_case(s.trim()))
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The fault levels of the service contracts: one type for rules, findings and SLA.
+pub use crate::sla::Level;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

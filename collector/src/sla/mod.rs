@@ -26,9 +26,13 @@ use std::sync::Arc;
 /// severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Level {
+    /// System down or service interrupted.
     L1,
+    /// Latent risk of an outage.
     L2,
+    /// Service directly affected: performance or part of the service degraded.
     L3,
+    /// Intermittent or indirect effect.
     L4,
 }
 
@@ -46,6 +50,23 @@ impl Level {
 
     fn index(self) -> usize {
         self as usize
+    }
+
+    /// `"L2"` (any case) -> `L2`.
+    pub fn parse(s: &str) -> Option<Level> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// 1 for L1 .. 4 for L4, as the store keeps it.
+    pub fn number(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// The level stored as `n`; out-of-range numbers read as the nearest level.
+    pub fn from_number(n: u8) -> Level {
+        Level::ALL[usize::from(n.clamp(1, 4)) - 1]
     }
 }
 

@@ -352,6 +352,9 @@ pub trait Store: Send {
     fn findings(&mut self, filter: &FindingFilter) -> Result<Vec<FindingRow>, StoreError>;
     /// One finding with its timeline, oldest entry first.
     fn finding(&mut self, id: i64) -> Result<Option<(FindingRow, Vec<Event>)>, StoreError>;
+    /// The rules engine's state as last saved (JSON), if any.
+    fn rules_state(&mut self) -> Result<Option<String>, StoreError>;
+    fn save_rules_state(&mut self, json: &str) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -45,6 +45,13 @@ CREATE TABLE finding_events (
     note       TEXT,
     PRIMARY KEY (finding_id, seq)
 ) WITHOUT ROWID;
+
+-- The rules engine's memory between evaluations (pending `for` timers, what is raised), so
+-- that a restarted collector still clears what cleared while it was down.
+CREATE TABLE rules_state (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL                        -- JSON of rules::State
+);
 ";
 
 const COLUMNS: &str = "f.id, f.host_id, h.customer, h.host, f.rule, f.subject, f.level, f.category,
@@ -315,6 +322,24 @@ impl SqliteStore {
         };
         tx.commit().map_err(&err)?;
         Ok(id)
+    }
+
+    pub(in crate::store) fn load_rules_state(&self) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT state FROM rules_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.cx.sql("reading the rules' state"))
+    }
+
+    pub(in crate::store) fn store_rules_state(&mut self, json: &str) -> Result<(), StoreError> {
+        self.writable("saving the rules' state")?;
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO rules_state (id, state) VALUES (1, ?1)")
+            .and_then(|mut s| s.execute([json]))
+            .map(|_| ())
+            .map_err(self.cx.sql("saving the rules' state"))
     }
 
     pub(in crate::store) fn list_findings(

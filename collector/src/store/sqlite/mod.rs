@@ -1152,6 +1152,14 @@ impl Store for SqliteStore {
         self.finding_with_timeline(id)
     }
 
+    fn rules_state(&mut self) -> Result<Option<String>, StoreError> {
+        self.load_rules_state()
+    }
+
+    fn save_rules_state(&mut self, json: &str) -> Result<(), StoreError> {
+        self.store_rules_state(json)
+    }
+
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {
         self.writable("registering a host")?;
         let err = self.cx.sql("registering a host");

@@ -1,0 +1,493 @@
+//! The findings loop, one pass per `findings.evaluate_every`: evaluate the rules over what
+//! the store holds, turn their transitions into findings (`lifecycle`), give new ones their
+//! SLA deadlines on the customer's contract, escalate clocks at risk or breached, and
+//! announce every change to the webhooks.
+//!
+//! It runs on a thread of its own with its own database handle: evaluation reads windows of
+//! samples and logs, which must not hold up ingest's writer. The rules engine's memory
+//! (pending `for` timers, what is raised) is saved after every pass, so a restarted
+//! collector still clears what cleared while it was down.
+
+use super::lifecycle::{self, Decision, Event, EventKind, Signal};
+use super::record::{Change, FindingFilter, FindingKey, FindingRow, Observed, sla_flag};
+use super::view::sla_of;
+use crate::notify::{Alert, AlertEvent, Clock, Notifier};
+use crate::rules::{self, HostInfo, LossEvent, Observations, RuleSet, Series, Transition};
+use crate::sla::{ClockStatus, SlaPolicy, SlaState};
+use crate::store::{HostId, HostStatus, LogFilter, SqliteStore, Store, StoreError};
+use aftercare_shared::model::{LogRecord, LossReport, UnixMillis};
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How long loss reports stay visible to the rules (longer than any default window).
+const LOSS_MEMORY_MS: i64 = 7 * 24 * 3_600_000;
+
+pub struct Engine {
+    rules: RuleSet,
+    policy: SlaPolicy,
+    reopen_within_ms: i64,
+    state: rules::State,
+    /// Per host and scope, the loss totals last seen, to turn totals into events.
+    loss_totals: HashMap<(String, String), LossReport>,
+    loss_events: HashMap<String, Vec<LossEvent>>,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassStats {
+    pub hosts: usize,
+    pub opened: usize,
+    pub reopened: usize,
+    pub updated: usize,
+    pub resolved: usize,
+    pub escalated: usize,
+    /// Data the rules could not read (their findings were held).
+    pub errors: Vec<String>,
+}
+
+impl Engine {
+    /// An engine resuming from the state `st` saved last.
+    pub fn new(
+        rules: RuleSet,
+        policy: SlaPolicy,
+        reopen_within: Duration,
+        st: &mut dyn Store,
+    ) -> Engine {
+        let state = match st.rules_state() {
+            Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_else(|e| {
+                warn!("the rules' saved state is unreadable, starting afresh: {e}");
+                rules::State::default()
+            }),
+            Ok(None) => rules::State::default(),
+            Err(e) => {
+                warn!("cannot read the rules' saved state, starting afresh: {e}");
+                rules::State::default()
+            }
+        };
+        Engine {
+            rules,
+            policy,
+            reopen_within_ms: reopen_within.as_millis() as i64,
+            state,
+            loss_totals: HashMap::new(),
+            loss_events: HashMap::new(),
+        }
+    }
+
+    /// One pass at `now`.
+    pub fn pass(
+        &mut self,
+        st: &mut SqliteStore,
+        now: UnixMillis,
+        notify: Option<&Notifier>,
+    ) -> Result<PassStats, StoreError> {
+        let statuses = st.hosts(now)?;
+        self.track_losses(&statuses, now);
+        let mut hosts = Vec::with_capacity(statuses.len());
+        let mut ids: HashMap<String, (HostId, String)> = HashMap::new();
+        for s in &statuses {
+            let skew = clock_skew(st, s)?;
+            hosts.push(HostInfo::from_status(s, skew));
+            ids.insert(s.full_name(), (s.id, s.customer.clone()));
+        }
+        let eval = {
+            let obs = StoreObservations {
+                st: RefCell::new(&mut *st),
+                losses: &self.loss_events,
+            };
+            rules::evaluate(
+                now,
+                &self.rules,
+                &hosts,
+                &obs,
+                std::mem::take(&mut self.state),
+            )
+        };
+        self.state = eval.state;
+        let mut stats = PassStats {
+            hosts: hosts.len(),
+            errors: eval.errors,
+            ..Default::default()
+        };
+        for t in &eval.transitions {
+            let Some((host, customer)) = ids.get(&t.key.host) else {
+                continue;
+            };
+            if let Some(alert) = self.apply(st, *host, customer, t, &mut stats)?
+                && let Some(n) = notify
+            {
+                n.send(&alert);
+            }
+        }
+        for alert in self.escalate(st, now, &mut stats)? {
+            if let Some(n) = notify {
+                n.send(&alert);
+            }
+        }
+        match serde_json::to_string(&self.state) {
+            Ok(json) => st.save_rules_state(&json)?,
+            Err(e) => warn!("cannot save the rules' state: {e}"),
+        }
+        Ok(stats)
+    }
+
+    /// A transition into the store; the alert to send, if the change is news.
+    fn apply(
+        &self,
+        st: &mut SqliteStore,
+        host: HostId,
+        customer: &str,
+        t: &Transition,
+        stats: &mut PassStats,
+    ) -> Result<Option<Alert>, StoreError> {
+        let key = FindingKey {
+            host,
+            rule: t.key.rule.clone(),
+            subject: t.key.subject.clone(),
+        };
+        let level = t.level.number();
+        let signal = match t.change {
+            rules::Change::Raised | rules::Change::Updated => Signal::Firing { at: t.at, level },
+            rules::Change::Cleared => Signal::Cleared { at: t.at },
+        };
+        let current = st.finding_for(&key)?;
+        let decision = lifecycle::on_signal(
+            current.as_ref().map(FindingRow::current).as_ref(),
+            &signal,
+            self.reopen_within_ms,
+        );
+        let rule = self.rules.get(&t.key.rule);
+        let observed = || Observed {
+            level,
+            category: t.category.as_str().to_string(),
+            title: rule.map_or_else(|| t.key.rule.clone(), |r| r.title.clone()),
+            recommendation: rule.map(|r| r.recommendation.clone()).unwrap_or_default(),
+            evidence: serde_json::to_string(&t.evidence).unwrap_or_else(|_| "{}".into()),
+            at: t.at,
+        };
+        let deadlines = |at| {
+            let sla = self.policy.finding_sla(
+                customer,
+                t.level,
+                crate::sla::FindingTimes {
+                    raised_at: at,
+                    acknowledged_at: None,
+                    resolved_at: None,
+                },
+                at,
+            );
+            (Some(sla.respond.due), Some(sla.restore.due))
+        };
+        let (id, event) = match decision {
+            Decision::Nothing => return Ok(None),
+            Decision::Open => {
+                let (respond_by, restore_by) = deadlines(t.at);
+                let id = st.apply_finding(&Change::Open {
+                    key,
+                    observed: observed(),
+                    respond_by,
+                    restore_by,
+                })?;
+                stats.opened += 1;
+                (id, AlertEvent::Opened)
+            }
+            Decision::Reopen { id } => {
+                let (respond_by, restore_by) = deadlines(t.at);
+                st.apply_finding(&Change::Reopen {
+                    id,
+                    observed: observed(),
+                    respond_by,
+                    restore_by,
+                })?;
+                stats.reopened += 1;
+                (id, AlertEvent::Reopened)
+            }
+            Decision::Update { id, level_changed } => {
+                st.apply_finding(&Change::Update {
+                    id,
+                    observed: observed(),
+                    level_changed,
+                })?;
+                stats.updated += 1;
+                return Ok(None);
+            }
+            Decision::AutoResolve { id } => {
+                st.apply_finding(&Change::AutoResolve { id, at: t.at })?;
+                stats.resolved += 1;
+                (
+                    id,
+                    AlertEvent::Resolved {
+                        by: None,
+                        note: None,
+                    },
+                )
+            }
+        };
+        let f = st.finding(id)?.map(|(f, _)| f);
+        Ok(f.map(|f| alert(&f, event, t.at, &t.evidence.summary)))
+    }
+
+    /// Open findings whose respond or restore clock has just become at risk or breached:
+    /// recorded once each on the timeline, and announced.
+    fn escalate(
+        &self,
+        st: &mut SqliteStore,
+        now: UnixMillis,
+        stats: &mut PassStats,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let open = st.findings(&FindingFilter {
+            open_only: true,
+            ..Default::default()
+        })?;
+        let mut out = Vec::new();
+        for f in open {
+            let sla = sla_of(&f, &self.policy, now);
+            for (clock, c, risk_flag, breach_flag) in [
+                (
+                    Clock::Respond,
+                    &sla.respond,
+                    sla_flag::RESPOND_AT_RISK,
+                    sla_flag::RESPOND_BREACHED,
+                ),
+                (
+                    Clock::Restore,
+                    &sla.restore,
+                    sla_flag::RESTORE_AT_RISK,
+                    sla_flag::RESTORE_BREACHED,
+                ),
+            ] {
+                let Some((flag, kind, event)) = news(c, clock, f.sla_sent, risk_flag, breach_flag)
+                else {
+                    continue;
+                };
+                st.apply_finding(&Change::Escalate {
+                    id: f.id,
+                    flag,
+                    event: Event {
+                        at: now,
+                        kind,
+                        by: None,
+                        note: Some(format!(
+                            "{} due {}",
+                            clock.as_str(),
+                            aftercare_shared::time_fmt::rfc3339(c.due)
+                        )),
+                    },
+                })?;
+                stats.escalated += 1;
+                out.push(alert(&f, event, now, ""));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Loss totals that grew since the last pass become events the rules can count.
+    fn track_losses(&mut self, hosts: &[HostStatus], now: UnixMillis) {
+        for h in hosts {
+            let name = h.full_name();
+            for (scope, total) in &h.loss {
+                let before = self
+                    .loss_totals
+                    .insert((name.clone(), scope.clone()), *total);
+                // The first sight of a total is the past, not news: a restarted collector
+                // must not re-raise old drops.
+                let Some(b) = before else { continue };
+                let delta = LossReport {
+                    dropped_batches: total.dropped_batches.saturating_sub(b.dropped_batches),
+                    dropped_samples: total.dropped_samples.saturating_sub(b.dropped_samples),
+                    discarded_by_revocation: total
+                        .discarded_by_revocation
+                        .saturating_sub(b.discarded_by_revocation),
+                };
+                if !delta.is_empty() {
+                    self.loss_events
+                        .entry(name.clone())
+                        .or_default()
+                        .push(LossEvent {
+                            at: now,
+                            scope: scope.clone(),
+                            report: delta,
+                        });
+                }
+            }
+        }
+        for events in self.loss_events.values_mut() {
+            events.retain(|e| now - e.at <= LOSS_MEMORY_MS);
+        }
+    }
+}
+
+/// The escalation a clock owes, if any: (flags to set, timeline kind, alert).
+fn news(
+    c: &ClockStatus,
+    clock: Clock,
+    sent: u8,
+    risk_flag: u8,
+    breach_flag: u8,
+) -> Option<(u8, EventKind, AlertEvent)> {
+    if c.stopped {
+        return None;
+    }
+    match c.state {
+        SlaState::Breached if sent & breach_flag == 0 => Some((
+            risk_flag | breach_flag,
+            EventKind::Breached,
+            AlertEvent::Breached { clock, due: c.due },
+        )),
+        SlaState::AtRisk if sent & (risk_flag | breach_flag) == 0 => Some((
+            risk_flag,
+            EventKind::AtRisk,
+            AlertEvent::AtRisk { clock, due: c.due },
+        )),
+        _ => None,
+    }
+}
+
+fn alert(f: &FindingRow, event: AlertEvent, at: UnixMillis, summary: &str) -> Alert {
+    Alert {
+        event,
+        finding_id: f.id,
+        customer: f.customer.clone(),
+        host: f.host.clone(),
+        rule: f.rule.clone(),
+        subject: f.subject.clone(),
+        level: f.level,
+        category: f.category.clone(),
+        title: f.title.clone(),
+        summary: summary.to_string(),
+        recommendation: f.recommendation.clone(),
+        opened_at: f.opened_at,
+        respond_by: f.respond_by,
+        restore_by: f.restore_by,
+        at,
+    }
+}
+
+/// The agent's clock minus the collector's: the newest sample's time against when its
+/// batch arrived (a batch leaves right after its collection). `None` for a host silent
+/// for more than a few intervals.
+fn clock_skew(st: &mut SqliteStore, h: &HostStatus) -> Result<Option<i64>, StoreError> {
+    let Some(seen) = h.last_seen else {
+        return Ok(None);
+    };
+    let since = seen - 3 * h.interval_ms.max(1000) as i64 - 3_600_000;
+    let series = st.query(&h.full_name(), Some("system.uptime"), since, i64::MAX)?;
+    let newest = series
+        .iter()
+        .filter_map(|s| s.points.last().map(|p| p.0))
+        .max();
+    Ok(newest.map(|t| t - seen))
+}
+
+/// The store as the rules see it.
+struct StoreObservations<'a> {
+    st: RefCell<&'a mut SqliteStore>,
+    losses: &'a HashMap<String, Vec<LossEvent>>,
+}
+
+impl Observations for StoreObservations<'_> {
+    type Error = StoreError;
+
+    fn series(
+        &self,
+        host: &str,
+        metric: &str,
+        since: UnixMillis,
+    ) -> Result<Vec<Series<'_>>, StoreError> {
+        let got = self
+            .st
+            .borrow_mut()
+            .query(host, Some(metric), since, i64::MAX)?;
+        // `query` takes prefixes too; the rules name exact metrics.
+        Ok(got
+            .into_iter()
+            .filter(|s| s.name == metric)
+            .map(|s| Series {
+                labels: Cow::Owned(s.labels),
+                kind: s.kind,
+                points: Cow::Owned(s.points),
+            })
+            .collect())
+    }
+
+    fn logs(&self, host: &str, since: UnixMillis) -> Result<Cow<'_, [LogRecord]>, StoreError> {
+        let filter = LogFilter {
+            since,
+            until: i64::MAX,
+            ..Default::default()
+        };
+        Ok(Cow::Owned(self.st.borrow_mut().logs(host, &filter)?))
+    }
+
+    fn losses(&self, host: &str, since: UnixMillis) -> Result<Vec<LossEvent>, StoreError> {
+        Ok(self
+            .losses
+            .get(host)
+            .map(|v| v.iter().filter(|e| e.at >= since).cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+/// The engine's thread in `serve`: a pass now and every `every`, until `stop` says so.
+pub struct EngineThread {
+    stop: mpsc::Sender<()>,
+    join: std::thread::JoinHandle<()>,
+}
+
+impl EngineThread {
+    pub fn spawn(
+        mut engine: Engine,
+        mut st: SqliteStore,
+        every: Duration,
+        notifier: Option<Notifier>,
+    ) -> std::io::Result<EngineThread> {
+        let (tx, rx) = mpsc::channel::<()>();
+        let join = std::thread::Builder::new()
+            .name("findings".into())
+            .spawn(move || {
+                loop {
+                    let now = aftercare_shared::time_fmt::now_millis();
+                    match engine.pass(&mut st, now, notifier.as_ref()) {
+                        Ok(s) => {
+                            for e in &s.errors {
+                                warn!("rules: {e}");
+                            }
+                            if s.opened + s.reopened + s.resolved + s.escalated > 0 {
+                                info!(
+                                    hosts = s.hosts,
+                                    opened = s.opened,
+                                    reopened = s.reopened,
+                                    resolved = s.resolved,
+                                    escalated = s.escalated,
+                                    "findings updated"
+                                );
+                            }
+                        }
+                        Err(e) => warn!("findings pass failed, tried again next time: {e}"),
+                    }
+                    match rx.recv_timeout(every) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => break,
+                    }
+                }
+                if let Some(n) = notifier {
+                    for (name, c) in n.stop(Duration::from_secs(2)) {
+                        if c.dead_letters > 0 {
+                            warn!(webhook = %name, dead_letters = c.dead_letters, "notifications not delivered");
+                        }
+                    }
+                }
+            })?;
+        Ok(EngineThread { stop: tx, join })
+    }
+
+    /// Stop after the pass in progress.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.join.join();
+    }
+}

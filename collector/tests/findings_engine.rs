@@ -1,0 +1,330 @@
+//! The findings engine over a real SQLite store and a real webhook receiver on 127.0.0.1:
+//! data stored as ingest stores it, passes at chosen instants, findings with SLA deadlines,
+//! no duplicates, heartbeat loss and recovery, escalation, and the webhook told each time.
+
+use aftercare_collector::findings::engine::Engine;
+use aftercare_collector::findings::lifecycle::{EventKind, State};
+use aftercare_collector::findings::record::FindingFilter;
+use aftercare_collector::notify::Notifier;
+use aftercare_collector::notify::config::WebhookConfig;
+use aftercare_collector::rules::RuleSet;
+use aftercare_collector::sla::SlaPolicy;
+use aftercare_collector::store::{
+    BatchData, HostHello, HostId, PendingBatch, SqliteStore, Store, open_sqlite,
+};
+use aftercare_shared::consent::{ConsentRecord, Scope};
+use aftercare_shared::model::{
+    HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Sample, Severity,
+};
+use aftercare_shared::protocol::{Identity, StreamId};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MIN: i64 = 60_000;
+
+fn register(st: &mut SqliteStore, now: i64) -> HostId {
+    let mut consent = ConsentRecord::default();
+    consent
+        .grant_scopes(
+            &[Scope::Metrics, Scope::Logs],
+            "test",
+            time::OffsetDateTime::now_utc() - time::Duration::days(1),
+            None,
+        )
+        .unwrap();
+    let hello = HostHello {
+        identity: &Identity {
+            customer: "acme".into(),
+            host: "db1".into(),
+        },
+        facts: &HostFacts {
+            hostname: "db1".into(),
+            cpu_count: 4,
+            ..Default::default()
+        },
+        agent_version: "0.1.0",
+        consent: &consent,
+        interval_ms: 10_000,
+    };
+    st.register_host(&hello, now).unwrap()
+}
+
+/// One tick of metrics: `/var` with `avail_pct` % available, `/` comfortable.
+fn tick(host: HostId, seq: u64, ts: i64, avail_pct: f64) -> PendingBatch {
+    let g = |name: &str, labels: &str, value: f64| Sample {
+        name: name.into(),
+        labels: labels.into(),
+        kind: MetricKind::Gauge,
+        value,
+    };
+    let total = 100e9;
+    PendingBatch {
+        host,
+        stream: StreamId::Metrics,
+        seq,
+        received_at: ts,
+        data: BatchData::Metrics(MetricSnapshot {
+            ts,
+            samples: vec![
+                g(
+                    "fs.bytes.total",
+                    "device=sda2,fstype=ext4,mount=/var",
+                    total,
+                ),
+                g(
+                    "fs.bytes.available",
+                    "device=sda2,fstype=ext4,mount=/var",
+                    total * avail_pct / 100.0,
+                ),
+                g("fs.bytes.total", "device=sda1,fstype=ext4,mount=/", total),
+                g(
+                    "fs.bytes.available",
+                    "device=sda1,fstype=ext4,mount=/",
+                    total * 0.6,
+                ),
+                g("system.uptime", "", 1e5),
+                g("cpu.usage", "", 12.0),
+            ],
+        }),
+        loss: LossReport::default(),
+    }
+}
+
+fn io_errors(host: HostId, seq: u64, ts: i64) -> PendingBatch {
+    let rec = |i: i64| LogRecord {
+        source: "syslog".into(),
+        file: "/var/log/syslog".into(),
+        offset: i as u64 * 100,
+        read_at: ts + i,
+        ts: Some(ts + i),
+        severity: Severity::Error,
+        line: format!("kernel: [123.4] blk_update_request: I/O error, dev sdb, sector {i}"),
+        part: 0,
+    };
+    PendingBatch {
+        host,
+        stream: StreamId::Logs,
+        seq,
+        received_at: ts,
+        data: BatchData::Logs((0..3).map(rec).collect()),
+        loss: LossReport::default(),
+    }
+}
+
+/// Takes every POST, answers 200, keeps the bodies.
+fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                g.lock().unwrap().push(v);
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+fn events_for(got: &Mutex<Vec<serde_json::Value>>, rule: &str) -> Vec<String> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|v| v["finding"]["rule"] == rule)
+        .map(|v| v["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn rules_raise_findings_once_escalate_and_resolve_with_the_webhook_told() {
+    let d = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&d.path().join("a.db")).unwrap();
+    // Now-ish, so that the consent granted "yesterday" is in force.
+    let t0 = aftercare_shared::time_fmt::now_millis() - 60 * MIN;
+    let h = register(&mut st, t0);
+    let (url, got) = receiver();
+    let hook: WebhookConfig = toml::from_str(&format!(
+        "name = \"ops\"\nurl = \"{url}\"\nretry_base = \"20ms\""
+    ))
+    .unwrap();
+    let notifier = Notifier::start(&[hook]).unwrap();
+    // acme on the 24x7 contract: L1 respond in 15 min, whatever the day.
+    let policy = SlaPolicy::parse("[customers]\nacme = \"premium\"\n").unwrap();
+    let mut engine = Engine::new(
+        RuleSet::builtin(),
+        policy.clone(),
+        Duration::from_secs(24 * 3600),
+        &mut st,
+    );
+
+    // Nine minutes of ticks with /var at 1 % available, and disk I/O errors in the log.
+    let mut seq = 0;
+    for i in 0..54 {
+        seq += 1;
+        st.commit(&[tick(h, seq, t0 + i * 10_000, 1.0)]).unwrap();
+    }
+    st.commit(&[io_errors(h, 1, t0 + 5 * MIN)]).unwrap();
+    let first = t0 + 9 * MIN;
+    let s = engine.pass(&mut st, first, Some(&notifier)).unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    // fs-full must hold for a minute (`for = "1m"`): only the log pattern is raised yet.
+    let open_rules = |st: &mut SqliteStore| -> Vec<(String, String, u8)> {
+        st.findings(&FindingFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|f| (f.rule.clone(), f.subject.clone(), f.level))
+        .collect()
+    };
+    assert_eq!(
+        open_rules(&mut st),
+        [("disk-io-errors".to_string(), "device=sdb".to_string(), 2)]
+    );
+    for i in 54..60 {
+        seq += 1;
+        st.commit(&[tick(h, seq, first + (i - 54) * 10_000, 1.0)])
+            .unwrap();
+    }
+    let now = t0 + 10 * MIN;
+    engine.pass(&mut st, now, Some(&notifier)).unwrap();
+    let open = st
+        .findings(&FindingFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let rules = open_rules(&mut st);
+    assert!(
+        rules.contains(&("fs-full".into(), "mount=/var".into(), 1)),
+        "{rules:?}"
+    );
+    assert!(
+        !rules.iter().any(|r| r.1 == "mount=/"),
+        "/ is fine: {rules:?}"
+    );
+    let fs = open.iter().find(|f| f.rule == "fs-full").unwrap();
+    assert_eq!(
+        fs.respond_by,
+        Some(now + 15 * MIN),
+        "premium L1 respond in 15 min"
+    );
+    assert_eq!(fs.restore_by, Some(now + 120 * MIN));
+    assert!(fs.evidence.contains("summary"), "{}", fs.evidence);
+    wait_for("the opened webhooks", || {
+        events_for(&got, "fs-full") == ["opened"]
+            && events_for(&got, "disk-io-errors") == ["opened"]
+    });
+
+    // The same again a minute later: updated at most, never a second finding.
+    for i in 60..66 {
+        seq += 1;
+        st.commit(&[tick(h, seq, t0 + i * 10_000, 1.0)]).unwrap();
+    }
+    engine.pass(&mut st, now + MIN, Some(&notifier)).unwrap();
+    let again = st
+        .findings(&FindingFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(again.len(), open.len());
+
+    // Nobody acknowledged: at 12 of 15 minutes the respond clock is at risk, then breached.
+    engine
+        .pass(&mut st, now + 13 * MIN, Some(&notifier))
+        .unwrap();
+    engine
+        .pass(&mut st, now + 16 * MIN, Some(&notifier))
+        .unwrap();
+    engine
+        .pass(&mut st, now + 17 * MIN, Some(&notifier))
+        .unwrap();
+    let (_, timeline) = st.finding(fs.id).unwrap().unwrap();
+    let kinds: Vec<EventKind> = timeline.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == EventKind::Breached).count(),
+        1,
+        "a breach is announced once: {kinds:?}"
+    );
+    assert!(kinds.contains(&EventKind::AtRisk), "{kinds:?}");
+
+    // The agent has been silent since its last tick (t0 + 11 min): host-silent (L1) opened
+    // at the first pass past two minutes of silence, and by now its 15 minutes to respond
+    // are over (past the at-risk point too, so only the breach is announced). Then the agent
+    // sends again, with space freed.
+    let silent_at = now + 30 * MIN;
+    engine.pass(&mut st, silent_at, Some(&notifier)).unwrap();
+    let silent = st
+        .findings(&FindingFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .find(|f| f.rule == "host-silent")
+        .expect("host-silent opened");
+    assert_eq!((silent.level, silent.opened_at), (1, now + 13 * MIN));
+    for i in 0..30 {
+        seq += 1;
+        st.commit(&[tick(h, seq, silent_at + i * 10_000, 40.0)])
+            .unwrap();
+    }
+    let back = silent_at + 5 * MIN;
+    engine.pass(&mut st, back, Some(&notifier)).unwrap();
+    let (f, _) = st.finding(silent.id).unwrap().unwrap();
+    assert_eq!(
+        f.state,
+        State::Resolved,
+        "host-silent auto-resolves when data returns"
+    );
+    let (fs_now, _) = st.finding(fs.id).unwrap().unwrap();
+    assert_eq!(fs_now.state, State::Resolved, "/var at 40 % clears fs-full");
+    assert_eq!(fs_now.resolved.as_ref().unwrap().1, None, "auto-resolved");
+    wait_for("the webhook's whole story", || {
+        events_for(&got, "fs-full") == ["opened", "at_risk", "breached", "resolved"]
+            && events_for(&got, "host-silent") == ["opened", "breached", "resolved"]
+    });
+
+    // The engine's memory survives a restart: a new engine resumes, nothing is re-raised.
+    drop(engine);
+    let mut engine = Engine::new(
+        RuleSet::builtin(),
+        policy,
+        Duration::from_secs(24 * 3600),
+        &mut st,
+    );
+    let s = engine.pass(&mut st, back + MIN, None).unwrap();
+    assert_eq!((s.opened, s.reopened), (0, 0), "{s:?}");
+    let counts = notifier.stop(Duration::from_secs(2));
+    assert_eq!(counts[0].1.dead_letters, 0);
+}
