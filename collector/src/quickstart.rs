@@ -6,6 +6,7 @@
 //! Ctrl-C (or `--duration`).
 
 use crate::config::CollectorConfig;
+use crate::findings::record::FindingFilter;
 use crate::server::Collector;
 use crate::store::Store;
 use crate::{ca, store, view};
@@ -125,7 +126,10 @@ pub fn run(args: Args) -> Result<()> {
          listen = \"127.0.0.1:0\"\n\
          log_level = \"warn\"\n\
          [ingest]\n\
-         compact_every = \"60s\"\n",
+         compact_every = \"60s\"\n\
+         [findings]\n\
+         # Often, for a demo; the default is 30s.\n\
+         evaluate_every = \"5s\"\n",
     )?;
     let cfg = CollectorConfig::load(&coll_cfg_path)?;
     crate::logging::init_to_file(&dir.join("collector.log"), "info")?;
@@ -254,7 +258,8 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "stopped. Look again any time:\n  aftercare-collector --config {c} hosts\n  \
              aftercare-collector --config {c} metrics --host {host}\n  \
-             aftercare-collector --config {c} logs --host {host} --severity warning --since 1h",
+             aftercare-collector --config {c} logs --host {host} --severity warning --since 1h\n  \
+             aftercare-collector --config {c} findings --all",
             c = coll_cfg_path.display(),
         );
         Ok(())
@@ -292,7 +297,30 @@ fn print_status(cfg: &CollectorConfig, host: &str) -> bool {
     print!("{}", view::metrics_table(&headline));
     println!();
     print_errors(&mut st, host);
+    print_findings(&mut st, cfg, host);
     true
+}
+
+/// The rules' open findings for this host, by level and SLA deadline.
+fn print_findings(st: &mut impl Store, cfg: &CollectorConfig, host: &str) {
+    let filter = FindingFilter {
+        open_only: true,
+        host: Some(format!("demo/{host}")),
+        ..Default::default()
+    };
+    let (Ok(rows), Ok(policy)) = (st.findings(&filter), cfg.sla_policy()) else {
+        return;
+    };
+    if rows.is_empty() {
+        println!("findings: none open (the rules found nothing to flag on this host)\n");
+    } else {
+        println!("findings: {} open", rows.len());
+        print!(
+            "{}",
+            crate::findings::view::findings_table(&rows, &policy, now_millis())
+        );
+        println!();
+    }
 }
 
 /// The newest error lines of the followed logs (error or worse), and how many lines came.

@@ -29,10 +29,12 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
         &syslog,
         "<30>Nov 22 10:00:00 db1 systemd[1]: Started Daily apt upgrade.\n\
          <27>Nov 22 10:00:01 db1 app[42]: connection to db failed password=hunter2\n\
-         2026-11-22T10:00:02Z db1 kernel: EXT4-fs error (device sda1): bad block\n",
+         2026-11-22T10:00:02Z db1 kernel: EXT4-fs error (device sda1): bad block\n\
+         kernel: blk_update_request: I/O error, dev sdb, sector 2048\n",
     )
     .unwrap();
-    let out = quickstart(&dir, "9s", &syslog);
+    // Long enough for the rules (every 5 s in the quickstart) to see the log.
+    let out = quickstart(&dir, "12s", &syslog);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -42,7 +44,10 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
     for want in [
         "CA created",
         "granted metrics,logs",
-        "system log: 3 lines stored",
+        "system log: 4 lines stored",
+        // The I/O error line (without a time of its own, so it is news now) is a finding.
+        "findings: ",
+        "disk-io-errors device=sdb",
         "connection to db failed password=[REDACTED:kv-secret]",
         "EXT4-fs error",
         "online",
@@ -76,5 +81,9 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
     assert!(!text.contains("CA created"), "{text}");
     assert!(!text.contains("hunter2"), "a secret left the host:\n{text}");
     // The agent resumes its log where it stopped: nothing stored twice.
-    assert!(text.contains("system log: 3 lines stored"), "{text}");
+    assert!(text.contains("system log: 4 lines stored"), "{text}");
+    assert!(
+        text.contains("disk-io-errors"),
+        "the finding is still open:\n{text}"
+    );
 }
