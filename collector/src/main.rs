@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
       aftercare-collector logs --host acme/db1 --grep '(?i)oom' --since 7d --count\n  \
       aftercare-collector findings\n  \
       aftercare-collector findings ack 12 --by ann\n  \
+      aftercare-collector silence add --customer acme --host db1 --for 2h --reason 'disk swap' --by ann\n  \
       aftercare-collector quickstart --dir ./demo     (everything on this machine)"
 )]
 struct Cli {
@@ -119,9 +120,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Maintenance windows: findings of a customer's hosts (or one host) still record, but
+    /// notify nobody, and their SLA clocks start when the window ends.
+    #[command(subcommand)]
+    Silence(SilenceCmd),
     /// Everything on this machine in one folder: CA, certificates, consent, a collector and
     /// an agent, then this host's live status. Ctrl-C stops both.
     Quickstart(quickstart::Args),
+}
+
+#[derive(Subcommand)]
+enum SilenceCmd {
+    /// Open a window: now (or `--from`) for `--for`, or until `--until`.
+    Add {
+        #[arg(long)]
+        customer: String,
+        /// One host of the customer; default every host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Start: an RFC 3339 time or a date; default now.
+        #[arg(long)]
+        from: Option<String>,
+        /// Length, e.g. `2h`, `90m`.
+        #[arg(long, conflicts_with = "until", required_unless_present = "until")]
+        r#for: Option<humantime::Duration>,
+        /// End: an RFC 3339 time, or a date (through its end, UTC).
+        #[arg(long)]
+        until: Option<String>,
+        /// What the maintenance is (shown with the window).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// Windows not yet over (`--all`: also those that ended in the last 30 days).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a window now.
+    End { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -372,8 +412,115 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Silence(cmd) => silence(&cfg, cmd),
         Command::Quickstart(_) => unreachable!("handled above"),
     }
+}
+
+fn silence(cfg: &CollectorConfig, cmd: SilenceCmd) -> Result<()> {
+    let now = now_millis();
+    match cmd {
+        SilenceCmd::Add {
+            customer,
+            host,
+            from,
+            r#for,
+            until,
+            reason,
+            by,
+        } => {
+            let starts = match from {
+                Some(f) => time_fmt::parse_since(&f, now)?,
+                None => now,
+            };
+            let ends = match (r#for, until) {
+                (Some(d), _) => starts + std::time::Duration::from(d).as_millis() as i64,
+                (None, Some(u)) => time_fmt::from_offset(time_fmt::parse_until(&u)?),
+                (None, None) => anyhow::bail!("say how long: --for 2h or --until TIME"),
+            };
+            anyhow::ensure!(ends > starts, "the window ends before it starts");
+            anyhow::ensure!(!customer.trim().is_empty(), "--customer must not be empty");
+            anyhow::ensure!(
+                !reason.trim().is_empty(),
+                "--reason must say what the maintenance is"
+            );
+            anyhow::ensure!(!by.trim().is_empty(), "say who you are: --by NAME");
+            let mut st = open_for_writing(cfg)?;
+            let id = st.add_silence(&findings::record::Silence {
+                id: 0,
+                customer: customer.trim().into(),
+                host: host.map(|h| h.trim().to_string()),
+                starts,
+                ends,
+                reason: reason.trim().into(),
+                created_by: by.trim().into(),
+                created_at: now,
+            })?;
+            println!(
+                "maintenance window {id}: {} to {}; findings record, nobody is notified, SLA clocks wait",
+                time_fmt::rfc3339(starts),
+                time_fmt::rfc3339(ends)
+            );
+        }
+        SilenceCmd::List { all, json } => {
+            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let after = if all { now - 30 * 86_400_000 } else { now };
+            let list = st.silences(after)?;
+            if json {
+                let v: Vec<_> = list
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "id": s.id, "customer": s.customer, "host": s.host,
+                            "starts": time_fmt::rfc3339(s.starts), "ends": time_fmt::rfc3339(s.ends),
+                            "reason": s.reason, "by": s.created_by,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if list.is_empty() {
+                println!("no maintenance windows");
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.id.to_string(),
+                            s.customer.clone(),
+                            s.host.clone().unwrap_or_else(|| "(all hosts)".into()),
+                            time_fmt::rfc3339(s.starts),
+                            time_fmt::rfc3339(s.ends),
+                            if s.starts <= now && now < s.ends {
+                                "active"
+                            } else if now < s.starts {
+                                "planned"
+                            } else {
+                                "over"
+                            }
+                            .into(),
+                            s.created_by.clone(),
+                            s.reason.clone(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    view::table(
+                        &[
+                            "ID", "CUSTOMER", "HOST", "FROM", "UNTIL", "NOW", "BY", "REASON"
+                        ],
+                        &rows
+                    )
+                );
+            }
+        }
+        SilenceCmd::End { id } => {
+            let mut st = open_for_writing(cfg)?;
+            st.end_silence(id, now)?;
+            println!("maintenance window {id} ended");
+        }
+    }
+    Ok(())
 }
 
 /// The database for an engineer's action: it must exist (`serve` creates it).

@@ -417,7 +417,7 @@ fn logs_count_counts_what_logs_would_show() {
 
 #[test]
 fn findings_are_listed_shown_acknowledged_and_resolved() {
-    use aftercare_collector::findings::record::{Change, FindingKey, Observed};
+    use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("collector.toml");
     std::fs::write(&cfg, "data_dir = \"data\"\n").unwrap();
@@ -451,8 +451,11 @@ fn findings_are_listed_shown_acknowledged_and_resolved() {
                 evidence: r#"{"used_pct":99.2}"#.into(),
                 at: now - 5 * 60_000,
             },
-            respond_by: None,
-            restore_by: None,
+            clocks: Clocks {
+                from: now - 5 * 60_000,
+                respond_by: None,
+                restore_by: None,
+            },
         })
         .unwrap()
     };
@@ -525,6 +528,91 @@ fn findings_are_listed_shown_acknowledged_and_resolved() {
     let o = collector(&cfg, &["findings", "resolve", &id_s, "--by", " "]);
     assert!(
         !o.status.success() && text(&o).contains("--by NAME"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn maintenance_windows_are_added_listed_and_ended() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("collector.toml");
+    std::fs::write(&cfg, "data_dir = \"data\"\n").unwrap();
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    // No database yet: an action says how to make one.
+    let o = collector(
+        &cfg,
+        &[
+            "silence",
+            "add",
+            "--customer",
+            "acme",
+            "--for",
+            "2h",
+            "--reason",
+            "r",
+            "--by",
+            "ann",
+        ],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("serve"),
+        "{}",
+        text(&o)
+    );
+    drop(open_sqlite(&d.path().join("data/aftercare.db")).unwrap());
+    let o = collector(
+        &cfg,
+        &[
+            "silence",
+            "add",
+            "--customer",
+            "acme",
+            "--host",
+            "db1",
+            "--for",
+            "2h",
+            "--reason",
+            "disk swap",
+            "--by",
+            "ann",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("maintenance window 1"), "{}", text(&o));
+    let o = collector(&cfg, &["silence", "list"]);
+    let t = text(&o);
+    assert!(
+        t.contains("acme") && t.contains("db1") && t.contains("active") && t.contains("disk swap"),
+        "{t}"
+    );
+    for (args, want) in [
+        (
+            vec!["--for", "2h", "--reason", " ", "--by", "ann"],
+            "--reason",
+        ),
+        (
+            vec!["--until", "1999-01-01", "--reason", "x", "--by", "ann"],
+            "ends before it starts",
+        ),
+        (vec!["--reason", "x", "--by", "ann"], "--for"),
+    ] {
+        let mut a = vec!["silence", "add", "--customer", "acme"];
+        a.extend(args);
+        let o = collector(&cfg, &a);
+        assert!(
+            !o.status.success() && text(&o).contains(want),
+            "{a:?}: {}",
+            text(&o)
+        );
+    }
+    let o = collector(&cfg, &["silence", "end", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = collector(&cfg, &["silence", "list"]);
+    assert!(text(&o).contains("no maintenance windows"), "{}", text(&o));
+    let o = collector(&cfg, &["silence", "end", "7"]);
+    assert!(
+        !o.status.success() && text(&o).contains("no maintenance window 7"),
         "{}",
         text(&o)
     );

@@ -328,3 +328,81 @@ fn rules_raise_findings_once_escalate_and_resolve_with_the_webhook_told() {
     let counts = notifier.stop(Duration::from_secs(2));
     assert_eq!(counts[0].1.dead_letters, 0);
 }
+
+#[test]
+fn in_a_maintenance_window_findings_record_but_nobody_is_told_and_clocks_wait() {
+    use aftercare_collector::findings::record::Silence;
+    let d = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&d.path().join("a.db")).unwrap();
+    let t0 = aftercare_shared::time_fmt::now_millis() - 60 * MIN;
+    let h = register(&mut st, t0);
+    let (url, got) = receiver();
+    let hook: WebhookConfig = toml::from_str(&format!(
+        "name = \"ops\"\nurl = \"{url}\"\nretry_base = \"20ms\""
+    ))
+    .unwrap();
+    let notifier = Notifier::start(&[hook]).unwrap();
+    let policy = SlaPolicy::parse("[customers]\nacme = \"premium\"\n").unwrap();
+    let mut engine = Engine::new(
+        RuleSet::builtin(),
+        policy,
+        Duration::from_secs(24 * 3600),
+        &mut st,
+    );
+    // The disk is being swapped from t0 + 5 min to t0 + 65 min: its errors are expected.
+    let window_end = t0 + 65 * MIN;
+    st.add_silence(&Silence {
+        id: 0,
+        customer: "acme".into(),
+        host: Some("db1".into()),
+        starts: t0 + 5 * MIN,
+        ends: window_end,
+        reason: "disk swap".into(),
+        created_by: "ann".into(),
+        created_at: t0,
+    })
+    .unwrap();
+    for i in 0..60 {
+        st.commit(&[tick(h, i + 1, t0 + i as i64 * 10_000, 40.0)])
+            .unwrap();
+    }
+    st.commit(&[io_errors(h, 1, t0 + 9 * MIN)]).unwrap();
+    let now = t0 + 10 * MIN;
+    engine.pass(&mut st, now, Some(&notifier)).unwrap();
+    let open = st
+        .findings(&FindingFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let f = open
+        .iter()
+        .find(|f| f.rule == "disk-io-errors")
+        .expect("recorded in the window");
+    assert_eq!(f.opened_at, now);
+    assert_eq!(
+        f.sla_from, window_end,
+        "the clocks start when the window ends"
+    );
+    // premium L2: respond in 30 min, on 24x7.
+    assert_eq!(f.respond_by, Some(window_end + 30 * MIN));
+    // Well past 80 % of 30 minutes after it opened, but still in the window: no escalation.
+    engine
+        .pass(&mut st, now + 40 * MIN, Some(&notifier))
+        .unwrap();
+    let (_, timeline) = st.finding(f.id).unwrap().unwrap();
+    assert_eq!(
+        timeline.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Opened]
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        events_for(&got, "disk-io-errors").is_empty(),
+        "nobody is told in the window: {:?}",
+        got.lock().unwrap()
+    );
+    // Ended early: the window's end moves to now; later findings notify again.
+    st.end_silence(1, now + 41 * MIN).unwrap();
+    assert!(st.silences(now + 41 * MIN).unwrap().is_empty());
+    notifier.stop(Duration::from_secs(1));
+}

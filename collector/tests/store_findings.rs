@@ -3,7 +3,7 @@
 
 use aftercare_collector::findings::lifecycle::{self, EventKind, State};
 use aftercare_collector::findings::record::{
-    Change, FindingFilter, FindingKey, Observed, sla_flag,
+    Change, Clocks, FindingFilter, FindingKey, Observed, sla_flag,
 };
 use aftercare_collector::store::{HostHello, HostId, Store, StoreError, open_sqlite};
 use aftercare_shared::consent::ConsentRecord;
@@ -59,8 +59,11 @@ fn a_finding_lives_opens_updates_is_acknowledged_resolved_and_reopens() {
         .apply_finding(&Change::Open {
             key: k.clone(),
             observed: observed(1, T0, r#"{"used_pct":99.1}"#),
-            respond_by: Some(T0 + 15 * MIN),
-            restore_by: Some(T0 + 120 * MIN),
+            clocks: Clocks {
+                from: T0,
+                respond_by: Some(T0 + 15 * MIN),
+                restore_by: Some(T0 + 120 * MIN),
+            },
         })
         .unwrap();
     let f = st.finding_for(&k).unwrap().unwrap();
@@ -131,8 +134,11 @@ fn a_finding_lives_opens_updates_is_acknowledged_resolved_and_reopens() {
     st.apply_finding(&Change::Reopen {
         id,
         observed: observed(1, T0 + 40 * MIN, "{}"),
-        respond_by: Some(T0 + 55 * MIN),
-        restore_by: None,
+        clocks: Clocks {
+            from: T0 + 40 * MIN,
+            respond_by: Some(T0 + 55 * MIN),
+            restore_by: None,
+        },
     })
     .unwrap();
     st.apply_finding(&Change::AutoResolve {
@@ -180,8 +186,11 @@ fn findings_list_by_level_and_deadline_and_filter() {
         st.apply_finding(&Change::Open {
             key: k,
             observed: observed(level, T0, "{}"),
-            respond_by: Some(T0 + respond),
-            restore_by: None,
+            clocks: Clocks {
+                from: T0,
+                respond_by: Some(T0 + respond),
+                restore_by: None,
+            },
         })
         .unwrap()
     };

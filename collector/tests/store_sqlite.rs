@@ -841,7 +841,8 @@ fn logs_are_stored_once_and_filtered_by_time_severity_and_pattern() {
 }
 
 /// What schema 4 added (findings), dropped to turn a database back into an older schema.
-const UNDO_V4: &str = "DROP TABLE finding_events; DROP TABLE findings; DROP TABLE rules_state;";
+const UNDO_V4: &str =
+    "DROP TABLE finding_events; DROP TABLE findings; DROP TABLE silences; DROP TABLE rules_state;";
 
 #[test]
 fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {

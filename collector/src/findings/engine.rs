@@ -9,7 +9,9 @@
 //! collector still clears what cleared while it was down.
 
 use super::lifecycle::{self, Decision, Event, EventKind, Signal};
-use super::record::{Change, FindingFilter, FindingKey, FindingRow, Observed, sla_flag};
+use super::record::{
+    Change, Clocks, FindingFilter, FindingKey, FindingRow, Observed, Silence, clock_start, sla_flag,
+};
 use super::view::sla_of;
 use crate::notify::{Alert, AlertEvent, Clock, Notifier};
 use crate::rules::{self, HostInfo, LossEvent, Observations, RuleSet, Series, Transition};
@@ -108,6 +110,7 @@ impl Engine {
             )
         };
         self.state = eval.state;
+        let silences = st.silences(now)?;
         let mut stats = PassStats {
             hosts: hosts.len(),
             errors: eval.errors,
@@ -117,13 +120,18 @@ impl Engine {
             let Some((host, customer)) = ids.get(&t.key.host) else {
                 continue;
             };
-            if let Some(alert) = self.apply(st, *host, customer, t, &mut stats)?
+            let alert = self.apply(st, *host, customer, &silences, t, &mut stats)?;
+            // In a maintenance window the finding records, but nobody is told.
+            if let Some(alert) = alert
                 && let Some(n) = notify
+                && !silences
+                    .iter()
+                    .any(|s| s.covers(customer, &alert.host, t.at))
             {
                 n.send(&alert);
             }
         }
-        for alert in self.escalate(st, now, &mut stats)? {
+        for alert in self.escalate(st, now, &silences, &mut stats)? {
             if let Some(n) = notify {
                 n.send(&alert);
             }
@@ -141,6 +149,7 @@ impl Engine {
         st: &mut SqliteStore,
         host: HostId,
         customer: &str,
+        silences: &[Silence],
         t: &Transition,
         stats: &mut PassStats,
     ) -> Result<Option<Alert>, StoreError> {
@@ -169,39 +178,42 @@ impl Engine {
             evidence: serde_json::to_string(&t.evidence).unwrap_or_else(|_| "{}".into()),
             at: t.at,
         };
-        let deadlines = |at| {
+        // The clocks start now, or when the maintenance windows covering the host end.
+        let host_name = t.key.host.rsplit('/').next().unwrap_or(&t.key.host);
+        let clocks = || {
+            let from = clock_start(silences, customer, host_name, t.at);
             let sla = self.policy.finding_sla(
                 customer,
                 t.level,
                 crate::sla::FindingTimes {
-                    raised_at: at,
+                    raised_at: from,
                     acknowledged_at: None,
                     resolved_at: None,
                 },
-                at,
+                from,
             );
-            (Some(sla.respond.due), Some(sla.restore.due))
+            Clocks {
+                from,
+                respond_by: Some(sla.respond.due),
+                restore_by: Some(sla.restore.due),
+            }
         };
         let (id, event) = match decision {
             Decision::Nothing => return Ok(None),
             Decision::Open => {
-                let (respond_by, restore_by) = deadlines(t.at);
                 let id = st.apply_finding(&Change::Open {
                     key,
                     observed: observed(),
-                    respond_by,
-                    restore_by,
+                    clocks: clocks(),
                 })?;
                 stats.opened += 1;
                 (id, AlertEvent::Opened)
             }
             Decision::Reopen { id } => {
-                let (respond_by, restore_by) = deadlines(t.at);
                 st.apply_finding(&Change::Reopen {
                     id,
                     observed: observed(),
-                    respond_by,
-                    restore_by,
+                    clocks: clocks(),
                 })?;
                 stats.reopened += 1;
                 (id, AlertEvent::Reopened)
@@ -237,6 +249,7 @@ impl Engine {
         &self,
         st: &mut SqliteStore,
         now: UnixMillis,
+        silences: &[Silence],
         stats: &mut PassStats,
     ) -> Result<Vec<Alert>, StoreError> {
         let open = st.findings(&FindingFilter {
@@ -245,6 +258,10 @@ impl Engine {
         })?;
         let mut out = Vec::new();
         for f in open {
+            // No clock runs in a maintenance window (and none started before it ends).
+            if silences.iter().any(|s| s.covers(&f.customer, &f.host, now)) {
+                continue;
+            }
             let sla = sla_of(&f, &self.policy, now);
             for (clock, c, risk_flag, breach_flag) in [
                 (

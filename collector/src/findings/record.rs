@@ -55,6 +55,9 @@ pub struct FindingRow {
     /// SLA deadlines on the customer's contract calendar; `None`: no clock runs.
     pub respond_by: Option<UnixMillis>,
     pub restore_by: Option<UnixMillis>,
+    /// When the SLA clocks started: `opened_at`, or the end of the maintenance window the
+    /// finding opened in.
+    pub sla_from: UnixMillis,
     /// [`sla_flag`] bits.
     pub sla_sent: u8,
     pub evidence: String,
@@ -85,14 +88,12 @@ pub enum Change {
     Open {
         key: FindingKey,
         observed: Observed,
-        respond_by: Option<UnixMillis>,
-        restore_by: Option<UnixMillis>,
+        clocks: Clocks,
     },
     Reopen {
         id: i64,
         observed: Observed,
-        respond_by: Option<UnixMillis>,
-        restore_by: Option<UnixMillis>,
+        clocks: Clocks,
     },
     /// Still firing: last seen, level and evidence refreshed.
     Update {
@@ -115,6 +116,50 @@ pub enum Change {
         flag: u8,
         event: Event,
     },
+}
+
+/// When a finding's SLA clocks start and when they are due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clocks {
+    pub from: UnixMillis,
+    pub respond_by: Option<UnixMillis>,
+    pub restore_by: Option<UnixMillis>,
+}
+
+/// A maintenance window: findings of the customer's hosts (or of one host) still record,
+/// but notify nobody, and their SLA clocks start only when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silence {
+    pub id: i64,
+    pub customer: String,
+    /// `None`: every host of the customer.
+    pub host: Option<String>,
+    pub starts: UnixMillis,
+    pub ends: UnixMillis,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: UnixMillis,
+}
+
+impl Silence {
+    /// Does it cover `customer/host` at `at`?
+    pub fn covers(&self, customer: &str, host: &str, at: UnixMillis) -> bool {
+        self.customer == customer
+            && self.host.as_deref().is_none_or(|h| h == host)
+            && self.starts <= at
+            && at < self.ends
+    }
+}
+
+/// When the SLA clocks of a finding of `customer/host` raised at `at` start: at `at`, or
+/// when the windows covering it (one after another) end.
+pub fn clock_start(silences: &[Silence], customer: &str, host: &str, at: UnixMillis) -> UnixMillis {
+    let mut t = at;
+    // Windows may overlap or follow each other: keep moving while one covers `t`.
+    while let Some(s) = silences.iter().find(|s| s.covers(customer, host, t)) {
+        t = s.ends;
+    }
+    t
 }
 
 /// Which findings to list.

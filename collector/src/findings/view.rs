@@ -14,7 +14,7 @@ pub fn sla_of(f: &FindingRow, policy: &SlaPolicy, now: UnixMillis) -> FindingSla
         &f.customer,
         Level::from_number(f.level),
         FindingTimes {
-            raised_at: f.opened_at,
+            raised_at: f.sla_from,
             acknowledged_at: f.acknowledged.as_ref().map(|a| a.0),
             resolved_at: f.resolved.as_ref().map(|r| r.0),
         },
@@ -180,6 +180,7 @@ mod tests {
             resolved: None,
             respond_by: None,
             restore_by: None,
+            sla_from: opened_at,
             sla_sent: 0,
             evidence: "{}".into(),
         }

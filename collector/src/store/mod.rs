@@ -27,7 +27,7 @@ mod sqlite;
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_readonly};
 
 use crate::findings::lifecycle::Event;
-use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow};
+use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Severity, UnixMillis,
@@ -352,6 +352,12 @@ pub trait Store: Send {
     fn findings(&mut self, filter: &FindingFilter) -> Result<Vec<FindingRow>, StoreError>;
     /// One finding with its timeline, oldest entry first.
     fn finding(&mut self, id: i64) -> Result<Option<(FindingRow, Vec<Event>)>, StoreError>;
+    /// Add a maintenance window; its id.
+    fn add_silence(&mut self, s: &Silence) -> Result<i64, StoreError>;
+    /// Maintenance windows that end after `after`, by start.
+    fn silences(&mut self, after: UnixMillis) -> Result<Vec<Silence>, StoreError>;
+    /// End a maintenance window at `at`.
+    fn end_silence(&mut self, id: i64, at: UnixMillis) -> Result<(), StoreError>;
     /// The rules engine's state as last saved (JSON), if any.
     fn rules_state(&mut self) -> Result<Option<String>, StoreError>;
     fn save_rules_state(&mut self, json: &str) -> Result<(), StoreError>;

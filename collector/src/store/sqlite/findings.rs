@@ -3,7 +3,7 @@
 
 use super::SqliteStore;
 use crate::findings::lifecycle::{Event, EventKind, State};
-use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Observed};
+use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Observed, Silence};
 use crate::store::StoreError;
 use aftercare_shared::model::UnixMillis;
 use rusqlite::{OptionalExtension, Row, Transaction, params};
@@ -28,6 +28,8 @@ CREATE TABLE findings (
     resolved_at    INTEGER,
     resolved_by    TEXT,                       -- NULL when resolved: auto-resolved
     resolution     TEXT,
+    sla_from       INTEGER NOT NULL,           -- when the SLA clocks started: opened_at, or
+                                               -- the end of a maintenance window it opened in
     respond_by     INTEGER,                    -- SLA deadlines; NULL: no clock runs
     restore_by     INTEGER,
     sla_sent       INTEGER NOT NULL DEFAULT 0, -- findings::record::sla_flag bits
@@ -46,6 +48,19 @@ CREATE TABLE finding_events (
     PRIMARY KEY (finding_id, seq)
 ) WITHOUT ROWID;
 
+-- Maintenance windows: findings still record, but notify nobody and their SLA clocks do
+-- not run until the window ends.
+CREATE TABLE silences (
+    id         INTEGER PRIMARY KEY,
+    customer   TEXT NOT NULL,
+    host       TEXT,                             -- NULL: every host of the customer
+    starts     INTEGER NOT NULL,
+    ends       INTEGER NOT NULL,
+    reason     TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
 -- The rules engine's memory between evaluations (pending `for` timers, what is raised), so
 -- that a restarted collector still clears what cleared while it was down.
 CREATE TABLE rules_state (
@@ -57,7 +72,7 @@ CREATE TABLE rules_state (
 const COLUMNS: &str = "f.id, f.host_id, h.customer, h.host, f.rule, f.subject, f.level, f.category,
     f.title, f.recommendation, f.state, f.opened_at, f.last_seen, f.acked_at, f.acked_by,
     f.resolved_at, f.resolved_by, f.resolution, f.respond_by, f.restore_by, f.sla_sent,
-    f.evidence";
+    f.evidence, f.sla_from";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<FindingRow> {
     let state: String = r.get(10)?;
@@ -89,6 +104,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<FindingRow> {
         restore_by: r.get(19)?,
         sla_sent: r.get::<_, i64>(20)? as u8,
         evidence: r.get(21)?,
+        sla_from: r.get(22)?,
     })
 }
 
@@ -177,14 +193,13 @@ impl SqliteStore {
             Change::Open {
                 key,
                 observed: o,
-                respond_by,
-                restore_by,
+                clocks,
             } => {
                 tx.prepare_cached(
                     "INSERT INTO findings (host_id, rule, subject, level, category, title,
-                        recommendation, state, opened_at, last_seen, respond_by, restore_by,
-                        evidence)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?8, ?9, ?10, ?11)",
+                        recommendation, state, opened_at, last_seen, sla_from, respond_by,
+                        restore_by, evidence)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -196,8 +211,9 @@ impl SqliteStore {
                         o.title,
                         o.recommendation,
                         o.at,
-                        respond_by,
-                        restore_by,
+                        clocks.from,
+                        clocks.respond_by,
+                        clocks.restore_by,
                         o.evidence
                     ])
                 })
@@ -209,17 +225,23 @@ impl SqliteStore {
             Change::Reopen {
                 id,
                 observed: o,
-                respond_by,
-                restore_by,
+                clocks,
             } => {
                 let n = tx
                     .prepare_cached(
                         "UPDATE findings SET state = 'open', acked_at = NULL, acked_by = NULL,
                             resolved_at = NULL, resolved_by = NULL, resolution = NULL,
-                            respond_by = ?2, restore_by = ?3, sla_sent = 0
+                            sla_from = ?2, respond_by = ?3, restore_by = ?4, sla_sent = 0
                          WHERE id = ?1",
                     )
-                    .and_then(|mut s| s.execute(params![id, respond_by, restore_by]))
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            id,
+                            clocks.from,
+                            clocks.respond_by,
+                            clocks.restore_by
+                        ])
+                    })
                     .map_err(&err)?;
                 if n == 0 {
                     return Err(missing(*id));
@@ -322,6 +344,76 @@ impl SqliteStore {
         };
         tx.commit().map_err(&err)?;
         Ok(id)
+    }
+
+    pub(in crate::store) fn insert_silence(&mut self, s: &Silence) -> Result<i64, StoreError> {
+        self.writable("adding a maintenance window")?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO silences (customer, host, starts, ends, reason, created_by, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    s.customer,
+                    s.host,
+                    s.starts,
+                    s.ends,
+                    s.reason,
+                    s.created_by,
+                    s.created_at
+                ])
+            })
+            .map_err(self.cx.sql("adding a maintenance window"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Windows that end after `after`, by start.
+    pub(in crate::store) fn select_silences(
+        &self,
+        after: UnixMillis,
+    ) -> Result<Vec<Silence>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, customer, host, starts, ends, reason, created_by, created_at
+                 FROM silences WHERE ends > ?1 ORDER BY starts, id",
+            )
+            .and_then(|mut st| {
+                st.query_map([after], |r| {
+                    Ok(Silence {
+                        id: r.get(0)?,
+                        customer: r.get(1)?,
+                        host: r.get(2)?,
+                        starts: r.get(3)?,
+                        ends: r.get(4)?,
+                        reason: r.get(5)?,
+                        created_by: r.get(6)?,
+                        created_at: r.get(7)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(self.cx.sql("listing maintenance windows"))
+    }
+
+    /// End a window at `at` (no earlier than its start).
+    pub(in crate::store) fn close_silence(
+        &mut self,
+        id: i64,
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.writable("ending a maintenance window")?;
+        let n = self
+            .conn
+            .prepare_cached("UPDATE silences SET ends = max(starts, min(ends, ?2)) WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id, at]))
+            .map_err(self.cx.sql("ending a maintenance window"))?;
+        if n == 0 {
+            return Err(StoreError::Invalid(format!(
+                "no maintenance window {id}: `aftercare-collector silence list` shows them"
+            )));
+        }
+        Ok(())
     }
 
     pub(in crate::store) fn load_rules_state(&self) -> Result<Option<String>, StoreError> {

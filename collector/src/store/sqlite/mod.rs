@@ -20,7 +20,7 @@ use super::{
     compaction_cutoff,
 };
 use crate::findings::lifecycle::Event;
-use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow};
+use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::logblock::{self, RecordRef, Summary, Unpacker};
 use aftercare_shared::model::{LogRecord, LossReport, MetricKind, Severity, UnixMillis};
@@ -1150,6 +1150,18 @@ impl Store for SqliteStore {
 
     fn finding(&mut self, id: i64) -> Result<Option<(FindingRow, Vec<Event>)>, StoreError> {
         self.finding_with_timeline(id)
+    }
+
+    fn add_silence(&mut self, s: &Silence) -> Result<i64, StoreError> {
+        self.insert_silence(s)
+    }
+
+    fn silences(&mut self, after: UnixMillis) -> Result<Vec<Silence>, StoreError> {
+        self.select_silences(after)
+    }
+
+    fn end_silence(&mut self, id: i64, at: UnixMillis) -> Result<(), StoreError> {
+        self.close_silence(id, at)
     }
 
     fn rules_state(&mut self) -> Result<Option<String>, StoreError> {
