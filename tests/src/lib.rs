@@ -282,3 +282,57 @@ pub fn stored_logs(f: &Fixture, host: &str) -> Vec<aftercare_shared::model::LogR
     };
     st.logs(host, &filter).unwrap_or_default()
 }
+
+/// A webhook receiver on 127.0.0.1: takes every POST, answers 200, keeps the JSON bodies.
+/// Its thread lives as long as the test process.
+pub struct Receiver {
+    pub url: String,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).is_ok()
+                    && let Ok(v) = serde_json::from_slice(&body)
+                {
+                    g.lock().unwrap().push(v);
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Receiver { url, got }
+    }
+
+    /// The events (`opened`, `resolved`...) heard about findings of `rule`, in order.
+    pub fn events_for(&self, rule: &str) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["finding"]["rule"] == rule)
+            .map(|v| v["event"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}

@@ -5,52 +5,8 @@
 
 use aftercare_shared::consent::Scope;
 use aftercare_tests::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::io::Write;
 use std::time::{Duration, Instant};
-
-/// Takes every POST, answers 200, keeps the JSON bodies.
-fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_ok()
-                && let Ok(v) = serde_json::from_slice(&body)
-            {
-                g.lock().unwrap().push(v);
-            }
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
-}
-
-fn heard(got: &Mutex<Vec<serde_json::Value>>, rule: &str) -> Vec<String> {
-    got.lock()
-        .unwrap()
-        .iter()
-        .filter(|v| v["finding"]["rule"] == rule)
-        .map(|v| v["event"].as_str().unwrap_or("").to_string())
-        .collect()
-}
 
 /// The state of the newest finding of `rule` (None: there is none).
 fn finding_state(f: &Fixture, rule: &str) -> Option<String> {
@@ -82,7 +38,8 @@ fn wait(what: &str, f: &Fixture, mut cond: impl FnMut() -> bool) -> Duration {
 fn a_log_line_and_a_silent_agent_become_findings_and_the_webhook_hears_each_change() {
     let port = free_udp_port();
     let f = Fixture::with_listen(&format!("127.0.0.1:{port}"));
-    let (url, got) = receiver();
+    let hooks = Receiver::start();
+    let url = &hooks.url;
     // Rules made for a test's patience: a host is silent after 3 s (its interval is 1 s).
     std::fs::write(
         f.dir.path().join("rules.toml"),
@@ -155,9 +112,10 @@ recommendation = "Check the disk."
     });
     eprintln!("log line to finding: {took:?}");
     wait("the webhook to hear it", &f, || {
-        heard(&got, "disk-io-errors") == ["opened"]
+        hooks.events_for("disk-io-errors") == ["opened"]
     });
-    let v = got
+    let v = hooks
+        .got
         .lock()
         .unwrap()
         .iter()
@@ -183,7 +141,7 @@ recommendation = "Check the disk."
         finding_state(&f, "host-silent").as_deref() == Some("resolved")
     });
     wait("the webhook to hear the host story", &f, || {
-        heard(&got, "host-silent") == ["opened", "resolved"]
+        hooks.events_for("host-silent") == ["opened", "resolved"]
     });
     // The disk finding stays: the error line is still within its window.
     assert_eq!(finding_state(&f, "disk-io-errors").as_deref(), Some("open"));

@@ -95,6 +95,21 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 8] = [
+        EventKind::Opened,
+        EventKind::Reopened,
+        EventKind::LevelChanged,
+        EventKind::Acknowledged,
+        EventKind::Resolved,
+        EventKind::AutoResolved,
+        EventKind::AtRisk,
+        EventKind::Breached,
+    ];
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Opened => "opened",

@@ -108,23 +108,6 @@ fn row(r: &Row<'_>) -> rusqlite::Result<FindingRow> {
     })
 }
 
-fn kind_from(s: &str) -> EventKind {
-    use EventKind::*;
-    [
-        Opened,
-        Reopened,
-        LevelChanged,
-        Acknowledged,
-        Resolved,
-        AutoResolved,
-        AtRisk,
-        Breached,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == s)
-    .unwrap_or(Opened)
-}
-
 fn add_event(tx: &Transaction<'_>, id: i64, e: &Event) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO finding_events (finding_id, seq, at, kind, by, note)
@@ -484,9 +467,16 @@ impl SqliteStore {
             .and_then(|mut s| {
                 s.query_map(params![id], |r| {
                     let kind: String = r.get(1)?;
+                    let kind = EventKind::parse(&kind).ok_or_else(|| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            1,
+                            rusqlite::types::Type::Text,
+                            format!("unknown timeline event '{kind}'").into(),
+                        )
+                    })?;
                     Ok(Event {
                         at: r.get(0)?,
-                        kind: kind_from(&kind),
+                        kind,
                         by: r.get(2)?,
                         note: r.get(3)?,
                     })

@@ -17,9 +17,7 @@ use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Sample, Severity,
 };
 use aftercare_shared::protocol::{Identity, StreamId};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use aftercare_tests::Receiver;
 use std::time::{Duration, Instant};
 
 const MIN: i64 = 60_000;
@@ -113,48 +111,6 @@ fn io_errors(host: HostId, seq: u64, ts: i64) -> PendingBatch {
     }
 }
 
-/// Takes every POST, answers 200, keeps the bodies.
-fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_ok()
-                && let Ok(v) = serde_json::from_slice(&body)
-            {
-                g.lock().unwrap().push(v);
-            }
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
-}
-
-fn events_for(got: &Mutex<Vec<serde_json::Value>>, rule: &str) -> Vec<String> {
-    got.lock()
-        .unwrap()
-        .iter()
-        .filter(|v| v["finding"]["rule"] == rule)
-        .map(|v| v["event"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(10);
     while !cond() {
@@ -170,7 +126,8 @@ fn rules_raise_findings_once_escalate_and_resolve_with_the_webhook_told() {
     // Now-ish, so that the consent granted "yesterday" is in force.
     let t0 = aftercare_shared::time_fmt::now_millis() - 60 * MIN;
     let h = register(&mut st, t0);
-    let (url, got) = receiver();
+    let hooks = Receiver::start();
+    let url = &hooks.url;
     let hook: WebhookConfig = toml::from_str(&format!(
         "name = \"ops\"\nurl = \"{url}\"\nretry_base = \"20ms\""
     ))
@@ -241,8 +198,8 @@ fn rules_raise_findings_once_escalate_and_resolve_with_the_webhook_told() {
     assert_eq!(fs.restore_by, Some(now + 120 * MIN));
     assert!(fs.evidence.contains("summary"), "{}", fs.evidence);
     wait_for("the opened webhooks", || {
-        events_for(&got, "fs-full") == ["opened"]
-            && events_for(&got, "disk-io-errors") == ["opened"]
+        hooks.events_for("fs-full") == ["opened"]
+            && hooks.events_for("disk-io-errors") == ["opened"]
     });
 
     // The same again a minute later: updated at most, never a second finding.
@@ -311,8 +268,8 @@ fn rules_raise_findings_once_escalate_and_resolve_with_the_webhook_told() {
     assert_eq!(fs_now.state, State::Resolved, "/var at 40 % clears fs-full");
     assert_eq!(fs_now.resolved.as_ref().unwrap().1, None, "auto-resolved");
     wait_for("the webhook's whole story", || {
-        events_for(&got, "fs-full") == ["opened", "at_risk", "breached", "resolved"]
-            && events_for(&got, "host-silent") == ["opened", "breached", "resolved"]
+        hooks.events_for("fs-full") == ["opened", "at_risk", "breached", "resolved"]
+            && hooks.events_for("host-silent") == ["opened", "breached", "resolved"]
     });
 
     // The engine's memory survives a restart: a new engine resumes, nothing is re-raised.
@@ -336,7 +293,8 @@ fn in_a_maintenance_window_findings_record_but_nobody_is_told_and_clocks_wait() 
     let mut st = open_sqlite(&d.path().join("a.db")).unwrap();
     let t0 = aftercare_shared::time_fmt::now_millis() - 60 * MIN;
     let h = register(&mut st, t0);
-    let (url, got) = receiver();
+    let hooks = Receiver::start();
+    let url = &hooks.url;
     let hook: WebhookConfig = toml::from_str(&format!(
         "name = \"ops\"\nurl = \"{url}\"\nretry_base = \"20ms\""
     ))
@@ -397,9 +355,9 @@ fn in_a_maintenance_window_findings_record_but_nobody_is_told_and_clocks_wait() 
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        events_for(&got, "disk-io-errors").is_empty(),
+        hooks.events_for("disk-io-errors").is_empty(),
         "nobody is told in the window: {:?}",
-        got.lock().unwrap()
+        hooks.got.lock().unwrap()
     );
     // Ended early: the window's end moves to now; later findings notify again.
     st.end_silence(1, now + 41 * MIN).unwrap();
