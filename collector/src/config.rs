@@ -47,6 +47,51 @@ pub struct CollectorConfig {
     pub rules_file: PathBuf,
     #[serde(default)]
     pub findings: FindingsConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// How long each tier of data is kept (see `store::Retention`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Raw points.
+    #[serde(with = "aftercare_shared::config::duration")]
+    pub raw: Duration,
+    /// 5-minute rollups (then folded into hourly ones).
+    #[serde(with = "aftercare_shared::config::duration")]
+    pub five_minutes: Duration,
+    /// Hourly rollups.
+    #[serde(with = "aftercare_shared::config::duration")]
+    pub hourly: Duration,
+    /// Log lines.
+    #[serde(with = "aftercare_shared::config::duration")]
+    pub logs: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let d = crate::store::Retention::default();
+        let dur = |ms: i64| Duration::from_millis(ms as u64);
+        RetentionConfig {
+            raw: dur(d.raw_ms),
+            five_minutes: dur(d.five_minutes_ms),
+            hourly: dur(d.hourly_ms),
+            logs: dur(d.logs_ms),
+        }
+    }
+}
+
+impl RetentionConfig {
+    pub fn to_store(&self) -> crate::store::Retention {
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        crate::store::Retention {
+            raw_ms: ms(self.raw),
+            five_minutes_ms: ms(self.five_minutes),
+            hourly_ms: ms(self.hourly),
+            logs_ms: ms(self.logs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +264,22 @@ impl CollectorConfig {
         if f.reopen_within > Duration::from_secs(90 * 86400) {
             return Err("findings.reopen_within must be at most 90d".into());
         }
+        let r = &self.retention;
+        // The built-in forecasts fit a day of raw points.
+        if r.raw < Duration::from_secs(2 * 86400) {
+            return Err(
+                "retention.raw must be at least 2d: forecast rules read a day of raw points".into(),
+            );
+        }
+        if r.five_minutes < r.raw || r.hourly < r.five_minutes {
+            return Err(
+                "retention: keep raw <= five_minutes <= hourly (each tier outlives the finer one)"
+                    .into(),
+            );
+        }
+        if r.logs < Duration::from_secs(86400) {
+            return Err("retention.logs must be at least 1d".into());
+        }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
             return Err(format!(
                 "log_level = '{}': use error, warn, info, debug or trace",
@@ -271,6 +332,12 @@ mod tests {
         assert!(e.to_string().contains("ingest.queue_depth"), "{e}");
         let e = CollectorConfig::parse("lsiten = 1\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("lsiten"), "{e}");
+        let e =
+            CollectorConfig::parse("[retention]\nraw = \"1d\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("retention.raw"), "{e}");
+        let e = CollectorConfig::parse("[retention]\nhourly = \"30d\"\n", Path::new("c.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("five_minutes <= hourly"), "{e}");
         let e = CollectorConfig::parse(
             "[[webhooks]]\nname = \"ops\"\nurl = \"https://h\"\nlevels = [\"L9\"]\n",
             Path::new("c.toml"),

@@ -72,6 +72,7 @@ impl Collector {
                 max_batches_per_commit: ing.max_batches_per_commit,
                 queue_depth: ing.queue_depth,
                 compact_every: ing.compact_every,
+                retention: self.cfg.retention.to_store(),
             },
         );
         // Findings: their own thread and database handle, so evaluation never holds up

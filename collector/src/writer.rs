@@ -86,7 +86,13 @@ pub struct WriterOptions {
     pub max_batches_per_commit: usize,
     pub queue_depth: usize,
     pub compact_every: Duration,
+    pub retention: crate::store::Retention,
 }
+
+/// How often retention runs (it has little to do between two runs).
+const RETAIN_EVERY: Duration = Duration::from_secs(3600);
+/// Host-hours folded per retention step: a few ms each, so commits never wait long.
+const RETAIN_STEP: usize = 200;
 
 /// Start the writer thread. It runs until every handle is dropped, then commits what is
 /// queued and returns.
@@ -100,16 +106,29 @@ pub fn spawn(
         .name("store-writer".into())
         .spawn(move || {
             let mut last_compact = Instant::now();
-            // Compaction runs in steps, only while no request is waiting: ingest first.
+            // Compaction (then retention) runs in steps, only while no request is waiting:
+            // ingest first.
             let mut compacting = false;
+            let mut retaining = false;
+            let mut last_retain: Option<Instant> = None;
             let mut batches: Vec<PendingBatch> = Vec::new();
             let mut replies: Vec<Reply<CommitOutcome>> = Vec::new();
             loop {
-                let first = if compacting {
+                let first = if compacting || retaining {
                     match rx.try_recv() {
                         Ok(r) => r,
                         Err(mpsc::error::TryRecvError::Empty) => {
-                            compacting = compact_step(store.as_mut());
+                            if compacting {
+                                compacting = compact_step(store.as_mut());
+                                // Retention after a finished compaction, at most hourly.
+                                retaining = !compacting
+                                    && last_retain.is_none_or(|t| t.elapsed() >= RETAIN_EVERY);
+                                if retaining {
+                                    last_retain = Some(Instant::now());
+                                }
+                            } else {
+                                retaining = retain_step(store.as_mut(), &opts.retention);
+                            }
                             continue;
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -174,6 +193,28 @@ fn commit_group(
 
 /// Samples per compaction step: about 50 ms of work, so acknowledgements never wait long.
 const COMPACT_STEP: u64 = 200_000;
+
+/// One step of retention; true if there is more to do.
+fn retain_step(store: &mut dyn Store, r: &crate::store::Retention) -> bool {
+    match store.retain_some(now_millis(), r, RETAIN_STEP) {
+        Ok(stats) => {
+            if stats != crate::store::RetentionStats::default() {
+                info!(
+                    raw_hours = stats.raw_hours,
+                    folded_hours = stats.folded_hours,
+                    rollup_hours = stats.rollup_hours,
+                    log_batches = stats.log_batches,
+                    "retention applied"
+                );
+            }
+            stats.more
+        }
+        Err(e) => {
+            error!("retention failed: {e}");
+            false
+        }
+    }
+}
 
 /// One step of compaction; true if there is more to do.
 fn compact_step(store: &mut dyn Store) -> bool {
@@ -268,6 +309,7 @@ mod tests {
                 max_batches_per_commit: 16,
                 queue_depth: 64,
                 compact_every: Duration::from_secs(3600),
+                retention: crate::store::Retention::default(),
             },
         );
         let id = Identity {

@@ -840,9 +840,11 @@ fn logs_are_stored_once_and_filtered_by_time_severity_and_pattern() {
     );
 }
 
-/// What schema 4 added (findings), dropped to turn a database back into an older schema.
-const UNDO_V4: &str =
-    "DROP TABLE finding_events; DROP TABLE findings; DROP TABLE silences; DROP TABLE rules_state;";
+/// What schemas 5 (retention tiers) and 4 (findings) added, dropped to turn a database back
+/// into an older schema.
+const UNDO_V4_V5: &str = "DROP INDEX rollups_by_age; DROP INDEX logs_by_age;
+    ALTER TABLE rollups DROP COLUMN minutes;
+    DROP TABLE finding_events; DROP TABLE findings; DROP TABLE silences; DROP TABLE rules_state;";
 
 #[test]
 fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
@@ -857,7 +859,7 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(&format!(
-            "{UNDO_V4} DROP TABLE logs; DROP TABLE stream_loss; PRAGMA user_version = 1;"
+            "{UNDO_V4_V5} DROP TABLE logs; DROP TABLE stream_loss; PRAGMA user_version = 1;"
         ))
         .unwrap();
     }
@@ -900,7 +902,7 @@ fn a_version_2_database_is_upgraded_in_place_keeping_its_data() {
         .unwrap();
         c.execute("UPDATE logs SET data = ?1", [plain]).unwrap();
         c.execute_batch(&format!(
-            "{UNDO_V4}
+            "{UNDO_V4_V5}
              DROP TABLE stream_loss;
              DROP INDEX logs_host_time;
              ALTER TABLE logs DROP COLUMN codec;
@@ -1245,4 +1247,124 @@ impl DataLen for PendingBatch {
             BatchData::Metrics(_) => Vec::new(),
         }
     }
+}
+
+#[test]
+fn retention_drops_raw_hours_folds_old_rollups_to_hourly_and_drops_what_is_past_every_tier() {
+    use aftercare_collector::store::{Resolution, Retention};
+    let d = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&db(&d)).unwrap();
+    let h = register(&mut st, "acme", "db1", T0);
+    const DAY: i64 = 24 * HOUR_MS;
+    let now = T0 + 1000 * DAY;
+    // An hour of ticks (every 30 s) at each age: recent, past raw, past 5-minute, past all.
+    let ages = [DAY, 20 * DAY, 100 * DAY, 800 * DAY];
+    let mut seq = 0;
+    for age in ages {
+        let hour = (now - age) / HOUR_MS * HOUR_MS;
+        let batches: Vec<_> = (0..120)
+            .map(|k| {
+                seq += 1;
+                tick(h, seq, hour + k * 30_000)
+            })
+            .collect();
+        st.commit(&batches).unwrap();
+    }
+    st.commit(&[log_batch(
+        h,
+        1,
+        &[(now - 200 * DAY, Severity::Error, "old")],
+    )])
+    .unwrap();
+    st.commit(&[log_batch(h, 2, &[(now - DAY, Severity::Error, "new")])])
+        .unwrap();
+    st.compact(now).unwrap();
+    let hour_of = |age: i64| (now - age) / HOUR_MS * HOUR_MS;
+    let raw = |st: &mut dyn Store, age: i64| {
+        st.query(
+            "db1",
+            Some("cpu.total"),
+            hour_of(age),
+            hour_of(age) + HOUR_MS,
+        )
+        .unwrap()
+        .iter()
+        .map(|s| s.points.len())
+        .sum::<usize>()
+    };
+    let rollup = |st: &mut dyn Store, res: Resolution, age: i64| {
+        st.rollups(
+            "db1",
+            Some("cpu.total"),
+            res,
+            hour_of(age),
+            hour_of(age) + HOUR_MS,
+        )
+        .unwrap()
+        .into_iter()
+        .flat_map(|s| s.buckets)
+        .collect::<Vec<_>>()
+    };
+    let hourly_before = rollup(&mut st, Resolution::Hour, 100 * DAY);
+    assert_eq!(hourly_before.len(), 1);
+    assert_eq!(
+        rollup(&mut st, Resolution::FiveMinutes, 100 * DAY).len(),
+        12
+    );
+
+    // Small steps, as the writer takes them.
+    let mut total = aftercare_collector::store::RetentionStats::default();
+    loop {
+        let s = st.retain_some(now, &Retention::default(), 1).unwrap();
+        total.raw_hours += s.raw_hours;
+        total.folded_hours += s.folded_hours;
+        total.rollup_hours += s.rollup_hours;
+        total.log_batches += s.log_batches;
+        if !s.more {
+            break;
+        }
+    }
+    assert_eq!(
+        (
+            total.raw_hours,
+            total.folded_hours,
+            total.rollup_hours,
+            total.log_batches
+        ),
+        (3, 1, 1, 1),
+        "{total:?}"
+    );
+    assert_eq!(raw(&mut st, DAY), 120, "recent raw points stay");
+    assert_eq!(raw(&mut st, 20 * DAY), 0, "raw points past 14 days go");
+    assert_eq!(rollup(&mut st, Resolution::FiveMinutes, 20 * DAY).len(), 12);
+    assert!(
+        rollup(&mut st, Resolution::FiveMinutes, 100 * DAY).is_empty(),
+        "past 90 days only hourly aggregates remain"
+    );
+    assert_eq!(
+        rollup(&mut st, Resolution::Hour, 100 * DAY),
+        hourly_before,
+        "folding keeps the hour's count, min, max and sum"
+    );
+    assert!(
+        rollup(&mut st, Resolution::Hour, 800 * DAY).is_empty(),
+        "past 2 years: gone"
+    );
+    let all = LogFilter {
+        since: 0,
+        until: i64::MAX,
+        ..Default::default()
+    };
+    let lines: Vec<String> = st
+        .logs("db1", &all)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.line)
+        .collect();
+    assert_eq!(lines, ["new"]);
+    // Nothing more to do the second time.
+    assert_eq!(
+        st.retain_some(now, &Retention::default(), 100).unwrap(),
+        Default::default()
+    );
 }

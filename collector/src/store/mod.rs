@@ -217,6 +217,45 @@ pub struct SeriesRollups {
     pub buckets: Vec<Bucket>,
 }
 
+/// How long each tier is kept. Raw points answer recent questions exactly; 5-minute
+/// rollups serve rules and reports over weeks; hourly rollups serve years of trends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub raw_ms: i64,
+    pub five_minutes_ms: i64,
+    pub hourly_ms: i64,
+    /// Log batches, by their newest line.
+    pub logs_ms: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: i64 = 24 * HOUR_MS;
+        Retention {
+            raw_ms: 14 * DAY,
+            five_minutes_ms: 90 * DAY,
+            hourly_ms: 730 * DAY,
+            // A quarterly report reads a quarter of logs, with a margin.
+            logs_ms: 120 * DAY,
+        }
+    }
+}
+
+/// What one retention call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionStats {
+    /// Host-hours of raw points removed.
+    pub raw_hours: u64,
+    /// Host-hours of 5-minute rollups folded into hourly ones.
+    pub folded_hours: u64,
+    /// Host-hours of rollups removed.
+    pub rollup_hours: u64,
+    /// Log batches removed.
+    pub log_batches: u64,
+    /// The call stopped at its budget: call again to finish.
+    pub more: bool,
+}
+
 /// What one compaction call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompactStats {
@@ -344,6 +383,15 @@ pub trait Store: Send {
         until: UnixMillis,
     ) -> Result<Vec<SeriesRollups>, StoreError>;
     fn stats(&mut self) -> Result<StoreStats, StoreError>;
+    /// Apply `r` at `now`: drop raw hours and log batches past their age, fold 5-minute
+    /// rollups past theirs into hourly ones (at most `budget` host-hours per call), drop
+    /// rollups past the hourly tier. One transaction per call.
+    fn retain_some(
+        &mut self,
+        now: UnixMillis,
+        r: &Retention,
+        budget: usize,
+    ) -> Result<RetentionStats, StoreError>;
     /// The key's finding that is not resolved, else its most recently resolved one.
     fn finding_for(&mut self, key: &FindingKey) -> Result<Option<FindingRow>, StoreError>;
     /// Apply one change with its timeline entry, in one transaction; the finding's id.

@@ -16,8 +16,8 @@ use super::query::{self, Agg, HostName, MetricFilter};
 use super::{
     BatchData, Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats, HOUR_MS, HostHello, HostId,
     HostStatus, Latest, LogFilter, ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution,
-    SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, UNATTRIBUTED,
-    compaction_cutoff,
+    Retention, RetentionStats, SeriesId, SeriesPoints, SeriesRollups, Store, StoreError,
+    StoreStats, UNATTRIBUTED, compaction_cutoff,
 };
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
@@ -37,7 +37,22 @@ const APPLICATION_ID: i32 = 0x4166_7443;
 
 /// Schema versions: entry `i` takes a database from version `i` to `i + 1`. Append only;
 /// never edit one that has been released.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, findings::SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1,
+    SCHEMA_V2,
+    SCHEMA_V3,
+    findings::SCHEMA_V4,
+    SCHEMA_V5,
+];
+
+/// Retention tiers: rollup rows older than the 5-minute tier are folded into one hourly
+/// aggregate per series (bucket 0 of the same encoding), and `minutes` says which a row is.
+/// Log batches are dropped by their newest line.
+const SCHEMA_V5: &str = "
+ALTER TABLE rollups ADD COLUMN minutes INTEGER NOT NULL DEFAULT 5;
+CREATE INDEX rollups_by_age ON rollups (minutes, hour);
+CREATE INDEX logs_by_age ON logs (ts_max);
+";
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -1622,9 +1637,19 @@ impl Store for SqliteStore {
             max: a.max,
             sum: a.sum,
         };
+        // Hours folded to hourly aggregates have no 5-minute buckets to give.
+        let sql = match resolution {
+            Resolution::FiveMinutes => {
+                "SELECT hour, data FROM rollups
+                 WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 AND minutes = 5 ORDER BY hour"
+            }
+            Resolution::Hour => {
+                "SELECT hour, data FROM rollups
+                 WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 ORDER BY hour"
+            }
+        };
         self.for_each_blob(
-            "SELECT hour, data FROM rollups
-             WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 ORDER BY hour",
+            sql,
             params![host, since.saturating_sub(HOUR_MS), until],
             &err,
             |hour| format!("rollups of host {host} at hour {hour}"),
@@ -1672,6 +1697,79 @@ impl Store for SqliteStore {
                 buckets: b,
             })
             .collect())
+    }
+
+    fn retain_some(
+        &mut self,
+        now: UnixMillis,
+        r: &Retention,
+        budget: usize,
+    ) -> Result<RetentionStats, StoreError> {
+        self.writable("applying retention")?;
+        let err = self.cx.sql("applying retention");
+        let cx = self.cx.clone();
+        let tx = self.conn.transaction().map_err(&err)?;
+        let mut stats = RetentionStats::default();
+        // Whole hours only: an hour goes once all of it is past the cutoff.
+        let hour_cut = |age: i64| now.saturating_sub(age).saturating_sub(HOUR_MS);
+        stats.raw_hours = tx
+            .execute("DELETE FROM chunks WHERE hour <= ?1", [hour_cut(r.raw_ms)])
+            .map_err(&err)? as u64;
+        // Late data older than the raw tier would only be compacted to be deleted.
+        tx.execute(
+            "DELETE FROM staging WHERE ts < ?1",
+            [now.saturating_sub(r.raw_ms)],
+        )
+        .map_err(&err)?;
+        stats.rollup_hours = tx
+            .execute(
+                "DELETE FROM rollups WHERE hour <= ?1",
+                [hour_cut(r.hourly_ms)],
+            )
+            .map_err(&err)? as u64;
+        stats.log_batches = tx
+            .execute(
+                "DELETE FROM logs WHERE ts_max < ?1",
+                [now.saturating_sub(r.logs_ms)],
+            )
+            .map_err(&err)? as u64;
+        let old: Vec<(HostId, i64, Vec<u8>)> = tx
+            .prepare(
+                "SELECT host_id, hour, data FROM rollups WHERE minutes = 5 AND hour <= ?1
+                 ORDER BY hour LIMIT ?2",
+            )
+            .and_then(|mut st| {
+                st.query_map(
+                    params![hour_cut(r.five_minutes_ms), budget as i64 + 1],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )?
+                .collect()
+            })
+            .map_err(&err)?;
+        stats.more = old.len() > budget;
+        for (host, hour, data) in old.into_iter().take(budget) {
+            let what = || format!("rollups of host {host} at hour {hour}");
+            let mut series = chunk::decode_rollups(&data).map_err(|e| cx.corrupt(what(), e))?;
+            for s in &mut series {
+                let mut all = s.buckets.iter().flatten();
+                let merged = all.next().map(|first| {
+                    let mut a = *first;
+                    all.for_each(|b| a.merge(b));
+                    a
+                });
+                s.buckets = Default::default();
+                s.buckets[0] = merged;
+            }
+            let folded = chunk::encode_rollups(&series).map_err(|e| cx.corrupt(what(), e))?;
+            tx.execute(
+                "UPDATE rollups SET data = ?3, minutes = 60 WHERE host_id = ?1 AND hour = ?2",
+                params![host, hour, folded],
+            )
+            .map_err(&err)?;
+            stats.folded_hours += 1;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(stats)
     }
 
     fn stats(&mut self) -> Result<StoreStats, StoreError> {
