@@ -16,8 +16,10 @@ use super::view::sla_of;
 use crate::notify::{Alert, AlertEvent, Clock, Notifier};
 use crate::rules::{self, HostInfo, LossEvent, Observations, RuleSet, Series, Transition};
 use crate::sla::{ClockStatus, SlaPolicy, SlaState};
-use crate::store::{HostId, HostStatus, LogFilter, SqliteStore, Store, StoreError};
-use aftercare_shared::model::{LogRecord, LossReport, UnixMillis};
+use crate::store::{
+    HostId, HostStatus, LogFilter, ROLLUP_STEP_MS, Resolution, SqliteStore, Store, StoreError,
+};
+use aftercare_shared::model::{LogRecord, LossReport, MetricKind, UnixMillis};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -100,6 +102,7 @@ impl Engine {
             let obs = StoreObservations {
                 st: RefCell::new(&mut *st),
                 losses: &self.loss_events,
+                now,
             };
             rules::evaluate(
                 now,
@@ -400,10 +403,14 @@ fn clock_skew(st: &mut SqliteStore, h: &HostStatus) -> Result<Option<i64>, Store
     Ok(newest.map(|t| t - seen))
 }
 
+/// Windows longer than this read rollups for their older part (see `series`).
+const LONG_WINDOW_MS: i64 = 2 * 3_600_000;
+
 /// The store as the rules see it.
 struct StoreObservations<'a> {
     st: RefCell<&'a mut SqliteStore>,
     losses: &'a HashMap<String, Vec<LossEvent>>,
+    now: UnixMillis,
 }
 
 impl Observations for StoreObservations<'_> {
@@ -415,20 +422,58 @@ impl Observations for StoreObservations<'_> {
         metric: &str,
         since: UnixMillis,
     ) -> Result<Vec<Series<'_>>, StoreError> {
-        let got = self
-            .st
-            .borrow_mut()
-            .query(host, Some(metric), since, i64::MAX)?;
-        // `query` takes prefixes too; the rules name exact metrics.
-        Ok(got
-            .into_iter()
-            .filter(|s| s.name == metric)
-            .map(|s| Series {
+        let mut st = self.st.borrow_mut();
+        // A gauge over a long window reads the 5-minute rollup means of its compacted hours
+        // and raw points only after them: a day is 288 points instead of 8,640, and windows
+        // longer than raw retention still see their whole span. Counters stay raw (rates
+        // need the cumulative values); recent windows read raw points only.
+        let mut rolled: HashMap<String, Vec<(UnixMillis, f64)>> = HashMap::new();
+        if since < self.now - LONG_WINDOW_MS {
+            for s in st.rollups(host, Some(metric), Resolution::FiveMinutes, since, self.now)? {
+                if s.name == metric && s.kind == MetricKind::Gauge {
+                    let points = s
+                        .buckets
+                        .iter()
+                        .filter(|b| b.count > 0)
+                        .map(|b| (b.start + ROLLUP_STEP_MS / 2, b.mean()))
+                        .collect();
+                    rolled.insert(s.labels, points);
+                }
+            }
+        }
+        // Raw points from where the rollups of the rolled series end (all of a metric's
+        // series share its kind, so either all have rollups or none).
+        let raw_since = rolled
+            .values()
+            .filter_map(|p| p.last().map(|l| l.0 + ROLLUP_STEP_MS / 2))
+            .min()
+            .map_or(since, |end| end.max(since));
+        let mut out = Vec::new();
+        let raw = st.query(host, Some(metric), raw_since, i64::MAX)?;
+        for s in raw.into_iter().filter(|s| s.name == metric) {
+            let points = match rolled.remove(&s.labels) {
+                Some(mut p) => {
+                    let end = p.last().map_or(since, |l| l.0 + ROLLUP_STEP_MS / 2);
+                    p.extend(s.points.into_iter().filter(|q| q.0 >= end));
+                    p
+                }
+                None => s.points,
+            };
+            out.push(Series {
                 labels: Cow::Owned(s.labels),
                 kind: s.kind,
-                points: Cow::Owned(s.points),
-            })
-            .collect())
+                points: Cow::Owned(points),
+            });
+        }
+        // Series with rollups but no raw points left (past raw retention).
+        for (labels, points) in rolled {
+            out.push(Series {
+                labels: Cow::Owned(labels),
+                kind: MetricKind::Gauge,
+                points: Cow::Owned(points),
+            });
+        }
+        Ok(out)
     }
 
     fn logs(&self, host: &str, since: UnixMillis) -> Result<Cow<'_, [LogRecord]>, StoreError> {
@@ -506,5 +551,90 @@ impl EngineThread {
     pub fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.join.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{BatchData, HOUR_MS, HostHello, PendingBatch, open_sqlite};
+    use aftercare_shared::consent::ConsentRecord;
+    use aftercare_shared::model::{HostFacts, MetricSnapshot, Sample};
+    use aftercare_shared::protocol::{Identity, StreamId};
+
+    /// A long window reads 5-minute means of compacted hours, then raw points; counters and
+    /// short windows read raw points only.
+    #[test]
+    fn long_windows_read_rollups_for_their_compacted_hours() {
+        let d = tempfile::tempdir().unwrap();
+        let mut st = open_sqlite(&d.path().join("a.db")).unwrap();
+        let host = st
+            .register_host(
+                &HostHello {
+                    identity: &Identity {
+                        customer: "acme".into(),
+                        host: "db1".into(),
+                    },
+                    facts: &HostFacts::default(),
+                    agent_version: "t",
+                    consent: &ConsentRecord::default(),
+                    interval_ms: 10_000,
+                },
+                0,
+            )
+            .unwrap();
+        let t0 = 1_772_409_600_000; // an hour boundary
+        let now = t0 + 4 * HOUR_MS;
+        // Every 10 s for 4 hours: a gauge rising by 1 a tick, a counter rising by 10.
+        let batches: Vec<PendingBatch> = (0..4 * 360)
+            .map(|k| PendingBatch {
+                host,
+                stream: StreamId::Metrics,
+                seq: k as u64 + 1,
+                received_at: t0 + k * 10_000,
+                data: BatchData::Metrics(MetricSnapshot {
+                    ts: t0 + k * 10_000,
+                    samples: vec![
+                        Sample {
+                            name: "g".into(),
+                            labels: "x=1".into(),
+                            kind: MetricKind::Gauge,
+                            value: k as f64,
+                        },
+                        Sample {
+                            name: "c".into(),
+                            labels: String::new(),
+                            kind: MetricKind::Counter,
+                            value: 10.0 * k as f64,
+                        },
+                    ],
+                }),
+                loss: LossReport::default(),
+            })
+            .collect();
+        st.commit(&batches).unwrap();
+        // The first three hours are closed past their grace: compacted, with rollups.
+        st.compact(now).unwrap();
+        let losses = HashMap::new();
+        let obs = StoreObservations {
+            st: RefCell::new(&mut st),
+            losses: &losses,
+            now,
+        };
+        let g = obs.series("acme/db1", "g", t0).unwrap();
+        assert_eq!(g.len(), 1);
+        let p = &g[0].points;
+        // 3 hours x 12 means, then the 4th hour's 360 raw points.
+        assert_eq!(p.len(), 36 + 360, "{:?}", &p[..3]);
+        // The first bucket holds ticks 0..29: its mean is 14.5, at its middle.
+        assert_eq!(p[0], (t0 + ROLLUP_STEP_MS / 2, 14.5));
+        assert_eq!(p[36], (t0 + 3 * HOUR_MS, 1080.0));
+        assert!(p.windows(2).all(|w| w[0].0 < w[1].0), "in time order");
+        // Counters stay raw and cumulative.
+        let c = obs.series("acme/db1", "c", t0).unwrap();
+        assert_eq!(c[0].points.len(), 4 * 360);
+        // A short window reads raw points.
+        let recent = obs.series("acme/db1", "g", now - HOUR_MS).unwrap();
+        assert_eq!(recent[0].points.len(), 360);
     }
 }
