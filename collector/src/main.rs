@@ -362,14 +362,18 @@ fn dispatch(cli: Cli) -> Result<()> {
                     };
                     let mut st = store::open_sqlite_readonly(&cfg.database)?;
                     let rows = st.findings(&filter)?;
+                    let silences = st.silences(i64::MIN)?;
                     if json {
                         let out: Vec<_> = rows
                             .iter()
-                            .map(|f| finding_json(f, &policy, now, None))
+                            .map(|f| finding_json(f, &policy, &silences, now, None))
                             .collect();
                         println!("{}", serde_json::to_string_pretty(&out)?);
                     } else {
-                        print!("{}", findings::view::findings_table(&rows, &policy, now));
+                        print!(
+                            "{}",
+                            findings::view::findings_table(&rows, &policy, &silences, now)
+                        );
                     }
                 }
                 Some(FindingsCmd::Show { id, json }) => {
@@ -377,13 +381,14 @@ fn dispatch(cli: Cli) -> Result<()> {
                     let (f, timeline) = st
                         .finding(id)?
                         .ok_or(store::StoreError::NoSuchFinding(id))?;
+                    let silences = st.silences(i64::MIN)?;
                     if json {
-                        let v = finding_json(&f, &policy, now, Some(&timeline));
+                        let v = finding_json(&f, &policy, &silences, now, Some(&timeline));
                         println!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
                         print!(
                             "{}",
-                            findings::view::finding_detail(&f, &timeline, &policy, now)
+                            findings::view::finding_detail(&f, &timeline, &policy, &silences, now)
                         );
                     }
                 }
@@ -538,10 +543,11 @@ fn open_for_writing(cfg: &CollectorConfig) -> Result<store::SqliteStore> {
 fn finding_json(
     f: &findings::record::FindingRow,
     policy: &aftercare_collector::sla::SlaPolicy,
+    silences: &[findings::record::Silence],
     now: i64,
     timeline: Option<&[findings::lifecycle::Event]>,
 ) -> serde_json::Value {
-    let sla = findings::view::sla_of(f, policy, now);
+    let sla = findings::view::sla_of(f, policy, silences, now);
     let mut v = serde_json::json!({
         "id": f.id,
         "customer": f.customer,

@@ -308,7 +308,11 @@ fn print_findings(st: &mut impl Store, cfg: &CollectorConfig, host: &str) {
         host: Some(format!("demo/{host}")),
         ..Default::default()
     };
-    let (Ok(rows), Ok(policy)) = (st.findings(&filter), cfg.sla_policy()) else {
+    let (Ok(rows), Ok(policy), Ok(silences)) = (
+        st.findings(&filter),
+        cfg.sla_policy(),
+        st.silences(i64::MIN),
+    ) else {
         return;
     };
     if rows.is_empty() {
@@ -317,7 +321,7 @@ fn print_findings(st: &mut impl Store, cfg: &CollectorConfig, host: &str) {
         println!("findings: {} open", rows.len());
         print!(
             "{}",
-            crate::findings::view::findings_table(&rows, &policy, now_millis())
+            crate::findings::view::findings_table(&rows, &policy, &silences, now_millis())
         );
         println!();
     }

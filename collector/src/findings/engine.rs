@@ -113,7 +113,8 @@ impl Engine {
             )
         };
         self.state = eval.state;
-        let silences = st.silences(now)?;
+        // Every window, past ones too: they stopped clocks that still run.
+        let silences = st.silences(i64::MIN)?;
         let mut stats = PassStats {
             hosts: hosts.len(),
             errors: eval.errors,
@@ -265,7 +266,7 @@ impl Engine {
             if silences.iter().any(|s| s.covers(&f.customer, &f.host, now)) {
                 continue;
             }
-            let sla = sla_of(&f, &self.policy, now);
+            let sla = sla_of(&f, &self.policy, silences, now);
             for (clock, c, risk_flag, breach_flag) in [
                 (
                     Clock::Respond,

@@ -151,6 +151,17 @@ impl Silence {
     }
 }
 
+/// The maintenance windows of `customer/host`, as spans during which its clocks stop.
+pub fn pauses_for(silences: &[Silence], customer: &str, host: &str) -> Vec<crate::sla::Pause> {
+    crate::sla::merge_pauses(
+        silences
+            .iter()
+            .filter(|s| s.customer == customer && s.host.as_deref().is_none_or(|h| h == host))
+            .map(|s| (s.starts, s.ends))
+            .collect(),
+    )
+}
+
 /// When the SLA clocks of a finding of `customer/host` raised at `at` start: at `at`, or
 /// when the windows covering it (one after another) end.
 pub fn clock_start(silences: &[Silence], customer: &str, host: &str, at: UnixMillis) -> UnixMillis {

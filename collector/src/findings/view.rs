@@ -2,15 +2,21 @@
 //! left on each SLA clock, and one finding with its evidence and timeline. Pure.
 
 use super::lifecycle::{Event, State};
-use super::record::FindingRow;
+use super::record::{FindingRow, Silence, pauses_for};
 use crate::sla::{ClockStatus, FindingSla, FindingTimes, Level, SlaPolicy, SlaState};
 use crate::view::{ago, table};
 use aftercare_shared::model::UnixMillis;
 use aftercare_shared::time_fmt::rfc3339;
 
-/// Both SLA clocks of a finding at `now`.
-pub fn sla_of(f: &FindingRow, policy: &SlaPolicy, now: UnixMillis) -> FindingSla {
-    policy.finding_sla(
+/// Both SLA clocks of a finding at `now`, stopped during the maintenance windows of its
+/// host.
+pub fn sla_of(
+    f: &FindingRow,
+    policy: &SlaPolicy,
+    silences: &[Silence],
+    now: UnixMillis,
+) -> FindingSla {
+    policy.finding_sla_paused(
         &f.customer,
         Level::from_number(f.level),
         FindingTimes {
@@ -19,6 +25,7 @@ pub fn sla_of(f: &FindingRow, policy: &SlaPolicy, now: UnixMillis) -> FindingSla
             resolved_at: f.resolved.as_ref().map(|r| r.0),
         },
         now,
+        &pauses_for(silences, &f.customer, &f.host),
     )
 }
 
@@ -45,14 +52,19 @@ pub fn clock_cell(c: &ClockStatus, now: UnixMillis) -> String {
     }
 }
 
-pub fn findings_table(rows: &[FindingRow], policy: &SlaPolicy, now: UnixMillis) -> String {
+pub fn findings_table(
+    rows: &[FindingRow],
+    policy: &SlaPolicy,
+    silences: &[Silence],
+    now: UnixMillis,
+) -> String {
     if rows.is_empty() {
         return "no findings: nothing the rules flag on any host\n".into();
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|f| {
-            let sla = sla_of(f, policy, now);
+            let sla = sla_of(f, policy, silences, now);
             vec![
                 f.id.to_string(),
                 format!("L{}", f.level),
@@ -83,9 +95,10 @@ pub fn finding_detail(
     f: &FindingRow,
     timeline: &[Event],
     policy: &SlaPolicy,
+    silences: &[Silence],
     now: UnixMillis,
 ) -> String {
-    let sla = sla_of(f, policy, now);
+    let sla = sla_of(f, policy, silences, now);
     let contract = policy.contract_for(&f.customer);
     let mut s = format!(
         "finding {}: L{} {} — {}\nhost      {}/{}\nrule      {}{}\ncategory  {}\nstate     {}\nopened    {} ({})\nlast seen {} ({})\n",
@@ -203,6 +216,7 @@ mod tests {
         let t = findings_table(
             std::slice::from_ref(&f),
             &policy,
+            &[],
             T0 + 9 * 60 * MIN + 10 * MIN,
         );
         assert!(t.contains("20m left"), "{t}");
@@ -213,21 +227,23 @@ mod tests {
         let t = findings_table(
             std::slice::from_ref(&f),
             &policy,
+            &[],
             T0 + 9 * 60 * MIN + 26 * MIN,
         );
         assert!(t.contains("AT RISK 4m left"), "{t}");
         let t = findings_table(
             std::slice::from_ref(&f),
             &policy,
+            &[],
             T0 + 9 * 60 * MIN + 50 * MIN,
         );
         assert!(t.contains("BREACHED 20m"), "{t}");
         let mut acked = f.clone();
         acked.state = State::Acknowledged;
         acked.acknowledged = Some((T0 + 9 * 60 * MIN + 5 * MIN, "ann".into()));
-        let t = findings_table(&[acked], &policy, T0 + 9 * 60 * MIN + 50 * MIN);
+        let t = findings_table(&[acked], &policy, &[], T0 + 9 * 60 * MIN + 50 * MIN);
         assert!(t.contains("met"), "{t}");
-        assert!(findings_table(&[], &policy, T0).contains("no findings"));
+        assert!(findings_table(&[], &policy, &[], T0).contains("no findings"));
     }
 
     #[test]
@@ -240,10 +256,42 @@ mod tests {
             by: None,
             note: None,
         }];
-        let d = finding_detail(&f, &timeline, &policy, T0 + 9 * 60 * MIN + MIN);
+        let d = finding_detail(&f, &timeline, &policy, &[], T0 + 9 * 60 * MIN + MIN);
         assert!(d.contains("respond   by 2026-03-02T11:00:00Z"), "{d}");
         assert!(d.contains("contract standard"), "{d}");
         assert!(d.contains("2026-03-02T09:00:00Z  opened"), "{d}");
         assert!(d.contains("findings ack 3 --by NAME"), "{d}");
+    }
+
+    #[test]
+    fn a_maintenance_window_stops_a_running_clock() {
+        let policy = SlaPolicy::default(); // standard: L1 respond in 30m, office hours
+        let opened = T0 + 9 * 60 * MIN; // Monday 09:00
+        let f = row(1, opened);
+        let window = |host: Option<&str>| Silence {
+            id: 1,
+            customer: "acme".into(),
+            host: host.map(String::from),
+            starts: opened + 10 * MIN,
+            ends: opened + 40 * MIN,
+            reason: "disk swap".into(),
+            created_by: "ann".into(),
+            created_at: opened,
+        };
+        let at = opened + 45 * MIN;
+        let sla = sla_of(&f, &policy, &[window(Some("db1"))], at);
+        assert_eq!(
+            sla.respond.due,
+            opened + 60 * MIN,
+            "30 minutes plus the window"
+        );
+        assert_eq!(sla.respond.used_ms, 15 * MIN);
+        assert_eq!(sla.respond.state, SlaState::OnTime);
+        // A window of every host of the customer counts; another host's does not.
+        let all = sla_of(&f, &policy, &[window(None)], at);
+        assert_eq!(all.respond.due, opened + 60 * MIN);
+        let other = sla_of(&f, &policy, &[window(Some("db2"))], at);
+        assert_eq!(other.respond.due, opened + 30 * MIN);
+        assert_eq!(other.respond.state, SlaState::Breached);
     }
 }

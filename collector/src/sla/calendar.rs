@@ -88,6 +88,42 @@ impl Calendar {
         }
     }
 
+    /// Covered time in `[from, to)` outside `pauses` (sorted, not overlapping: see
+    /// [`merge_pauses`]), as when maintenance windows stop a clock.
+    pub fn covered_outside(&self, from: UnixMillis, to: UnixMillis, pauses: &[Pause]) -> i64 {
+        let paused: i64 = pauses
+            .iter()
+            .map(|&(a, b)| self.covered_between(a.max(from), b.min(to)))
+            .sum();
+        self.covered_between(from, to) - paused
+    }
+
+    /// As [`Calendar::deadline`], with the clock stopped during `pauses` (sorted, merged):
+    /// covered time is spent between the pauses, in order.
+    pub fn deadline_outside(
+        &self,
+        start: UnixMillis,
+        covered_ms: i64,
+        pauses: &[Pause],
+    ) -> UnixMillis {
+        if covered_ms <= 0 {
+            return start;
+        }
+        let (mut cursor, mut left) = (start, covered_ms);
+        for &(a, b) in pauses {
+            if b <= cursor {
+                continue;
+            }
+            let open = self.covered_between(cursor, a);
+            if open >= left {
+                return self.deadline(cursor, left);
+            }
+            left -= open;
+            cursor = cursor.max(b);
+        }
+        self.deadline(cursor, left)
+    }
+
     /// Whether the clock runs at `at`.
     pub fn is_open(&self, at: UnixMillis) -> bool {
         self.covered_between(at, at.saturating_add(1)) == 1
@@ -207,4 +243,21 @@ fn timestamp(at: UnixMillis) -> Timestamp {
         Timestamp::MAX.as_millisecond(),
     );
     Timestamp::from_millisecond(at.clamp(min, max)).expect("clamped to the supported range")
+}
+
+/// A span `[from, to)` during which clocks stop (a maintenance window).
+pub type Pause = (UnixMillis, UnixMillis);
+
+/// Pauses sorted and merged where they overlap or touch, empty ones dropped.
+pub fn merge_pauses(mut pauses: Vec<Pause>) -> Vec<Pause> {
+    pauses.retain(|p| p.0 < p.1);
+    pauses.sort();
+    let mut out: Vec<Pause> = Vec::with_capacity(pauses.len());
+    for p in pauses {
+        match out.last_mut() {
+            Some(last) if p.0 <= last.1 => last.1 = last.1.max(p.1),
+            _ => out.push(p),
+        }
+    }
+    out
 }

@@ -13,7 +13,7 @@
 mod calendar;
 mod config;
 
-pub use calendar::Calendar;
+pub use calendar::{Calendar, Pause, merge_pauses};
 pub use config::{ALWAYS, SlaError};
 
 use aftercare_shared::model::UnixMillis;
@@ -122,14 +122,27 @@ impl Calendar {
         now: UnixMillis,
         stop: Option<UnixMillis>,
     ) -> ClockStatus {
+        self.clock_outside(start, target, now, stop, &[])
+    }
+
+    /// As [`Calendar::clock`], stopped during `pauses` (sorted, merged).
+    pub fn clock_outside(
+        &self,
+        start: UnixMillis,
+        target: Target,
+        now: UnixMillis,
+        stop: Option<UnixMillis>,
+        pauses: &[Pause],
+    ) -> ClockStatus {
         let allowed = target.within_ms.max(0);
-        let due = self.deadline(start, allowed);
+        let due = self.deadline_outside(start, allowed, pauses);
         // Rounded up so that "at risk" never comes before the share is really used.
         let share = (i128::from(allowed) * i128::from(target.at_risk_percent) + 99) / 100;
-        let at_risk_from = self.deadline(start, share.min(i128::from(allowed)) as i64);
+        let at_risk_from =
+            self.deadline_outside(start, share.min(i128::from(allowed)) as i64, pauses);
         let stop = stop.filter(|&s| s <= now);
         let at = stop.unwrap_or(now);
-        let used = self.covered_between(start, at);
+        let used = self.covered_outside(start, at, pauses);
         let state = if at > due {
             SlaState::Breached
         } else if stop.is_none() && at >= at_risk_from {
@@ -232,6 +245,19 @@ impl SlaPolicy {
         times: FindingTimes,
         now: UnixMillis,
     ) -> FindingSla {
+        self.finding_sla_paused(customer, level, times, now, &[])
+    }
+
+    /// As [`SlaPolicy::finding_sla`], both clocks stopped during `pauses` (maintenance
+    /// windows; sorted and merged, see [`merge_pauses`]).
+    pub fn finding_sla_paused(
+        &self,
+        customer: &str,
+        level: Level,
+        times: FindingTimes,
+        now: UnixMillis,
+        pauses: &[Pause],
+    ) -> FindingSla {
         let terms = self.contract_for(customer).terms(level);
         let target = |within_ms| Target {
             within_ms,
@@ -242,17 +268,19 @@ impl SlaPolicy {
             (a, r) => a.or(r),
         };
         FindingSla {
-            respond: terms.calendar.clock(
+            respond: terms.calendar.clock_outside(
                 times.raised_at,
                 target(terms.respond_within_ms),
                 now,
                 responded,
+                pauses,
             ),
-            restore: terms.calendar.clock(
+            restore: terms.calendar.clock_outside(
                 times.raised_at,
                 target(terms.restore_within_ms),
                 now,
                 times.resolved_at,
+                pauses,
             ),
         }
     }

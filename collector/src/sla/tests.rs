@@ -315,6 +315,54 @@ fn finding_clocks_follow_the_contract() {
 }
 
 #[test]
+fn maintenance_windows_stop_the_clocks() {
+    let always = Calendar::always();
+    let t = 1_772_409_600_000; // 2026-03-02 00:00 UTC, a Monday
+    // 60 minutes on 24x7 with a window from +10 to +40: due at +90, 20 used at +50.
+    let pauses = merge_pauses(vec![
+        (t + 25 * MIN, t + 40 * MIN),
+        (t + 10 * MIN, t + 30 * MIN),
+    ]);
+    assert_eq!(pauses, [(t + 10 * MIN, t + 40 * MIN)], "merged");
+    assert_eq!(always.deadline_outside(t, 60 * MIN, &pauses), t + 90 * MIN);
+    assert_eq!(always.covered_outside(t, t + 50 * MIN, &pauses), 20 * MIN);
+    // A window after the deadline changes nothing; one that the pushed deadline reaches does.
+    let later = merge_pauses(vec![
+        (t + 10 * MIN, t + 40 * MIN),
+        (t + 80 * MIN, t + 100 * MIN),
+    ]);
+    assert_eq!(always.deadline_outside(t, 60 * MIN, &later), t + 110 * MIN);
+    assert_eq!(
+        always.deadline_outside(t, 60 * MIN, &[(t + 200 * MIN, t + 300 * MIN)]),
+        t + 60 * MIN
+    );
+    // Working hours: a window outside them stops nothing.
+    let office = cal("zone = \"UTC\"\n");
+    let start = t + 17 * HOUR; // Monday 17:00
+    let night = [(t + 20 * HOUR, t + 32 * HOUR)]; // Monday 20:00 to Tuesday 08:00
+    assert_eq!(
+        office.deadline_outside(start, 2 * HOUR, &night),
+        office.deadline(start, 2 * HOUR)
+    );
+    // The clock at the policy level: at risk and breached come later by the window.
+    let policy = SlaPolicy::default();
+    let times = FindingTimes {
+        raised_at: t,
+        acknowledged_at: None,
+        resolved_at: None,
+    };
+    let paused = policy.finding_sla_paused(
+        "acme",
+        Level::L1,
+        times,
+        t + 10 * MIN,
+        &[(t + 9 * HOUR, t + 9 * HOUR + 30 * MIN)],
+    );
+    let plain = policy.finding_sla("acme", Level::L1, times, t + 10 * MIN);
+    assert_eq!(paused.respond.due, plain.respond.due + 30 * MIN);
+}
+
+#[test]
 fn builtin_policy() {
     let p = SlaPolicy::default();
     assert_eq!(p.at_risk_percent(), 80);
@@ -430,6 +478,21 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// The deadline uses up exactly the covered time, and no earlier instant does.
+    #[test]
+    fn paused_elapsed_inverts_paused_deadline(
+        start in 0i64..(400 * 24 * HOUR),
+        d in 1i64..(30 * HOUR),
+        p1 in 0i64..(60 * HOUR), l1 in 0i64..(10 * HOUR),
+        p2 in 0i64..(60 * HOUR), l2 in 0i64..(10 * HOUR),
+    ) {
+        let base = 1_767_225_600_000; // 2026-01-01
+        let c = cal(CN);
+        let s0 = base + start;
+        let pauses = merge_pauses(vec![(s0 + p1, s0 + p1 + l1), (s0 + p2, s0 + p2 + l2)]);
+        let due = c.deadline_outside(s0, d, &pauses);
+        prop_assert_eq!(c.covered_outside(s0, due, &pauses), d);
+    }
+
     #[test]
     fn elapsed_inverts_deadline(
         which in 0usize..5,
