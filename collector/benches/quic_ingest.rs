@@ -808,7 +808,7 @@ fn run(
     let config_path = dir.join("collector.toml");
     std::fs::write(
         &config_path,
-        "data_dir = \"collector\"\nlisten = \"127.0.0.1:0\"\n\
+        "data_dir = \"collector\"\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
          [ingest]\ncompact_every = \"1h\"\n",
     )?;
     let cfg = CollectorConfig::load(&config_path)?;

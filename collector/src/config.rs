@@ -49,7 +49,27 @@ pub struct CollectorConfig {
     pub findings: FindingsConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
 }
+
+/// The engineer's HTTP API (`/api/v1`, bearer tokens).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// TCP address; loopback by default: put a TLS-terminating proxy in front to expose it.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_API_PORT)),
+        }
+    }
+}
+
+pub const DEFAULT_API_PORT: u16 = 7480;
 
 /// How long each tier of data is kept (see `store::Retention`).
 #[derive(Debug, Clone, Deserialize)]

@@ -4,6 +4,7 @@
 //! Only `ingest` (QUIC), `store` (the database) and `server`/`quickstart` (files, processes)
 //! touch the outside world; `view` and the store's chunk codec are pure.
 
+pub mod api;
 pub mod ca;
 pub mod config;
 pub mod findings;

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
       aftercare-collector findings\n  \
       aftercare-collector findings ack 12 --by ann\n  \
       aftercare-collector silence add --customer acme --host db1 --for 2h --reason 'disk swap' --by ann\n  \
+      aftercare-collector token create --name ann --role engineer --by admin\n  \
       aftercare-collector quickstart --dir ./demo     (everything on this machine)"
 )]
 struct Cli {
@@ -120,6 +121,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// API tokens for engineers' tools: shown once at creation, kept only as a hash.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Maintenance windows: findings of a customer's hosts (or one host) still record, but
     /// notify nobody, and their SLA clocks start when the window ends.
     #[command(subcommand)]
@@ -127,6 +131,30 @@ enum Command {
     /// Everything on this machine in one folder: CA, certificates, consent, a collector and
     /// an agent, then this host's live status. Ctrl-C stops both.
     Quickstart(quickstart::Args),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token and print it (once: only its hash is kept).
+    Create {
+        /// Who or what uses it; recorded with every change it makes.
+        #[arg(long)]
+        name: String,
+        /// viewer (reads), engineer (also acknowledges, resolves, diagnoses), admin (also
+        /// manages tokens, silences and contracts).
+        #[arg(long)]
+        role: String,
+        /// Who creates it.
+        #[arg(long)]
+        by: String,
+    },
+    /// Every token with its role, and when it was revoked.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a token working at once.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -418,8 +446,79 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Silence(cmd) => silence(&cfg, cmd),
+        Command::Token(cmd) => token(&cfg, cmd),
         Command::Quickstart(_) => unreachable!("handled above"),
     }
+}
+
+fn token(cfg: &CollectorConfig, cmd: TokenCmd) -> Result<()> {
+    use aftercare_collector::api::token::{self, Role};
+    let now = now_millis();
+    match cmd {
+        TokenCmd::Create { name, role, by } => {
+            token::valid_name(name.trim()).map_err(anyhow::Error::msg)?;
+            let role = Role::parse(&role).with_context(|| {
+                format!("--role '{role}' is not a role: use viewer, engineer or admin")
+            })?;
+            anyhow::ensure!(!by.trim().is_empty(), "say who you are: --by NAME");
+            let secret = token::generate()
+                .map_err(|_| anyhow::anyhow!("no random numbers from the system"))?;
+            let mut st = open_for_writing(cfg)?;
+            st.add_token(
+                &store::TokenRow {
+                    name: name.trim().into(),
+                    role,
+                    created_at: now,
+                    created_by: by.trim().into(),
+                    revoked_at: None,
+                },
+                &token::hash(&secret),
+            )?;
+            println!("{secret}");
+            eprintln!(
+                "token '{}' ({}) created: the line above is shown this once; keep it in a file only its user can read",
+                name.trim(),
+                role.as_str()
+            );
+        }
+        TokenCmd::List { json } => {
+            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let list = st.tokens()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!(
+                    "no tokens: `aftercare-collector token create --name N --role viewer --by YOU`"
+                );
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.name.clone(),
+                            t.role.as_str().into(),
+                            time_fmt::rfc3339(t.created_at),
+                            t.created_by.clone(),
+                            t.revoked_at.map_or_else(
+                                || "active".into(),
+                                |r| format!("revoked {}", time_fmt::rfc3339(r)),
+                            ),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    view::table(&["NAME", "ROLE", "CREATED", "BY", "STATE"], &rows)
+                );
+            }
+        }
+        TokenCmd::Revoke { name } => {
+            let mut st = open_for_writing(cfg)?;
+            st.revoke_token(name.trim(), now)?;
+            println!("token '{}' revoked", name.trim());
+        }
+    }
+    Ok(())
 }
 
 fn silence(cfg: &CollectorConfig, cmd: SilenceCmd) -> Result<()> {

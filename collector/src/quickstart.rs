@@ -125,6 +125,8 @@ pub fn run(args: Args) -> Result<()> {
          data_dir = \"collector\"\n\
          listen = \"127.0.0.1:0\"\n\
          log_level = \"warn\"\n\
+         [api]\n\
+         listen = \"127.0.0.1:0\"\n\
          [ingest]\n\
          compact_every = \"60s\"\n\
          [findings]\n\

@@ -16,6 +16,7 @@ use tracing::info;
 /// the port before anything connects.
 pub struct Collector {
     pub endpoint: quinn::Endpoint,
+    api: tokio::net::TcpListener,
     store: crate::store::SqliteStore,
     cfg: CollectorConfig,
     rules: crate::rules::RuleSet,
@@ -47,13 +48,32 @@ impl Collector {
             .with_context(|| format!("cannot read {}", files.key.display()))?;
         let endpoint = crate::net::server_endpoint(cfg.listen, server, &secret)
             .with_context(|| format!("cannot listen on udp {}", cfg.listen))?;
+        let api = std::net::TcpListener::bind(cfg.api.listen)
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            })
+            .with_context(|| {
+                format!(
+                    "cannot listen for the API on tcp {} (api.listen in the config)",
+                    cfg.api.listen
+                )
+            })?;
         Ok(Collector {
             endpoint,
+            api,
             store,
             cfg: cfg.clone(),
             rules,
             sla,
         })
+    }
+
+    /// Where the HTTP API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -96,8 +116,26 @@ impl Collector {
             notifier,
         )
         .context("cannot start the findings thread")?;
+        let api_addr = self.api.local_addr().ok();
+        let api = {
+            let router = crate::api::server::router(crate::api::server::ApiState {
+                database: self.cfg.database.clone(),
+                sla: std::sync::Arc::new(self.cfg.sla_policy()?),
+            });
+            let stop = shutdown.clone();
+            let listener = self.api;
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("the HTTP API stopped: {e}");
+                }
+            })
+        };
         info!(
             listen = %listen,
+            api = ?api_addr,
             database = %self.cfg.database.display(),
             "aftercare-collector {} serving", aftercare_shared::VERSION
         );
@@ -127,6 +165,7 @@ impl Collector {
         )
         .await;
         let _ = ticker.await;
+        let _ = api.await;
         tokio::task::spawn_blocking(move || findings.stop())
             .await
             .ok();

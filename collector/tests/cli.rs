@@ -617,3 +617,79 @@ fn maintenance_windows_are_added_listed_and_ended() {
         text(&o)
     );
 }
+
+#[test]
+fn tokens_are_shown_once_kept_as_hashes_and_revoked() {
+    use aftercare_collector::api::token;
+    use aftercare_collector::store::open_sqlite_readonly;
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("collector.toml");
+    std::fs::write(&cfg, "data_dir = \"data\"\n").unwrap();
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    let db = d.path().join("data/aftercare.db");
+    drop(open_sqlite(&db).unwrap());
+    let create = |name: &str, role: &str| {
+        collector(
+            &cfg,
+            &[
+                "token", "create", "--name", name, "--role", role, "--by", "admin",
+            ],
+        )
+    };
+    let o = create("ann", "engineer");
+    assert!(o.status.success(), "{}", text(&o));
+    let secret = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(secret.starts_with(token::PREFIX), "{secret}");
+    assert!(text(&o).contains("shown this once"), "{}", text(&o));
+    // Only the hash is in the database.
+    let raw = std::fs::read(&db).unwrap();
+    let wal = std::fs::read(d.path().join("data/aftercare.db-wal")).unwrap_or_default();
+    for bytes in [&raw, &wal] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the token itself is stored"
+        );
+    }
+    let mut st = open_sqlite_readonly(&db).unwrap();
+    let t = st.token_by_hash(&token::hash(&secret)).unwrap().unwrap();
+    assert_eq!((t.name.as_str(), t.role), ("ann", token::Role::Engineer));
+    drop(st);
+
+    let o = create("ann", "viewer");
+    assert!(
+        !o.status.success() && text(&o).contains("exists"),
+        "{}",
+        text(&o)
+    );
+    let o = create("bob", "root");
+    assert!(
+        !o.status.success() && text(&o).contains("viewer, engineer or admin"),
+        "{}",
+        text(&o)
+    );
+    let o = create("bad name", "viewer");
+    assert!(
+        !o.status.success() && text(&o).contains("not usable"),
+        "{}",
+        text(&o)
+    );
+
+    let o = collector(&cfg, &["token", "list"]);
+    assert!(
+        text(&o).contains("ann") && text(&o).contains("engineer") && text(&o).contains("active")
+    );
+    let o = collector(&cfg, &["token", "revoke", "ann"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut st = open_sqlite_readonly(&db).unwrap();
+    assert_eq!(
+        st.token_by_hash(&token::hash(&secret)).unwrap(),
+        None,
+        "revoked"
+    );
+    let o = collector(&cfg, &["token", "revoke", "ann"]);
+    assert!(
+        !o.status.success() && text(&o).contains("no active token"),
+        "{}",
+        text(&o)
+    );
+}

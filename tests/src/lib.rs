@@ -31,7 +31,8 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("collector.toml");
         let text = format!(
-            "data_dir = \"collector\"\nlisten = \"{listen}\"\n[ingest]\ncompact_every = \"1s\"\n"
+            "data_dir = \"collector\"\nlisten = \"{listen}\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             [ingest]\ncompact_every = \"1s\"\n"
         );
         std::fs::write(&path, text).unwrap();
         let collector = CollectorConfig::load(&path).unwrap();
@@ -66,9 +67,15 @@ impl Fixture {
     pub async fn start(&self) -> Running {
         let c = Collector::bind(&self.collector).expect("bind collector");
         let addr = c.local_addr();
+        let api = c.api_addr();
         let stop = CancellationToken::new();
         let task = tokio::spawn(c.run(stop.clone()));
-        Running { addr, stop, task }
+        Running {
+            addr,
+            api,
+            stop,
+            task,
+        }
     }
 
     /// Agent config for certificates in `cert_dir`, state in `<tmp>/<name>-state`.
@@ -104,6 +111,8 @@ impl Default for Fixture {
 
 pub struct Running {
     pub addr: SocketAddr,
+    /// The HTTP API.
+    pub api: SocketAddr,
     pub stop: CancellationToken,
     pub task: JoinHandle<anyhow::Result<()>>,
 }

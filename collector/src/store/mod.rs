@@ -256,6 +256,16 @@ pub struct RetentionStats {
     pub more: bool,
 }
 
+/// An API token as the store keeps it (without the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenRow {
+    pub name: String,
+    pub role: crate::api::token::Role,
+    pub created_at: UnixMillis,
+    pub created_by: String,
+    pub revoked_at: Option<UnixMillis>,
+}
+
 /// What one compaction call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompactStats {
@@ -406,6 +416,13 @@ pub trait Store: Send {
     fn silences(&mut self, after: UnixMillis) -> Result<Vec<Silence>, StoreError>;
     /// End a maintenance window at `at`.
     fn end_silence(&mut self, id: i64, at: UnixMillis) -> Result<(), StoreError>;
+    /// Add an API token, keeping only `hash`; a name in use is refused.
+    fn add_token(&mut self, t: &TokenRow, hash: &str) -> Result<(), StoreError>;
+    /// Every token, revoked ones too, by name.
+    fn tokens(&mut self) -> Result<Vec<TokenRow>, StoreError>;
+    /// The active token with this hash.
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
+    fn revoke_token(&mut self, name: &str, at: UnixMillis) -> Result<(), StoreError>;
     /// The rules engine's state as last saved (JSON), if any.
     fn rules_state(&mut self) -> Result<Option<String>, StoreError>;
     fn save_rules_state(&mut self, json: &str) -> Result<(), StoreError>;

@@ -11,14 +11,27 @@
 
 mod findings;
 
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    let role: String = r.get(1)?;
+    Ok(TokenRow {
+        name: r.get(0)?,
+        // Only the CLI writes roles; an unknown one reads as the least privileged.
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        created_at: r.get(2)?,
+        created_by: r.get(3)?,
+        revoked_at: r.get(4)?,
+    })
+}
+
 use super::chunk::{self, BlockReader, BlockSeries, RollupSeries};
 use super::query::{self, Agg, HostName, MetricFilter};
 use super::{
     BatchData, Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats, HOUR_MS, HostHello, HostId,
     HostStatus, Latest, LogFilter, ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution,
     Retention, RetentionStats, SeriesId, SeriesPoints, SeriesRollups, Store, StoreError,
-    StoreStats, UNATTRIBUTED, compaction_cutoff,
+    StoreStats, TokenRow, UNATTRIBUTED, compaction_cutoff,
 };
+use crate::api::token::Role;
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
 use aftercare_shared::consent::ConsentRecord;
@@ -43,7 +56,21 @@ const MIGRATIONS: &[&str] = &[
     SCHEMA_V3,
     findings::SCHEMA_V4,
     SCHEMA_V5,
+    SCHEMA_V6,
 ];
+
+/// API tokens: only their SHA-256 is kept (see `api::token`).
+const SCHEMA_V6: &str = "
+CREATE TABLE tokens (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    role       TEXT NOT NULL,                    -- viewer, engineer, admin
+    hash       TEXT NOT NULL UNIQUE,             -- SHA-256 of the token, hex
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at INTEGER
+);
+";
 
 /// Retention tiers: rollup rows older than the 5-minute tier are folded into one hourly
 /// aggregate per series (bucket 0 of the same encoding), and `minutes` says which a row is.
@@ -1177,6 +1204,62 @@ impl Store for SqliteStore {
 
     fn end_silence(&mut self, id: i64, at: UnixMillis) -> Result<(), StoreError> {
         self.close_silence(id, at)
+    }
+
+    fn add_token(&mut self, t: &TokenRow, hash: &str) -> Result<(), StoreError> {
+        self.writable("adding a token")?;
+        let r = self.conn.execute(
+            "INSERT INTO tokens (name, role, hash, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![t.name, t.role.as_str(), hash, t.created_at, t.created_by],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Invalid(format!(
+                    "a token named '{}' exists: revoke it first or choose another name",
+                    t.name
+                )))
+            }
+            Err(e) => Err(self.cx.sql("adding a token")(e)),
+        }
+    }
+
+    fn tokens(&mut self) -> Result<Vec<TokenRow>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT name, role, created_at, created_by, revoked_at FROM tokens ORDER BY name",
+            )
+            .and_then(|mut st| st.query_map([], token_row)?.collect())
+            .map_err(self.cx.sql("listing tokens"))
+    }
+
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT name, role, created_at, created_by, revoked_at FROM tokens
+                 WHERE hash = ?1 AND revoked_at IS NULL",
+            )
+            .and_then(|mut st| st.query_row([hash], token_row).optional())
+            .map_err(self.cx.sql("checking a token"))
+    }
+
+    fn revoke_token(&mut self, name: &str, at: UnixMillis) -> Result<(), StoreError> {
+        self.writable("revoking a token")?;
+        let n = self
+            .conn
+            .execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, at],
+            )
+            .map_err(self.cx.sql("revoking a token"))?;
+        if n == 0 {
+            return Err(StoreError::Invalid(format!(
+                "no active token named '{name}': `aftercare-collector token list` shows them"
+            )));
+        }
+        Ok(())
     }
 
     fn rules_state(&mut self) -> Result<Option<String>, StoreError> {

@@ -1,0 +1,5 @@
+//! The engineer's desk over HTTP (issue 5, in progress): `token` the bearer tokens and
+//! their roles, `server` the `/api/v1` routes.
+
+pub mod server;
+pub mod token;

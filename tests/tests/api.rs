@@ -1,0 +1,238 @@
+//! The HTTP API on 127.0.0.1 with real bearer tokens: who may read, who may act, and errors
+//! that say what is wrong without showing internals.
+
+use aftercare_collector::api::token::{self, Role};
+use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
+use aftercare_collector::store::{HostHello, Store, TokenRow, open_sqlite};
+use aftercare_shared::consent::ConsentRecord;
+use aftercare_shared::model::HostFacts;
+use aftercare_shared::protocol::Identity;
+use aftercare_shared::time_fmt::now_millis;
+use aftercare_tests::*;
+
+/// (status, JSON body or Null) of one call.
+fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut resp = if method == "GET" {
+        let mut r = agent.get(url);
+        if let Some(a) = &auth {
+            r = r.header("Authorization", a);
+        }
+        r.call()
+    } else {
+        let mut r = agent.post(url).header("Content-Type", "application/json");
+        if let Some(a) = &auth {
+            r = r.header("Authorization", a);
+        }
+        r.send(body.unwrap_or("{}"))
+    }
+    .expect("the API answers");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
+    let f = Fixture::new();
+    let c = f.start().await;
+    let now = now_millis();
+    // A host with one finding, and a token of each role.
+    let (viewer, engineer, id) = {
+        let mut st = open_sqlite(&f.collector.database).unwrap();
+        let host = st
+            .register_host(
+                &HostHello {
+                    identity: &Identity {
+                        customer: "acme".into(),
+                        host: "db1".into(),
+                    },
+                    facts: &HostFacts::default(),
+                    agent_version: "t",
+                    consent: &ConsentRecord::default(),
+                    interval_ms: 10_000,
+                },
+                now,
+            )
+            .unwrap();
+        let id = st
+            .apply_finding(&Change::Open {
+                key: FindingKey {
+                    host,
+                    rule: "fs-full".into(),
+                    subject: "mount=/var".into(),
+                },
+                observed: Observed {
+                    level: 1,
+                    category: "capacity".into(),
+                    title: "Filesystem full".into(),
+                    recommendation: "Free space.".into(),
+                    evidence: r#"{"summary":"/var 99% used"}"#.into(),
+                    at: now,
+                },
+                clocks: Clocks {
+                    from: now,
+                    respond_by: None,
+                    restore_by: None,
+                },
+            })
+            .unwrap();
+        let mut make = |name: &str, role: Role| {
+            let secret = token::generate().unwrap();
+            st.add_token(
+                &TokenRow {
+                    name: name.into(),
+                    role,
+                    created_at: now,
+                    created_by: "test".into(),
+                    revoked_at: None,
+                },
+                &token::hash(&secret),
+            )
+            .unwrap();
+            secret
+        };
+        (make("view", Role::Viewer), make("eng", Role::Engineer), id)
+    };
+    let base = format!("http://{}/api/v1", c.api);
+    let (b, v2) = (base.clone(), viewer.clone());
+    tokio::task::spawn_blocking(move || {
+        let (base, viewer) = (b, v2);
+        let url = |p: &str| format!("{base}{p}");
+        // Without a token, or with a wrong one: 401, with a code and a way forward.
+        let (s, v) = call("GET", &url("/hosts"), None, None);
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{v}"
+        );
+        assert!(v["message"].as_str().unwrap().contains("Bearer"), "{v}");
+        let (s, _) = call("GET", &url("/hosts"), Some("act_wrong"), None);
+        assert_eq!(s, 401);
+
+        // A viewer reads.
+        let (s, v) = call("GET", &url("/hosts"), Some(&viewer), None);
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v[0]["customer"], "acme");
+        let (s, v) = call("GET", &url("/findings"), Some(&viewer), None);
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v[0]["rule"], "fs-full");
+        assert_eq!(v[0]["level"], "L1");
+        assert!(v[0]["sla"]["respond"]["due"].is_i64(), "{v}");
+        // ... but does not act.
+        let (s, v) = call(
+            "POST",
+            &url(&format!("/findings/{id}/ack")),
+            Some(&viewer),
+            None,
+        );
+        assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")), "{v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("needs engineer"),
+            "{v}"
+        );
+
+        // An engineer acknowledges; the token's name is on the timeline.
+        let (s, _) = call(
+            "POST",
+            &url(&format!("/findings/{id}/ack")),
+            Some(&engineer),
+            None,
+        );
+        assert_eq!(s, 204);
+        let (s, v) = call(
+            "POST",
+            &url(&format!("/findings/{id}/ack")),
+            Some(&engineer),
+            None,
+        );
+        assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("already acknowledged by eng")
+        );
+        let (s, _) = call(
+            "POST",
+            &url(&format!("/findings/{id}/resolve")),
+            Some(&engineer),
+            Some(r#"{"note": "rotated the logs"}"#),
+        );
+        assert_eq!(s, 204);
+        let (s, v) = call("GET", &url(&format!("/findings/{id}")), Some(&viewer), None);
+        assert_eq!(s, 200);
+        assert_eq!(v["state"], "resolved");
+        let timeline: Vec<(String, String)> = v["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap().to_string(),
+                    e["by"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            timeline,
+            [
+                ("opened".to_string(), String::new()),
+                ("acknowledged".to_string(), "eng".to_string()),
+                ("resolved".to_string(), "eng".to_string())
+            ]
+        );
+
+        // Bad input: 4xx naming what is wrong; nothing internal.
+        let (s, v) = call("GET", &url("/findings/999"), Some(&viewer), None);
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (404, Some("unknown_finding")),
+            "{v}"
+        );
+        let (s, v) = call("GET", &url("/findings?colour=red"), Some(&viewer), None);
+        assert_eq!((s, v["code"].as_str()), (400, Some("bad_query")), "{v}");
+        assert!(v["message"].as_str().unwrap().contains("colour"), "{v}");
+        let (s, v) = call("GET", &url("/findings?host=nosuch"), Some(&viewer), None);
+        assert_eq!((s, v["code"].as_str()), (404, Some("unknown_host")), "{v}");
+        let (s, v) = call(
+            "POST",
+            &url(&format!("/findings/{id}/resolve")),
+            Some(&engineer),
+            Some("{not json"),
+        );
+        assert_eq!((s, v["code"].as_str()), (400, Some("bad_body")), "{v}");
+        let (s, v) = call("GET", &url("/nothing/here"), Some(&viewer), None);
+        assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    })
+    .await
+    .unwrap();
+
+    // A revoked token stops working at once.
+    open_sqlite(&f.collector.database)
+        .unwrap()
+        .revoke_token("view", now)
+        .unwrap();
+    let hosts = format!("{base}/hosts");
+    let (s, _) = tokio::task::spawn_blocking(move || {
+        let v = viewer;
+        call("GET", &hosts, Some(&v), None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(s, 401);
+    c.shutdown().await;
+}
