@@ -394,7 +394,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     if json {
                         let out: Vec<_> = rows
                             .iter()
-                            .map(|f| finding_json(f, &policy, &silences, now, None))
+                            .map(|f| findings::view::finding_json(f, &policy, &silences, now, None))
                             .collect();
                         println!("{}", serde_json::to_string_pretty(&out)?);
                     } else {
@@ -411,7 +411,13 @@ fn dispatch(cli: Cli) -> Result<()> {
                         .ok_or(store::StoreError::NoSuchFinding(id))?;
                     let silences = st.silences(i64::MIN)?;
                     if json {
-                        let v = finding_json(&f, &policy, &silences, now, Some(&timeline));
+                        let v = findings::view::finding_json(
+                            &f,
+                            &policy,
+                            &silences,
+                            now,
+                            Some(&timeline),
+                        );
                         println!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
                         print!(
@@ -636,43 +642,6 @@ fn open_for_writing(cfg: &CollectorConfig) -> Result<store::SqliteStore> {
         .into());
     }
     Ok(store::open_sqlite(&cfg.database)?)
-}
-
-/// A finding as JSON, with its SLA clocks at `now` (and its timeline for `show`).
-fn finding_json(
-    f: &findings::record::FindingRow,
-    policy: &aftercare_collector::sla::SlaPolicy,
-    silences: &[findings::record::Silence],
-    now: i64,
-    timeline: Option<&[findings::lifecycle::Event]>,
-) -> serde_json::Value {
-    let sla = findings::view::sla_of(f, policy, silences, now);
-    let mut v = serde_json::json!({
-        "id": f.id,
-        "customer": f.customer,
-        "host": f.host,
-        "rule": f.rule,
-        "subject": f.subject,
-        "level": format!("L{}", f.level),
-        "category": f.category,
-        "title": f.title,
-        "recommendation": f.recommendation,
-        "state": f.state.as_str(),
-        "opened_at": time_fmt::rfc3339(f.opened_at),
-        "last_seen": time_fmt::rfc3339(f.last_seen),
-        "acknowledged": f.acknowledged.as_ref().map(|(at, by)| serde_json::json!({"at": time_fmt::rfc3339(*at), "by": by})),
-        "resolved": f.resolved.as_ref().map(|(at, by, note)| serde_json::json!({"at": time_fmt::rfc3339(*at), "by": by, "note": note})),
-        "contract": policy.contract_for(&f.customer).name,
-        "sla": sla,
-        "evidence": serde_json::from_str::<serde_json::Value>(&f.evidence).unwrap_or(serde_json::Value::String(f.evidence.clone())),
-    });
-    if let Some(t) = timeline {
-        v["timeline"] = t
-            .iter()
-            .map(|e| serde_json::json!({"at": time_fmt::rfc3339(e.at), "kind": e.kind.as_str(), "by": e.by, "note": e.note}))
-            .collect();
-    }
-    v
 }
 
 fn serve(cfg: CollectorConfig) -> Result<()> {

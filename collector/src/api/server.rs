@@ -8,11 +8,11 @@
 
 use super::token::{self, Role};
 use crate::findings::lifecycle;
-use crate::findings::record::{Change, FindingFilter, FindingRow};
-use crate::findings::view::sla_of;
+use crate::findings::record::{Change, FindingFilter};
+use crate::findings::view::finding_json;
 use crate::sla::SlaPolicy;
 use crate::store::{SqliteStore, Store, StoreError, TokenRow};
-use aftercare_shared::time_fmt::{now_millis, rfc3339};
+use aftercare_shared::time_fmt::now_millis;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -199,31 +199,6 @@ struct FindingsQuery {
     host: Option<String>,
 }
 
-fn finding_json(
-    f: &FindingRow,
-    sla: &SlaPolicy,
-    silences: &[crate::findings::record::Silence],
-) -> serde_json::Value {
-    let now = now_millis();
-    serde_json::json!({
-        "id": f.id,
-        "customer": f.customer,
-        "host": f.host,
-        "rule": f.rule,
-        "subject": f.subject,
-        "level": format!("L{}", f.level),
-        "category": f.category,
-        "title": f.title,
-        "state": f.state.as_str(),
-        "opened_at": rfc3339(f.opened_at),
-        "last_seen": rfc3339(f.last_seen),
-        "acknowledged_by": f.acknowledged.as_ref().map(|a| a.1.clone()),
-        "sla": sla_of(f, sla, silences, now),
-        "recommendation": f.recommendation,
-        "evidence": serde_json::from_str::<serde_json::Value>(&f.evidence).unwrap_or_default(),
-    })
-}
-
 async fn findings(
     State(state): State<ApiState>,
     Extension(caller): Extension<TokenRow>,
@@ -243,7 +218,7 @@ async fn findings(
         let silences = st.silences(i64::MIN)?;
         Ok(rows
             .iter()
-            .map(|f| finding_json(f, &sla, &silences))
+            .map(|f| finding_json(f, &sla, &silences, now_millis(), None))
             .collect::<Vec<_>>())
     })
     .await?;
@@ -260,12 +235,13 @@ async fn finding(
     let v = with_store(&state, false, move |st| {
         let (f, timeline) = st.finding(id)?.ok_or(StoreError::NoSuchFinding(id))?;
         let silences = st.silences(i64::MIN)?;
-        let mut v = finding_json(&f, &sla, &silences);
-        v["timeline"] = timeline
-            .iter()
-            .map(|e| serde_json::json!({"at": rfc3339(e.at), "kind": e.kind.as_str(), "by": e.by, "note": e.note}))
-            .collect();
-        Ok(v)
+        Ok(finding_json(
+            &f,
+            &sla,
+            &silences,
+            now_millis(),
+            Some(&timeline),
+        ))
     })
     .await?;
     Ok(Json(v))

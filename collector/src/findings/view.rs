@@ -166,6 +166,44 @@ pub fn finding_detail(
     s
 }
 
+/// A finding as JSON (the CLI's `--json` and the HTTP API), with its SLA clocks at `now`
+/// and, for one finding, its timeline.
+pub fn finding_json(
+    f: &FindingRow,
+    policy: &SlaPolicy,
+    silences: &[Silence],
+    now: UnixMillis,
+    timeline: Option<&[Event]>,
+) -> serde_json::Value {
+    let sla = sla_of(f, policy, silences, now);
+    let mut v = serde_json::json!({
+        "id": f.id,
+        "customer": f.customer,
+        "host": f.host,
+        "rule": f.rule,
+        "subject": f.subject,
+        "level": format!("L{}", f.level),
+        "category": f.category,
+        "title": f.title,
+        "recommendation": f.recommendation,
+        "state": f.state.as_str(),
+        "opened_at": rfc3339(f.opened_at),
+        "last_seen": rfc3339(f.last_seen),
+        "acknowledged": f.acknowledged.as_ref().map(|(at, by)| serde_json::json!({"at": rfc3339(*at), "by": by})),
+        "resolved": f.resolved.as_ref().map(|(at, by, note)| serde_json::json!({"at": rfc3339(*at), "by": by, "note": note})),
+        "contract": policy.contract_for(&f.customer).name,
+        "sla": sla,
+        "evidence": serde_json::from_str::<serde_json::Value>(&f.evidence).unwrap_or(serde_json::Value::String(f.evidence.clone())),
+    });
+    if let Some(t) = timeline {
+        v["timeline"] = t
+            .iter()
+            .map(|e| serde_json::json!({"at": rfc3339(e.at), "kind": e.kind.as_str(), "by": e.by, "note": e.note}))
+            .collect();
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
