@@ -119,6 +119,28 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The built-in rules, with acme on the 24x7 `premium` contract (L1 respond in 15 min,
+/// whatever the day), resuming from what `st` saved.
+fn new_engine(st: &mut SqliteStore) -> Engine {
+    let policy = SlaPolicy::parse("[customers]\nacme = \"premium\"\n").unwrap();
+    Engine::new(
+        RuleSet::builtin(),
+        policy,
+        Duration::from_secs(24 * 3600),
+        st,
+    )
+}
+
+/// A webhook to `hooks`, retrying quickly.
+fn notifier_to(hooks: &Receiver) -> Notifier {
+    let hook: WebhookConfig = toml::from_str(&format!(
+        "name = \"ops\"\nurl = \"{}\"\nretry_base = \"20ms\"",
+        hooks.url
+    ))
+    .unwrap();
+    Notifier::start(&[hook]).unwrap()
+}
+
 #[test]
 fn rules_raise_findings_once_escalate_and_resolve_with_the_webhook_told() {
     let d = tempfile::tempdir().unwrap();
@@ -127,20 +149,8 @@ fn rules_raise_findings_once_escalate_and_resolve_with_the_webhook_told() {
     let t0 = aftercare_shared::time_fmt::now_millis() - 60 * MIN;
     let h = register(&mut st, t0);
     let hooks = Receiver::start();
-    let url = &hooks.url;
-    let hook: WebhookConfig = toml::from_str(&format!(
-        "name = \"ops\"\nurl = \"{url}\"\nretry_base = \"20ms\""
-    ))
-    .unwrap();
-    let notifier = Notifier::start(&[hook]).unwrap();
-    // acme on the 24x7 contract: L1 respond in 15 min, whatever the day.
-    let policy = SlaPolicy::parse("[customers]\nacme = \"premium\"\n").unwrap();
-    let mut engine = Engine::new(
-        RuleSet::builtin(),
-        policy.clone(),
-        Duration::from_secs(24 * 3600),
-        &mut st,
-    );
+    let notifier = notifier_to(&hooks);
+    let mut engine = new_engine(&mut st);
 
     // Nine minutes of ticks with /var at 1 % available, and disk I/O errors in the log.
     let mut seq = 0;
@@ -274,12 +284,7 @@ fn rules_raise_findings_once_escalate_and_resolve_with_the_webhook_told() {
 
     // The engine's memory survives a restart: a new engine resumes, nothing is re-raised.
     drop(engine);
-    let mut engine = Engine::new(
-        RuleSet::builtin(),
-        policy,
-        Duration::from_secs(24 * 3600),
-        &mut st,
-    );
+    let mut engine = new_engine(&mut st);
     let s = engine.pass(&mut st, back + MIN, None).unwrap();
     assert_eq!((s.opened, s.reopened), (0, 0), "{s:?}");
     let counts = notifier.stop(Duration::from_secs(2));
@@ -294,19 +299,8 @@ fn in_a_maintenance_window_findings_record_but_nobody_is_told_and_clocks_wait() 
     let t0 = aftercare_shared::time_fmt::now_millis() - 60 * MIN;
     let h = register(&mut st, t0);
     let hooks = Receiver::start();
-    let url = &hooks.url;
-    let hook: WebhookConfig = toml::from_str(&format!(
-        "name = \"ops\"\nurl = \"{url}\"\nretry_base = \"20ms\""
-    ))
-    .unwrap();
-    let notifier = Notifier::start(&[hook]).unwrap();
-    let policy = SlaPolicy::parse("[customers]\nacme = \"premium\"\n").unwrap();
-    let mut engine = Engine::new(
-        RuleSet::builtin(),
-        policy,
-        Duration::from_secs(24 * 3600),
-        &mut st,
-    );
+    let notifier = notifier_to(&hooks);
+    let mut engine = new_engine(&mut st);
     // The disk is being swapped from t0 + 5 min to t0 + 65 min: its errors are expected.
     let window_end = t0 + 65 * MIN;
     st.add_silence(&Silence {
