@@ -217,8 +217,13 @@ fn derived<'s>(
     }
 }
 
-fn threshold<'a>(t: &Threshold, ctx: &'a Ctx<'_>) -> Option<RuleResult<'a>> {
-    let sel = &t.selector;
+/// What a selector reads: the metric's series, the `percent_of` series, the core count for
+/// `per_core`; `None` when any of them is missing (the rule is held).
+#[allow(clippy::type_complexity)]
+fn selected<'a, 'o>(
+    sel: &super::config::Selector,
+    ctx: &'a Ctx<'o>,
+) -> Option<(&'a [Series<'o>], Option<&'a [Series<'o>]>, Option<f64>)> {
     let all = ctx.metrics[sel.metric_ix].as_deref()?;
     let den = match sel.percent_ix {
         Some(i) => Some(ctx.metrics[i].as_deref()?),
@@ -228,6 +233,12 @@ fn threshold<'a>(t: &Threshold, ctx: &'a Ctx<'_>) -> Option<RuleResult<'a>> {
         true => Some(f64::from(ctx.host.cores.filter(|&c| c > 0)?)),
         false => None,
     };
+    Some((all, den, cores))
+}
+
+fn threshold<'a>(t: &Threshold, ctx: &'a Ctx<'_>) -> Option<RuleResult<'a>> {
+    let sel = &t.selector;
+    let (all, den, cores) = selected(sel, ctx)?;
     let since = ctx.agent_now - t.window_ms;
     let mut subjects = BTreeMap::new();
     for s in all {
@@ -262,15 +273,7 @@ fn threshold<'a>(t: &Threshold, ctx: &'a Ctx<'_>) -> Option<RuleResult<'a>> {
 
 fn forecast<'a>(f: &Forecast, ctx: &'a Ctx<'_>) -> Option<RuleResult<'a>> {
     let sel = &f.selector;
-    let all = ctx.metrics[sel.metric_ix].as_deref()?;
-    let den = match sel.percent_ix {
-        Some(i) => Some(ctx.metrics[i].as_deref()?),
-        None => None,
-    };
-    let cores = match sel.per_core {
-        true => Some(f64::from(ctx.host.cores.filter(|&c| c > 0)?)),
-        false => None,
-    };
+    let (all, den, cores) = selected(sel, ctx)?;
     let since = ctx.agent_now - f.window_ms;
     let mut subjects = BTreeMap::new();
     for s in all {
