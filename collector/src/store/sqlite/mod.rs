@@ -57,7 +57,48 @@ const MIGRATIONS: &[&str] = &[
     findings::SCHEMA_V4,
     SCHEMA_V5,
     SCHEMA_V6,
+    SCHEMA_V7,
 ];
+
+/// The engineer's desk: the audit trail of every mutating API call (and the CLI's own
+/// changes), remote diagnostics with their results, and contracts an admin assigned to a
+/// customer over the API (they take precedence over `sla.toml`'s `[customers]`).
+const SCHEMA_V7: &str = "
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,                   -- token name, or `cli:<user>`
+    role    TEXT NOT NULL,                   -- viewer, engineer, admin, local
+    action  TEXT NOT NULL,                   -- e.g. `finding.ack`, `diagnostic.request`
+    target  TEXT NOT NULL,                   -- what it acted on: `finding/12`, `host/acme/db1`
+    outcome TEXT NOT NULL,                   -- `ok` or the error code
+    detail  TEXT NOT NULL DEFAULT ''         -- JSON, small
+);
+CREATE INDEX audit_by_time ON audit (at);
+CREATE TABLE diagnostics (
+    id           INTEGER PRIMARY KEY,
+    host         INTEGER NOT NULL REFERENCES hosts (id),
+    probe        TEXT NOT NULL,
+    args         TEXT NOT NULL DEFAULT '{}', -- JSON object of the probe's declared values
+    finding      INTEGER REFERENCES findings (id),
+    requested_by TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    status       TEXT NOT NULL,              -- pending, done, refused, failed, timeout, offline
+    finished_at  INTEGER,
+    exit_code    INTEGER,
+    truncated    INTEGER NOT NULL DEFAULT 0,
+    output       BLOB,
+    message      TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX diagnostics_by_host ON diagnostics (host, id);
+CREATE INDEX diagnostics_by_finding ON diagnostics (finding) WHERE finding IS NOT NULL;
+CREATE TABLE customer_contracts (
+    customer TEXT PRIMARY KEY,
+    contract TEXT NOT NULL,
+    set_at   INTEGER NOT NULL,
+    set_by   TEXT NOT NULL
+);
+";
 
 /// API tokens: only their SHA-256 is kept (see `api::token`).
 const SCHEMA_V6: &str = "
