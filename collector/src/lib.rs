@@ -19,4 +19,5 @@ pub mod sla;
 pub mod store;
 pub mod tls;
 pub mod view;
+pub mod web;
 pub mod writer;

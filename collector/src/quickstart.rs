@@ -119,19 +119,28 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--log {bad}: log paths must be absolute (e.g. /var/log/syslog)");
     }
     let coll_cfg_path = dir.join("collector.toml");
+    // The web desk at the usual address when it is free, so a bookmark keeps working;
+    // any free port otherwise.
+    let api_listen = if std::net::TcpListener::bind("127.0.0.1:7480").is_ok() {
+        "127.0.0.1:7480"
+    } else {
+        "127.0.0.1:0"
+    };
     std::fs::write(
         &coll_cfg_path,
-        "# Written by `aftercare-collector quickstart`.\n\
-         data_dir = \"collector\"\n\
-         listen = \"127.0.0.1:0\"\n\
-         log_level = \"warn\"\n\
-         [api]\n\
-         listen = \"127.0.0.1:0\"\n\
-         [ingest]\n\
-         compact_every = \"60s\"\n\
-         [findings]\n\
-         # Often, for a demo; the default is 30s.\n\
-         evaluate_every = \"5s\"\n",
+        format!(
+            "# Written by `aftercare-collector quickstart`.\n\
+             data_dir = \"collector\"\n\
+             listen = \"127.0.0.1:0\"\n\
+             log_level = \"warn\"\n\
+             [api]\n\
+             listen = \"{api_listen}\"\n\
+             [ingest]\n\
+             compact_every = \"60s\"\n\
+             [findings]\n\
+             # Often, for a demo; the default is 30s.\n\
+             evaluate_every = \"5s\"\n"
+        ),
     )?;
     let cfg = CollectorConfig::load(&coll_cfg_path)?;
     crate::logging::init_to_file(&dir.join("collector.log"), "info")?;
@@ -167,6 +176,8 @@ pub fn run(args: Args) -> Result<()> {
     rt.block_on(async move {
         let collector = Collector::bind(&cfg)?;
         let addr = collector.local_addr();
+        let web = collector.api_addr();
+        let admin = demo_admin_token(&cfg)?;
         let agent_cfg = dir.join("agent.toml");
         std::fs::write(
             &agent_cfg,
@@ -194,7 +205,7 @@ pub fn run(args: Args) -> Result<()> {
         let out = Command::new(&agent_bin)
             .arg("--config")
             .arg(&agent_cfg)
-            .args(["consent", "grant", "--scope", "metrics,logs", "--by"])
+            .args(["consent", "grant", "--scope", "metrics,logs,diagnostics", "--by"])
             .arg(format!("{who} (quickstart demo)"))
             .output()
             .with_context(|| format!("cannot run {}", agent_bin.display()))?;
@@ -221,7 +232,9 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "collector on udp {addr}, agent pid {}; everything is in {}\n\
              following: {}\n\
-             logs: {}/collector.log, {}/agent.log — Ctrl-C stops both\n",
+             logs: {}/collector.log, {}/agent.log — Ctrl-C stops both\n\n\
+             web desk: http://{web}/  sign in with this admin token (shown once):\n  {admin}\n\
+             API:      curl -H 'Authorization: Bearer {admin}' http://{web}/api/v1/hosts\n",
             guard.0.as_ref().map(|c| c.id()).unwrap_or(0),
             dir.display(),
             logs.join(" "),
@@ -374,4 +387,33 @@ fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// A fresh admin token for this run of the demo; the previous runs' ones are revoked, so
+/// only the token just printed works.
+fn demo_admin_token(cfg: &CollectorConfig) -> Result<String> {
+    use crate::api::token::{self, Role};
+    use crate::store::TokenRow;
+    let mut st = crate::store::open_sqlite(&cfg.database)?;
+    let now = now_millis();
+    let old: Vec<TokenRow> = st
+        .tokens()?
+        .into_iter()
+        .filter(|t| t.name.starts_with("demo-admin-"))
+        .collect();
+    for t in old.iter().filter(|t| t.revoked_at.is_none()) {
+        st.revoke_token(&t.name, now)?;
+    }
+    let secret = token::generate().map_err(|_| anyhow::anyhow!("no randomness for a token"))?;
+    st.add_token(
+        &TokenRow {
+            name: format!("demo-admin-{}", old.len() + 1),
+            role: Role::Admin,
+            created_at: now,
+            created_by: "quickstart".into(),
+            revoked_at: None,
+        },
+        &token::hash(&secret),
+    )?;
+    Ok(secret)
 }

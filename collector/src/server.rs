@@ -121,7 +121,8 @@ impl Collector {
             let router = crate::api::server::router(crate::api::server::ApiState {
                 database: self.cfg.database.clone(),
                 sla: std::sync::Arc::new(self.cfg.sla_policy()?),
-            });
+            })
+            .merge(crate::web::router());
             let stop = shutdown.clone();
             let listener = self.api;
             tokio::spawn(async move {

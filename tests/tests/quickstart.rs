@@ -1,5 +1,7 @@
 //! The README's first command, with the debug binaries and a bounded duration.
 
+use aftercare_collector::api::token::{self, Role};
+use aftercare_collector::store::{Store, open_sqlite_readonly};
 use aftercare_tests::bin;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -43,7 +45,8 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
     assert!(out.status.success(), "quickstart failed:\n{text}");
     for want in [
         "CA created",
-        "granted metrics,logs",
+        "granted metrics,logs,diagnostics",
+        "web desk: http://127.0.0.1:",
         "system log: 4 lines stored",
         // The I/O error line (without a time of its own, so it is news now) is a finding.
         "findings: ",
@@ -74,9 +77,18 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
         "agent did not stop cleanly:\n{agent_log}"
     );
 
+    // The printed token is a live admin token of this collector.
+    let first = admin_token(&text);
+    assert_eq!(active_token_role(&dir, &first), Some(Role::Admin));
+
     // Run again in the same folder: it reuses the CA and certificates.
     let out = quickstart(&dir, "5s", &syslog);
     let text = String::from_utf8_lossy(&out.stdout);
+    // A new admin token; the first one no longer works.
+    let second = admin_token(&text);
+    assert_ne!(first, second);
+    assert_eq!(active_token_role(&dir, &second), Some(Role::Admin));
+    assert_eq!(active_token_role(&dir, &first), None);
     assert!(out.status.success(), "second run failed:\n{text}");
     assert!(!text.contains("CA created"), "{text}");
     assert!(!text.contains("hunter2"), "a secret left the host:\n{text}");
@@ -86,4 +98,24 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
         text.contains("disk-io-errors"),
         "the finding is still open:\n{text}"
     );
+}
+
+/// The token printed under "web desk:".
+fn admin_token(text: &str) -> String {
+    let after = text
+        .split("web desk: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no web desk line in:\n{text}"));
+    after
+        .split_whitespace()
+        .find(|w| w.starts_with("act_"))
+        .unwrap_or_else(|| panic!("no token after the web desk line:\n{text}"))
+        .to_owned()
+}
+
+/// The role of the live (not revoked) token whose secret is `secret`, from the demo's
+/// database.
+fn active_token_role(dir: &Path, secret: &str) -> Option<Role> {
+    let mut st = open_sqlite_readonly(&dir.join("collector/aftercare.db")).unwrap();
+    st.token_by_hash(&token::hash(secret)).unwrap().map(|t| t.role)
 }

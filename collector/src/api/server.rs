@@ -87,6 +87,7 @@ impl From<lifecycle::ActionError> for ApiError {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/api/v1/me", get(whoami))
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/findings/{id}", get(finding))
@@ -179,6 +180,11 @@ async fn with_store<T: Send + 'static>(
     })
     .await
     .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "task failed"))?
+}
+
+/// Who the token is: the web desk shows it and hides what the role may not do.
+async fn whoami(Extension(caller): Extension<TokenRow>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "name": caller.name, "role": caller.role.as_str() }))
 }
 
 async fn hosts(
