@@ -323,11 +323,14 @@ async function viewHost(name, params) {
   setNav("hosts");
   const range = RANGES.includes(params.get("range")) ? params.get("range") : "6h";
   const hp = hostPath(name);
-  const [host, metrics, logs] = await Promise.all([
+  // One request per family, all at once; each reads rollups for a long range.
+  const families = ["cpu.usage", "mem.", "fs.bytes.", "net.rx.bytes", "net.tx.bytes"];
+  const [host, logs, ...parts] = await Promise.all([
     api("GET", `/hosts/${hp}`),
-    api("GET", `/hosts/${hp}/metrics?from=${range}&metric=cpu.usage,mem.,fs.bytes.,net.rx.bytes,net.tx.bytes`),
     api("GET", `/hosts/${hp}/logs?severity=error&since=${range}&limit=50`).catch((e) => ({ error: e })),
+    ...families.map((m) => api("GET", `/hosts/${hp}/metrics?from=${range}&metric=${encodeURIComponent(m)}`)),
   ]);
+  const metrics = { ...parts[0], series: parts.flatMap((p) => p.series) };
   const facts = host.facts ?? {};
   const from = Date.parse(metrics.from), to = Date.parse(metrics.to);
   const findingRows = (host.findings ?? []).map((f) => `
