@@ -274,6 +274,8 @@ pub fn router(state: ApiState) -> Router {
         // Routes of one path with different methods merge.
         r = r.route(route.path, handler(route));
     }
+    // Routers of other modules (remote diagnostics: the routes of [`ROUTED_ELSEWHERE`])
+    // merge here, so that authentication and the audit trail wrap them too.
     r.fallback(|| async {
         ApiError::new(
             StatusCode::NOT_FOUND,
