@@ -592,10 +592,9 @@ pub fn api_finding_detail(f: &serde_json::Value, now: UnixMillis) -> String {
         api_str(&f["last_seen"]),
     );
     for name in ["respond", "restore"] {
-        let due = f["sla"][name]["due"].as_i64().map(time_fmt::rfc3339);
         s.push_str(&format!(
             "{name:<9} by {} ({}; contract {})\n",
-            due.unwrap_or_default(),
+            api_str(&f["sla"][name]["due"]),
             api_clock(&f["sla"][name], now),
             api_str(&f["contract"])
         ));

@@ -97,7 +97,8 @@ async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["items"][0]["rule"], "fs-full");
         assert_eq!(v["items"][0]["level"], "L1");
-        assert!(v["items"][0]["sla"]["respond"]["due"].is_i64(), "{v}");
+        let due = v["items"][0]["sla"]["respond"]["due"].as_str().unwrap();
+        assert!(due.ends_with('Z') && due.contains('T'), "{v}");
         // ... but does not act.
         let (s, v) = api_call(
             "POST",

@@ -692,3 +692,59 @@ async fn admins_manage_silences_tokens_and_contracts_and_every_change_is_audited
     assert_eq!(rows.len(), 17);
     c.shutdown().await;
 }
+
+/// The router itself, walked over HTTP: every (method, path) the OpenAPI document lists is
+/// served (answers other than the fallback's `not_found` or 405), except the diagnostics
+/// routes another module serves, which may not be merged yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_served() {
+    use aftercare_collector::api::server::ROUTED_ELSEWHERE;
+    let f = Fixture::new();
+    let admin = make_token(
+        &mut open_sqlite(&f.collector.database).unwrap(),
+        "boss",
+        Role::Admin,
+    );
+    let c = f.start().await;
+    let root = format!("http://{}", c.api);
+    blocking(move || {
+        let (s, doc) = api_call("GET", &format!("{root}/api/v1/openapi.json"), None, None);
+        assert_eq!(s, 200);
+        let elsewhere: BTreeSet<(String, String)> = ROUTED_ELSEWHERE
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        let mut served = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                let method = method.to_uppercase();
+                let concrete = path
+                    .replace("{customer}", "acme")
+                    .replace("{host}", "db1")
+                    .replace("{id}", "999999")
+                    .replace("{name}", "nosuch");
+                let (s, v) = api_call(
+                    &method,
+                    &format!("{root}{concrete}"),
+                    Some(&admin),
+                    Some("{}"),
+                );
+                let unrouted = s == 405 || v["code"] == "not_found";
+                if elsewhere.contains(&(method.clone(), path.clone())) {
+                    continue;
+                }
+                assert!(
+                    !unrouted,
+                    "{method} {path} is documented but not served: {s} {v}"
+                );
+                served += 1;
+            }
+        }
+        assert_eq!(served, aftercare_collector::api::server::ROUTES.len());
+        // The check can tell: an undocumented path is the fallback's.
+        let (s, v) = api_call("GET", &format!("{root}/api/v1/reports"), Some(&admin), None);
+        assert_eq!((s, v["code"].as_str()), (404, Some("not_found")));
+    })
+    .await;
+    c.shutdown().await;
+}

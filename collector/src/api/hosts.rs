@@ -67,6 +67,7 @@ fn host_json(h: &HostStatus, open: Option<&(usize, u8)>, now: i64) -> serde_json
         "os": format!("{} {}", h.facts.os_name, h.facts.os_version).trim().to_string(),
         "kernel": h.facts.kernel,
         "consent": {
+            "version": h.consent.version,
             "scopes_in_force": active.iter().map(|g| g.scope.as_str()).collect::<Vec<_>>(),
             "expires_at": expires_at.map(rfc3339),
             "grants": h.consent.grants.iter().map(|g| serde_json::json!({
