@@ -328,6 +328,17 @@ async fn metrics_come_from_raw_points_for_hours_and_rollups_for_weeks() {
                 .all(|p| (p[1].as_f64().unwrap() - 10.0).abs() < 1e-6),
             "{v}"
         );
+        // Eight hours: rollups for the compacted hours, then raw points for the newest
+        // one, not compacted yet.
+        let (_, v) = get("metric=cpu.usage&from=8h&step=5m");
+        assert_eq!(v["source"], "5m", "{v}");
+        let pts = v["series"][0]["points"].as_array().unwrap();
+        let last = pts.last().unwrap()[0].as_i64().unwrap();
+        assert!(
+            last >= now - 15 * 60_000,
+            "the newest minutes are there: {last} {now}"
+        );
+        assert!(pts.len() >= 90, "{}", pts.len());
         // A week back, one hour long: past raw retention, so rollups.
         let (_, v) = get("metric=cpu.usage&from=7d&to=167h");
         assert_eq!(v["source"], "5m", "{v}");

@@ -247,7 +247,7 @@ pub async fn metrics(
                 for s in st.query(&name, metric, from, to)? {
                     let pts = match s.kind {
                         MetricKind::Counter => rates(&s.points),
-                        MetricKind::Gauge => s.points.clone(),
+                        MetricKind::Gauge => s.points,
                     };
                     out.push((
                         s.name,
@@ -263,8 +263,9 @@ pub async fn metrics(
                 } else {
                     Resolution::FiveMinutes
                 };
-                // Rollups cover compacted hours; the newest, not yet compacted, part of
-                // the range comes from raw points (a few hours at most).
+                // Rollups cover compacted (closed) hours; the newest part of the range,
+                // not compacted yet, comes from raw points: at most the raw range, so a
+                // long range never reads raw.
                 let rolled = st.rollups(&name, metric, res, from, to)?;
                 let mut by_key: SeriesByKey = Default::default();
                 let mut covered_until = from;
@@ -280,10 +281,9 @@ pub async fn metrics(
                     }
                     by_key.insert((s.name, s.labels), (s.kind, pts));
                 }
-                if covered_until < to
-                    && to - covered_until <= series::RAW_RANGE_MS.max(2 * crate::store::HOUR_MS)
-                {
-                    for s in st.query(&name, metric, covered_until, to)? {
+                let raw_from = covered_until.max(to - series::RAW_RANGE_MS);
+                if raw_from < to {
+                    for s in st.query(&name, metric, raw_from, to)? {
                         let pts = match s.kind {
                             MetricKind::Counter => rates(&s.points),
                             MetricKind::Gauge => s.points,
