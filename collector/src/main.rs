@@ -354,7 +354,21 @@ fn dispatch(cli: Cli) -> Result<()> {
             let now = now_millis();
             let hosts = st.hosts(now)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&hosts)?);
+                // The API's form of a host, so scripts read the same with or without --url.
+                let open = aftercare_collector::api::hosts::open_by_host(&st.findings(
+                    &FindingFilter {
+                        open_only: true,
+                        since: i64::MIN,
+                        ..Default::default()
+                    },
+                )?);
+                let v: Vec<_> = hosts
+                    .iter()
+                    .map(|h| {
+                        aftercare_collector::api::hosts::host_json(h, open.get(&h.full_name()), now)
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", view::hosts_table(&hosts, now));
             }

@@ -27,7 +27,7 @@ pub const REGEX_MAX_LEN: usize = 1024;
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// (count, worst level) of each host's open findings, by `customer/host`.
-fn open_by_host(open: &[FindingRow]) -> HashMap<String, (usize, u8)> {
+pub fn open_by_host(open: &[FindingRow]) -> HashMap<String, (usize, u8)> {
     let mut m: HashMap<String, (usize, u8)> = HashMap::new();
     for f in open {
         let e = m
@@ -47,7 +47,8 @@ pub(super) fn worst_level(worst: u8) -> serde_json::Value {
     }
 }
 
-fn host_json(h: &HostStatus, open: Option<&(usize, u8)>, now: i64) -> serde_json::Value {
+/// A host as the API (and the CLI's `hosts --json`) shows it.
+pub fn host_json(h: &HostStatus, open: Option<&(usize, u8)>, now: i64) -> serde_json::Value {
     let active: Vec<_> = h
         .consent
         .grants
