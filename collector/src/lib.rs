@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod ca;
+pub mod client;
 pub mod config;
 pub mod findings;
 pub mod ingest;

@@ -3,7 +3,7 @@
 use aftercare_collector::config::{CollectorConfig, DEFAULT_CONFIG};
 use aftercare_collector::findings::{self, lifecycle, record::Change, record::FindingFilter};
 use aftercare_collector::store::Store;
-use aftercare_collector::{ca, quickstart, server, store, view};
+use aftercare_collector::{ca, client, quickstart, server, store, view};
 use aftercare_shared::model::Severity;
 use aftercare_shared::time_fmt::{self, now_millis};
 use anyhow::{Context, Result};
@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
       aftercare-collector logs --host acme/db1 --grep '(?i)oom' --since 7d --count\n  \
       aftercare-collector findings\n  \
       aftercare-collector findings ack 12 --by ann\n  \
+      AFTERCARE_TOKEN=act_... aftercare-collector findings --url http://collector:8443\n  \
+      aftercare-collector audit --since 7d\n  \
       aftercare-collector silence add --customer acme --host db1 --for 2h --reason 'disk swap' --by ann\n  \
       aftercare-collector token create --name ann --role engineer --by admin\n  \
       aftercare-collector quickstart --dir ./demo     (everything on this machine)"
@@ -57,6 +59,8 @@ enum Command {
     Hosts {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Show a host's metrics: per series the latest value and min/avg/max over the window
     /// (rates per second for counters).
@@ -74,6 +78,8 @@ enum Command {
         /// Print every point as JSON instead of the summary table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Show a host's log lines, oldest first: the newest `--limit` that match.
     Logs {
@@ -100,6 +106,8 @@ enum Command {
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Preventive-maintenance findings: open ones by level and SLA deadline (default), one
     /// with its timeline (`show ID`), or an engineer's acknowledgement or resolution.
@@ -120,6 +128,16 @@ enum Command {
         since: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The audit trail of changes (API calls and this command line's), newest first.
+    Audit {
+        /// How far back (`24h`, `7d`, a date...).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long)]
+        json: bool,
     },
     /// API tokens for engineers' tools: shown once at creation, kept only as a hash.
     #[command(subcommand)]
@@ -131,6 +149,32 @@ enum Command {
     /// Everything on this machine in one folder: CA, certificates, consent, a collector and
     /// an agent, then this host's live status. Ctrl-C stops both.
     Quickstart(quickstart::Args),
+}
+
+/// Ask a running collector's API instead of reading the local database.
+#[derive(clap::Args, Clone, Default)]
+struct Remote {
+    /// A running collector's API, e.g. `http://collector:8443`: ask it instead of reading
+    /// the local database (the token comes from AFTERCARE_TOKEN or --token-file).
+    #[arg(long, env = "AFTERCARE_URL", global = true)]
+    url: Option<String>,
+    /// A file holding the API token (instead of the AFTERCARE_TOKEN variable).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+}
+
+impl Remote {
+    /// A client when `--url` is given.
+    fn client(&self) -> Result<Option<client::Client>> {
+        let Some(url) = self.url.as_deref().filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let token = client::token(
+            self.token_file.as_deref(),
+            std::env::var(client::TOKEN_ENV).ok(),
+        )?;
+        Ok(Some(client::Client::new(url.trim(), token)))
+    }
 }
 
 #[derive(Subcommand)]
@@ -154,7 +198,12 @@ enum TokenCmd {
         json: bool,
     },
     /// Stop a token working at once.
-    Revoke { name: String },
+    Revoke {
+        name: String,
+        /// Who revokes it (for the audit trail; default $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -189,7 +238,12 @@ enum SilenceCmd {
         json: bool,
     },
     /// End a window now.
-    End { id: i64 },
+    End {
+        id: i64,
+        /// Who ends it (for the audit trail; default $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,15 +257,16 @@ enum FindingsCmd {
     /// Take a finding on: stops its respond clock.
     Ack {
         id: i64,
-        /// Who (recorded on the timeline).
+        /// Who (recorded on the timeline; with --url the token's name is).
         #[arg(long)]
-        by: String,
+        by: Option<String>,
     },
     /// Close a finding, saying what was done: stops its restore clock.
     Resolve {
         id: i64,
+        /// Who (with --url the token's name is).
         #[arg(long)]
-        by: String,
+        by: Option<String>,
         /// What was done (the resolution note the contract asks for).
         #[arg(long)]
         note: Option<String>,
@@ -257,6 +312,12 @@ fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Quickstart(args) = cli.command {
         return quickstart::run(args);
     }
+    // With --url the command asks a collector's API: no local configuration is read.
+    if let Some(remote) = remote_of(&cli.command)
+        && let Some(c) = remote.client()?
+    {
+        return over_api(&c, cli.command);
+    }
     let cfg = CollectorConfig::load(&cli.config)?;
     match cli.command {
         Command::Serve => serve(cfg),
@@ -288,12 +349,26 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{issued}");
             Ok(())
         }
-        Command::Hosts { json } => {
+        Command::Hosts { json, .. } => {
             let mut st = store::open_sqlite_readonly(&cfg.database)?;
             let now = now_millis();
             let hosts = st.hosts(now)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&hosts)?);
+                // The API's form of a host, so scripts read the same with or without --url.
+                let open = aftercare_collector::api::hosts::open_by_host(&st.findings(
+                    &FindingFilter {
+                        open_only: true,
+                        since: i64::MIN,
+                        ..Default::default()
+                    },
+                )?);
+                let v: Vec<_> = hosts
+                    .iter()
+                    .map(|h| {
+                        aftercare_collector::api::hosts::host_json(h, open.get(&h.full_name()), now)
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", view::hosts_table(&hosts, now));
             }
@@ -304,6 +379,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             metric,
             since,
             json,
+            ..
         } => {
             let now = now_millis();
             let since = time_fmt::parse_since(&since, now)?;
@@ -324,6 +400,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             limit,
             count,
             json,
+            ..
         } => {
             let now = now_millis();
             let grep = grep
@@ -373,9 +450,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             host,
             since,
             json,
+            ..
         } => {
             let now = now_millis();
-            let policy = cfg.sla_policy()?;
+            let mut policy = cfg.sla_policy()?;
             match action {
                 None => {
                     let filter = FindingFilter {
@@ -389,6 +467,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                         },
                     };
                     let mut st = store::open_sqlite_readonly(&cfg.database)?;
+                    assigned_contracts(&mut policy, &mut st)?;
                     let rows = st.findings(&filter)?;
                     let silences = st.silences(i64::MIN)?;
                     if json {
@@ -406,6 +485,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 }
                 Some(FindingsCmd::Show { id, json }) => {
                     let mut st = store::open_sqlite_readonly(&cfg.database)?;
+                    assigned_contracts(&mut policy, &mut st)?;
                     let (f, timeline) = st
                         .finding(id)?
                         .ok_or(store::StoreError::NoSuchFinding(id))?;
@@ -427,30 +507,54 @@ fn dispatch(cli: Cli) -> Result<()> {
                     }
                 }
                 Some(FindingsCmd::Ack { id, by }) => {
+                    let by = by.context("say who you are: --by NAME")?;
                     let mut st = open_for_writing(&cfg)?;
-                    let (f, _) = st
-                        .finding(id)?
-                        .ok_or(store::StoreError::NoSuchFinding(id))?;
-                    let acked_by = f.acknowledged.as_ref().map(|a| a.1.as_str());
-                    let event = lifecycle::acknowledge(&f.current(), acked_by, &by, now)?;
-                    st.apply_finding(&Change::Act { id, event })?;
+                    audited(
+                        &mut st,
+                        &by,
+                        "finding.ack",
+                        &format!("finding/{id}"),
+                        serde_json::json!({}),
+                        |st| {
+                            let (f, _) = st
+                                .finding(id)?
+                                .ok_or(store::StoreError::NoSuchFinding(id))?;
+                            let acked_by = f.acknowledged.as_ref().map(|a| a.1.as_str());
+                            let event = lifecycle::acknowledge(&f.current(), acked_by, &by, now)?;
+                            st.apply_finding(&Change::Act { id, event })?;
+                            Ok(())
+                        },
+                    )?;
                     println!(
                         "finding {id} acknowledged by {}: its respond clock stopped",
                         by.trim()
                     );
                 }
                 Some(FindingsCmd::Resolve { id, by, note }) => {
+                    let by = by.context("say who you are: --by NAME")?;
                     let mut st = open_for_writing(&cfg)?;
-                    let (f, _) = st
-                        .finding(id)?
-                        .ok_or(store::StoreError::NoSuchFinding(id))?;
-                    let event = lifecycle::resolve(&f.current(), &by, note.as_deref(), now)?;
-                    st.apply_finding(&Change::Act { id, event })?;
+                    audited(
+                        &mut st,
+                        &by,
+                        "finding.resolve",
+                        &format!("finding/{id}"),
+                        serde_json::json!({ "note": note }),
+                        |st| {
+                            let (f, _) = st
+                                .finding(id)?
+                                .ok_or(store::StoreError::NoSuchFinding(id))?;
+                            let event =
+                                lifecycle::resolve(&f.current(), &by, note.as_deref(), now)?;
+                            st.apply_finding(&Change::Act { id, event })?;
+                            Ok(())
+                        },
+                    )?;
                     println!("finding {id} resolved by {}: its clocks stopped", by.trim());
                 }
             }
             Ok(())
         }
+        Command::Audit { since, json } => audit(&cfg, &since, json),
         Command::Silence(cmd) => silence(&cfg, cmd),
         Command::Token(cmd) => token(&cfg, cmd),
         Command::Quickstart(_) => unreachable!("handled above"),
@@ -470,15 +574,25 @@ fn token(cfg: &CollectorConfig, cmd: TokenCmd) -> Result<()> {
             let secret = token::generate()
                 .map_err(|_| anyhow::anyhow!("no random numbers from the system"))?;
             let mut st = open_for_writing(cfg)?;
-            st.add_token(
-                &store::TokenRow {
-                    name: name.trim().into(),
-                    role,
-                    created_at: now,
-                    created_by: by.trim().into(),
-                    revoked_at: None,
+            audited(
+                &mut st,
+                &by,
+                "token.create",
+                &format!("token/{}", name.trim()),
+                serde_json::json!({ "name": name.trim(), "role": role.as_str() }),
+                |st| {
+                    st.add_token(
+                        &store::TokenRow {
+                            name: name.trim().into(),
+                            role,
+                            created_at: now,
+                            created_by: by.trim().into(),
+                            revoked_at: None,
+                        },
+                        &token::hash(&secret),
+                    )?;
+                    Ok(())
                 },
-                &token::hash(&secret),
             )?;
             println!("{secret}");
             eprintln!(
@@ -518,9 +632,16 @@ fn token(cfg: &CollectorConfig, cmd: TokenCmd) -> Result<()> {
                 );
             }
         }
-        TokenCmd::Revoke { name } => {
+        TokenCmd::Revoke { name, by } => {
             let mut st = open_for_writing(cfg)?;
-            st.revoke_token(name.trim(), now)?;
+            audited(
+                &mut st,
+                &who(by),
+                "token.revoke",
+                &format!("token/{}", name.trim()),
+                serde_json::json!({}),
+                |st| Ok(st.revoke_token(name.trim(), now)?),
+            )?;
             println!("token '{}' revoked", name.trim());
         }
     }
@@ -556,15 +677,25 @@ fn silence(cfg: &CollectorConfig, cmd: SilenceCmd) -> Result<()> {
             );
             anyhow::ensure!(!by.trim().is_empty(), "say who you are: --by NAME");
             let mut st = open_for_writing(cfg)?;
-            let id = st.add_silence(&findings::record::Silence {
-                id: 0,
-                customer: customer.trim().into(),
-                host: host.map(|h| h.trim().to_string()),
-                starts,
-                ends,
-                reason: reason.trim().into(),
-                created_by: by.trim().into(),
-                created_at: now,
+            let detail = serde_json::json!({
+                "customer": customer.trim(), "host": host, "from": time_fmt::rfc3339(starts),
+                "until": time_fmt::rfc3339(ends), "reason": reason.trim(),
+            });
+            let target = match &host {
+                Some(h) => format!("host/{}/{}", customer.trim(), h.trim()),
+                None => format!("customer/{}", customer.trim()),
+            };
+            let id = audited(&mut st, &by, "silence.add", &target, detail, |st| {
+                Ok(st.add_silence(&findings::record::Silence {
+                    id: 0,
+                    customer: customer.trim().into(),
+                    host: host.map(|h| h.trim().to_string()),
+                    starts,
+                    ends,
+                    reason: reason.trim().into(),
+                    created_by: by.trim().into(),
+                    created_at: now,
+                })?)
             })?;
             println!(
                 "maintenance window {id}: {} to {}; findings record, nobody is notified, SLA clocks wait",
@@ -624,11 +755,238 @@ fn silence(cfg: &CollectorConfig, cmd: SilenceCmd) -> Result<()> {
                 );
             }
         }
-        SilenceCmd::End { id } => {
+        SilenceCmd::End { id, by } => {
             let mut st = open_for_writing(cfg)?;
-            st.end_silence(id, now)?;
+            audited(
+                &mut st,
+                &who(by),
+                "silence.end",
+                &format!("silence/{id}"),
+                serde_json::json!({}),
+                |st| Ok(st.end_silence(id, now)?),
+            )?;
             println!("maintenance window {id} ended");
         }
+    }
+    Ok(())
+}
+
+/// Contracts an admin assigned over the API count here too.
+fn assigned_contracts(
+    policy: &mut aftercare_collector::sla::SlaPolicy,
+    st: &mut store::SqliteStore,
+) -> Result<()> {
+    let assigned = st.contract_assignments()?;
+    policy.set_assigned(assigned.into_iter().map(|a| (a.customer, a.contract)));
+    Ok(())
+}
+
+/// Who runs this command, when not said: the login name.
+fn who(by: Option<String>) -> String {
+    by.filter(|b| !b.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Do `change` and write it to the audit trail as `cli:<by>` (role `local`), whether it
+/// worked or not.
+fn audited<T>(
+    st: &mut store::SqliteStore,
+    by: &str,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+    change: impl FnOnce(&mut store::SqliteStore) -> Result<T>,
+) -> Result<T> {
+    let out = change(st);
+    let outcome = match &out {
+        Ok(_) => "ok".to_string(),
+        Err(e) => match e.downcast_ref::<store::StoreError>() {
+            Some(store::StoreError::NoSuchFinding(_)) => "unknown_finding".into(),
+            Some(store::StoreError::Invalid(_)) => "conflict".into(),
+            _ if e.downcast_ref::<lifecycle::ActionError>().is_some() => "conflict".into(),
+            _ => "error".into(),
+        },
+    };
+    st.add_audit(&store::AuditRow {
+        id: 0,
+        at: now_millis(),
+        actor: format!("cli:{}", by.trim()),
+        role: "local".into(),
+        action: action.into(),
+        target: target.into(),
+        outcome,
+        detail: aftercare_collector::api::server::audit_detail(detail.to_string().as_bytes()),
+    })
+    .context("cannot write the audit trail")?;
+    out
+}
+
+fn audit(cfg: &CollectorConfig, since: &str, json: bool) -> Result<()> {
+    let now = now_millis();
+    let since = time_fmt::parse_since(since, now)?;
+    let mut st = store::open_sqlite_readonly(&cfg.database)?;
+    let rows = st.audit(&store::AuditFilter {
+        since,
+        ..Default::default()
+    })?;
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(aftercare_collector::api::admin::audit_json)
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", view::audit_table(&rows));
+    }
+    Ok(())
+}
+
+/// The `--url` of commands that can ask a collector's API.
+fn remote_of(c: &Command) -> Option<&Remote> {
+    match c {
+        Command::Hosts { remote, .. }
+        | Command::Metrics { remote, .. }
+        | Command::Logs { remote, .. }
+        | Command::Findings { remote, .. } => Some(remote),
+        _ => None,
+    }
+}
+
+/// `customer/host` as the API's path: `/hosts/customer/host`.
+fn host_path(host: &str) -> Result<String> {
+    match host.split_once('/') {
+        Some((c, h)) if !c.is_empty() && !h.is_empty() && !h.contains('/') => {
+            Ok(format!("/hosts/{c}/{h}"))
+        }
+        _ => anyhow::bail!("with --url, name the host as customer/host (got '{host}')"),
+    }
+}
+
+/// A command answered by a collector's API.
+fn over_api(c: &client::Client, cmd: Command) -> Result<()> {
+    let now = now_millis();
+    let pretty = |v: &serde_json::Value| -> Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    };
+    match cmd {
+        Command::Hosts { json, .. } => {
+            let items = c.get_all("/hosts", &[])?;
+            if json {
+                pretty(&serde_json::Value::Array(items))?;
+            } else {
+                print!("{}", view::api_hosts_table(&items, now));
+            }
+        }
+        Command::Metrics {
+            host,
+            metric,
+            since,
+            json,
+            ..
+        } => {
+            let mut q = vec![("from", since)];
+            if let Some(m) = metric {
+                q.push(("metric", m));
+            }
+            let v = c.get(&format!("{}/metrics", host_path(&host)?), &q)?;
+            if json {
+                pretty(&v)?;
+            } else {
+                print!("{}", view::api_metrics_table(&v));
+            }
+        }
+        Command::Logs {
+            host,
+            grep,
+            severity,
+            since,
+            limit,
+            count,
+            json,
+            ..
+        } => {
+            anyhow::ensure!(
+                !count,
+                "--count reads the collector's database; without --url on the collector, or page with --limit"
+            );
+            let mut q = vec![("since", since)];
+            if let Some(g) = grep {
+                q.push(("regex", g));
+            }
+            if let Some(s) = severity {
+                q.push(("severity", s));
+            }
+            let path = format!("{}/logs", host_path(&host)?);
+            // Newest first, page by page, until `limit` lines.
+            let mut items: Vec<serde_json::Value> = Vec::new();
+            let mut cursor: Option<String> = None;
+            while items.len() < limit {
+                let mut q = q.clone();
+                q.push(("limit", (limit - items.len()).min(1000).to_string()));
+                if let Some(cur) = &cursor {
+                    q.push(("cursor", cur.clone()));
+                }
+                let page = c.get(&path, &q)?;
+                items.extend(page["items"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(n) => cursor = Some(n.to_string()),
+                    None => break,
+                }
+            }
+            // Oldest first, as without --url.
+            items.reverse();
+            if json {
+                pretty(&serde_json::Value::Array(items))?;
+            } else {
+                print!("{}", view::logs_table(&view::api_log_records(&items)));
+            }
+        }
+        Command::Findings {
+            action,
+            all,
+            customer,
+            host,
+            json,
+            ..
+        } => match action {
+            None => {
+                let mut q = vec![("state", if all { "all" } else { "open" }.to_string())];
+                if let Some(cu) = customer {
+                    q.push(("customer", cu));
+                }
+                if let Some(h) = host {
+                    q.push(("host", h));
+                }
+                let items = c.get_all("/findings", &q)?;
+                if json {
+                    pretty(&serde_json::Value::Array(items))?;
+                } else {
+                    print!("{}", view::api_findings_table(&items, now));
+                }
+            }
+            Some(FindingsCmd::Show { id, json }) => {
+                let v = c.get(&format!("/findings/{id}"), &[])?;
+                if json {
+                    pretty(&v)?;
+                } else {
+                    print!("{}", view::api_finding_detail(&v, now));
+                }
+            }
+            Some(FindingsCmd::Ack { id, .. }) => {
+                c.post(&format!("/findings/{id}/ack"), &serde_json::json!({}))?;
+                println!("finding {id} acknowledged: its respond clock stopped");
+            }
+            Some(FindingsCmd::Resolve { id, note, .. }) => {
+                c.post(
+                    &format!("/findings/{id}/resolve"),
+                    &serde_json::json!({ "note": note }),
+                )?;
+                println!("finding {id} resolved: its clocks stopped");
+            }
+        },
+        _ => unreachable!("only commands with --url come here"),
     }
     Ok(())
 }

@@ -121,6 +121,7 @@ impl Collector {
             let router = crate::api::server::router(crate::api::server::ApiState {
                 database: self.cfg.database.clone(),
                 sla: std::sync::Arc::new(self.cfg.sla_policy()?),
+                retention: self.cfg.retention.to_store(),
             })
             .merge(crate::web::router());
             let stop = shutdown.clone();

@@ -405,6 +405,250 @@ pub fn host_summary(series: &[SeriesPoints]) -> String {
         .unwrap_or_default()
 }
 
+// The same tables from the HTTP API's JSON, for the command line with `--url`.
+
+/// An RFC 3339 time from the API, as Unix ms.
+fn api_time(v: &serde_json::Value) -> Option<UnixMillis> {
+    v.as_str()
+        .and_then(|s| time_fmt::parse_until(s).ok())
+        .map(time_fmt::from_offset)
+}
+
+fn api_str(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or("").to_string()
+}
+
+/// `GET /api/v1/hosts` items, as [`hosts_table`] shows hosts.
+pub fn api_hosts_table(items: &[serde_json::Value], now: UnixMillis) -> String {
+    if items.is_empty() {
+        return "no hosts yet: an agent appears here once it has connected with consent\n".into();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|h| {
+            let scopes: Vec<String> = h["consent"]["scopes_in_force"]
+                .as_array()
+                .map(|a| a.iter().map(api_str).collect())
+                .unwrap_or_default();
+            let loss: BTreeMap<String, LossReport> =
+                serde_json::from_value(h["loss"].clone()).unwrap_or_default();
+            vec![
+                api_str(&h["customer"]),
+                api_str(&h["host"]),
+                if h["online"].as_bool() == Some(true) {
+                    "online"
+                } else {
+                    "offline"
+                }
+                .into(),
+                api_time(&h["last_seen"]).map_or_else(|| "never".into(), |t| ago(t, now)),
+                api_str(&h["agent_version"]),
+                if scopes.is_empty() {
+                    "none".into()
+                } else {
+                    scopes.join(",")
+                },
+                api_str(&h["os"]),
+                loss_text(&loss),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "CUSTOMER",
+            "HOST",
+            "STATUS",
+            "LAST SEEN",
+            "AGENT",
+            "CONSENT",
+            "OS",
+            "LOSS",
+        ],
+        &rows,
+    )
+}
+
+/// `GET .../metrics` as [`metrics_table`] shows series: the points are step means (rates
+/// for counters) already.
+pub fn api_metrics_table(v: &serde_json::Value) -> String {
+    let series = v["series"].as_array().cloned().unwrap_or_default();
+    if series.is_empty() {
+        return "no samples in that window\n".into();
+    }
+    let mut rows = Vec::new();
+    for s in &series {
+        let name = api_str(&s["name"]);
+        let suffix = if s["kind"] == "counter" { "/s" } else { "" };
+        let pts: Vec<(UnixMillis, f64)> = s["points"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| Some((p[0].as_i64()?, p[1].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(&(last_ts, last)) = pts.last() else {
+            continue;
+        };
+        let (mut lo, mut hi, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
+        for &(_, x) in &pts {
+            lo = lo.min(x);
+            hi = hi.max(x);
+            sum += x;
+        }
+        let f = |x: f64| format!("{}{suffix}", fmt_value(&name, x));
+        rows.push(vec![
+            name.clone(),
+            api_str(&s["labels"]),
+            f(last),
+            f(lo),
+            f(sum / pts.len() as f64),
+            f(hi),
+            time_fmt::rfc3339(last_ts),
+        ]);
+    }
+    table(
+        &["METRIC", "SUBJECT", "LATEST", "MIN", "AVG", "MAX", "AT"],
+        &rows,
+    )
+}
+
+/// `GET .../logs` items as records for [`logs_table`].
+pub fn api_log_records(items: &[serde_json::Value]) -> Vec<aftercare_shared::model::LogRecord> {
+    items
+        .iter()
+        .map(|r| {
+            let ts = api_time(&r["ts"]).unwrap_or(0);
+            aftercare_shared::model::LogRecord {
+                source: api_str(&r["source"]),
+                file: api_str(&r["file"]),
+                offset: 0,
+                read_at: ts,
+                ts: Some(ts),
+                severity: aftercare_shared::model::Severity::parse(&api_str(&r["severity"]))
+                    .unwrap_or(aftercare_shared::model::Severity::Info),
+                line: api_str(&r["message"]),
+                part: 0,
+            }
+        })
+        .collect()
+}
+
+fn api_clock(v: &serde_json::Value, now: UnixMillis) -> String {
+    serde_json::from_value::<crate::sla::ClockStatus>(v.clone()).map_or_else(
+        |_| "-".into(),
+        |c| crate::findings::view::clock_cell(&c, now),
+    )
+}
+
+/// `GET /api/v1/findings` items as `findings_table` shows findings.
+pub fn api_findings_table(items: &[serde_json::Value], now: UnixMillis) -> String {
+    if items.is_empty() {
+        return "no findings: nothing the rules flag on any host\n".into();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|f| {
+            let subject = api_str(&f["subject"]);
+            vec![
+                f["id"].to_string(),
+                api_str(&f["level"]),
+                format!("{}/{}", api_str(&f["customer"]), api_str(&f["host"])),
+                if subject.is_empty() {
+                    api_str(&f["rule"])
+                } else {
+                    format!("{} {subject}", api_str(&f["rule"]))
+                },
+                api_str(&f["state"]),
+                api_time(&f["opened_at"]).map_or_else(String::new, |t| ago(t, now)),
+                api_clock(&f["sla"]["respond"], now),
+                api_clock(&f["sla"]["restore"], now),
+                api_str(&f["title"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "LEVEL", "HOST", "RULE", "STATE", "OPENED", "RESPOND", "RESTORE", "TITLE",
+        ],
+        &rows,
+    )
+}
+
+/// `GET /api/v1/findings/{id}` for a person.
+pub fn api_finding_detail(f: &serde_json::Value, now: UnixMillis) -> String {
+    let mut s = format!(
+        "finding {}: {} {} — {}\nhost      {}/{}\nrule      {} {}\ncategory  {}\nopened    {}\nlast seen {}\n",
+        f["id"],
+        api_str(&f["level"]),
+        api_str(&f["state"]),
+        api_str(&f["title"]),
+        api_str(&f["customer"]),
+        api_str(&f["host"]),
+        api_str(&f["rule"]),
+        api_str(&f["subject"]),
+        api_str(&f["category"]),
+        api_str(&f["opened_at"]),
+        api_str(&f["last_seen"]),
+    );
+    for name in ["respond", "restore"] {
+        s.push_str(&format!(
+            "{name:<9} by {} ({}; contract {})\n",
+            api_str(&f["sla"][name]["due"]),
+            api_clock(&f["sla"][name], now),
+            api_str(&f["contract"])
+        ));
+    }
+    let rec = api_str(&f["recommendation"]);
+    if !rec.is_empty() {
+        s.push_str(&format!("recommendation: {rec}\n"));
+    }
+    s.push_str(&format!("evidence: {}\n\ntimeline:\n", f["evidence"]));
+    for e in f["timeline"].as_array().into_iter().flatten() {
+        let by = e["by"]
+            .as_str()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default();
+        let note = e["note"]
+            .as_str()
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  {}  {}{by}{note}\n",
+            api_str(&e["at"]),
+            api_str(&e["kind"])
+        ));
+    }
+    s
+}
+
+/// The audit trail, newest first.
+pub fn audit_table(rows: &[crate::store::AuditRow]) -> String {
+    if rows.is_empty() {
+        return "no changes recorded in that window\n".into();
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|a| {
+            vec![
+                time_fmt::rfc3339(a.at),
+                a.actor.clone(),
+                a.role.clone(),
+                a.action.clone(),
+                a.target.clone(),
+                a.outcome.clone(),
+                a.detail.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "AT", "ACTOR", "ROLE", "ACTION", "TARGET", "OUTCOME", "DETAIL",
+        ],
+        &cells,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -236,6 +236,9 @@ fn hosts_and_metrics_tables() {
     assert_eq!(v[0]["customer"], "acme");
     assert_eq!(v[0]["loss"]["metrics"]["dropped_samples"], 120);
     assert_eq!(v[0]["dropped_batches"], 3);
+    // The API's form of a host, as `hosts --url ... --json` prints it.
+    assert_eq!(v[0]["name"], "acme/db1");
+    assert_eq!(v[0]["open_findings"], 0);
 
     let o = collector(&cfg, &["metrics", "--host", "nosuch"]);
     assert!(!o.status.success());

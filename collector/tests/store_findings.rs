@@ -255,3 +255,78 @@ fn findings_list_by_level_and_deadline_and_filter() {
         .unwrap_err();
     assert!(e.to_string().contains("no finding 999"), "{e}");
 }
+
+#[test]
+fn the_audit_trail_reads_newest_first_by_filter_and_page_and_contracts_are_replaced() {
+    use aftercare_collector::store::{AuditFilter, AuditRow, ContractAssignment};
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&dir.path().join("c.db")).unwrap();
+    for i in 0..5i64 {
+        st.add_audit(&AuditRow {
+            id: 0,
+            at: T0 + i * MIN,
+            actor: if i % 2 == 0 { "ann" } else { "cli:bo" }.into(),
+            role: "engineer".into(),
+            action: if i < 3 { "finding.ack" } else { "token.create" }.into(),
+            target: format!("finding/{i}"),
+            outcome: "ok".into(),
+            detail: "{}".into(),
+        })
+        .unwrap();
+    }
+    let targets = |f: &AuditFilter, st: &mut aftercare_collector::store::SqliteStore| {
+        st.audit(f)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.target)
+            .collect::<Vec<_>>()
+    };
+    let all = AuditFilter {
+        since: i64::MIN,
+        ..Default::default()
+    };
+    assert_eq!(
+        targets(&all, &mut st),
+        [
+            "finding/4",
+            "finding/3",
+            "finding/2",
+            "finding/1",
+            "finding/0"
+        ]
+    );
+    let page = AuditFilter {
+        limit: 2,
+        ..all.clone()
+    };
+    let first = st.audit(&page).unwrap();
+    let next = AuditFilter {
+        before_id: Some(first[1].id),
+        ..page.clone()
+    };
+    assert_eq!(targets(&next, &mut st), ["finding/2", "finding/1"]);
+    let ann_acks = AuditFilter {
+        actor: Some("ann".into()),
+        action: Some("finding.ack".into()),
+        since: T0 + MIN,
+        ..Default::default()
+    };
+    assert_eq!(targets(&ann_acks, &mut st), ["finding/2"]);
+
+    assert!(st.contract_assignments().unwrap().is_empty());
+    for (contract, at) in [("premium", T0), ("standard", T0 + MIN)] {
+        st.set_contract(&ContractAssignment {
+            customer: "acme".into(),
+            contract: contract.into(),
+            set_at: at,
+            set_by: "boss".into(),
+        })
+        .unwrap();
+    }
+    let got = st.contract_assignments().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].contract.as_str(), got[0].set_at),
+        ("standard", T0 + MIN)
+    );
+}

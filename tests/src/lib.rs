@@ -345,3 +345,81 @@ impl Receiver {
             .collect()
     }
 }
+
+/// (status, JSON body or Null) of one call to the HTTP API, with a bearer token if given;
+/// bounded in time.
+pub fn api_call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let resp = match method {
+        "GET" | "DELETE" => {
+            let mut r = if method == "GET" {
+                agent.get(url)
+            } else {
+                agent.delete(url)
+            };
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+        _ => {
+            let mut r = if method == "PUT" {
+                agent.put(url)
+            } else {
+                agent.post(url)
+            }
+            .header("Content-Type", "application/json");
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send(body.unwrap_or("{}"))
+        }
+    };
+    let mut resp = resp.expect("the API answers");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Every item of a list endpoint, `limit` per page, checking each page's size; the pages'
+/// cursors are returned too.
+pub fn api_pages(base_url: &str, token: &str, limit: usize) -> Vec<serde_json::Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    let sep = if base_url.contains('?') { '&' } else { '?' };
+    for _ in 0..1000 {
+        let url = match &cursor {
+            Some(c) => format!("{base_url}{sep}limit={limit}&cursor={c}"),
+            None => format!("{base_url}{sep}limit={limit}"),
+        };
+        let (s, v) = api_call("GET", &url, Some(token), None);
+        assert_eq!(s, 200, "{url}: {v}");
+        let page = v["items"].as_array().expect("items").clone();
+        assert!(page.len() <= limit, "{url}: {} items", page.len());
+        items.extend(page);
+        match v["next_cursor"].as_str() {
+            Some(c) => {
+                assert!(
+                    !v["items"].as_array().unwrap().is_empty(),
+                    "an empty page with a cursor"
+                );
+                cursor = Some(c.to_string());
+            }
+            None => return items,
+        }
+    }
+    panic!("{base_url}: pages never end");
+}

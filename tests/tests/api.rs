@@ -10,41 +10,6 @@ use aftercare_shared::protocol::Identity;
 use aftercare_shared::time_fmt::now_millis;
 use aftercare_tests::*;
 
-/// (status, JSON body or Null) of one call.
-fn call(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .build()
-        .into();
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut resp = if method == "GET" {
-        let mut r = agent.get(url);
-        if let Some(a) = &auth {
-            r = r.header("Authorization", a);
-        }
-        r.call()
-    } else {
-        let mut r = agent.post(url).header("Content-Type", "application/json");
-        if let Some(a) = &auth {
-            r = r.header("Authorization", a);
-        }
-        r.send(body.unwrap_or("{}"))
-    }
-    .expect("the API answers");
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
     let f = Fixture::new();
@@ -113,27 +78,29 @@ async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
         let (base, viewer) = (b, v2);
         let url = |p: &str| format!("{base}{p}");
         // Without a token, or with a wrong one: 401, with a code and a way forward.
-        let (s, v) = call("GET", &url("/hosts"), None, None);
+        let (s, v) = api_call("GET", &url("/hosts"), None, None);
         assert_eq!(
             (s, v["code"].as_str()),
             (401, Some("unauthenticated")),
             "{v}"
         );
         assert!(v["message"].as_str().unwrap().contains("Bearer"), "{v}");
-        let (s, _) = call("GET", &url("/hosts"), Some("act_wrong"), None);
+        let (s, _) = api_call("GET", &url("/hosts"), Some("act_wrong"), None);
         assert_eq!(s, 401);
 
         // A viewer reads.
-        let (s, v) = call("GET", &url("/hosts"), Some(&viewer), None);
+        let (s, v) = api_call("GET", &url("/hosts"), Some(&viewer), None);
         assert_eq!(s, 200, "{v}");
-        assert_eq!(v[0]["customer"], "acme");
-        let (s, v) = call("GET", &url("/findings"), Some(&viewer), None);
+        assert_eq!(v["items"][0]["customer"], "acme");
+        assert_eq!(v["next_cursor"], serde_json::Value::Null);
+        let (s, v) = api_call("GET", &url("/findings"), Some(&viewer), None);
         assert_eq!(s, 200, "{v}");
-        assert_eq!(v[0]["rule"], "fs-full");
-        assert_eq!(v[0]["level"], "L1");
-        assert!(v[0]["sla"]["respond"]["due"].is_i64(), "{v}");
+        assert_eq!(v["items"][0]["rule"], "fs-full");
+        assert_eq!(v["items"][0]["level"], "L1");
+        let due = v["items"][0]["sla"]["respond"]["due"].as_str().unwrap();
+        assert!(due.ends_with('Z') && due.contains('T'), "{v}");
         // ... but does not act.
-        let (s, v) = call(
+        let (s, v) = api_call(
             "POST",
             &url(&format!("/findings/{id}/ack")),
             Some(&viewer),
@@ -146,14 +113,14 @@ async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
         );
 
         // An engineer acknowledges; the token's name is on the timeline.
-        let (s, _) = call(
+        let (s, _) = api_call(
             "POST",
             &url(&format!("/findings/{id}/ack")),
             Some(&engineer),
             None,
         );
         assert_eq!(s, 204);
-        let (s, v) = call(
+        let (s, v) = api_call(
             "POST",
             &url(&format!("/findings/{id}/ack")),
             Some(&engineer),
@@ -166,14 +133,14 @@ async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
                 .unwrap()
                 .contains("already acknowledged by eng")
         );
-        let (s, _) = call(
+        let (s, _) = api_call(
             "POST",
             &url(&format!("/findings/{id}/resolve")),
             Some(&engineer),
             Some(r#"{"note": "rotated the logs"}"#),
         );
         assert_eq!(s, 204);
-        let (s, v) = call("GET", &url(&format!("/findings/{id}")), Some(&viewer), None);
+        let (s, v) = api_call("GET", &url(&format!("/findings/{id}")), Some(&viewer), None);
         assert_eq!(s, 200);
         assert_eq!(v["state"], "resolved");
         let timeline: Vec<(String, String)> = v["timeline"]
@@ -197,25 +164,25 @@ async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
         );
 
         // Bad input: 4xx naming what is wrong; nothing internal.
-        let (s, v) = call("GET", &url("/findings/999"), Some(&viewer), None);
+        let (s, v) = api_call("GET", &url("/findings/999"), Some(&viewer), None);
         assert_eq!(
             (s, v["code"].as_str()),
             (404, Some("unknown_finding")),
             "{v}"
         );
-        let (s, v) = call("GET", &url("/findings?colour=red"), Some(&viewer), None);
+        let (s, v) = api_call("GET", &url("/findings?colour=red"), Some(&viewer), None);
         assert_eq!((s, v["code"].as_str()), (400, Some("bad_query")), "{v}");
         assert!(v["message"].as_str().unwrap().contains("colour"), "{v}");
-        let (s, v) = call("GET", &url("/findings?host=nosuch"), Some(&viewer), None);
+        let (s, v) = api_call("GET", &url("/findings?host=nosuch"), Some(&viewer), None);
         assert_eq!((s, v["code"].as_str()), (404, Some("unknown_host")), "{v}");
-        let (s, v) = call(
+        let (s, v) = api_call(
             "POST",
             &url(&format!("/findings/{id}/resolve")),
             Some(&engineer),
             Some("{not json"),
         );
         assert_eq!((s, v["code"].as_str()), (400, Some("bad_body")), "{v}");
-        let (s, v) = call("GET", &url("/nothing/here"), Some(&viewer), None);
+        let (s, v) = api_call("GET", &url("/nothing/here"), Some(&viewer), None);
         assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
     })
     .await
@@ -229,7 +196,7 @@ async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
     let hosts = format!("{base}/hosts");
     let (s, _) = tokio::task::spawn_blocking(move || {
         let v = viewer;
-        call("GET", &hosts, Some(&v), None)
+        api_call("GET", &hosts, Some(&v), None)
     })
     .await
     .unwrap();

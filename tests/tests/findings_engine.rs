@@ -358,3 +358,47 @@ fn in_a_maintenance_window_findings_record_but_nobody_is_told_and_clocks_wait() 
     assert!(st.silences(now + 41 * MIN).unwrap().is_empty());
     notifier.stop(Duration::from_secs(1));
 }
+
+#[test]
+fn a_contract_assigned_over_the_api_sets_new_findings_deadlines() {
+    use aftercare_collector::sla::{FindingTimes, Level};
+    use aftercare_collector::store::ContractAssignment;
+    let d = tempfile::tempdir().unwrap();
+    let mut st = open_sqlite(&d.path().join("a.db")).unwrap();
+    let t0 = aftercare_shared::time_fmt::now_millis() - 60 * MIN;
+    let h = register(&mut st, t0);
+    // sla.toml says premium; an admin moved acme to standard.
+    let mut engine = new_engine(&mut st);
+    st.set_contract(&ContractAssignment {
+        customer: "acme".into(),
+        contract: "standard".into(),
+        set_at: t0,
+        set_by: "boss".into(),
+    })
+    .unwrap();
+    st.commit(&[io_errors(h, 1, t0 + 5 * MIN)]).unwrap();
+    let s = engine.pass(&mut st, t0 + 6 * MIN, None).unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let f = st
+        .findings(&FindingFilter {
+            open_only: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .find(|f| f.rule == "disk-io-errors")
+        .expect("the log pattern raised a finding");
+    let due = |contract: &str| {
+        let mut p = SlaPolicy::parse("[customers]\nacme = \"premium\"\n").unwrap();
+        p.set_assigned([("acme".to_string(), contract.to_string())]);
+        let times = FindingTimes {
+            raised_at: f.sla_from,
+            ..Default::default()
+        };
+        p.finding_sla("acme", Level::from_number(f.level), times, f.sla_from)
+            .respond
+            .due
+    };
+    assert_ne!(due("standard"), due("premium"));
+    assert_eq!(f.respond_by, Some(due("standard")));
+}

@@ -117,5 +117,7 @@ fn admin_token(text: &str) -> String {
 /// database.
 fn active_token_role(dir: &Path, secret: &str) -> Option<Role> {
     let mut st = open_sqlite_readonly(&dir.join("collector/aftercare.db")).unwrap();
-    st.token_by_hash(&token::hash(secret)).unwrap().map(|t| t.role)
+    st.token_by_hash(&token::hash(secret))
+        .unwrap()
+        .map(|t| t.role)
 }

@@ -64,7 +64,11 @@ fn screenshot(tab: &Tab, dir: &Path, name: &str) {
     let png = tab
         .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
         .expect("screenshot");
-    assert!(png.len() > 10_000, "{name}: screenshot of {} bytes", png.len());
+    assert!(
+        png.len() > 10_000,
+        "{name}: screenshot of {} bytes",
+        png.len()
+    );
     let decoder = png::Decoder::new(std::io::Cursor::new(&png));
     let mut reader = decoder.read_info().expect("a PNG");
     let mut buf = vec![0; reader.output_buffer_size().expect("size")];
@@ -159,7 +163,10 @@ async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_and_runs_a_dia
         let wait = Duration::from_secs(20);
 
         // Sign in.
-        tab.navigate_to(&base).unwrap().wait_until_navigated().unwrap();
+        tab.navigate_to(&base)
+            .unwrap()
+            .wait_until_navigated()
+            .unwrap();
         tab.wait_for_element("#token").unwrap().click().unwrap();
         tab.type_str(&secret).unwrap();
         screenshot(&tab, &shots, "1-sign-in");
@@ -174,11 +181,20 @@ async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_and_runs_a_dia
              document.querySelector('#hosts-table').innerText.includes('online')",
             wait,
         );
-        assert_eq!(text(&tab, "document.getElementById('who').innerText"), "ann (engineer)");
+        assert_eq!(
+            text(&tab, "document.getElementById('who').innerText"),
+            "ann (engineer)"
+        );
         screenshot(&tab, &shots, "2-hosts");
 
         // Open the host: its CPU chart has a drawn line.
         tab.wait_for_element("#hosts-table a[href^='#/host/']")
+            .unwrap()
+            .click()
+            .unwrap();
+        // The last quarter of an hour, in 5-second steps: the agent (every second) has
+        // drawn a line by now.
+        tab.wait_for_element("a[href$='?range=15m']")
             .unwrap()
             .click()
             .unwrap();

@@ -89,6 +89,17 @@ impl Engine {
         now: UnixMillis,
         notify: Option<&Notifier>,
     ) -> Result<PassStats, StoreError> {
+        // Contracts an admin assigned over the API since the last pass count for the
+        // deadlines given from now on.
+        let assigned = st.contract_assignments()?;
+        for (customer, contract) in self
+            .policy
+            .set_assigned(assigned.into_iter().map(|a| (a.customer, a.contract)))
+        {
+            warn!(
+                "customer {customer}: assigned contract '{contract}' is not in sla.toml; using the file's choice"
+            );
+        }
         let statuses = st.hosts(now)?;
         self.track_losses(&statuses, now);
         let mut hosts = Vec::with_capacity(statuses.len());

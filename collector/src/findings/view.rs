@@ -166,6 +166,35 @@ pub fn finding_detail(
     s
 }
 
+/// One SLA clock as JSON: its instants as RFC 3339 like every time the API sends.
+pub fn clock_json(c: &ClockStatus) -> serde_json::Value {
+    serde_json::json!({
+        "state": c.state,
+        "due": rfc3339(c.due),
+        "at_risk_from": rfc3339(c.at_risk_from),
+        "used_ms": c.used_ms,
+        "left_ms": c.left_ms,
+        "stopped": c.stopped,
+    })
+}
+
+/// A clock read back from [`clock_json`].
+pub fn clock_from_json(v: &serde_json::Value) -> Option<ClockStatus> {
+    let time = |k: &str| {
+        v[k].as_str()
+            .and_then(|s| aftercare_shared::time_fmt::parse_until(s).ok())
+            .map(aftercare_shared::time_fmt::from_offset)
+    };
+    Some(ClockStatus {
+        state: serde_json::from_value(v["state"].clone()).ok()?,
+        due: time("due")?,
+        at_risk_from: time("at_risk_from")?,
+        used_ms: v["used_ms"].as_i64()?,
+        left_ms: v["left_ms"].as_i64()?,
+        stopped: v["stopped"].as_bool()?,
+    })
+}
+
 /// A finding as JSON (the CLI's `--json` and the HTTP API), with its SLA clocks at `now`
 /// and, for one finding, its timeline.
 pub fn finding_json(
@@ -192,7 +221,7 @@ pub fn finding_json(
         "acknowledged": f.acknowledged.as_ref().map(|(at, by)| serde_json::json!({"at": rfc3339(*at), "by": by})),
         "resolved": f.resolved.as_ref().map(|(at, by, note)| serde_json::json!({"at": rfc3339(*at), "by": by, "note": note})),
         "contract": policy.contract_for(&f.customer).name,
-        "sla": sla,
+        "sla": {"respond": clock_json(&sla.respond), "restore": clock_json(&sla.restore)},
         "evidence": serde_json::from_str::<serde_json::Value>(&f.evidence).unwrap_or(serde_json::Value::String(f.evidence.clone())),
     });
     if let Some(t) = timeline {
@@ -235,6 +264,23 @@ mod tests {
             sla_sent: 0,
             evidence: "{}".into(),
         }
+    }
+
+    #[test]
+    fn clocks_travel_as_rfc3339_and_read_back() {
+        let c = ClockStatus {
+            state: SlaState::AtRisk,
+            due: T0 + 90 * MIN,
+            at_risk_from: T0 + 72 * MIN,
+            used_ms: 80 * MIN,
+            left_ms: 10 * MIN,
+            stopped: false,
+        };
+        let v = clock_json(&c);
+        assert_eq!(v["due"], "2026-03-02T01:30:00Z");
+        assert_eq!(v["state"], "at_risk");
+        assert_eq!(clock_from_json(&v), Some(c));
+        assert_eq!(clock_from_json(&serde_json::json!({"due": 5})), None);
     }
 
     #[test]

@@ -203,6 +203,7 @@ impl SlaPolicy {
         Ok(SlaPolicy {
             contracts,
             customers: file.customers,
+            assigned: BTreeMap::new(),
             default_contract,
             at_risk_percent,
         })

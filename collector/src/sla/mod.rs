@@ -210,6 +210,9 @@ pub struct FindingSla {
 pub struct SlaPolicy {
     contracts: BTreeMap<String, Contract>,
     customers: BTreeMap<String, String>,
+    /// Contracts assigned over the API (the store's `customer_contracts`): they take
+    /// precedence over `customers`.
+    assigned: BTreeMap<String, String>,
     default_contract: String,
     at_risk_percent: u8,
 }
@@ -218,10 +221,42 @@ impl SlaPolicy {
     /// The contract of `customer`: its assigned one, or the default contract.
     pub fn contract_for(&self, customer: &str) -> &Contract {
         let name = self
-            .customers
+            .assigned
             .get(customer)
+            .or_else(|| self.customers.get(customer))
             .unwrap_or(&self.default_contract);
         &self.contracts[name]
+    }
+
+    /// Where `customer`'s contract comes from: `api` (assigned over the API), `sla.toml`
+    /// (its `[customers]`) or `default`.
+    pub fn contract_source(&self, customer: &str) -> &'static str {
+        if self.assigned.contains_key(customer) {
+            "api"
+        } else if self.customers.contains_key(customer) {
+            "sla.toml"
+        } else {
+            "default"
+        }
+    }
+
+    /// Apply the contracts assigned over the API (customer, contract name), replacing the
+    /// ones applied before. Names this policy does not know are skipped and returned, so a
+    /// contract removed from `sla.toml` falls back to the file's choice rather than failing.
+    pub fn set_assigned(
+        &mut self,
+        assigned: impl IntoIterator<Item = (String, String)>,
+    ) -> Vec<(String, String)> {
+        let mut unknown = Vec::new();
+        self.assigned.clear();
+        for (customer, contract) in assigned {
+            if self.contracts.contains_key(&contract) {
+                self.assigned.insert(customer, contract);
+            } else {
+                unknown.push((customer, contract));
+            }
+        }
+        unknown
     }
 
     pub fn contract(&self, name: &str) -> Option<&Contract> {

@@ -521,3 +521,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn contracts_assigned_over_the_api_take_precedence_over_the_file() {
+    let mut p = SlaPolicy::parse("[customers]\nacme = \"premium\"\n").unwrap();
+    assert_eq!(
+        (
+            p.contract_for("acme").name.as_str(),
+            p.contract_source("acme")
+        ),
+        ("premium", "sla.toml")
+    );
+    assert_eq!(p.contract_source("globex"), "default");
+    let default = p.contract_for("globex").name.clone();
+    let unknown = p.set_assigned([
+        ("acme".to_string(), "standard".to_string()),
+        ("globex".to_string(), "gold".to_string()),
+        ("initech".to_string(), "premium".to_string()),
+    ]);
+    assert_eq!(unknown, [("globex".to_string(), "gold".to_string())]);
+    assert_eq!(
+        (
+            p.contract_for("acme").name.as_str(),
+            p.contract_source("acme")
+        ),
+        ("standard", "api")
+    );
+    // An unknown name falls back to the file's choice.
+    assert_eq!(
+        (
+            p.contract_for("globex").name.as_str(),
+            p.contract_source("globex")
+        ),
+        (default.as_str(), "default")
+    );
+    assert_eq!(p.contract_for("initech").name, "premium");
+    // Applying again replaces what was applied before.
+    p.set_assigned([]);
+    assert_eq!(p.contract_source("acme"), "sla.toml");
+    assert_eq!(p.contract_for("acme").name, "premium");
+}

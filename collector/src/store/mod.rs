@@ -266,6 +266,48 @@ pub struct TokenRow {
     pub revoked_at: Option<UnixMillis>,
 }
 
+/// One entry of the audit trail: who changed what, and how it went.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: UnixMillis,
+    /// The token's name, or `cli:<user>` for the local command line.
+    pub actor: String,
+    /// viewer, engineer, admin, or `local`.
+    pub role: String,
+    /// e.g. `finding.ack`.
+    pub action: String,
+    /// e.g. `finding/12`, `host/acme/db1`.
+    pub target: String,
+    /// `ok` or the error code.
+    pub outcome: String,
+    /// Small JSON.
+    pub detail: String,
+}
+
+/// Which audit entries to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// At or after this.
+    pub since: UnixMillis,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    /// Only entries older than this id (the next page).
+    pub before_id: Option<i64>,
+    /// At most this many; 0: all.
+    pub limit: usize,
+}
+
+/// A contract an admin assigned to a customer over the API; it takes precedence over
+/// `sla.toml`'s `[customers]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractAssignment {
+    pub customer: String,
+    pub contract: String,
+    pub set_at: UnixMillis,
+    pub set_by: String,
+}
+
 /// What one compaction call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompactStats {
@@ -423,6 +465,14 @@ pub trait Store: Send {
     /// The active token with this hash.
     fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
     fn revoke_token(&mut self, name: &str, at: UnixMillis) -> Result<(), StoreError>;
+    /// Append one entry to the audit trail; its id.
+    fn add_audit(&mut self, a: &AuditRow) -> Result<i64, StoreError>;
+    /// Audit entries matching `f`, newest first.
+    fn audit(&mut self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError>;
+    /// Assign a contract to a customer (replacing an earlier assignment).
+    fn set_contract(&mut self, c: &ContractAssignment) -> Result<(), StoreError>;
+    /// Every contract assigned over the API, by customer.
+    fn contract_assignments(&mut self) -> Result<Vec<ContractAssignment>, StoreError>;
     /// The rules engine's state as last saved (JSON), if any.
     fn rules_state(&mut self) -> Result<Option<String>, StoreError>;
     fn save_rules_state(&mut self, json: &str) -> Result<(), StoreError>;

@@ -73,6 +73,7 @@ function ago(iso) {
 }
 
 function span(ms) {
+  if (Math.abs(ms) < 60000) return Math.round(Math.abs(ms) / 1000) + "s";
   const m = Math.floor(Math.abs(ms) / 60000);
   if (m < 60) return m + "m";
   if (m < 1440) return Math.floor(m / 60) + "h" + (m % 60 ? (m % 60) + "m" : "");
@@ -206,11 +207,17 @@ function lineChart(title, unit, series, from, to, opts = {}) {
       prev = t;
     }
     svg += `<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6" vector-effect="non-scaling-stroke"/>`;
+    // A lone point (a host that just connected, or between two gaps) shows as a dot.
+    s.points.forEach(([t, v], j) => {
+      const before = s.points[j - 1], after = s.points[j + 1];
+      const alone = (!before || t - before[0] > gap) && (!after || after[0] - t > gap);
+      if (alone && Number.isFinite(v)) svg += `<circle cx="${x(t).toFixed(1)}" cy="${y(Math.min(v, max)).toFixed(1)}" r="2.5" fill="${color}"/>`;
+    });
   });
   svg += `<line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" stroke="#cfd4dc"/></svg>`;
   const legend = series
     .map((s, i) => {
-      const last = s.points.length ? s.points[s.points.length - 1][1] : null;
+      const last = [...s.points].reverse().find(([, v]) => Number.isFinite(v))?.[1] ?? null;
       return `<span><i style="background:${PALETTE[i % PALETTE.length]}"></i>${esc(s.label)} <b>${esc(fmtValue(last, unit))}</b></span>`;
     })
     .join("");
@@ -317,7 +324,7 @@ async function viewHosts() {
   refreshTimer = setTimeout(route, 15000);
 }
 
-const RANGES = ["1h", "6h", "24h", "7d", "30d", "90d"];
+const RANGES = ["15m", "1h", "6h", "24h", "7d", "30d", "90d"];
 
 async function viewHost(name, params) {
   setNav("hosts");
@@ -386,7 +393,9 @@ async function viewHost(name, params) {
       net.push({ label: `${label(k, "interface")} ${dir}`, points: v.points });
     }
   }
-  charts.append(lineChart("Network", "bytes/s", net, from, to, { stepMs: step }));
+  // Interfaces that moved nothing in the range (bonding slaves, ifb) only crowd the legend.
+  const busy = net.filter((x) => x.points.some(([, v]) => v > 0));
+  charts.append(lineChart("Network", "bytes/s", busy.length ? busy : net, from, to, { stepMs: step }));
   document.querySelectorAll("#host-findings tr[data-finding]").forEach((tr) =>
     tr.addEventListener("click", () => (location.hash = "#/finding/" + tr.dataset.finding)));
   refreshTimer = setTimeout(route, 60000);

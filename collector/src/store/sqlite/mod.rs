@@ -9,6 +9,7 @@
 //! refused rather than guessed at, and `PRAGMA application_id` marks the file as ours so a
 //! wrong path is not silently written into.
 
+mod desk;
 mod findings;
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
@@ -26,10 +27,11 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
 use super::chunk::{self, BlockReader, BlockSeries, RollupSeries};
 use super::query::{self, Agg, HostName, MetricFilter};
 use super::{
-    BatchData, Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats, HOUR_MS, HostHello, HostId,
-    HostStatus, Latest, LogFilter, ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution,
-    Retention, RetentionStats, SeriesId, SeriesPoints, SeriesRollups, Store, StoreError,
-    StoreStats, TokenRow, UNATTRIBUTED, compaction_cutoff,
+    AuditFilter, AuditRow, BatchData, Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
+    ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, Latest, LogFilter,
+    ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution, Retention, RetentionStats,
+    SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, UNATTRIBUTED,
+    compaction_cutoff,
 };
 use crate::api::token::Role;
 use crate::findings::lifecycle::Event;
@@ -1301,6 +1303,22 @@ impl Store for SqliteStore {
             )));
         }
         Ok(())
+    }
+
+    fn add_audit(&mut self, a: &AuditRow) -> Result<i64, StoreError> {
+        self.insert_audit(a)
+    }
+
+    fn audit(&mut self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        self.select_audit(f)
+    }
+
+    fn set_contract(&mut self, c: &ContractAssignment) -> Result<(), StoreError> {
+        self.upsert_contract(c)
+    }
+
+    fn contract_assignments(&mut self) -> Result<Vec<ContractAssignment>, StoreError> {
+        self.select_contracts()
     }
 
     fn rules_state(&mut self) -> Result<Option<String>, StoreError> {
