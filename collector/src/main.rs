@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
       aftercare-collector audit --since 7d\n  \
       aftercare-collector silence add --customer acme --host db1 --for 2h --reason 'disk swap' --by ann\n  \
       aftercare-collector token create --name ann --role engineer --by admin\n  \
+      aftercare-collector diagnose --host acme/db1 fs --finding 12\n  \
       aftercare-collector quickstart --dir ./demo     (everything on this machine)"
 )]
 struct Cli {
@@ -149,6 +150,33 @@ enum Command {
     /// Everything on this machine in one folder: CA, certificates, consent, a collector and
     /// an agent, then this host's live status. Ctrl-C stops both.
     Quickstart(quickstart::Args),
+    /// Run a probe on a host's agent and print what it returned. The agent runs it only
+    /// with its customer's `diagnostics` consent and if the probe is in its own allow-list;
+    /// both sides record it. Asks the collector's API (`--url`, or `[api] listen` of the
+    /// config on the collector itself) with an engineer's token.
+    Diagnose {
+        /// `customer/host`.
+        #[arg(long)]
+        host: Option<String>,
+        /// The probe (`--list` shows the ones the host offers).
+        probe: Option<String>,
+        /// A value the probe declares, `NAME=VALUE` (repeat for more).
+        #[arg(long = "arg", value_name = "NAME=VALUE")]
+        args: Vec<String>,
+        /// Link the result to this finding.
+        #[arg(long)]
+        finding: Option<i64>,
+        /// List the probes the host's agent offers, and whether its consent allows them.
+        #[arg(long)]
+        list: bool,
+        /// Show an earlier diagnostic by its id.
+        #[arg(long, value_name = "ID")]
+        show: Option<i64>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// Ask a running collector's API instead of reading the local database.
@@ -166,9 +194,19 @@ struct Remote {
 impl Remote {
     /// A client when `--url` is given.
     fn client(&self) -> Result<Option<client::Client>> {
-        let Some(url) = self.url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        self.client_or("")
+    }
+
+    /// A client of `--url`, or of `default` when that is not empty.
+    fn client_or(&self, default: &str) -> Result<Option<client::Client>> {
+        let url = self
+            .url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or(default);
+        if url.is_empty() {
             return Ok(None);
-        };
+        }
         let token = client::token(
             self.token_file.as_deref(),
             std::env::var(client::TOKEN_ENV).ok(),
@@ -320,6 +358,14 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
     let cfg = CollectorConfig::load(&cli.config)?;
     match cli.command {
+        cmd @ Command::Diagnose { .. } => {
+            // On the collector itself: its own API.
+            let remote = remote_of(&cmd).cloned().unwrap_or_default();
+            let c = remote
+                .client_or(&format!("http://{}", cfg.api.listen))?
+                .context("no API address")?;
+            over_api(&c, cmd)
+        }
         Command::Serve => serve(cfg),
         Command::Ca(CaCmd::Init { force }) => {
             let s = ca::init_ca(
@@ -848,7 +894,8 @@ fn remote_of(c: &Command) -> Option<&Remote> {
         Command::Hosts { remote, .. }
         | Command::Metrics { remote, .. }
         | Command::Logs { remote, .. }
-        | Command::Findings { remote, .. } => Some(remote),
+        | Command::Findings { remote, .. }
+        | Command::Diagnose { remote, .. } => Some(remote),
         _ => None,
     }
 }
@@ -986,9 +1033,93 @@ fn over_api(c: &client::Client, cmd: Command) -> Result<()> {
                 println!("finding {id} resolved: its clocks stopped");
             }
         },
+        Command::Diagnose {
+            host,
+            probe,
+            args,
+            finding,
+            list,
+            show,
+            json,
+            ..
+        } => diagnose(c, host, probe, args, finding, list, show, json)?,
         _ => unreachable!("only commands with --url come here"),
     }
     Ok(())
+}
+
+/// `diagnose`: list a host's probes, show an earlier run, or run one and wait for it.
+#[allow(clippy::too_many_arguments)] // the subcommand's flags, as clap gives them
+fn diagnose(
+    c: &client::Client,
+    host: Option<String>,
+    probe: Option<String>,
+    args: Vec<String>,
+    finding: Option<i64>,
+    list: bool,
+    show: Option<i64>,
+    json: bool,
+) -> Result<()> {
+    let print = |v: &serde_json::Value| -> Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(v)?);
+        } else {
+            print!("{}", view::api_diagnostic(v));
+        }
+        Ok(())
+    };
+    if let Some(id) = show {
+        return print(&c.get(&format!("/diagnostics/{id}"), &[])?);
+    }
+    let host = host.context("name the host: --host customer/host")?;
+    let path = host_path(&host)?;
+    if list {
+        let v = c.get(&format!("{path}/probes"), &[])?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            print!("{}", view::api_probes(&host, &v));
+        }
+        return Ok(());
+    }
+    let probe = probe.context("name a probe (`--list` shows the ones the host offers)")?;
+    let mut values = serde_json::Map::new();
+    for a in &args {
+        let (k, v) = a
+            .split_once('=')
+            .with_context(|| format!("--arg {a}: write it as NAME=VALUE"))?;
+        values.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    let mut body = serde_json::json!({ "probe": probe, "args": values });
+    if let Some(f) = finding {
+        body["finding"] = f.into();
+    }
+    let started = c.post(&format!("{path}/diagnostics"), &body)?;
+    let id = started["id"]
+        .as_i64()
+        .context("the collector did not say which diagnostic it started")?;
+    // The collector bounds every run by the probe's own limit; this only guards against a
+    // collector that stops answering.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15 * 60);
+    let done = loop {
+        let v = c.get(&format!("/diagnostics/{id}"), &[])?;
+        if v["status"] != "pending" {
+            break v;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "diagnostic {id} is still pending; `diagnose --show {id}` shows it later"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    print(&done)?;
+    match done["status"].as_str() {
+        Some("done") => Ok(()),
+        _ => anyhow::bail!(
+            "diagnostic {id}: {}",
+            done["message"].as_str().unwrap_or("did not run")
+        ),
+    }
 }
 
 /// The database for an engineer's action: it must exist (`serve` creates it).

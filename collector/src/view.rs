@@ -622,6 +622,86 @@ pub fn api_finding_detail(f: &serde_json::Value, now: UnixMillis) -> String {
     s
 }
 
+/// `GET /api/v1/diagnostics/{id}` for a person: what ran, how it ended, and its output.
+pub fn api_diagnostic(d: &serde_json::Value) -> String {
+    let mut s = format!(
+        "diagnostic {} {} on {}: {}",
+        d["id"],
+        api_str(&d["probe"]),
+        api_str(&d["host"]),
+        api_str(&d["status"]),
+    );
+    if let Some(code) = d["exit_code"].as_i64() {
+        s.push_str(&format!(" (exit {code})"));
+    }
+    let msg = api_str(&d["message"]);
+    if !msg.is_empty() {
+        s.push_str(&format!(" — {msg}"));
+    }
+    s.push_str(&format!(
+        "\nasked by {} at {}",
+        api_str(&d["requested_by"]),
+        api_str(&d["requested_at"])
+    ));
+    if let Some(f) = d["finding"].as_i64() {
+        s.push_str(&format!(" for finding {f}"));
+    }
+    s.push('\n');
+    let out = api_str(&d["output"]);
+    if !out.is_empty() {
+        s.push('\n');
+        s.push_str(&out);
+        if !out.ends_with('\n') {
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// `GET /api/v1/hosts/{c}/{h}/probes` for a person.
+pub fn api_probes(host: &str, v: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{host}: {}, diagnostics consent {}\n",
+        if v["online"] == true {
+            "online"
+        } else {
+            "offline"
+        },
+        if v["diagnostics_consent"] == true {
+            "given"
+        } else {
+            "NOT given (probes are refused)"
+        }
+    );
+    let rows: Vec<Vec<String>> = v["probes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let args: Vec<String> = p["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| api_str(&a["name"]))
+                .collect();
+            vec![
+                api_str(&p["name"]),
+                args.join(","),
+                p["timeout_ms"]
+                    .as_i64()
+                    .map_or_else(String::new, |t| format!("{}s", t / 1000)),
+                api_str(&p["description"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        s.push_str("no probes offered (the agent is offline, or too old for diagnostics)\n");
+    } else {
+        s.push_str(&table(&["PROBE", "ARGS", "LIMIT", "WHAT IT SHOWS"], &rows));
+    }
+    s
+}
+
 /// The audit trail, newest first.
 pub fn audit_table(rows: &[crate::store::AuditRow]) -> String {
     if rows.is_empty() {
