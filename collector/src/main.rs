@@ -617,28 +617,14 @@ fn token(cfg: &CollectorConfig, cmd: TokenCmd) -> Result<()> {
                 format!("--role '{role}' is not a role: use viewer, engineer or admin")
             })?;
             anyhow::ensure!(!by.trim().is_empty(), "say who you are: --by NAME");
-            let secret = token::generate()
-                .map_err(|_| anyhow::anyhow!("no random numbers from the system"))?;
             let mut st = open_for_writing(cfg)?;
-            audited(
+            let secret = audited(
                 &mut st,
                 &by,
                 "token.create",
                 &format!("token/{}", name.trim()),
                 serde_json::json!({ "name": name.trim(), "role": role.as_str() }),
-                |st| {
-                    st.add_token(
-                        &store::TokenRow {
-                            name: name.trim().into(),
-                            role,
-                            created_at: now,
-                            created_by: by.trim().into(),
-                            revoked_at: None,
-                        },
-                        &token::hash(&secret),
-                    )?;
-                    Ok(())
-                },
+                |st| Ok(token::issue(st, name.trim(), role, by.trim(), now)?),
             )?;
             println!("{secret}");
             eprintln!(

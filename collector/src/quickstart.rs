@@ -404,16 +404,7 @@ fn demo_admin_token(cfg: &CollectorConfig) -> Result<String> {
     for t in old.iter().filter(|t| t.revoked_at.is_none()) {
         st.revoke_token(&t.name, now)?;
     }
-    let secret = token::generate().map_err(|_| anyhow::anyhow!("no randomness for a token"))?;
-    st.add_token(
-        &TokenRow {
-            name: format!("demo-admin-{}", old.len() + 1),
-            role: Role::Admin,
-            created_at: now,
-            created_by: "quickstart".into(),
-            revoked_at: None,
-        },
-        &token::hash(&secret),
-    )?;
+    let name = format!("demo-admin-{}", old.len() + 1);
+    let secret = token::issue(&mut st, &name, Role::Admin, "quickstart", now)?;
     Ok(secret)
 }

@@ -5,7 +5,7 @@ use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::config::CollectorConfig;
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
 use aftercare_collector::store::{
-    BatchData, HostHello, PendingBatch, SqliteStore, Store, TokenRow, open_sqlite,
+    BatchData, HostHello, PendingBatch, SqliteStore, Store, open_sqlite,
 };
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{
@@ -70,19 +70,7 @@ fn text(o: &Output) -> String {
 }
 
 fn add_token(st: &mut SqliteStore, name: &str, role: Role) -> String {
-    let secret = token::generate().unwrap();
-    st.add_token(
-        &TokenRow {
-            name: name.into(),
-            role,
-            created_at: now_millis(),
-            created_by: "test".into(),
-            revoked_at: None,
-        },
-        &token::hash(&secret),
-    )
-    .unwrap();
-    secret
+    token::issue(st, name, role, "test", now_millis()).unwrap()
 }
 
 /// acme/db1 with a few minutes of metrics, three log lines and an L1 finding; a viewer's

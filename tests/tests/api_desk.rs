@@ -5,7 +5,7 @@
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
 use aftercare_collector::store::{
-    BatchData, HOUR_MS, HostHello, HostId, PendingBatch, SqliteStore, Store, TokenRow, open_sqlite,
+    BatchData, HOUR_MS, HostHello, HostId, PendingBatch, SqliteStore, Store, open_sqlite,
 };
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{
@@ -64,19 +64,7 @@ fn open_finding(st: &mut SqliteStore, host: HostId, rule: &str, level: u8, now: 
 }
 
 fn make_token(st: &mut SqliteStore, name: &str, role: Role) -> String {
-    let secret = token::generate().unwrap();
-    st.add_token(
-        &TokenRow {
-            name: name.into(),
-            role,
-            created_at: now_millis(),
-            created_by: "test".into(),
-            revoked_at: None,
-        },
-        &token::hash(&secret),
-    )
-    .unwrap();
-    secret
+    token::issue(st, name, role, "test", now_millis()).unwrap()
 }
 
 /// Run blocking HTTP calls off the test's runtime.

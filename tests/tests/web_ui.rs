@@ -4,7 +4,7 @@
 
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
-use aftercare_collector::store::{Store, TokenRow, open_sqlite};
+use aftercare_collector::store::{Store, open_sqlite};
 use aftercare_shared::consent::Scope;
 use aftercare_shared::time_fmt::now_millis;
 use aftercare_tests::*;
@@ -127,18 +127,7 @@ async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_and_runs_a_dia
                 },
             })
             .unwrap();
-        let secret = token::generate().unwrap();
-        st.add_token(
-            &TokenRow {
-                name: "ann".into(),
-                role: Role::Engineer,
-                created_at: now,
-                created_by: "test".into(),
-                revoked_at: None,
-            },
-            &token::hash(&secret),
-        )
-        .unwrap();
+        let secret = token::issue(&mut st, "ann", Role::Engineer, "test", now).unwrap();
         (secret, id)
     };
     let base = format!("http://{}", c.api);

@@ -233,16 +233,14 @@ pub async fn create_token(
             format!("'{}' is not viewer, engineer or admin", b.role),
         )
     })?;
-    let secret = token::generate().map_err(|_| ApiError::internal())?;
-    let row = TokenRow {
-        name: name.clone(),
-        role,
-        created_at: now_millis(),
-        created_by: caller.name.clone(),
-        revoked_at: None,
-    };
-    let hash = token::hash(&secret);
-    with_store(&state, true, move |st| Ok(st.add_token(&row, &hash)?)).await?;
+    let n = name.clone();
+    let secret = with_store(&state, true, move |st| {
+        token::issue(st, &n, role, &caller.name, now_millis()).map_err(|e| match e {
+            token::IssueError::Store(e) => e.into(),
+            token::IssueError::Random => ApiError::internal(),
+        })
+    })
+    .await?;
     let mut resp = (
         StatusCode::CREATED,
         Json(serde_json::json!({ "name": name, "role": role.as_str(), "token": secret })),

@@ -2,6 +2,8 @@
 //! bearer presents. A token is shown once; the store keeps only its SHA-256, which is
 //! enough because a token is 32 random bytes (nothing to guess, so no slow hash needed).
 
+use crate::store::{Store, StoreError, TokenRow};
+use aftercare_shared::model::UnixMillis;
 use serde::{Deserialize, Serialize};
 
 /// What a token may do. Each role can do what the ones before it can.
@@ -102,4 +104,36 @@ mod tests {
         assert!(valid_name("ann@support").is_ok());
         assert!(valid_name("a b").unwrap_err().contains("not usable"));
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("no random numbers from the system for a token")]
+    Random,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A new token named `name` (already checked with [`valid_name`]) kept in the store as its
+/// hash; the secret is returned, to be shown once. The CLI, the API and the quickstart all
+/// make tokens here.
+pub fn issue<S: Store + ?Sized>(
+    st: &mut S,
+    name: &str,
+    role: Role,
+    by: &str,
+    now: UnixMillis,
+) -> Result<String, IssueError> {
+    let secret = generate().map_err(|_| IssueError::Random)?;
+    st.add_token(
+        &TokenRow {
+            name: name.into(),
+            role,
+            created_at: now,
+            created_by: by.into(),
+            revoked_at: None,
+        },
+        &hash(&secret),
+    )?;
+    Ok(secret)
 }
