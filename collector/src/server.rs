@@ -117,10 +117,18 @@ impl Collector {
         )
         .context("cannot start the findings thread")?;
         let api_addr = self.api.local_addr().ok();
+        // Live agent connections: ingest registers them, diagnostics reach agents through them.
+        let links = crate::diagnose::Links::new();
         let api = {
             let router = crate::api::server::router(crate::api::server::ApiState {
                 database: self.cfg.database.clone(),
                 sla: std::sync::Arc::new(self.cfg.sla_policy()?),
+                diagnose: crate::diagnose::Diagnose::new(
+                    links.clone(),
+                    self.cfg.database.clone(),
+                    self.cfg.max_frame_bytes,
+                    shutdown.clone(),
+                ),
             });
             let stop = shutdown.clone();
             let listener = self.api;
@@ -160,6 +168,7 @@ impl Collector {
             writer,
             IngestOptions {
                 max_frame: self.cfg.max_frame_bytes,
+                links,
             },
             shutdown,
         )

@@ -842,7 +842,8 @@ fn logs_are_stored_once_and_filtered_by_time_severity_and_pattern() {
 
 /// What schemas 6 (API tokens), 5 (retention tiers) and 4 (findings) added, dropped to turn
 /// a database back into an older schema.
-const UNDO_V4_TO_V7: &str = "DROP TABLE audit; DROP TABLE diagnostics; DROP TABLE customer_contracts;
+const UNDO_V4_TO_V7: &str =
+    "DROP TABLE audit; DROP TABLE diagnostics; DROP TABLE customer_contracts;
     DROP TABLE tokens; DROP INDEX rollups_by_age; DROP INDEX logs_by_age;
     ALTER TABLE rollups DROP COLUMN minutes;
     DROP TABLE finding_events; DROP TABLE findings; DROP TABLE silences; DROP TABLE rules_state;";

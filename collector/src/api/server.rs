@@ -28,6 +28,8 @@ use tracing::warn;
 pub struct ApiState {
     pub database: PathBuf,
     pub sla: Arc<SlaPolicy>,
+    /// Remote diagnosis: the live agent connections and the requests to them.
+    pub diagnose: crate::diagnose::Diagnose,
 }
 
 /// An error as the API sends it.
@@ -38,7 +40,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -92,6 +98,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/findings/{id}", get(finding))
         .route("/api/v1/findings/{id}/ack", post(ack))
         .route("/api/v1/findings/{id}/resolve", post(resolve))
+        .merge(super::diagnostics::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -145,7 +152,7 @@ async fn authenticate(
     Ok(next.run(req).await)
 }
 
-fn require(caller: &TokenRow, needed: Role) -> Result<(), ApiError> {
+pub(crate) fn require(caller: &TokenRow, needed: Role) -> Result<(), ApiError> {
     if caller.role.allows(needed) {
         Ok(())
     } else {
@@ -163,7 +170,7 @@ fn require(caller: &TokenRow, needed: Role) -> Result<(), ApiError> {
 }
 
 /// Run store work off the async threads.
-async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     state: &ApiState,
     write: bool,
     f: impl FnOnce(&mut SqliteStore) -> Result<T, ApiError> + Send + 'static,
@@ -235,13 +242,9 @@ async fn finding(
     let v = with_store(&state, false, move |st| {
         let (f, timeline) = st.finding(id)?.ok_or(StoreError::NoSuchFinding(id))?;
         let silences = st.silences(i64::MIN)?;
-        Ok(finding_json(
-            &f,
-            &sla,
-            &silences,
-            now_millis(),
-            Some(&timeline),
-        ))
+        let mut v = finding_json(&f, &sla, &silences, now_millis(), Some(&timeline));
+        v["diagnostics"] = super::diagnostics::for_finding(st, id)?;
+        Ok(v)
     })
     .await?;
     Ok(Json(v))

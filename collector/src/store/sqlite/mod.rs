@@ -9,6 +9,7 @@
 //! refused rather than guessed at, and `PRAGMA application_id` marks the file as ours so a
 //! wrong path is not silently written into.
 
+mod diagnostics;
 mod findings;
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
@@ -32,6 +33,7 @@ use super::{
     StoreStats, TokenRow, UNATTRIBUTED, compaction_cutoff,
 };
 use crate::api::token::Role;
+use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
 use aftercare_shared::consent::ConsentRecord;
@@ -1309,6 +1311,35 @@ impl Store for SqliteStore {
 
     fn save_rules_state(&mut self, json: &str) -> Result<(), StoreError> {
         self.store_rules_state(json)
+    }
+
+    fn host_id(&mut self, name: &str) -> Result<HostId, StoreError> {
+        self.host_id_by_name(name)
+    }
+
+    fn add_diagnostic(&mut self, d: &NewDiagnostic) -> Result<i64, StoreError> {
+        self.insert_diagnostic(d)
+    }
+
+    fn finish_diagnostic(&mut self, id: i64, r: &DiagnosticResult) -> Result<bool, StoreError> {
+        self.update_diagnostic(id, r)
+    }
+
+    fn diagnostic(&mut self, id: i64) -> Result<Option<DiagnosticRow>, StoreError> {
+        self.select_diagnostic(id)
+    }
+
+    fn diagnostics(
+        &mut self,
+        host: HostId,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> Result<Vec<DiagnosticRow>, StoreError> {
+        self.select_diagnostics(host, limit, before_id)
+    }
+
+    fn diagnostics_for_finding(&mut self, finding: i64) -> Result<Vec<DiagnosticRow>, StoreError> {
+        self.select_finding_diagnostics(finding)
     }
 
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {
