@@ -31,6 +31,11 @@ impl Collector {
             .with_context(|| format!("cannot open database {}", cfg.database.display()))?;
         // Connections of a previous run (perhaps one that crashed) are gone.
         store.disconnect_all(aftercare_shared::time_fmt::now_millis())?;
+        // So are the diagnostics they were running: their answers can no longer arrive.
+        store.abandon_diagnostics(
+            aftercare_shared::time_fmt::now_millis(),
+            "the collector restarted before the agent answered",
+        )?;
         // A bad rule or contract stops the start, naming it.
         let rules = cfg.rule_set()?;
         let sla = cfg.sla_policy()?;

@@ -35,6 +35,30 @@ fn call(method: &str, url: &str, token: &str, body: Option<&str>) -> (u16, Value
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// An engineer's and a viewer's token (secrets).
+fn tokens(f: &Fixture) -> (String, String) {
+    let mut st = open_sqlite(&f.collector.database).unwrap();
+    let mut make = |name: &str, role: Role| {
+        let secret = token::generate().unwrap();
+        st.add_token(
+            &TokenRow {
+                name: name.into(),
+                role,
+                created_at: now_millis(),
+                created_by: "test".into(),
+                revoked_at: None,
+            },
+            &token::hash(&secret),
+        )
+        .unwrap();
+        secret
+    };
+    (
+        make("eng.wang", Role::Engineer),
+        make("view.li", Role::Viewer),
+    )
+}
+
 /// A collector, one agent process (acme/db1) and two tokens.
 struct Setup {
     f: Fixture,
@@ -59,28 +83,7 @@ impl Setup {
         text.push_str(diagnostics);
         std::fs::write(&agent_cfg, text).unwrap();
         grant(&cfg, scopes);
-        let (engineer, viewer) = {
-            let mut st = open_sqlite(&f.collector.database).unwrap();
-            let mut make = |name: &str, role: Role| {
-                let secret = token::generate().unwrap();
-                st.add_token(
-                    &TokenRow {
-                        name: name.into(),
-                        role,
-                        created_at: now_millis(),
-                        created_by: "test".into(),
-                        revoked_at: None,
-                    },
-                    &token::hash(&secret),
-                )
-                .unwrap();
-                secret
-            };
-            (
-                make("eng.wang", Role::Engineer),
-                make("view.li", Role::Viewer),
-            )
-        };
+        let (engineer, viewer) = tokens(&f);
         let cwd = f.dir.path().join("agent-cwd");
         std::fs::create_dir(&cwd).unwrap();
         let log = std::fs::File::create(f.dir.path().join("agent.log")).unwrap();
@@ -484,4 +487,119 @@ async fn a_viewer_token_cannot_run_a_probe() {
     assert_eq!(l["items"], serde_json::json!([]), "{l}");
     assert!(s.audit().is_empty());
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_agent_is_never_asked_and_an_offline_host_says_so() {
+    use aftercare_agent::transport;
+    use aftercare_shared::protocol::Hello;
+    let f = Fixture::new();
+    let c = f.start().await;
+    let (engineer, viewer) = tokens(&f);
+    let certs = f.issue("old", "acme", "db1");
+    // A version 2 agent (it streams data, it knows nothing of diagnostics) with every scope.
+    let mut consent = aftercare_shared::consent::ConsentRecord::default();
+    consent
+        .grant_scopes(BOTH, "T", time::OffsetDateTime::now_utc(), None)
+        .unwrap();
+    let hello = Hello {
+        protocol_version: 2,
+        agent_version: "0.0.2".into(),
+        facts: Default::default(),
+        consent,
+        claimed: None,
+        interval_ms: 1000,
+    };
+    let ep = transport::endpoint(
+        aftercare_agent::tls::client_config(
+            &certs.join("ca.crt"),
+            &certs.join("agent.crt"),
+            &certs.join("agent.key"),
+        )
+        .unwrap(),
+        false,
+    )
+    .unwrap();
+    let cfg = f.agent_config("old", &certs, c.addr).collector;
+    let link = tokio::time::timeout(PATIENCE, transport::connect(&ep, &cfg, c.addr, &hello))
+        .await
+        .expect("connects in time")
+        .expect("welcomed");
+    let base = format!("http://{}/api/v1", c.api);
+    let api = |method: &'static str, path: &str, token: &str, body: Option<&str>| {
+        let (url, t, b) = (
+            format!("{base}{path}"),
+            token.to_string(),
+            body.map(str::to_string),
+        );
+        tokio::task::spawn_blocking(move || call(method, &url, &t, b.as_deref()))
+    };
+    let finished = |id: i64| {
+        let api = &api;
+        let viewer = viewer.clone();
+        async move {
+            let end = Instant::now() + PATIENCE;
+            loop {
+                let (_, v) = api("GET", &format!("/diagnostics/{id}"), &viewer, None)
+                    .await
+                    .unwrap();
+                if v["status"] != "pending" {
+                    return v;
+                }
+                assert!(Instant::now() < end, "still pending: {v}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let (st, v) = api("GET", "/hosts/acme/db1/probes", &viewer, None)
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (&v["online"], &v["probes"]),
+        (&Value::Bool(true), &serde_json::json!([])),
+        "{v}"
+    );
+    let body = r#"{"probe": "filesystems"}"#;
+    let (st, v) = api("POST", "/hosts/acme/db1/diagnostics", &engineer, Some(body))
+        .await
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let v = finished(v["id"].as_i64().unwrap()).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent too old for diagnostics"),
+        "{v}"
+    );
+    // No stream was opened to it.
+    let opened = tokio::time::timeout(Duration::from_millis(300), link.conn.accept_bi()).await;
+    assert!(
+        opened.is_err(),
+        "the collector opened a stream to an old agent"
+    );
+
+    // Gone: the collector says so rather than waiting.
+    link.conn.close(0u32.into(), b"bye");
+    let end = Instant::now() + PATIENCE;
+    loop {
+        let (_, v) = api("GET", "/hosts/acme/db1/probes", &viewer, None)
+            .await
+            .unwrap();
+        if v["online"] == false {
+            break;
+        }
+        assert!(Instant::now() < end, "still online: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (st, v) = api("POST", "/hosts/acme/db1/diagnostics", &engineer, Some(body))
+        .await
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let v = finished(v["id"].as_i64().unwrap()).await;
+    assert_eq!(v["status"], "offline", "{v}");
+    assert_eq!(v["message"], "the host is not connected", "{v}");
+    c.shutdown().await;
 }

@@ -447,6 +447,9 @@ pub trait Store: Send {
     ) -> Result<Vec<DiagnosticRow>, StoreError>;
     /// The diagnostics run from a finding, oldest first, without output.
     fn diagnostics_for_finding(&mut self, finding: i64) -> Result<Vec<DiagnosticRow>, StoreError>;
+    /// End every pending diagnostic as `failed` with `message` (at start: the run that sent
+    /// them is gone, so no answer will come); how many.
+    fn abandon_diagnostics(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

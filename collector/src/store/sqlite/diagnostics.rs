@@ -147,6 +147,23 @@ impl SqliteStore {
             .map_err(self.cx.sql("listing a finding's diagnostics"))
     }
 
+    pub(super) fn fail_pending_diagnostics(
+        &mut self,
+        now: i64,
+        message: &str,
+    ) -> Result<u64, StoreError> {
+        self.writable("ending pending diagnostics")?;
+        let n = self
+            .conn
+            .execute(
+                "UPDATE diagnostics SET status = 'failed', finished_at = ?1, message = ?2
+                 WHERE status = 'pending'",
+                params![now, message],
+            )
+            .map_err(self.cx.sql("ending pending diagnostics"))?;
+        Ok(n as u64)
+    }
+
     pub(super) fn host_id_by_name(&self, name: &str) -> Result<HostId, StoreError> {
         self.resolve_host(name)
     }

@@ -1342,6 +1342,10 @@ impl Store for SqliteStore {
         self.select_finding_diagnostics(finding)
     }
 
+    fn abandon_diagnostics(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError> {
+        self.fail_pending_diagnostics(now, message)
+    }
+
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {
         self.writable("registering a host")?;
         let err = self.cx.sql("registering a host");
