@@ -701,6 +701,53 @@ fn read_tail(path: &std::path::Path, lines: usize) -> std::io::Result<String> {
 mod tests {
     use super::*;
 
+    /// Every built-in on this machine: the /proc and /sys ones answer; the ones that need a
+    /// tool answer or say plainly why not.
+    #[tokio::test]
+    async fn every_builtin_answers_on_this_host() {
+        let cx = Context {
+            metrics: MetricsConfig::default(),
+            logs: Vec::new(),
+            rules: Arc::new(RuleSet::new(&[]).unwrap()),
+        };
+        for info in infos() {
+            let args: Vec<(String, String)> = info
+                .args
+                .iter()
+                .filter_map(|a| Some((a.name.clone(), a.default.clone()?)))
+                .collect();
+            let ran = tokio::time::timeout(
+                Duration::from_secs(30),
+                run(&info.name, &args, &cx, info.max_output as usize),
+            )
+            .await
+            .expect("bounded");
+            let text = String::from_utf8_lossy(&ran.output).into_owned();
+            match info.name.as_str() {
+                TOP_PROCESSES | FILESYSTEMS | SOCKETS | INTERFACES | CLOCK => {
+                    assert_eq!(
+                        ran.outcome,
+                        DiagOutcome::Done { exit_code: None },
+                        "{}",
+                        info.name
+                    );
+                    assert!(!text.is_empty(), "{}", info.name);
+                }
+                LOG_TAIL => {
+                    // No source configured here: it says which exist.
+                    assert!(
+                        matches!(ran.outcome, DiagOutcome::Failed(ref m) if m.contains("[[logs]]"))
+                    );
+                }
+                _ => match &ran.outcome {
+                    DiagOutcome::Done { .. } => {}
+                    DiagOutcome::Failed(m) => assert!(!m.is_empty(), "{}", info.name),
+                    other => panic!("{}: {other:?}", info.name),
+                },
+            }
+        }
+    }
+
     #[test]
     fn proc_stat_with_spaces_and_parens_in_the_name() {
         let t = "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 123456 789 18446744073709551615";

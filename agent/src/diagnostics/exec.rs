@@ -62,15 +62,10 @@ pub async fn run(argv: &[String], timeout: Duration, cap: usize) -> Ran {
         Ok(c) => c,
         Err(e) => return Ran::failed(format!("cannot run {program}: {e}")),
     };
-    let pid = child.id();
-    let kill_group = || {
-        if let Some(pid) = pid {
-            // SAFETY: kill(2) on the process group we created (pgid = the child's pid).
-            unsafe {
-                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-            }
-        }
-    };
+    // Also when this future is dropped (the agent stops, the collector's stream is reset):
+    // nothing the probe started outlives it.
+    let group = Group(child.id());
+    let kill_group = || group.kill();
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
     let mut cap = OutputCap::new(cap);
@@ -129,6 +124,27 @@ pub async fn run(argv: &[String], timeout: Duration, cap: usize) -> Ran {
     }
 }
 
+/// A probe's process group (its pgid is the child's pid), killed when dropped.
+struct Group(Option<u32>);
+
+impl Group {
+    fn kill(&self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) on the process group we created; once all its members are
+            // gone it fails with ESRCH and does nothing.
+            unsafe {
+                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,13 +168,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_environment_is_cleared() {
-        // SAFETY: set in this test's process before the child starts; nothing reads it
-        // concurrently in a way that matters.
-        unsafe { std::env::set_var("AFTERCARE_SECRET_TEST", "x") };
+    async fn the_environment_is_cleared_but_for_path_and_lang() {
+        // The test process has HOME, CARGO_* and more; the probe sees none of them.
+        assert!(std::env::var_os("CARGO_PKG_NAME").is_some() || std::env::var_os("HOME").is_some());
         let r = run(&argv(&["/usr/bin/env"]), Duration::from_secs(5), 65536).await;
         let text = String::from_utf8(r.output).unwrap();
-        assert!(!text.contains("AFTERCARE_SECRET_TEST"), "{text}");
+        for line in text.lines() {
+            assert!(
+                line.starts_with("PATH=") || line.starts_with("LANG="),
+                "{line}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -186,6 +206,29 @@ mod tests {
         let text = String::from_utf8(r.output).unwrap();
         assert!(text.contains("[output cut at 1000 bytes"), "{text}");
         assert!(text.len() < 1100);
+    }
+
+    #[tokio::test]
+    async fn what_a_probe_started_dies_with_it() {
+        // The shell exits at once; its background child holds the output open until the
+        // time limit, and is killed with the group.
+        let r = run(
+            &argv(&["/bin/sh", "-c", "/bin/sleep 4343 & echo started"]),
+            Duration::from_millis(500),
+            1024,
+        )
+        .await;
+        assert!(matches!(r.outcome, DiagOutcome::TimedOut { .. }), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sleeping = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c == b"/bin/sleep\x004343\x00")
+            })
+            .count();
+        assert_eq!(sleeping, 0);
     }
 
     #[tokio::test]

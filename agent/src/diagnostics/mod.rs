@@ -39,6 +39,7 @@ pub enum Plan {
     Builtin {
         name: String,
         args: Vec<(String, String)>,
+        timeout: Duration,
         cap: usize,
     },
     Command {
@@ -99,8 +100,29 @@ impl Diagnostics {
             Ok(plan) => {
                 info!(probe = %req.probe, requested_by = %req.requested_by, "running a diagnostic");
                 let ran = match plan {
-                    Plan::Builtin { name, args, cap } => {
-                        builtin::run(&name, &args, &self.builtin, cap).await
+                    Plan::Builtin {
+                        name,
+                        args,
+                        timeout,
+                        cap,
+                    } => {
+                        // Built-ins bound their own waits; this bounds a read that hangs
+                        // (a log file on a dead NFS server). The blocked thread is left.
+                        match tokio::time::timeout(
+                            timeout,
+                            builtin::run(&name, &args, &self.builtin, cap),
+                        )
+                        .await
+                        {
+                            Ok(ran) => ran,
+                            Err(_) => exec::Ran {
+                                outcome: DiagOutcome::TimedOut {
+                                    after_ms: timeout.as_millis() as u64,
+                                },
+                                output: Vec::new(),
+                                truncated: false,
+                            },
+                        }
                     }
                     Plan::Command { argv, timeout, cap } => exec::run(&argv, timeout, cap).await,
                 };
@@ -160,6 +182,7 @@ pub fn decide(catalog: &Catalog, req: &DiagRequest, max_frame: usize) -> Result<
         None => Ok(Plan::Builtin {
             name: req.probe.clone(),
             args: values,
+            timeout: Duration::from_millis(info.timeout_ms),
             cap,
         }),
     }
