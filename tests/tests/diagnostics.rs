@@ -603,3 +603,36 @@ async fn an_old_agent_is_never_asked_and_an_offline_host_says_so() {
     assert_eq!(v["message"], "the host is not connected", "{v}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_withdrawn_while_a_probe_runs_stops_it_and_sends_nothing() {
+    let s = Setup::new(
+        BOTH,
+        "\n[[diagnostics.probe]]\nname = \"slow\"\nargv = [\"/bin/sleep\", \"4444\"]\ntimeout = \"60s\"\n",
+    )
+    .await;
+    let id = s.run(r#"{"probe": "slow"}"#).await;
+    let end = Instant::now() + PATIENCE;
+    while processes_running(&["/bin/sleep", "4444"]) == 0 {
+        assert!(Instant::now() < end, "the probe never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = Instant::now();
+    let cfg = aftercare_agent::config::AgentConfig::load(&s.agent_cfg).unwrap();
+    revoke(&cfg, &[Scope::Diagnostics]);
+    let v = s.finished(id).await;
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(v["status"], "refused", "{v}");
+    assert_eq!(v["message"], "refused: no consent", "{v}");
+    assert_eq!(v["output"], "", "{v}");
+    assert_eq!(processes_running(&["/bin/sleep", "4444"]), 0, "stopped");
+    let audit = s.audit();
+    assert!(
+        audit[0]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("withdrawn while it ran"),
+        "{audit:?}"
+    );
+    s.stop().await;
+}

@@ -95,38 +95,31 @@ impl Diagnostics {
     /// Decide, run, record, answer.
     pub async fn answer(&self, req: &DiagRequest) -> DiagResponse {
         let started = Instant::now();
+        let mut withdrawn_while_running = false;
         let (outcome, output, truncated) = match self.decide(req, now_millis()) {
             Err(r) => (DiagOutcome::Refused(r), Vec::new(), false),
             Ok(plan) => {
                 info!(probe = %req.probe, requested_by = %req.requested_by, "running a diagnostic");
-                let ran = match plan {
-                    Plan::Builtin {
-                        name,
-                        args,
-                        timeout,
-                        cap,
-                    } => {
-                        // Built-ins bound their own waits; this bounds a read that hangs
-                        // (a log file on a dead NFS server). The blocked thread is left.
-                        match tokio::time::timeout(
-                            timeout,
-                            builtin::run(&name, &args, &self.builtin, cap),
-                        )
+                // Consent withdrawn while the probe runs stops it (its process group is
+                // killed when the run is dropped) and nothing of its output leaves.
+                let mut consent = self.consent.clone();
+                let withdrawn = async move {
+                    if consent
+                        .wait_for(|s| !s.allows(Scope::Diagnostics))
                         .await
-                        {
-                            Ok(ran) => ran,
-                            Err(_) => exec::Ran {
-                                outcome: DiagOutcome::TimedOut {
-                                    after_ms: timeout.as_millis() as u64,
-                                },
-                                output: Vec::new(),
-                                truncated: false,
-                            },
-                        }
+                        .is_err()
+                    {
+                        // The watch ended: the agent is stopping; the run ends with it.
+                        std::future::pending::<()>().await;
                     }
-                    Plan::Command { argv, timeout, cap } => exec::run(&argv, timeout, cap).await,
                 };
-                (ran.outcome, ran.output, ran.truncated)
+                tokio::select! {
+                    ran = self.run_plan(plan) => (ran.outcome, ran.output, ran.truncated),
+                    _ = withdrawn => {
+                        withdrawn_while_running = true;
+                        (DiagOutcome::Refused(Refusal::NoConsent), Vec::new(), false)
+                    }
+                }
             }
         };
         let event = Event::Diagnostic {
@@ -134,7 +127,14 @@ impl Diagnostics {
             args: args_text(&req.args),
             requested_by: req.requested_by.clone(),
             finding: req.finding,
-            outcome: outcome_text(&outcome),
+            outcome: if withdrawn_while_running {
+                format!(
+                    "{} (withdrawn while it ran; stopped, output discarded)",
+                    outcome_text(&outcome)
+                )
+            } else {
+                outcome_text(&outcome)
+            },
             output_bytes: output.len() as u64,
         };
         match &outcome {
@@ -157,6 +157,34 @@ impl Diagnostics {
             output: serde_bytes::ByteBuf::from(output),
             truncated,
             elapsed_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+impl Diagnostics {
+    async fn run_plan(&self, plan: Plan) -> exec::Ran {
+        match plan {
+            Plan::Builtin {
+                name,
+                args,
+                timeout,
+                cap,
+            } => {
+                // Built-ins bound their own waits; this bounds a read that hangs (a log file
+                // on a dead NFS server). The blocked thread is left behind.
+                let run = builtin::run(&name, &args, &self.builtin, cap);
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(ran) => ran,
+                    Err(_) => exec::Ran {
+                        outcome: DiagOutcome::TimedOut {
+                            after_ms: timeout.as_millis() as u64,
+                        },
+                        output: Vec::new(),
+                        truncated: false,
+                    },
+                }
+            }
+            Plan::Command { argv, timeout, cap } => exec::run(&argv, timeout, cap).await,
         }
     }
 }
