@@ -124,16 +124,17 @@ impl Collector {
         let api_addr = self.api.local_addr().ok();
         // Live agent connections: ingest registers them, diagnostics reach agents through them.
         let links = crate::diagnose::Links::new();
+        let diagnose = crate::diagnose::Diagnose::new(
+            links.clone(),
+            self.cfg.database.clone(),
+            self.cfg.max_frame_bytes,
+            shutdown.clone(),
+        );
         let api = {
             let router = crate::api::server::router(crate::api::server::ApiState {
                 database: self.cfg.database.clone(),
                 sla: std::sync::Arc::new(self.cfg.sla_policy()?),
-                diagnose: crate::diagnose::Diagnose::new(
-                    links.clone(),
-                    self.cfg.database.clone(),
-                    self.cfg.max_frame_bytes,
-                    shutdown.clone(),
-                ),
+                diagnose: diagnose.clone(),
             });
             let stop = shutdown.clone();
             let listener = self.api;
@@ -180,6 +181,7 @@ impl Collector {
         .await;
         let _ = ticker.await;
         let _ = api.await;
+        diagnose.drain(std::time::Duration::from_secs(2)).await;
         tokio::task::spawn_blocking(move || findings.stop())
             .await
             .ok();

@@ -19,6 +19,7 @@ use record::{DiagnosticResult, NewDiagnostic, Status};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 /// Beyond the probe's own time limit: the agent's start-up, the audit write, the transfer.
@@ -33,6 +34,8 @@ pub struct Diagnose {
     database: PathBuf,
     max_frame: usize,
     stop: CancellationToken,
+    /// The requests under way, so shutdown can wait for them to store their end.
+    tasks: TaskTracker,
 }
 
 impl Diagnose {
@@ -42,6 +45,20 @@ impl Diagnose {
             database,
             max_frame,
             stop,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// After `stop`: wait (at most `within`) until every request has stored how it ended.
+    pub async fn drain(&self, within: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                "diagnostics still storing their results after {within:?}; the next start ends them"
+            );
         }
     }
 
@@ -59,7 +76,7 @@ impl Diagnose {
                 .await
                 .map_err(|e| StoreError::Invalid(format!("task failed: {e}")))??;
         let me = self.clone();
-        tokio::spawn(
+        self.tasks.spawn(
             async move {
                 let result = tokio::select! {
                     r = me.exchange(id, &new) => r,
