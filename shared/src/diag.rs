@@ -431,6 +431,32 @@ mod tests {
     }
 
     #[test]
+    fn probes_are_a_new_last_variant_so_older_messages_keep_their_bytes() {
+        use crate::protocol::AgentMsg;
+        let msg = AgentMsg::Probes(vec![ProbeInfo {
+            name: "log-tail".into(),
+            description: "d".into(),
+            args: vec![spec(
+                "lines",
+                ArgKind::Integer { min: 1, max: 9 },
+                Some("5"),
+            )],
+            timeout_ms: 10_000,
+            max_output: 65536,
+        }]);
+        let f = codec::to_frame(&msg, 1 << 20).unwrap();
+        // Header (4 length bytes, 1 flags byte), then the variant index: Hello 0, Batch 1,
+        // ConsentUpdate 2, Probes 3.
+        assert_eq!(f[5], 3);
+        assert_eq!(
+            codec::decode::<AgentMsg>(&f, 1 << 20).unwrap(),
+            codec::Decoded::Frame(msg, f.len())
+        );
+        let old = codec::to_frame(&AgentMsg::ConsentUpdate(Default::default()), 1 << 20).unwrap();
+        assert_eq!(old[5], 2);
+    }
+
+    #[test]
     fn messages_travel_as_frames() {
         let req = DiagRequest {
             id: 7,
