@@ -239,9 +239,11 @@ impl Agent {
     }
 
     /// A link only when something may leave and there is something to send: consent for
-    /// logs with no log files configured opens no connection.
+    /// logs with no log files configured opens no connection. `diagnostics` alone opens
+    /// one, so that the engineers the customer allowed can reach this host.
     fn wants_link(&self) -> bool {
         self.allows(Scope::Metrics)
+            || self.allows(Scope::Diagnostics)
             || (self.allows(Scope::Logs)
                 && (!self.cfg.logs.is_empty() || self.spool.has_unacked(StreamId::Logs)))
     }

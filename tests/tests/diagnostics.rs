@@ -303,6 +303,25 @@ async fn a_builtin_probe_runs_is_audited_on_the_host_and_linked_from_its_finding
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostics_consent_alone_keeps_the_host_reachable() {
+    // No metrics, no logs: the agent still connects, sends no data, and answers probes.
+    let s = Setup::new(&[Scope::Diagnostics], "").await;
+    let id = s.run(r#"{"probe": "clock"}"#).await;
+    let v = s.finished(id).await;
+    assert_eq!(v["status"], "done", "{v}");
+    assert!(
+        v["output"].as_str().unwrap().contains("system time: "),
+        "{v}"
+    );
+    let samples = s.f.store().latest("acme/db1").unwrap_or_default();
+    assert!(
+        samples.is_empty(),
+        "no metrics without their scope: {samples:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_without_the_diagnostics_consent_scope() {
     let s = Setup::new(&[Scope::Metrics], "").await;
     let (_, v) = s.get("/hosts/acme/db1/probes", &s.viewer).await;
