@@ -255,7 +255,12 @@ pub async fn serve(conn: quinn::Connection, svc: Arc<Diagnostics>, shutdown: Can
                     warn!("diagnostic stream: {e}");
                 }
             }
-            .instrument(info_span!("diagnostic")),
+            .instrument(info_span!(
+                "diagnostic",
+                id = tracing::field::Empty,
+                probe = tracing::field::Empty,
+                requested_by = tracing::field::Empty
+            )),
         );
     }
 }
@@ -269,6 +274,10 @@ async fn one_stream(
         .await
         .map_err(|_| format!("no request within {REQUEST_WAIT:?}"))??;
     let req: DiagRequest = codec::decode_body(&body).map_err(|e| e.to_string())?;
+    let span = tracing::Span::current();
+    span.record("id", req.id);
+    span.record("probe", req.probe.as_str());
+    span.record("requested_by", req.requested_by.as_str());
     let resp = svc.answer(&req).await;
     let frame = codec::to_frame(&resp, svc.max_frame).map_err(|e| e.to_string())?;
     send.write_all(&frame).await.map_err(|e| e.to_string())?;
