@@ -86,11 +86,17 @@ pub enum Event {
         bytes: u64,
         reason: String,
     },
-    /// A remote diagnostic ran: which probe, who at the support company asked, how much of
-    /// its output left the host.
+    /// A remote diagnostic was asked for, and ran or was refused: which probe with which
+    /// arguments, who at the support company asked (from which finding), what came of it
+    /// and how many bytes of output left the host.
     Diagnostic {
         probe: String,
+        /// `name=value …`, or `-` for none.
+        args: String,
         requested_by: String,
+        finding: Option<i64>,
+        /// `done exit=0`, `refused: no consent`, `timeout after 1000 ms`, `failed: …`.
+        outcome: String,
         output_bytes: u64,
     },
 }
@@ -149,11 +155,20 @@ impl Event {
             ],
             Event::Diagnostic {
                 probe,
+                args,
                 requested_by,
+                finding,
+                outcome,
                 output_bytes,
             } => vec![
                 ("probe", probe.clone()),
+                ("args", args.clone()),
                 ("requested_by", requested_by.clone()),
+                (
+                    "finding",
+                    finding.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
+                ),
+                ("outcome", outcome.clone()),
                 ("output_bytes", output_bytes.to_string()),
             ],
         }
@@ -429,6 +444,7 @@ fn last_hash(text: &[u8]) -> Option<String> {
 }
 
 /// `<state_dir>/audit.log`.
+#[derive(Debug, Clone)]
 pub struct AuditLog {
     path: PathBuf,
 }

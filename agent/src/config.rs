@@ -41,6 +41,10 @@ pub struct AgentConfig {
     /// The customer's own redaction rules (`[[redact]]`), applied after the built-in ones.
     #[serde(default)]
     pub redact: Vec<crate::logs::redact::RedactRule>,
+    /// Remote diagnosis (`[diagnostics]`): which probes may run, and the customer's own.
+    /// Nothing runs without the `diagnostics` consent scope.
+    #[serde(default)]
+    pub diagnostics: crate::diagnostics::config::DiagnosticsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -242,6 +246,7 @@ impl AgentConfig {
             .map_err(|e| format!("metrics: {e}"))?;
         // Compiled here only to refuse a bad pattern at start, naming the rule.
         crate::logs::redact::RuleSet::new(&self.redact).map_err(|e| e.to_string())?;
+        self.diagnostics.catalog()?;
         Ok(())
     }
 

@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod config;
 pub mod consent;
+pub mod diagnostics;
 pub mod logs;
 pub mod metrics;
 pub mod outbox;

@@ -21,6 +21,7 @@
 use crate::audit::{AuditLog, Event, HourlyAggregator};
 use crate::config::AgentConfig;
 use crate::consent::{self, ConsentState, scopes_str};
+use crate::diagnostics::{self, Diagnostics};
 use crate::logs::checkpoint;
 use crate::logs::reader::{Chunk, Reader, ReaderConfig};
 use crate::logs::redact::RuleSet;
@@ -75,6 +76,8 @@ enum WriterCmd {
 struct Connected {
     generation: u64,
     frames: mpsc::UnboundedSender<WriterCmd>,
+    /// Stops the task answering this link's diagnostic streams when the link is dropped.
+    _diagnostics: tokio_util::sync::DropGuard,
 }
 
 impl Connected {
@@ -143,6 +146,8 @@ pub struct Agent {
     waiting_since: Option<Instant>,
     events_tx: mpsc::UnboundedSender<LinkEvent>,
     events_rx: mpsc::UnboundedReceiver<LinkEvent>,
+    diagnostics: Arc<Diagnostics>,
+    shutdown: CancellationToken,
 }
 
 /// Start the agent and run until `shutdown`.
@@ -163,6 +168,19 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("cannot open the spool in {}", cfg.spool_dir().display()))?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let active = consent.borrow().active.clone();
+    let diagnostics = Arc::new(Diagnostics::new(
+        cfg.diagnostics
+            .catalog()
+            .map_err(|e| anyhow::anyhow!("diagnostics: {e}"))?,
+        diagnostics::builtin::Context {
+            metrics: cfg.metrics.clone(),
+            logs: cfg.logs.clone(),
+            rules: rules.clone(),
+        },
+        consent.clone(),
+        AuditLog::new(&cfg.state_dir),
+        cfg.collector.max_frame_bytes,
+    ));
     let mut agent = Agent {
         audit: AuditLog::new(&cfg.state_dir),
         cfg,
@@ -190,6 +208,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Resul
         welcomed: false,
         events_tx,
         events_rx,
+        diagnostics,
+        shutdown: shutdown.clone(),
     };
     let s = agent.spool.stats;
     info!(
@@ -219,9 +239,11 @@ impl Agent {
     }
 
     /// A link only when something may leave and there is something to send: consent for
-    /// logs with no log files configured opens no connection.
+    /// logs with no log files configured opens no connection. `diagnostics` alone opens
+    /// one, so that the engineers the customer allowed can reach this host.
     fn wants_link(&self) -> bool {
         self.allows(Scope::Metrics)
+            || self.allows(Scope::Diagnostics)
             || (self.allows(Scope::Logs)
                 && (!self.cfg.logs.is_empty() || self.spool.has_unacked(StreamId::Logs)))
     }
@@ -716,6 +738,7 @@ impl Agent {
             self.adopt_high_water(*stream, *hw);
         }
         self.welcomed = true;
+        let diag_conn = conn.clone();
         // Writer: frames from the main task, in order.
         let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<WriterCmd>();
         let events = self.events_tx.clone();
@@ -756,10 +779,22 @@ impl Agent {
             };
             let _ = events.send(LinkEvent::Closed(generation, why));
         });
+        // Diagnostic streams the collector opens on this connection: their own task, so a
+        // probe never holds up batches or acknowledgements.
+        let diag_stop = self.shutdown.child_token();
+        tokio::spawn(diagnostics::serve(
+            diag_conn,
+            self.diagnostics.clone(),
+            diag_stop.clone(),
+        ));
         self.link = Some(Connected {
             generation,
             frames: frames_tx,
+            _diagnostics: diag_stop.drop_guard(),
         });
+        if welcome.protocol_version >= protocol::DIAGNOSTICS_PROTOCOL {
+            self.send_msg(&AgentMsg::Probes(self.diagnostics.advertised()));
+        }
         // The Hello may predate a consent change made while connecting.
         let current = self.consent.borrow().record.clone();
         if current != self.hello_consent {

@@ -17,6 +17,8 @@ use std::time::Duration;
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// Matches the collector's: a collector silent this long is treated as gone.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Diagnostics the collector may run on this host at once (one stream each).
+pub const MAX_DIAGNOSTICS: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -73,7 +75,10 @@ pub fn client_config(
         .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
         .max_idle_timeout(Some(
             IDLE_TIMEOUT.try_into().expect("60 s fits a QUIC varint"),
-        ));
+        ))
+        // Diagnostic streams the collector may have open at once: more wait their turn.
+        .max_concurrent_bidi_streams(MAX_DIAGNOSTICS.into())
+        .max_concurrent_uni_streams(0u32.into());
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     Ok(config)

@@ -36,6 +36,8 @@ const PIPELINE: usize = 256;
 #[derive(Clone)]
 pub struct IngestOptions {
     pub max_frame: usize,
+    /// Where welcomed connections are registered, so diagnostics can reach them.
+    pub links: crate::diagnose::Links,
 }
 
 /// Accept connections until `shutdown`; then let each connection finish what it has in
@@ -132,10 +134,11 @@ async fn handle_connection(
         };
         let mut host: Option<HostId> = None;
         let res = session(
-            &identity, &mut send, &mut recv, &writer, &opts, &shutdown, &mut host,
+            &identity, &conn, &mut send, &mut recv, &writer, &opts, &shutdown, &mut host,
         )
         .await;
         if let Some(h) = host {
+            opts.links.unregister(h, &conn);
             let _ = writer.send(Request::Disconnected { host: h }).await;
         }
         match res {
@@ -175,8 +178,10 @@ async fn handle_connection(
     .await
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn session(
     identity: &Identity,
+    conn: &quinn::Connection,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     writer: &WriterHandle,
@@ -213,6 +218,8 @@ async fn session(
         max,
     )
     .await?;
+    opts.links
+        .register(host, conn.clone(), hello.protocol_version);
 
     // Acknowledgements go out in the order batches came in, each once its commit is done.
     let (ack_tx, mut ack_rx) = mpsc::channel::<AckItem>(PIPELINE);
@@ -263,6 +270,10 @@ async fn session(
                 }
                 AgentMsg::Hello(_) => {
                     return Err(ConnError::Stream("a second Hello on one connection".into()));
+                }
+                AgentMsg::Probes(probes) => {
+                    debug!(probes = probes.len(), "agent offers diagnostic probes");
+                    opts.links.set_probes(host, conn, probes);
                 }
             }
         }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod ca;
 pub mod client;
 pub mod config;
+pub mod diagnose;
 pub mod findings;
 pub mod ingest;
 pub mod logging;

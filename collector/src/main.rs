@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
       aftercare-collector audit --since 7d\n  \
       aftercare-collector silence add --customer acme --host db1 --for 2h --reason 'disk swap' --by ann\n  \
       aftercare-collector token create --name ann --role engineer --by admin\n  \
-      aftercare-collector diagnose --host acme/db1 fs --finding 12\n  \
+      aftercare-collector diagnose --host acme/db1 filesystems --finding 12\n  \
       aftercare-collector quickstart --dir ./demo     (everything on this machine)"
 )]
 struct Cli {

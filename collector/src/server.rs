@@ -31,6 +31,11 @@ impl Collector {
             .with_context(|| format!("cannot open database {}", cfg.database.display()))?;
         // Connections of a previous run (perhaps one that crashed) are gone.
         store.disconnect_all(aftercare_shared::time_fmt::now_millis())?;
+        // So are the diagnostics they were running: their answers can no longer arrive.
+        store.abandon_diagnostics(
+            aftercare_shared::time_fmt::now_millis(),
+            "the collector restarted before the agent answered",
+        )?;
         // A bad rule or contract stops the start, naming it.
         let rules = cfg.rule_set()?;
         let sla = cfg.sla_policy()?;
@@ -117,11 +122,20 @@ impl Collector {
         )
         .context("cannot start the findings thread")?;
         let api_addr = self.api.local_addr().ok();
+        // Live agent connections: ingest registers them, diagnostics reach agents through them.
+        let links = crate::diagnose::Links::new();
+        let diagnose = crate::diagnose::Diagnose::new(
+            links.clone(),
+            self.cfg.database.clone(),
+            self.cfg.max_frame_bytes,
+            shutdown.clone(),
+        );
         let api = {
             let router = crate::api::server::router(crate::api::server::ApiState {
                 database: self.cfg.database.clone(),
                 sla: std::sync::Arc::new(self.cfg.sla_policy()?),
                 retention: self.cfg.retention.to_store(),
+                diagnose: diagnose.clone(),
             })
             .merge(crate::web::router());
             let stop = shutdown.clone();
@@ -162,12 +176,14 @@ impl Collector {
             writer,
             IngestOptions {
                 max_frame: self.cfg.max_frame_bytes,
+                links,
             },
             shutdown,
         )
         .await;
         let _ = ticker.await;
         let _ = api.await;
+        diagnose.drain(std::time::Duration::from_secs(2)).await;
         tokio::task::spawn_blocking(move || findings.stop())
             .await
             .ok();

@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod config;
 pub mod consent;
+pub mod diag;
 pub mod logblock;
 pub mod model;
 pub mod pem;

@@ -10,7 +10,13 @@
 //!   Batch{stream, seq, payload} -------->   (committed durably, then)
 //!                                  <----- Ack{stream, seq}   | Rejected{stream, seq, reason}
 //!   ConsentUpdate{record} -------------->   (stored; applies to later batches)
+//!   Probes{what this host offers} ------>   (version 3 agents, after Welcome from a
+//!                                            version 3 collector)
 //! ```
+//!
+//! Version 3 adds remote diagnosis: the collector opens a further bidirectional stream per
+//! diagnostic on the same connection (see `crate::diag`); an agent of an older version is
+//! never asked.
 //!
 //! Batches of one stream are sent in sequence order and acknowledged in that order. The
 //! collector keeps, per (host, stream), the highest sequence committed, in the same
@@ -27,8 +33,11 @@ use serde::{Deserialize, Serialize};
 pub const ALPN: &[u8] = b"aftercare/1";
 /// Carried in Hello and Welcome, so a mismatch is refused with a message naming both.
 /// Version 2 added [`Payload::LogBlock`]; a version 2 collector still takes version 1
-/// agents, whose log batches are [`Payload::Logs`].
-pub const PROTOCOL_VERSION: u16 = 2;
+/// agents, whose log batches are [`Payload::Logs`]. Version 3 added remote diagnosis
+/// ([`AgentMsg::Probes`] and diagnostic streams); older agents still stream data.
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The first version that answers diagnostic streams.
+pub const DIAGNOSTICS_PROTOCOL: u16 = 3;
 /// The oldest agent protocol a collector of this build accepts.
 pub const MIN_AGENT_PROTOCOL: u16 = 1;
 
@@ -153,6 +162,9 @@ pub enum AgentMsg {
     Hello(Hello),
     Batch(Batch),
     ConsentUpdate(ConsentRecord),
+    /// The probes this agent would run (its allow-list), sent once after Welcome by version
+    /// 3 agents to version 3 collectors. Added last so earlier variants keep their encoding.
+    Probes(Vec<crate::diag::ProbeInfo>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

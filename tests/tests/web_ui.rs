@@ -4,7 +4,7 @@
 
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
-use aftercare_collector::store::{Store, open_sqlite};
+use aftercare_collector::store::{AuditFilter, Store, open_sqlite};
 use aftercare_shared::consent::Scope;
 use aftercare_shared::time_fmt::now_millis;
 use aftercare_tests::*;
@@ -224,11 +224,11 @@ async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_and_runs_a_dia
         wait_js(
             &tab,
             "the console lists the agent's probes",
-            "[...document.querySelectorAll('#diag-probe option')].some(o => o.value === 'fs')",
+            "[...document.querySelectorAll('#diag-probe option')].some(o => o.value === 'filesystems')",
             wait,
         );
         tab.evaluate(
-            "(() => { const s = document.getElementById('diag-probe'); s.value = 'fs'; \
+            "(() => { const s = document.getElementById('diag-probe'); s.value = 'filesystems'; \
                s.dispatchEvent(new Event('change')); })()",
             false,
         )
@@ -253,6 +253,26 @@ async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_and_runs_a_dia
     let (row, timeline) = st.finding(finding).unwrap().unwrap();
     assert_eq!(row.acknowledged.as_ref().map(|a| a.1.as_str()), Some("ann"));
     assert!(timeline.iter().any(|e| e.by.as_deref() == Some("ann")));
+    let runs = st.diagnostics_for_finding(finding).unwrap();
+    assert_eq!(
+        runs.iter()
+            .map(|d| (d.probe.as_str(), d.requested_by.as_str()))
+            .collect::<Vec<_>>(),
+        [("filesystems", "ann")]
+    );
+    // The collector's audit trail has both of ann's actions.
+    let audit = st
+        .audit(&AuditFilter {
+            since: 0,
+            actor: Some("ann".into()),
+            action: None,
+            before_id: None,
+            limit: 0,
+        })
+        .unwrap();
+    let mut actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    actions.sort();
+    assert_eq!(actions, ["diagnostic.request", "finding.ack"], "{audit:?}");
     agent.shutdown().await;
     c.shutdown().await;
 }

@@ -29,8 +29,11 @@ fn events() -> Vec<Event> {
         },
         Event::ConsentRevoked { scope: Scope::Logs },
         Event::Diagnostic {
-            probe: "df".into(),
+            probe: "log-tail".into(),
+            args: "source=nginx lines=20".into(),
             requested_by: "eng:wang.lei".into(),
+            finding: Some(12),
+            outcome: "done".into(),
             output_bytes: 1_204,
         },
     ]
@@ -104,6 +107,38 @@ fn odd_values_round_trip() {
     let got = read_bytes(line.as_bytes(), None);
     assert_eq!(got[0].fields[1].1, "a=b\\c\nd\te\u{7}ü 名");
     assert_eq!(got[0].fields[2].1, "-");
+}
+
+#[test]
+fn a_refused_diagnostic_reads_back_as_asked() {
+    let e = Event::Diagnostic {
+        probe: "unit".into(),
+        args: "u=; rm -rf /\n$(id)".into(),
+        requested_by: "eng".into(),
+        finding: None,
+        outcome: "refused: bad argument u: ';' is not allowed".into(),
+        output_bytes: 0,
+    };
+    let line = format_line(T0, &e, GENESIS);
+    assert!(!line.contains('\n'), "{line}");
+    let got = read_bytes(line.as_bytes(), None);
+    assert_eq!(got[0].kind, "diagnostic");
+    let f: Vec<(&str, &str)> = got[0]
+        .fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        f,
+        [
+            ("probe", "unit"),
+            ("args", "u=; rm -rf /\n$(id)"),
+            ("requested_by", "eng"),
+            ("finding", "-"),
+            ("outcome", "refused: bad argument u: ';' is not allowed"),
+            ("output_bytes", "0"),
+        ]
+    );
 }
 
 #[test]

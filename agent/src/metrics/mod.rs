@@ -43,7 +43,7 @@
 //! less than 100 ms after the previous one leaves them out rather than report noise.
 
 mod config;
-mod fs;
+pub(crate) mod fs;
 mod host;
 mod procfs;
 mod sensors;

@@ -110,13 +110,10 @@ pub async fn show(
         let (f, timeline) = st.finding(id)?.ok_or(StoreError::NoSuchFinding(id))?;
         let policy = policy(&sla, st)?;
         let silences = st.silences(i64::MIN)?;
-        Ok(finding_json(
-            &f,
-            &policy,
-            &silences,
-            now_millis(),
-            Some(&timeline),
-        ))
+        let mut v = finding_json(&f, &policy, &silences, now_millis(), Some(&timeline));
+        // The diagnostics an engineer ran from this finding.
+        v["diagnostics"] = super::diagnostics::for_finding(st, id)?;
+        Ok(v)
     })
     .await?;
     Ok(Json(v))

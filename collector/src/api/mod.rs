@@ -4,6 +4,7 @@
 //! and their roles; `openapi` the document describing it all (`collector/openapi.json`).
 
 pub mod admin;
+pub mod diagnostics;
 pub mod findings;
 pub mod hosts;
 pub mod openapi;

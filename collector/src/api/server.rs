@@ -31,6 +31,8 @@ pub struct ApiState {
     pub sla: Arc<SlaPolicy>,
     /// Which tier of metrics answers a range.
     pub retention: Retention,
+    /// Remote diagnosis: the live agent connections and the requests to them.
+    pub diagnose: crate::diagnose::Diagnose,
 }
 
 /// An error as the API sends it.
@@ -52,7 +54,7 @@ struct ErrorCode(&'static str);
 pub(super) struct AuditTarget(pub String);
 
 impl ApiError {
-    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -226,11 +228,8 @@ pub const ROUTES: &[Route] = &[
         "customer/{customer}",
     ),
     route("GET", "/api/v1/audit"),
-];
-
-/// Routes the OpenAPI document describes that another module's router serves (remote
-/// diagnostics, `api::diagnostics`), with their audit names for when they are merged.
-pub const ROUTED_ELSEWHERE: &[Route] = &[
+    route("GET", "/api/v1/hosts/{customer}/{host}/probes"),
+    route("GET", "/api/v1/hosts/{customer}/{host}/diagnostics"),
     audited(
         "POST",
         "/api/v1/hosts/{customer}/{host}/diagnostics",
@@ -238,12 +237,10 @@ pub const ROUTED_ELSEWHERE: &[Route] = &[
         "host/{customer}/{host}",
     ),
     route("GET", "/api/v1/diagnostics/{id}"),
-    route("GET", "/api/v1/hosts/{customer}/{host}/diagnostics"),
-    route("GET", "/api/v1/hosts/{customer}/{host}/probes"),
 ];
 
 fn handler(r: &Route) -> MethodRouter<ApiState> {
-    use super::{admin, findings, hosts};
+    use super::{admin, diagnostics, findings, hosts};
     match (r.method, r.path) {
         ("GET", "/api/v1/openapi.json") => get(super::openapi::document),
         ("GET", "/api/v1/me") => get(whoami),
@@ -266,6 +263,10 @@ fn handler(r: &Route) -> MethodRouter<ApiState> {
         ("GET", "/api/v1/customers") => get(admin::customers),
         ("PUT", "/api/v1/customers/{customer}/contract") => put(admin::set_contract),
         ("GET", "/api/v1/audit") => get(admin::audit),
+        ("GET", "/api/v1/hosts/{customer}/{host}/probes") => get(diagnostics::probes),
+        ("GET", "/api/v1/hosts/{customer}/{host}/diagnostics") => get(diagnostics::list),
+        ("POST", "/api/v1/hosts/{customer}/{host}/diagnostics") => post(diagnostics::request),
+        ("GET", "/api/v1/diagnostics/{id}") => get(diagnostics::one),
         (m, p) => unreachable!("ROUTES lists {m} {p} without a handler"),
     }
 }
@@ -281,8 +282,6 @@ pub fn router(state: ApiState) -> Router {
         // Routes of one path with different methods merge.
         r = r.route(route.path, handler(route));
     }
-    // Routers of other modules (remote diagnostics: the routes of [`ROUTED_ELSEWHERE`])
-    // merge here, so that authentication and the audit trail wrap them too.
     r.fallback(|| async {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -371,8 +370,7 @@ async fn authenticate(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    let matched = match_route(ROUTES, req.method().as_str(), req.uri().path())
-        .or_else(|| match_route(ROUTED_ELSEWHERE, req.method().as_str(), req.uri().path()));
+    let matched = match_route(ROUTES, req.method().as_str(), req.uri().path());
     let header = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -471,7 +469,7 @@ async fn authenticate(
     Ok(resp)
 }
 
-pub(super) fn require(caller: &TokenRow, needed: Role) -> Result<(), ApiError> {
+pub(crate) fn require(caller: &TokenRow, needed: Role) -> Result<(), ApiError> {
     if caller.role.allows(needed) {
         Ok(())
     } else {
@@ -489,7 +487,7 @@ pub(super) fn require(caller: &TokenRow, needed: Role) -> Result<(), ApiError> {
 }
 
 /// Run store work off the async threads.
-pub(super) async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     state: &ApiState,
     write: bool,
     f: impl FnOnce(&mut SqliteStore) -> Result<T, ApiError> + Send + 'static,
@@ -560,7 +558,7 @@ mod tests {
         assert!(match_route(ROUTES, "GET", "/api/v1/hosts/acme").is_none());
         // Each (method, path) once.
         let mut seen = std::collections::BTreeSet::new();
-        for r in ROUTES.iter().chain(ROUTED_ELSEWHERE) {
+        for r in ROUTES {
             assert!(
                 seen.insert((r.method, r.path)),
                 "{} {} twice",

@@ -26,6 +26,7 @@ mod sqlite;
 
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_readonly};
 
+use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
 use aftercare_shared::consent::ConsentRecord;
@@ -476,6 +477,29 @@ pub trait Store: Send {
     /// The rules engine's state as last saved (JSON), if any.
     fn rules_state(&mut self) -> Result<Option<String>, StoreError>;
     fn save_rules_state(&mut self, json: &str) -> Result<(), StoreError>;
+
+    /// The id of the host `name` (`customer/host`, or a host name that is unambiguous).
+    fn host_id(&mut self, name: &str) -> Result<HostId, StoreError>;
+    /// Record a diagnostic request as `pending`; its id.
+    fn add_diagnostic(&mut self, d: &NewDiagnostic) -> Result<i64, StoreError>;
+    /// Store how a pending diagnostic ended (output capped at
+    /// [`crate::diagnose::record::MAX_STORED_OUTPUT`]); false if it was not pending.
+    fn finish_diagnostic(&mut self, id: i64, r: &DiagnosticResult) -> Result<bool, StoreError>;
+    /// One diagnostic with its output.
+    fn diagnostic(&mut self, id: i64) -> Result<Option<DiagnosticRow>, StoreError>;
+    /// A host's diagnostics, newest first, without output: at most `limit`, with ids below
+    /// `before_id` when given (the next page).
+    fn diagnostics(
+        &mut self,
+        host: HostId,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> Result<Vec<DiagnosticRow>, StoreError>;
+    /// The diagnostics run from a finding, oldest first, without output.
+    fn diagnostics_for_finding(&mut self, finding: i64) -> Result<Vec<DiagnosticRow>, StoreError>;
+    /// End every pending diagnostic as `failed` with `message` (at start: the run that sent
+    /// them is gone, so no answer will come); how many.
+    fn abandon_diagnostics(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

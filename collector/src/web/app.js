@@ -501,7 +501,8 @@ function argInput(a) {
   if (a.choices && a.choices.length) {
     return `<label>${name} <select data-arg="${name}">${a.choices.map((c) => `<option>${esc(c)}</option>`).join("")}</select></label>`;
   }
-  const hint = a.min !== undefined && a.min !== null ? `${a.min}..${a.max}` : a.kind ?? "";
+  const range = a.min !== undefined && a.min !== null ? `${a.min}..${a.max}` : a.kind ?? "";
+  const hint = a.default !== null && a.default !== undefined ? `${range} (default ${a.default})` : range;
   return `<label>${name} <input data-arg="${name}" placeholder="${esc(hint)}"></label>`;
 }
 
@@ -538,7 +539,10 @@ async function viewDiagnostics(params) {
     try {
       const info = await api("GET", `/hosts/${hp}/probes`);
       probes = info.probes ?? [];
+      const keep = probeSel.value;
       probeSel.replaceChildren(h(probes.map((p) => `<option value="${esc(p.name)}" title="${esc(p.description)}">${esc(p.name)}</option>`).join("")));
+      // After a run the list is read again: the probe just run stays chosen.
+      if (probes.some((p) => p.name === keep)) probeSel.value = keep;
       document.getElementById("diag-host-state").textContent =
         `${info.online ? "online" : "offline"} · diagnostics consent ${info.diagnostics_consent ? "given" : "NOT given"} · ${probes.length} probes offered`;
       showArgs();

@@ -10,6 +10,7 @@
 //! wrong path is not silently written into.
 
 mod desk;
+mod diagnostics;
 mod findings;
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
@@ -34,6 +35,7 @@ use super::{
     compaction_cutoff,
 };
 use crate::api::token::Role;
+use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
 use aftercare_shared::consent::ConsentRecord;
@@ -1327,6 +1329,39 @@ impl Store for SqliteStore {
 
     fn save_rules_state(&mut self, json: &str) -> Result<(), StoreError> {
         self.store_rules_state(json)
+    }
+
+    fn host_id(&mut self, name: &str) -> Result<HostId, StoreError> {
+        self.host_id_by_name(name)
+    }
+
+    fn add_diagnostic(&mut self, d: &NewDiagnostic) -> Result<i64, StoreError> {
+        self.insert_diagnostic(d)
+    }
+
+    fn finish_diagnostic(&mut self, id: i64, r: &DiagnosticResult) -> Result<bool, StoreError> {
+        self.update_diagnostic(id, r)
+    }
+
+    fn diagnostic(&mut self, id: i64) -> Result<Option<DiagnosticRow>, StoreError> {
+        self.select_diagnostic(id)
+    }
+
+    fn diagnostics(
+        &mut self,
+        host: HostId,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> Result<Vec<DiagnosticRow>, StoreError> {
+        self.select_diagnostics(host, limit, before_id)
+    }
+
+    fn diagnostics_for_finding(&mut self, finding: i64) -> Result<Vec<DiagnosticRow>, StoreError> {
+        self.select_finding_diagnostics(finding)
+    }
+
+    fn abandon_diagnostics(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError> {
+        self.fail_pending_diagnostics(now, message)
     }
 
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {

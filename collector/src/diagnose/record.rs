@@ -1,0 +1,74 @@
+//! What the store keeps of a diagnostic: the request, then its result.
+
+use crate::store::HostId;
+use aftercare_shared::model::UnixMillis;
+
+/// Stored output is capped whatever an agent sends.
+pub const MAX_STORED_OUTPUT: usize = 4 << 20;
+
+/// Where a diagnostic stands. The strings are the API's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Done,
+    Refused,
+    Failed,
+    Timeout,
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Done => "done",
+            Status::Refused => "refused",
+            Status::Failed => "failed",
+            Status::Timeout => "timeout",
+            Status::Offline => "offline",
+        }
+    }
+}
+
+/// A request as first stored (status `pending`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDiagnostic {
+    pub host: HostId,
+    pub probe: String,
+    pub args: Vec<(String, String)>,
+    pub finding: Option<i64>,
+    pub requested_by: String,
+    pub requested_at: UnixMillis,
+}
+
+/// How it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagnosticResult {
+    pub status: Status,
+    pub finished_at: UnixMillis,
+    pub exit_code: Option<i32>,
+    pub truncated: bool,
+    pub output: Vec<u8>,
+    pub message: String,
+}
+
+/// A stored diagnostic. `output` is `None` in listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagnosticRow {
+    pub id: i64,
+    pub host_id: HostId,
+    pub customer: String,
+    pub host: String,
+    pub probe: String,
+    pub args: Vec<(String, String)>,
+    pub finding: Option<i64>,
+    pub requested_by: String,
+    pub requested_at: UnixMillis,
+    /// One of [`Status::as_str`].
+    pub status: String,
+    pub finished_at: Option<UnixMillis>,
+    pub exit_code: Option<i32>,
+    pub truncated: bool,
+    pub message: String,
+    pub output: Option<Vec<u8>>,
+}

@@ -1,0 +1,170 @@
+//! Remote diagnostics in SQLite (the `diagnostics` table of schema 7): a row per request,
+//! written `pending` when asked and finished once, when the agent answered or could not.
+
+use super::SqliteStore;
+use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, MAX_STORED_OUTPUT, NewDiagnostic};
+use crate::store::{HostId, StoreError};
+use rusqlite::{OptionalExtension, Row, params};
+
+const COLUMNS: &str =
+    "d.id, d.host, h.customer, h.host, d.probe, d.args, d.finding, d.requested_by,
+    d.requested_at, d.status, d.finished_at, d.exit_code, d.truncated, d.message";
+
+fn row(r: &Row<'_>, with_output: bool) -> rusqlite::Result<DiagnosticRow> {
+    let args: String = r.get(5)?;
+    // Written by us as a JSON object of strings; anything else reads as no arguments.
+    let args: Vec<(String, String)> =
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&args)
+            .map(|m| {
+                m.into_iter()
+                    .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+    Ok(DiagnosticRow {
+        id: r.get(0)?,
+        host_id: r.get(1)?,
+        customer: r.get(2)?,
+        host: r.get(3)?,
+        probe: r.get(4)?,
+        args,
+        finding: r.get(6)?,
+        requested_by: r.get(7)?,
+        requested_at: r.get(8)?,
+        status: r.get(9)?,
+        finished_at: r.get(10)?,
+        exit_code: r.get(11)?,
+        truncated: r.get::<_, i64>(12)? != 0,
+        message: r.get(13)?,
+        output: if with_output {
+            Some(r.get::<_, Option<Vec<u8>>>(14)?.unwrap_or_default())
+        } else {
+            None
+        },
+    })
+}
+
+impl SqliteStore {
+    pub(super) fn insert_diagnostic(&mut self, d: &NewDiagnostic) -> Result<i64, StoreError> {
+        self.writable("recording a diagnostic")?;
+        let args: serde_json::Map<String, serde_json::Value> = d
+            .args
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        self.conn
+            .execute(
+                "INSERT INTO diagnostics (host, probe, args, finding, requested_by, requested_at, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+                params![
+                    d.host,
+                    d.probe,
+                    serde_json::Value::Object(args).to_string(),
+                    d.finding,
+                    d.requested_by,
+                    d.requested_at
+                ],
+            )
+            .map_err(self.cx.sql("recording a diagnostic"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Only a pending row is finished: a result never overwrites another.
+    pub(super) fn update_diagnostic(
+        &mut self,
+        id: i64,
+        r: &DiagnosticResult,
+    ) -> Result<bool, StoreError> {
+        self.writable("storing a diagnostic's result")?;
+        let output = &r.output[..r.output.len().min(MAX_STORED_OUTPUT)];
+        let n = self
+            .conn
+            .execute(
+                "UPDATE diagnostics SET status = ?2, finished_at = ?3, exit_code = ?4,
+                    truncated = ?5, output = ?6, message = ?7
+                 WHERE id = ?1 AND status = 'pending'",
+                params![
+                    id,
+                    r.status.as_str(),
+                    r.finished_at,
+                    r.exit_code,
+                    r.truncated || output.len() < r.output.len(),
+                    output,
+                    r.message
+                ],
+            )
+            .map_err(self.cx.sql("storing a diagnostic's result"))?;
+        Ok(n == 1)
+    }
+
+    pub(super) fn select_diagnostic(
+        &mut self,
+        id: i64,
+    ) -> Result<Option<DiagnosticRow>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS}, d.output FROM diagnostics d JOIN hosts h ON h.id = d.host WHERE d.id = ?1"
+            ))
+            .and_then(|mut st| st.query_row([id], |r| row(r, true)).optional())
+            .map_err(self.cx.sql("reading a diagnostic"))
+    }
+
+    pub(super) fn select_diagnostics(
+        &mut self,
+        host: HostId,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> Result<Vec<DiagnosticRow>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM diagnostics d JOIN hosts h ON h.id = d.host
+                 WHERE d.host = ?1 AND d.id < ?2 ORDER BY d.id DESC LIMIT ?3"
+            ))
+            .and_then(|mut st| {
+                st.query_map(
+                    params![
+                        host,
+                        before_id.unwrap_or(i64::MAX),
+                        limit.min(i64::MAX as usize) as i64
+                    ],
+                    |r| row(r, false),
+                )?
+                .collect()
+            })
+            .map_err(self.cx.sql("listing diagnostics"))
+    }
+
+    pub(super) fn select_finding_diagnostics(
+        &mut self,
+        finding: i64,
+    ) -> Result<Vec<DiagnosticRow>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM diagnostics d JOIN hosts h ON h.id = d.host
+                 WHERE d.finding = ?1 ORDER BY d.id"
+            ))
+            .and_then(|mut st| st.query_map([finding], |r| row(r, false))?.collect())
+            .map_err(self.cx.sql("listing a finding's diagnostics"))
+    }
+
+    pub(super) fn fail_pending_diagnostics(
+        &mut self,
+        now: i64,
+        message: &str,
+    ) -> Result<u64, StoreError> {
+        self.writable("ending pending diagnostics")?;
+        let n = self
+            .conn
+            .execute(
+                "UPDATE diagnostics SET status = 'failed', finished_at = ?1, message = ?2
+                 WHERE status = 'pending'",
+                params![now, message],
+            )
+            .map_err(self.cx.sql("ending pending diagnostics"))?;
+        Ok(n as u64)
+    }
+
+    pub(super) fn host_id_by_name(&self, name: &str) -> Result<HostId, StoreError> {
+        self.resolve_host(name)
+    }
+}
