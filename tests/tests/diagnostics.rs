@@ -4,7 +4,7 @@
 
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
-use aftercare_collector::store::{Store, TokenRow, open_sqlite};
+use aftercare_collector::store::{Store, open_sqlite};
 use aftercare_shared::consent::Scope;
 use aftercare_shared::time_fmt::now_millis;
 use aftercare_tests::*;
@@ -12,47 +12,11 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// (status, JSON body or Null) of one call.
-fn call(method: &str, url: &str, token: &str, body: Option<&str>) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let auth = format!("Bearer {token}");
-    let mut resp = if method == "GET" {
-        agent.get(url).header("Authorization", &auth).call()
-    } else {
-        agent
-            .post(url)
-            .header("Authorization", &auth)
-            .header("Content-Type", "application/json")
-            .send(body.unwrap_or("{}"))
-    }
-    .expect("the API answers");
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 /// An engineer's and a viewer's token (secrets).
 fn tokens(f: &Fixture) -> (String, String) {
     let mut st = open_sqlite(&f.collector.database).unwrap();
-    let mut make = |name: &str, role: Role| {
-        let secret = token::generate().unwrap();
-        st.add_token(
-            &TokenRow {
-                name: name.into(),
-                role,
-                created_at: now_millis(),
-                created_by: "test".into(),
-                revoked_at: None,
-            },
-            &token::hash(&secret),
-        )
-        .unwrap();
-        secret
-    };
+    let mut make =
+        |name: &str, role: Role| token::issue(&mut st, name, role, "test", now_millis()).unwrap();
     (
         make("eng.wang", Role::Engineer),
         make("view.li", Role::Viewer),
@@ -124,7 +88,7 @@ impl Setup {
 
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         let (url, t) = (format!("{}{path}", self.base), token.to_string());
-        tokio::task::spawn_blocking(move || call("GET", &url, &t, None))
+        tokio::task::spawn_blocking(move || api_call("GET", &url, Some(&t), None))
             .await
             .unwrap()
     }
@@ -135,7 +99,7 @@ impl Setup {
             token.to_string(),
             body.to_string(),
         );
-        tokio::task::spawn_blocking(move || call("POST", &url, &t, Some(&b)))
+        tokio::task::spawn_blocking(move || api_call("POST", &url, Some(&t), Some(&b)))
             .await
             .unwrap()
     }
@@ -359,6 +323,85 @@ async fn refused_outside_the_allow_list() {
     s.stop().await;
 }
 
+/// `aftercare-collector diagnose` against the running collector's API, as an engineer on a
+/// laptop: (exit success, stdout, stderr).
+async fn cli(s: &Setup, args: &[&str]) -> (bool, String, String) {
+    let url = s.base.trim_end_matches("/api/v1").to_string();
+    let token = s.engineer.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::time::timeout(
+        PATIENCE,
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin("aftercare-collector"))
+                .arg("diagnose")
+                .args(["--url", &url, "--host", "acme/db1"])
+                .args(&args)
+                .env("AFTERCARE_TOKEN", token)
+                .output()
+                .unwrap()
+        }),
+    )
+    .await
+    .expect("the CLI finishes in time")
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_a_probe_waits_for_it_and_says_when_it_is_refused() {
+    let s = Setup::new(BOTH, "\n[diagnostics]\nallow = [\"filesystems\"]\n").await;
+    let (ok, out, err) = cli(&s, &["--list"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("diagnostics consent given"), "{out}");
+    assert!(out.contains("filesystems"), "{out}");
+    assert!(!out.contains("top-processes"), "{out}");
+
+    let (ok, out, err) = cli(&s, &["filesystems"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("filesystems on acme/db1: done"), "{out}");
+    assert!(out.contains("asked by eng.wang"), "{out}");
+    assert!(
+        out.contains("MOUNT"),
+        "the probe's own output follows:\n{out}"
+    );
+
+    let (ok, out, err) = cli(&s, &["top-processes"]).await;
+    assert!(!ok, "a refusal exits non-zero:\n{out}");
+    assert!(out.contains("refused: not allowed"), "{out}");
+    assert!(err.contains("refused: not allowed"), "{err}");
+
+    // A viewer's token is turned away with the API's code.
+    let url = s.base.trim_end_matches("/api/v1").to_string();
+    let viewer = s.viewer.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin("aftercare-collector"))
+            .args([
+                "diagnose",
+                "--url",
+                &url,
+                "--host",
+                "acme/db1",
+                "filesystems",
+            ])
+            .env("AFTERCARE_TOKEN", viewer)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.stop().await;
+}
+
 /// Processes whose command line is exactly `argv`.
 fn processes_running(argv: &[&str]) -> usize {
     let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
@@ -551,7 +594,7 @@ async fn an_old_agent_is_never_asked_and_an_offline_host_says_so() {
             token.to_string(),
             body.map(str::to_string),
         );
-        tokio::task::spawn_blocking(move || call(method, &url, &t, b.as_deref()))
+        tokio::task::spawn_blocking(move || api_call(method, &url, Some(&t), b.as_deref()))
     };
     let finished = |id: i64| {
         let api = &api;
