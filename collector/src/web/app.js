@@ -450,7 +450,8 @@ async function viewFinding(id) {
   const diags = (f.diagnostics ?? []).map((d) => `
     <tr><td><a href="#/diagnostic/${d.id}">#${d.id}</a></td><td>${esc(d.probe)}</td><td>${esc(d.status)}</td>
     <td class="small muted">${esc(when(d.requested_at))} · ${esc(d.requested_by)}</td></tr>`).join("");
-  const open = f.state !== "resolved";
+  // Viewers read; acting is for engineers and admins (the API enforces it).
+  const open = f.state !== "resolved" && me?.role !== "viewer";
   view.replaceChildren(h(`
     <h1>${levelChip(f.level)} ${esc(f.title)}</h1>
     <p class="muted">#${f.id} on <a href="#/host/${hostPath(hostName)}">${esc(hostName)}</a> · ${esc(f.category)} · rule ${esc(f.rule)}
@@ -520,7 +521,7 @@ async function viewDiagnostics(params) {
         <label>Host <select id="diag-host">${hosts.map((x) => `<option ${x.name === chosen ? "selected" : ""}>${esc(x.name)}</option>`).join("")}</select></label>
         <label>Probe <select id="diag-probe"></select></label>
         <span id="diag-args" class="row"></span>
-        <button id="diag-run" class="primary">Run</button>
+        <button id="diag-run" class="primary" ${me?.role === "viewer" ? 'disabled title="viewers read; an engineer runs probes"' : ""}>Run</button>
         ${finding ? `<span class="badge on">for finding #${esc(finding)}</span>` : ""}
       </div>
       <p id="diag-host-state" class="small muted"></p>
@@ -624,6 +625,8 @@ async function route() {
     document.getElementById("nav").hidden = false;
     document.getElementById("logout").hidden = false;
     document.getElementById("who").textContent = `${me.name} (${me.role})`;
+    // Only admins read the audit trail; the API says so too, this only spares a 403.
+    document.querySelector('#nav [data-nav="audit"]').hidden = me.role !== "admin";
     switch (parts[0]) {
       case "host": return await viewHost(parts.slice(1).join("/"), params);
       case "findings": return await viewFindings(params);
