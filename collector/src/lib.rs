@@ -15,6 +15,7 @@ pub mod logging;
 pub mod net;
 pub mod notify;
 pub mod quickstart;
+pub mod report;
 pub mod rules;
 pub mod server;
 pub mod sla;
