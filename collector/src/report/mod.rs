@@ -3,3 +3,5 @@
 //! (`model`) and rendered to HTML, Markdown or JSON.
 
 pub mod model;
+pub mod period;
+pub mod record;

@@ -29,6 +29,7 @@ pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_readonly};
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
+use crate::report::record::{NewReport, ReportRow};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Severity, UnixMillis,
@@ -500,6 +501,30 @@ pub trait Store: Send {
     /// End every pending diagnostic as `failed` with `message` (at start: the run that sent
     /// them is gone, so no answer will come); how many.
     fn abandon_diagnostics(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError>;
+    /// Record a report to make (`running`); its id. A scheduled report that exists already
+    /// for its customer and period gives `None` (it is made once), unless it failed: then
+    /// it is taken again.
+    fn add_report(&mut self, r: &NewReport) -> Result<Option<i64>, StoreError>;
+    fn report_progress(&mut self, id: i64, percent: u8) -> Result<(), StoreError>;
+    /// End a running report: its JSON, or why it failed.
+    fn finish_report(
+        &mut self,
+        id: i64,
+        outcome: Result<&[u8], &str>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// One report, with its JSON when done.
+    fn report(&mut self, id: i64) -> Result<Option<ReportRow>, StoreError>;
+    /// Reports newest first, without their data; `limit` 0: all.
+    fn reports(
+        &mut self,
+        customer: Option<&str>,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> Result<Vec<ReportRow>, StoreError>;
+    /// End every running report as failed with `message` (at start: whoever made them is
+    /// gone); how many.
+    fn abandon_reports(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@
 mod desk;
 mod diagnostics;
 mod findings;
+mod reports;
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
     let role: String = r.get(1)?;
@@ -38,6 +39,7 @@ use crate::api::token::Role;
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
+use crate::report::record::{NewReport, ReportRow};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::logblock::{self, RecordRef, Summary, Unpacker};
 use aftercare_shared::model::{LogRecord, LossReport, MetricKind, Severity, UnixMillis};
@@ -62,7 +64,33 @@ const MIGRATIONS: &[&str] = &[
     SCHEMA_V5,
     SCHEMA_V6,
     SCHEMA_V7,
+    SCHEMA_V8,
 ];
+
+/// Inspection reports: one row per report asked for; the quarter's own (made by the
+/// scheduler) once per customer and period.
+const SCHEMA_V8: &str = "
+CREATE TABLE reports (
+    id           INTEGER PRIMARY KEY,
+    customer     TEXT NOT NULL,
+    period_from  INTEGER NOT NULL,
+    period_to    INTEGER NOT NULL,
+    label        TEXT NOT NULL,               -- 2026-Q3, or the dates
+    lang         TEXT NOT NULL,
+    time_zone    TEXT NOT NULL,
+    scheduled    INTEGER NOT NULL,            -- 1: the quarter's own, made once
+    status       TEXT NOT NULL,               -- running, done, failed
+    progress     INTEGER NOT NULL DEFAULT 0,  -- percent while running
+    message      TEXT NOT NULL DEFAULT '',
+    requested_by TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    finished_at  INTEGER,
+    data         BLOB                         -- the report's JSON, zstd
+);
+CREATE UNIQUE INDEX reports_once_per_period ON reports (customer, period_from, period_to)
+    WHERE scheduled = 1;
+CREATE INDEX reports_by_customer ON reports (customer, id);
+";
 
 /// The engineer's desk: the audit trail of every mutating API call (and the CLI's own
 /// changes), remote diagnostics with their results, and contracts an admin assigned to a
@@ -1362,6 +1390,40 @@ impl Store for SqliteStore {
 
     fn abandon_diagnostics(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError> {
         self.fail_pending_diagnostics(now, message)
+    }
+
+    fn add_report(&mut self, r: &NewReport) -> Result<Option<i64>, StoreError> {
+        self.insert_report(r)
+    }
+
+    fn report_progress(&mut self, id: i64, percent: u8) -> Result<(), StoreError> {
+        self.update_report_progress(id, percent)
+    }
+
+    fn finish_report(
+        &mut self,
+        id: i64,
+        outcome: Result<&[u8], &str>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.complete_report(id, outcome, now)
+    }
+
+    fn report(&mut self, id: i64) -> Result<Option<ReportRow>, StoreError> {
+        self.select_report(id)
+    }
+
+    fn reports(
+        &mut self,
+        customer: Option<&str>,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> Result<Vec<ReportRow>, StoreError> {
+        self.select_reports(customer, limit, before_id)
+    }
+
+    fn abandon_reports(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError> {
+        self.fail_running_reports(now, message)
     }
 
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {
