@@ -51,6 +51,94 @@ pub struct CollectorConfig {
     pub retention: RetentionConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub reports: ReportsConfig,
+}
+
+/// Quarterly inspection reports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsConfig {
+    /// Make each customer's report for the quarter just ended, once, on the first day of
+    /// the next quarter in the customer's zone (and on start, if that day was missed).
+    pub schedule: bool,
+    /// How often the scheduler looks for a quarter to report on.
+    #[serde(with = "aftercare_shared::config::duration")]
+    pub check_every: Duration,
+    /// Zone the quarters are read in (IANA name), unless a customer has its own.
+    pub time_zone: String,
+    /// `en` or `zh-CN`, unless a customer has its own.
+    pub lang: String,
+    /// A folder whose templates replace the built-in ones (`config/templates/`), e.g. to
+    /// carry the company's letterhead; relative to `data_dir`.
+    pub templates: Option<PathBuf>,
+    /// Per customer: `[reports.customers.acme] lang = "zh-CN", time_zone = "Asia/Shanghai"`.
+    pub customers: std::collections::BTreeMap<String, CustomerReports>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerReports {
+    pub lang: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig {
+            schedule: true,
+            check_every: Duration::from_secs(3600),
+            time_zone: "UTC".into(),
+            lang: "en".into(),
+            templates: None,
+            customers: Default::default(),
+        }
+    }
+}
+
+/// The languages reports are written in.
+pub const REPORT_LANGS: [&str; 2] = ["en", "zh-CN"];
+
+impl ReportsConfig {
+    /// (lang, time zone) of `customer`'s reports.
+    pub fn for_customer(&self, customer: &str) -> (String, String) {
+        let c = self.customers.get(customer);
+        (
+            c.and_then(|c| c.lang.clone())
+                .unwrap_or_else(|| self.lang.clone()),
+            c.and_then(|c| c.time_zone.clone())
+                .unwrap_or_else(|| self.time_zone.clone()),
+        )
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let lang = |key: String, v: &str| {
+            if REPORT_LANGS.contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{key} = \"{v}\": reports are written in en or zh-CN"))
+            }
+        };
+        let zone = |key: String, v: &str| {
+            crate::report::period::zone(v)
+                .map(|_| ())
+                .map_err(|e| format!("{key}: {e}"))
+        };
+        lang("reports.lang".into(), &self.lang)?;
+        zone("reports.time_zone".into(), &self.time_zone)?;
+        for (name, c) in &self.customers {
+            if let Some(l) = &c.lang {
+                lang(format!("reports.customers.{name}.lang"), l)?;
+            }
+            if let Some(z) = &c.time_zone {
+                zone(format!("reports.customers.{name}.time_zone"), z)?;
+            }
+        }
+        if self.check_every < Duration::from_secs(1) {
+            return Err("reports.check_every must be at least 1s".into());
+        }
+        Ok(())
+    }
 }
 
 /// The engineer's HTTP API (`/api/v1`, bearer tokens).
@@ -276,6 +364,7 @@ impl CollectorConfig {
             return Err("ingest.queue_depth must be at least 1".into());
         }
         crate::notify::config::validate_all(&self.webhooks)?;
+        self.reports.validate()?;
         let f = &self.findings;
         if f.evaluate_every < Duration::from_secs(1) || f.evaluate_every > Duration::from_secs(3600)
         {
@@ -311,6 +400,11 @@ impl CollectorConfig {
 
     pub fn ca_dir(&self) -> PathBuf {
         self.data_dir.join("ca")
+    }
+
+    /// The operator's report templates folder, if any.
+    pub fn report_templates(&self) -> Option<PathBuf> {
+        self.reports.templates.as_ref().map(|p| self.data_dir.join(p))
     }
 
     /// The SLA policy from `sla_file`; the built-in one when that file is absent under its
