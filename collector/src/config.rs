@@ -116,7 +116,9 @@ impl ReportsConfig {
             if REPORT_LANGS.contains(&v) {
                 Ok(())
             } else {
-                Err(format!("{key} = \"{v}\": reports are written in en or zh-CN"))
+                Err(format!(
+                    "{key} = \"{v}\": reports are written in en or zh-CN"
+                ))
             }
         };
         let zone = |key: String, v: &str| {
@@ -404,7 +406,10 @@ impl CollectorConfig {
 
     /// The operator's report templates folder, if any.
     pub fn report_templates(&self) -> Option<PathBuf> {
-        self.reports.templates.as_ref().map(|p| self.data_dir.join(p))
+        self.reports
+            .templates
+            .as_ref()
+            .map(|p| self.data_dir.join(p))
     }
 
     /// The SLA policy from `sla_file`; the built-in one when that file is absent under its

@@ -5,3 +5,4 @@
 pub mod model;
 pub mod period;
 pub mod record;
+pub mod schedule;
