@@ -513,7 +513,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                         },
                     };
                     let mut st = store::open_sqlite_readonly(&cfg.database)?;
-                    assigned_contracts(&mut policy, &mut st)?;
+                    policy = store::sla_in_force(&policy, &mut st)?.0;
                     let rows = st.findings(&filter)?;
                     let silences = st.silences(i64::MIN)?;
                     if json {
@@ -531,7 +531,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 }
                 Some(FindingsCmd::Show { id, json }) => {
                     let mut st = store::open_sqlite_readonly(&cfg.database)?;
-                    assigned_contracts(&mut policy, &mut st)?;
+                    policy = store::sla_in_force(&policy, &mut st)?.0;
                     let (f, timeline) = st
                         .finding(id)?
                         .ok_or(store::StoreError::NoSuchFinding(id))?;
@@ -800,16 +800,6 @@ fn silence(cfg: &CollectorConfig, cmd: SilenceCmd) -> Result<()> {
             println!("maintenance window {id} ended");
         }
     }
-    Ok(())
-}
-
-/// Contracts an admin assigned over the API count here too.
-fn assigned_contracts(
-    policy: &mut aftercare_collector::sla::SlaPolicy,
-    st: &mut store::SqliteStore,
-) -> Result<()> {
-    let assigned = st.contract_assignments()?;
-    policy.set_assigned(assigned.into_iter().map(|a| (a.customer, a.contract)));
     Ok(())
 }
 

@@ -507,10 +507,7 @@ pub(crate) async fn with_store<T: Send + 'static>(
 
 /// `sla.toml`'s policy with the contracts assigned over the API applied.
 pub(super) fn policy(sla: &SlaPolicy, st: &mut SqliteStore) -> Result<SlaPolicy, ApiError> {
-    let mut p = sla.clone();
-    let assigned = st.contract_assignments()?;
-    p.set_assigned(assigned.into_iter().map(|a| (a.customer, a.contract)));
-    Ok(p)
+    Ok(crate::store::sla_in_force(sla, st)?.0)
 }
 
 /// Query parameters, or 400 `bad_query` naming the one at fault.

@@ -53,6 +53,19 @@ pub const COMPACT_STEP_SAMPLES: u64 = 2_000_000;
 pub const ONLINE_INTERVALS: i64 = 3;
 
 /// Start of the hour holding `ts`.
+/// `sla.toml`'s policy with the contracts an admin assigned over the API applied: what
+/// deadlines, views and reports all read. The customers whose assigned contract the file no
+/// longer has (they keep the file's choice).
+pub fn sla_in_force<S: Store + ?Sized>(
+    file: &crate::sla::SlaPolicy,
+    st: &mut S,
+) -> Result<(crate::sla::SlaPolicy, Vec<(String, String)>), StoreError> {
+    let mut p = file.clone();
+    let assigned = st.contract_assignments()?;
+    let unknown = p.set_assigned(assigned.into_iter().map(|a| (a.customer, a.contract)));
+    Ok((p, unknown))
+}
+
 pub fn hour_start(ts: UnixMillis) -> UnixMillis {
     ts.div_euclid(HOUR_MS) * HOUR_MS
 }
