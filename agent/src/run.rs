@@ -751,6 +751,7 @@ impl Agent {
                             let _ = events.send(LinkEvent::Closed(generation, e.to_string()));
                             return;
                         }
+                        transport::count_sent(f.len());
                     }
                     WriterCmd::Close(w) => {
                         why = w;

@@ -5,7 +5,23 @@ use crate::config::CollectorConfig;
 use aftercare_shared::codec::{self, CodecError};
 use aftercare_shared::protocol::{AgentMsg, CollectorMsg, Hello, Welcome};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Frame bytes this agent process wrote to its collector links, all streams together (the
+/// `agent.sent.bytes` counter, so the inspection report can show what monitoring costs the
+/// customer's network). One atomic add per frame: nothing else to keep or run.
+static SENT_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Count `n` bytes written to the link.
+pub fn count_sent(n: usize) {
+    SENT_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// Bytes written to the link since the process started.
+pub fn sent_bytes() -> u64 {
+    SENT_BYTES.load(Ordering::Relaxed)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -90,6 +106,7 @@ pub async fn connect(
     send.write_all(&frame)
         .await
         .map_err(|e| LinkError::Stream(e.to_string()))?;
+    count_sent(frame.len());
     let wait = Duration::from_secs(15);
     let answer = tokio::time::timeout(wait, read_msg(&mut recv, max))
         .await

@@ -281,6 +281,7 @@ async fn one_stream(
     let resp = svc.answer(&req).await;
     let frame = codec::to_frame(&resp, svc.max_frame).map_err(|e| e.to_string())?;
     send.write_all(&frame).await.map_err(|e| e.to_string())?;
+    crate::transport::count_sent(frame.len());
     let _ = send.finish();
     // Wait until the collector has it; leaving earlier could drop the tail.
     let _ = tokio::time::timeout(Duration::from_secs(10), send.stopped()).await;

@@ -36,6 +36,7 @@
 //! | `agent.memory.rss` | gauge | bytes | none | /proc/self/statm, or smaps_rollup when read for PSS |
 //! | `agent.memory.pss` | gauge | bytes | none | /proc/self/smaps_rollup, once a minute (Linux 4.14+) |
 //! | `agent.threads` | gauge | count | none | /proc/self/stat |
+//! | `agent.sent.bytes` | counter | bytes | none | frames written to the collector link (`transport::sent_bytes`) |
 //! | `agent.fs.hung_probes` | gauge | count | none | probe threads blocked in statvfs |
 //! | `agent.collect.time` | gauge | seconds | none | how long this collect took |
 //!
@@ -526,6 +527,12 @@ impl Collector {
         if let Some(v) = mem.pss {
             gauge(out, "agent.memory.pss", "", v as f64);
         }
+        counter(
+            out,
+            "agent.sent.bytes",
+            "",
+            crate::transport::sent_bytes() as f64,
+        );
     }
 
     fn warn_once(&mut self, source: &'static str, e: &io::Error) {
@@ -654,6 +661,10 @@ mod tests {
         );
         assert!(find(&snap, "agent.memory.rss", "").unwrap().value > 0.0);
         assert!(find(&snap, "agent.cpu", "").is_some());
+        assert_eq!(
+            find(&snap, "agent.sent.bytes", "").unwrap().kind,
+            MetricKind::Counter
+        );
         assert!(find(&snap, "system.uptime", "").unwrap().value > 0.0);
         assert!(find(&snap, "proc.count", "").unwrap().value >= 1.0);
         assert!(find(&snap, "load.1", "").is_some());

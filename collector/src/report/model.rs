@@ -175,7 +175,7 @@ pub struct Forecast {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogErrorCount {
     pub source: String,
-    /// `emergency` .. `error`, and `warning`.
+    /// `emerg`, `alert`, `crit`, `error` or `warning` (`Severity::as_str`).
     pub severity: String,
     pub count: u64,
 }
@@ -307,6 +307,10 @@ pub struct Recommendation {
     /// 1 first.
     pub priority: u32,
     pub host: String,
+    /// What it is about, a key the templates translate: `finding` (the text is the
+    /// finding's recommendation), `sla_breach`, `fs_full`, `availability`, `outdated_agent`,
+    /// `outdated_kernel`, `consent_expiring` (the text is English).
+    pub kind: String,
     pub text: String,
     /// What shows it: a finding id, a forecast, a breach.
     pub evidence: String,

@@ -22,7 +22,7 @@ mod eval;
 mod evidence;
 mod forecast;
 mod input;
-mod labels;
+pub(crate) mod labels;
 mod series;
 
 pub use config::{

@@ -126,6 +126,14 @@ pub struct LogFilter {
     pub limit: usize,
 }
 
+/// How many log records of one source and severity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCount {
+    pub source: String,
+    pub severity: Severity,
+    pub count: u64,
+}
+
 /// The time a log record is filed under: the time it states, else when it was read.
 pub fn log_time(r: &LogRecord) -> UnixMillis {
     r.ts.unwrap_or(r.read_at)
@@ -438,6 +446,16 @@ pub trait Store: Send {
     /// How many of a host's log records match `filter` (its `limit` is ignored). Without a
     /// severity or pattern, batches wholly inside the window are counted without decoding.
     fn count_logs(&mut self, host: &str, filter: &LogFilter) -> Result<u64, StoreError>;
+    /// A host's log records matching `filter` (its `limit` ignored), counted by source and
+    /// severity, sorted by source, then the most severe first.
+    fn count_logs_by_source(
+        &mut self,
+        host: &str,
+        filter: &LogFilter,
+    ) -> Result<Vec<LogCount>, StoreError>;
+    /// The times (see [`log_time`]) of a host's log records matching `filter` (its `limit`
+    /// ignored), oldest first: for counting a pattern's lines per day.
+    fn log_times(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<UnixMillis>, StoreError>;
     /// The newest value of every series of a host, sorted by name and labels.
     fn latest(&mut self, host: &str) -> Result<Vec<Latest>, StoreError>;
     /// Rollup buckets with `since <= start < until`, from compacted (closed) hours only.
@@ -511,6 +529,15 @@ pub trait Store: Send {
     ) -> Result<Vec<DiagnosticRow>, StoreError>;
     /// The diagnostics run from a finding, oldest first, without output.
     fn diagnostics_for_finding(&mut self, finding: i64) -> Result<Vec<DiagnosticRow>, StoreError>;
+    /// How many diagnostics requested with `since <= requested_at < until` ran on the host
+    /// (status `done`: the agent ran the probe and answered; refusals and failures did not
+    /// run).
+    fn count_diagnostics_run(
+        &mut self,
+        host: HostId,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<u64, StoreError>;
     /// End every pending diagnostic as `failed` with `message` (at start: the run that sent
     /// them is gone, so no answer will come); how many.
     fn abandon_diagnostics(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError>;

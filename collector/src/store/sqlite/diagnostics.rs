@@ -164,6 +164,23 @@ impl SqliteStore {
         Ok(n as u64)
     }
 
+    pub(super) fn count_done_diagnostics(
+        &self,
+        host: HostId,
+        since: i64,
+        until: i64,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM diagnostics
+                 WHERE host = ?1 AND requested_at >= ?2 AND requested_at < ?3 AND status = 'done'",
+            )
+            .and_then(|mut s| s.query_row(params![host, since, until], |r| r.get(0)))
+            .map_err(self.cx.sql("counting diagnostics"))?;
+        Ok(n.max(0) as u64)
+    }
+
     pub(super) fn host_id_by_name(&self, name: &str) -> Result<HostId, StoreError> {
         self.resolve_host(name)
     }

@@ -30,7 +30,7 @@ use super::chunk::{self, BlockReader, BlockSeries, RollupSeries};
 use super::query::{self, Agg, HostName, MetricFilter};
 use super::{
     AuditFilter, AuditRow, BatchData, Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
-    ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, Latest, LogFilter,
+    ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, Latest, LogCount, LogFilter,
     ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution, Retention, RetentionStats,
     SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, UNATTRIBUTED,
     compaction_cutoff,
@@ -1388,6 +1388,15 @@ impl Store for SqliteStore {
         self.select_finding_diagnostics(finding)
     }
 
+    fn count_diagnostics_run(
+        &mut self,
+        host: HostId,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        self.count_done_diagnostics(host, since, until)
+    }
+
     fn abandon_diagnostics(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError> {
         self.fail_pending_diagnostics(now, message)
     }
@@ -1716,6 +1725,57 @@ impl Store for SqliteStore {
             |_| true,
         )?;
         Ok(n)
+    }
+
+    fn count_logs_by_source(
+        &mut self,
+        host: &str,
+        filter: &LogFilter,
+    ) -> Result<Vec<LogCount>, StoreError> {
+        let err = self.cx.sql("counting logs");
+        let _snapshot = self.snapshot().map_err(&err)?;
+        let host = self.resolve_host(host)?;
+        let mut counts: BTreeMap<(String, Severity), u64> = BTreeMap::new();
+        self.matching_logs(
+            host,
+            filter,
+            LogRows::Overlapping,
+            |_, b, r| {
+                let source = b.files().get(r.file as usize).map_or("", |f| f.0);
+                // Look up before allocating: most records fall in a few groups.
+                match counts.get_mut(&(source.to_string(), r.severity)) {
+                    Some(n) => *n += 1,
+                    None => {
+                        counts.insert((source.to_string(), r.severity), 1);
+                    }
+                }
+            },
+            |_| true,
+        )?;
+        Ok(counts
+            .into_iter()
+            .map(|((source, severity), count)| LogCount {
+                source,
+                severity,
+                count,
+            })
+            .collect())
+    }
+
+    fn log_times(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<UnixMillis>, StoreError> {
+        let err = self.cx.sql("reading log times");
+        let _snapshot = self.snapshot().map_err(&err)?;
+        let host = self.resolve_host(host)?;
+        let mut times = Vec::new();
+        self.matching_logs(
+            host,
+            filter,
+            LogRows::Overlapping,
+            |_, _, r| times.push(r.time()),
+            |_| true,
+        )?;
+        times.sort_unstable();
+        Ok(times)
     }
 
     fn query(
