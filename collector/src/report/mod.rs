@@ -3,3 +3,4 @@
 //! (`model`) and rendered to HTML, Markdown or JSON.
 
 pub mod model;
+pub mod render;
