@@ -187,5 +187,8 @@ fn a_missing_chromium_says_what_to_install() {
     let err = render_pdf("<p>hi</p>", Some(Path::new("/nonexistent/chromium")))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("apt-get install chromium"), "{err}");
+    assert!(
+        err.contains("apt-get install chromium") && err.contains("/nonexistent/chromium"),
+        "{err}"
+    );
 }

@@ -63,13 +63,13 @@ pub enum RenderError {
     },
     #[error("serializing the report: {0}")]
     Json(#[from] serde_json::Error),
+    /// Where it looked.
     #[error(
-        "PDF needs Chromium and none was found (looked at $CHROME, /usr/bin/chromium, \
-         /usr/bin/chromium-browser): install it with `apt-get install chromium` \
-         (Debian, Ubuntu: `chromium-browser`; RHEL, Fedora: `dnf install chromium`), or set \
-         CHROME to its path"
+        "PDF needs Chromium and none was found (looked at {0}): install it with \
+         `apt-get install chromium` (Debian; Ubuntu: `chromium-browser`; RHEL, Fedora: \
+         `dnf install chromium`), or set CHROME to its path"
     )]
-    NoChromium,
+    NoChromium(String),
     #[error("printing to PDF with {}: {message}", chromium.display())]
     Chromium { chromium: PathBuf, message: String },
 }

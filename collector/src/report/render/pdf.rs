@@ -27,8 +27,10 @@ pub fn find_chromium() -> Option<PathBuf> {
 pub fn render_pdf(html: &str, chromium: Option<&Path>) -> Result<Vec<u8>, RenderError> {
     let chromium = match chromium {
         Some(path) if path.is_file() => path.to_path_buf(),
-        Some(_) => return Err(RenderError::NoChromium),
-        None => find_chromium().ok_or(RenderError::NoChromium)?,
+        Some(path) => return Err(RenderError::NoChromium(path.display().to_string())),
+        None => find_chromium().ok_or_else(|| {
+            RenderError::NoChromium(format!("$CHROME, {}", KNOWN_PATHS.join(", ")))
+        })?,
     };
     let fail = |message: String| RenderError::Chromium {
         chromium: chromium.clone(),
