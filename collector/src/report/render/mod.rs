@@ -67,7 +67,8 @@ pub enum RenderError {
     #[error(
         "PDF needs Chromium and none was found (looked at {0}): install it with \
          `apt-get install chromium` (Debian; Ubuntu: `chromium-browser`; RHEL, Fedora: \
-         `dnf install chromium`), or set CHROME to its path"
+         `dnf install chromium`), or set CHROME to its path; Chinese reports also need a CJK \
+         font (`apt-get install fonts-noto-cjk`)"
     )]
     NoChromium(String),
     #[error("printing to PDF with {}: {message}", chromium.display())]

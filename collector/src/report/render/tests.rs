@@ -209,6 +209,44 @@ fn html_is_self_contained_with_a_drawn_svg_per_chart() {
         assert!(long_paths >= 1, "a trend chart without a drawn series");
         assert!(fig.contains("<dt>p95</dt>"));
     }
+    // Availability strips: one red mark per outage. Bars: heights in the counts' ratio.
+    let figure = |start: &str| {
+        let at = html.find(start).unwrap();
+        html[at..at + html[at..].find("</figure>").unwrap()].to_owned()
+    };
+    let outage_marks = |host: &str| {
+        figure(&format!(
+            "<figure class=\"strip\">\n    <figcaption>{host} "
+        ))
+        .matches("fill=\"#C53030\"")
+        .count()
+    };
+    assert_eq!(outage_marks("web-01"), 2);
+    assert_eq!(outage_marks("db-01"), 0);
+    let bars = figure("<figure class=\"bars\">");
+    let heights: Vec<f64> = ["#C53030", "#DD6B20", "#D69E2E", "#3182CE"]
+        .iter()
+        .map(|fill| {
+            let rect = bars
+                .split("<rect")
+                .find(|r| r.contains(&format!("fill=\"{fill}\"")))
+                .unwrap();
+            let h = rect
+                .split("height=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            h.parse().unwrap()
+        })
+        .collect();
+    for (h, (_, count)) in heights.iter().zip(&report.inspection.findings.by_level) {
+        assert!(
+            (h / heights[0] - *count as f64).abs() < 0.1,
+            "bar heights {heights:?}"
+        );
+    }
     assert!(html.contains("@page { size: A4;"));
     assert!(html.contains("section { break-before: page; }"));
 }
