@@ -366,3 +366,64 @@ fn every_label_is_translated() {
         }
     }
 }
+
+#[test]
+fn a_quiet_period_renders_with_its_gaps_said() {
+    let mut r = sample::report("en");
+    r.purpose.consent.clear();
+    r.impact.hosts.clear();
+    let host = &mut r.inspection.hosts[0];
+    host.availability = crate::report::model::Availability {
+        expected_ms: 0,
+        online_ms: 0,
+        percent: None,
+        outages: vec![],
+    };
+    for t in &mut host.trends {
+        (t.p50, t.p95, t.max) = (None, None, None);
+        t.points.clear();
+    }
+    host.forecasts.clear();
+    r.inspection.hosts.truncate(1);
+    r.inspection.findings.items.clear();
+    r.inspection.findings.by_category.clear();
+    r.inspection
+        .findings
+        .by_level
+        .iter_mut()
+        .for_each(|l| l.1 = 0);
+    r.inspection.sla = crate::report::model::SlaOutcome {
+        met: 0,
+        breached: 0,
+        running: 0,
+        met_percent: None,
+        breaches: vec![],
+    };
+    r.security.findings.clear();
+    r.security.auth_failures.clear();
+    r.security.consent_expiring.clear();
+    r.security.outdated.clear();
+    r.conclusion.rules.clear();
+    r.conclusion.recommendations.clear();
+    r.conclusion.previous = None;
+    let t = Templates::builtin();
+    let html = render_html(&r, &t).unwrap();
+    let md = render_markdown(&r, &t).unwrap();
+    for doc in [&html, &md] {
+        for key in [
+            "label.no_findings",
+            "label.previous_none",
+            "label.nothing",
+            "intro.rules_none",
+        ] {
+            assert!(doc.contains(&label("en", key)), "lacks {key}");
+        }
+    }
+    // Nothing measured reads as a dash, never as 0%.
+    assert!(
+        md.contains("| web-01 | CPU utilisation | — | — | — |"),
+        "{md}"
+    );
+    assert!(html.contains("<dt>p95</dt><dd>—</dd>"));
+    assert_eq!(html.matches("<svg").count(), 1 + 5 + 1 + 1);
+}
