@@ -28,7 +28,11 @@ use serde::Serialize;
 use crate::report::model;
 use crate::report::model::Report;
 pub use pdf::{find_chromium, render_pdf};
-pub use templates::{Table, Templates};
+use templates::Table;
+pub use templates::Templates;
+
+/// The languages a report is written in (`meta.lang`, the CLI's `--lang`).
+pub const LANGUAGES: [&str; 2] = [templates::LANGS[0].0, templates::LANGS[1].0];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

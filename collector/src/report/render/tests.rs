@@ -253,6 +253,7 @@ fn html_is_self_contained_with_a_drawn_svg_per_chart() {
 
 #[test]
 fn unknown_language_is_named() {
+    assert_eq!(LANGUAGES, ["en", "zh-CN"]);
     let report = sample::report("fr");
     let err = render_html(&report, &Templates::builtin()).unwrap_err();
     assert!(err.to_string().contains("`fr`"), "{err}");
