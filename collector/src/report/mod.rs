@@ -11,6 +11,7 @@ pub mod compute;
 pub mod model;
 pub mod period;
 pub mod record;
+pub mod render;
 pub mod schedule;
 
 use crate::findings::record::FindingFilter;
