@@ -108,6 +108,35 @@ impl Client {
         }
     }
 
+    /// GET a file (a report): its bytes, or the API's error.
+    pub fn get_bytes(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let mut req = self
+            .http
+            .get(&url)
+            .header("Authorization", &format!("Bearer {}", self.token));
+        for (k, v) in query {
+            req = req.query(*k, v);
+        }
+        let mut resp = req.call().map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            detail: e.to_string(),
+        })?;
+        if resp.status().is_success() {
+            return resp
+                .body_mut()
+                .with_config()
+                .limit(512 << 20)
+                .read_to_vec()
+                .map_err(|e| ClientError::Transport {
+                    url,
+                    detail: e.to_string(),
+                });
+        }
+        // An error is JSON like any other answer's.
+        answer(&url, Ok(resp)).map(|_| Vec::new())
+    }
+
     /// POST a JSON body to `path` (under `/api/v1`).
     pub fn post(
         &self,

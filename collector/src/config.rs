@@ -96,9 +96,6 @@ impl Default for ReportsConfig {
     }
 }
 
-/// The languages reports are written in.
-pub const REPORT_LANGS: [&str; 2] = ["en", "zh-CN"];
-
 impl ReportsConfig {
     /// (lang, time zone) of `customer`'s reports.
     pub fn for_customer(&self, customer: &str) -> (String, String) {
@@ -113,7 +110,7 @@ impl ReportsConfig {
 
     fn validate(&self) -> Result<(), String> {
         let lang = |key: String, v: &str| {
-            if REPORT_LANGS.contains(&v) {
+            if crate::report::LANGS.contains(&v) {
                 Ok(())
             } else {
                 Err(format!(
@@ -463,6 +460,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("webhooks[0] 'ops': levels"), "{e}");
+        for (text, key) in [
+            ("[reports]\nlang = \"fr\"\n", "reports.lang"),
+            (
+                "[reports]\ntime_zone = \"Mars/Base\"\n",
+                "reports.time_zone",
+            ),
+            (
+                "[reports.customers.acme]\ntime_zone = \"Asia/Shanghia\"\n",
+                "reports.customers.acme.time_zone",
+            ),
+            (
+                "[reports.customers.acme]\nlang = \"zh\"\n",
+                "reports.customers.acme.lang",
+            ),
+        ] {
+            let e = CollectorConfig::parse(text, Path::new("c.toml")).unwrap_err();
+            assert!(e.to_string().contains(key), "{key}: {e}");
+        }
+        let c = CollectorConfig::parse(
+            "[reports]\ntime_zone = \"Asia/Shanghai\"\n[reports.customers.acme]\nlang = \"zh-CN\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.reports.for_customer("acme"),
+            ("zh-CN".into(), "Asia/Shanghai".into())
+        );
+        assert_eq!(
+            c.reports.for_customer("globex"),
+            ("en".into(), "Asia/Shanghai".into())
+        );
     }
 
     /// The shipped example parses, and so do its commented-out webhooks once uncommented.

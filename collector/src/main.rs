@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
       aftercare-collector silence add --customer acme --host db1 --for 2h --reason 'disk swap' --by ann\n  \
       aftercare-collector token create --name ann --role engineer --by admin\n  \
       aftercare-collector diagnose --host acme/db1 filesystems --finding 12\n  \
+      aftercare-collector report generate --customer acme --quarter 2026-Q3 --format pdf\n  \
       aftercare-collector quickstart --dir ./demo     (everything on this machine)"
 )]
 struct Cli {
@@ -154,6 +155,14 @@ enum Command {
     /// with its customer's `diagnostics` consent and if the probe is in its own allow-list;
     /// both sides record it. Asks the collector's API (`--url`, or `[api] listen` of the
     /// config on the collector itself) with an engineer's token.
+    /// Inspection reports: list them, write one out, or make one now (with progress).
+    /// Without --url they are read from and made in this collector's database.
+    Report {
+        #[command(subcommand)]
+        cmd: ReportCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
     Diagnose {
         /// `customer/host`.
         #[arg(long)]
@@ -176,6 +185,53 @@ enum Command {
         json: bool,
         #[command(flatten)]
         remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// Reports, newest first: period, status (progress while made), who asked.
+    List {
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a made report: Markdown to the terminal by default, or a file.
+    Show {
+        id: i64,
+        /// html, pdf, md or json.
+        #[arg(long, default_value = "md")]
+        format: String,
+        /// Write here instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Make a report now and write it out: the last ended quarter by default.
+    Generate {
+        #[arg(long)]
+        customer: String,
+        /// `2026-Q3`, in the customer's zone.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        quarter: Option<String>,
+        /// First day (2026-07-01) or RFC 3339 time; with --to.
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// Last day included, or an RFC 3339 end; with --from.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// en or zh-CN (default: the customer's, from [reports]).
+        #[arg(long)]
+        lang: Option<String>,
+        /// html, pdf, md or json.
+        #[arg(long, default_value = "html")]
+        format: String,
+        /// Where to write it (default: aftercare-<customer>-<period>.<format> here).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Who asks (recorded on the report; with --url the token's name is).
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 
@@ -367,6 +423,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             over_api(&c, cmd)
         }
         Command::Serve => serve(cfg),
+        Command::Report { cmd, .. } => report_local(&cfg, cmd),
         Command::Ca(CaCmd::Init { force }) => {
             let s = ca::init_ca(
                 &cfg.ca_dir(),
@@ -871,7 +928,8 @@ fn remote_of(c: &Command) -> Option<&Remote> {
         | Command::Metrics { remote, .. }
         | Command::Logs { remote, .. }
         | Command::Findings { remote, .. }
-        | Command::Diagnose { remote, .. } => Some(remote),
+        | Command::Diagnose { remote, .. }
+        | Command::Report { remote, .. } => Some(remote),
         _ => None,
     }
 }
@@ -1019,6 +1077,7 @@ fn over_api(c: &client::Client, cmd: Command) -> Result<()> {
             json,
             ..
         } => diagnose(c, host, probe, args, finding, list, show, json)?,
+        Command::Report { cmd, .. } => report_over_api(c, cmd)?,
         _ => unreachable!("only commands with --url come here"),
     }
     Ok(())
@@ -1125,4 +1184,239 @@ fn serve(cfg: CollectorConfig) -> Result<()> {
         });
         collector.run(shutdown).await
     })
+}
+
+const REPORT_FORMATS: [&str; 4] = ["html", "pdf", "md", "json"];
+
+fn check_format(format: &str) -> Result<()> {
+    anyhow::ensure!(
+        REPORT_FORMATS.contains(&format),
+        "--format {format}: use html, pdf, md or json"
+    );
+    Ok(())
+}
+
+/// Write `bytes` to `out`, or to standard output when there is none.
+fn write_out(bytes: &[u8], out: Option<&std::path::Path>) -> Result<()> {
+    use std::io::Write as _;
+    match out {
+        Some(p) => {
+            std::fs::write(p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+        None => std::io::stdout().write_all(bytes)?,
+    }
+    Ok(())
+}
+
+/// A stored report rendered as `format`.
+fn render_report(cfg: &CollectorConfig, data: &[u8], format: &str) -> Result<Vec<u8>> {
+    use aftercare_collector::report::{job, render};
+    let report = job::decode(data).map_err(anyhow::Error::msg)?;
+    if format == "json" {
+        return Ok(render::render_json(&report)?.into_bytes());
+    }
+    let t = render::load_templates(cfg.report_templates().as_deref())?;
+    Ok(match format {
+        "md" => render::render_markdown(&report, &t)?.into_bytes(),
+        "pdf" => render::render_pdf(&render::render_html(&report, &t)?, None)?,
+        _ => render::render_html(&report, &t)?.into_bytes(),
+    })
+}
+
+/// Progress on the terminal while a report is made: `making report 7: 45 %`.
+fn show_progress(id: i64, pct: u8) {
+    use std::io::Write as _;
+    eprint!("\rmaking report {id}: {pct:>3} %");
+    let _ = std::io::stderr().flush();
+}
+
+fn report_local(cfg: &CollectorConfig, cmd: ReportCmd) -> Result<()> {
+    use aftercare_collector::report::record::{NewReport, Status};
+    use aftercare_collector::report::{job, period};
+    match cmd {
+        ReportCmd::List { customer, json } => {
+            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let rows = st.reports(customer.as_deref(), 0, None)?;
+            let items: Vec<serde_json::Value> = rows
+                .iter()
+                .map(aftercare_collector::api::reports::report_json)
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                print!("{}", view::api_reports_table(&items));
+            }
+        }
+        ReportCmd::Show { id, format, out } => {
+            check_format(&format)?;
+            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let r = st.report(id)?.with_context(|| format!("no report {id}"))?;
+            let data = match (r.status, r.data) {
+                (Status::Done, Some(d)) => d,
+                (Status::Running, _) => {
+                    anyhow::bail!("report {id} is still being made ({} %)", r.progress)
+                }
+                _ => anyhow::bail!("report {id} failed: {}", r.message),
+            };
+            write_out(&render_report(cfg, &data, &format)?, out.as_deref())?;
+        }
+        ReportCmd::Generate {
+            customer,
+            quarter,
+            from,
+            to,
+            lang,
+            format,
+            out,
+            by,
+        } => {
+            check_format(&format)?;
+            let (default_lang, tz_name) = cfg.reports.for_customer(&customer);
+            let lang = lang.unwrap_or(default_lang);
+            anyhow::ensure!(
+                aftercare_collector::report::LANGS.contains(&lang.as_str()),
+                "--lang {lang}: reports are written in en or zh-CN"
+            );
+            let tz = period::zone(&tz_name)?;
+            let p = match (quarter, from, to) {
+                (Some(q), _, _) => period::parse_quarter(&q, &tz)?,
+                (None, Some(f), Some(t)) => period::between(&f, &t, &tz)?,
+                _ => period::last_ended_quarter(now_millis(), &tz),
+            };
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "cli".into());
+            let row = NewReport {
+                customer: customer.clone(),
+                from: p.from,
+                to: p.to,
+                label: p.label,
+                lang,
+                time_zone: tz_name,
+                scheduled: false,
+                requested_by: format!("cli:{by}"),
+                created_at: now_millis(),
+            };
+            let mut st = open_for_writing(cfg)?;
+            anyhow::ensure!(
+                st.hosts(now_millis())?
+                    .iter()
+                    .any(|h| h.customer == customer),
+                "customer '{customer}': no host of it has connected (`aftercare-collector hosts` lists them)"
+            );
+            let id = st
+                .add_report(&row)?
+                .context("the report was not recorded")?;
+            // Made on this thread's side; the terminal follows its row.
+            let policy = cfg.sla_policy()?;
+            let db = cfg.database.clone();
+            let r = row.clone();
+            let maker = std::thread::spawn(move || job::make(&db, &policy, id, &r));
+            let mut watch = store::open_sqlite_readonly(&cfg.database)?;
+            while !maker.is_finished() {
+                if let Some(r) = watch.reports(None, 1, Some(id + 1))?.first() {
+                    show_progress(id, r.progress);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            let status = maker
+                .join()
+                .map_err(|_| anyhow::anyhow!("the report maker panicked"))??;
+            show_progress(id, 100);
+            eprintln!();
+            let r = watch.report(id)?.context("the report vanished")?;
+            anyhow::ensure!(status == Status::Done, "report {id} failed: {}", r.message);
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from(aftercare_collector::api::reports::file_name(&r, &format))
+            });
+            write_out(
+                &render_report(cfg, &r.data.unwrap_or_default(), &format)?,
+                Some(&out),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn report_over_api(c: &client::Client, cmd: ReportCmd) -> Result<()> {
+    match cmd {
+        ReportCmd::List { customer, json } => {
+            let mut q = Vec::new();
+            if let Some(cu) = customer {
+                q.push(("customer", cu));
+            }
+            let items = c.get_all("/reports", &q)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                print!("{}", view::api_reports_table(&items));
+            }
+        }
+        ReportCmd::Show { id, format, out } => {
+            check_format(&format)?;
+            let bytes = c.get_bytes(
+                &format!("/reports/{id}/download"),
+                &[("format", format.clone())],
+            )?;
+            write_out(&bytes, out.as_deref())?;
+        }
+        ReportCmd::Generate {
+            customer,
+            quarter,
+            from,
+            to,
+            lang,
+            format,
+            out,
+            ..
+        } => {
+            check_format(&format)?;
+            let mut body = serde_json::json!({ "customer": customer });
+            for (k, v) in [
+                ("quarter", quarter),
+                ("from", from),
+                ("to", to),
+                ("lang", lang),
+            ] {
+                if let Some(v) = v {
+                    body[k] = v.into();
+                }
+            }
+            let id = c.post("/reports", &body)?["id"]
+                .as_i64()
+                .context("the collector did not say which report it started")?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30 * 60);
+            let done = loop {
+                let v = c.get(&format!("/reports/{id}"), &[])?;
+                show_progress(id, v["progress"].as_u64().unwrap_or(0).min(100) as u8);
+                if v["status"] != "running" {
+                    eprintln!();
+                    break v;
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "report {id} is still being made; `report show {id}` fetches it later"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            };
+            anyhow::ensure!(
+                done["status"] == "done",
+                "report {id} failed: {}",
+                done["message"].as_str().unwrap_or("")
+            );
+            let name = format!(
+                "aftercare-{}-{}.{format}",
+                done["customer"].as_str().unwrap_or("customer"),
+                done["period"]["label"].as_str().unwrap_or("period")
+            )
+            .replace(
+                |c: char| !(c.is_ascii_alphanumeric() || "-._".contains(c)),
+                "_",
+            );
+            let bytes = c.get_bytes(&format!("/reports/{id}/download"), &[("format", format)])?;
+            write_out(&bytes, Some(&out.unwrap_or_else(|| PathBuf::from(name))))?;
+        }
+    }
+    Ok(())
 }

@@ -270,6 +270,14 @@ pub fn run(args: Args) -> Result<()> {
         if !shown_data {
             bail!("no metrics arrived; see {}/agent.log and collector.log", dir.display());
         }
+        let report = demo_report(&cfg, &dir)?;
+        println!(
+            "inspection report of the demo period: {}\n  (also {} and {}; `aftercare-collector --config {} report list` shows every report)\n",
+            report.display(),
+            report.with_extension("md").display(),
+            report.with_extension("json").display(),
+            coll_cfg_path.display(),
+        );
         println!(
             "stopped. Look again any time:\n  aftercare-collector --config {c} hosts\n  \
              aftercare-collector --config {c} metrics --host {host}\n  \
@@ -407,4 +415,56 @@ fn demo_admin_token(cfg: &CollectorConfig) -> Result<String> {
     let name = format!("demo-admin-{}", old.len() + 1);
     let secret = token::issue(&mut st, &name, Role::Admin, "quickstart", now)?;
     Ok(secret)
+}
+
+/// The inspection report of everything the demo has seen, as the scheduler would make a
+/// quarter's: recorded in the store, then written as HTML, Markdown and JSON beside the rest.
+fn demo_report(cfg: &CollectorConfig, dir: &Path) -> Result<PathBuf> {
+    use crate::report::record::{NewReport, Status};
+    use crate::report::{job, period, render};
+    let now = now_millis();
+    let mut st = store::open_sqlite(&cfg.database)?;
+    let first = st
+        .hosts(now)?
+        .iter()
+        .filter(|h| h.customer == "demo")
+        .map(|h| h.first_seen)
+        .min()
+        .context("no demo host in the store")?;
+    let (lang, tz_name) = cfg.reports.for_customer("demo");
+    let tz = period::zone(&tz_name)?;
+    let label = |t: i64| {
+        tz.to_datetime(jiff::Timestamp::from_millisecond(t).unwrap_or_default())
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    let row = NewReport {
+        customer: "demo".into(),
+        from: first,
+        to: now,
+        label: format!("{}..{}", label(first), label(now)),
+        lang,
+        time_zone: tz_name,
+        scheduled: false,
+        requested_by: "quickstart".into(),
+        created_at: now,
+    };
+    let id = st
+        .add_report(&row)?
+        .context("the report was not recorded")?;
+    drop(st);
+    let status = job::make(&cfg.database, &cfg.sla_policy()?, id, &row)?;
+    let r = store::open_sqlite_readonly(&cfg.database)?
+        .report(id)?
+        .context("the report vanished")?;
+    if status != Status::Done {
+        bail!("the demo report failed: {}", r.message);
+    }
+    let report = job::decode(&r.data.unwrap_or_default()).map_err(anyhow::Error::msg)?;
+    let t = render::load_templates(cfg.report_templates().as_deref())?;
+    let html = dir.join("report.html");
+    std::fs::write(&html, render::render_html(&report, &t)?)?;
+    std::fs::write(dir.join("report.md"), render::render_markdown(&report, &t)?)?;
+    std::fs::write(dir.join("report.json"), render::render_json(&report)?)?;
+    Ok(html)
 }

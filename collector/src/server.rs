@@ -121,6 +121,23 @@ impl Collector {
             notifier,
         )
         .context("cannot start the findings thread")?;
+        // Quarterly reports: their own thread; each customer's quarter made once.
+        let reports = if self.cfg.reports.schedule {
+            let (db, sla, cfg, stop) = (
+                self.cfg.database.clone(),
+                self.cfg.sla_policy()?,
+                self.cfg.reports.clone(),
+                shutdown.clone(),
+            );
+            Some(
+                std::thread::Builder::new()
+                    .name("reports".into())
+                    .spawn(move || crate::report::job::run_scheduler(&db, &sla, &cfg, &stop))
+                    .context("cannot start the reports thread")?,
+            )
+        } else {
+            None
+        };
         let api_addr = self.api.local_addr().ok();
         // Live agent connections: ingest registers them, diagnostics reach agents through them.
         let links = crate::diagnose::Links::new();
@@ -136,6 +153,8 @@ impl Collector {
                 sla: std::sync::Arc::new(self.cfg.sla_policy()?),
                 retention: self.cfg.retention.to_store(),
                 diagnose: diagnose.clone(),
+                reports: std::sync::Arc::new(self.cfg.reports.clone()),
+                templates: self.cfg.report_templates(),
             })
             .merge(crate::web::router());
             let stop = shutdown.clone();
@@ -187,6 +206,10 @@ impl Collector {
         tokio::task::spawn_blocking(move || findings.stop())
             .await
             .ok();
+        if let Some(r) = reports {
+            // It stops between reports; one being made is finished and stored first.
+            tokio::task::spawn_blocking(move || r.join()).await.ok();
+        }
         // Every writer handle is gone now; the writer commits what is queued and stops.
         tokio::task::spawn_blocking(move || join.join()).await.ok();
         info!("aftercare-collector stopped");

@@ -702,6 +702,42 @@ pub fn api_probes(host: &str, v: &serde_json::Value) -> String {
     s
 }
 
+/// Reports (their API form), newest first.
+pub fn api_reports_table(items: &[serde_json::Value]) -> String {
+    if items.is_empty() {
+        return "no reports yet: each customer's quarter is reported on the first day of the next (`report generate` makes one now)\n".into();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|r| {
+            let status = match r["status"].as_str() {
+                Some("running") => format!("running {} %", r["progress"]),
+                Some("failed") => format!("failed: {}", api_str(&r["message"])),
+                s => s.unwrap_or("").to_string(),
+            };
+            vec![
+                r["id"].to_string(),
+                api_str(&r["customer"]),
+                api_str(&r["period"]["label"]),
+                api_str(&r["lang"]),
+                status,
+                if r["scheduled"] == true {
+                    "quarterly".into()
+                } else {
+                    api_str(&r["requested_by"])
+                },
+                api_str(&r["created_at"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "CUSTOMER", "PERIOD", "LANG", "STATUS", "ASKED BY", "CREATED",
+        ],
+        &rows,
+    )
+}
+
 /// The audit trail, newest first.
 pub fn audit_table(rows: &[crate::store::AuditRow]) -> String {
     if rows.is_empty() {

@@ -47,6 +47,7 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
         "CA created",
         "granted metrics,logs,diagnostics",
         "web desk: http://127.0.0.1:",
+        "inspection report of the demo period: ",
         "system log: 4 lines stored",
         // The I/O error line (without a time of its own, so it is news now) is a finding.
         "findings: ",
@@ -63,7 +64,12 @@ fn quickstart_shows_this_host_live_and_stops_cleanly() {
             "'{want}' missing from quickstart output:\n{text}"
         );
     }
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(report.contains("<svg"), "the report has its charts");
+    assert!(report.contains("demo"), "the report names its customer");
     for f in [
+        "report.md",
+        "report.json",
         "collector.toml",
         "agent.toml",
         "collector/aftercare.db",

@@ -1,6 +1,7 @@
 //! The web desk in a real headless Chromium (Debian's `chromium`): sign in with a token, see
 //! the hosts, open a host and its charts drawn from a real agent's metrics, acknowledge a
-//! finding, run a diagnostic on the agent; a screenshot of each step, checked non-empty.
+//! finding, run a diagnostic on the agent, make a report; a screenshot of each step,
+//! checked non-empty.
 
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
@@ -86,7 +87,8 @@ fn screenshot(tab: &Tab, dir: &Path, name: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_and_runs_a_diagnostic() {
+async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_runs_a_diagnostic_and_makes_a_report()
+ {
     let chrome = chromium();
     let f = Fixture::new();
     let c = f.start().await;
@@ -242,6 +244,28 @@ async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_and_runs_a_dia
             Duration::from_secs(30),
         );
         screenshot(&tab, &shots, "5-diagnostic");
+
+        // A report of the last day, made from the desk, listed with its downloads.
+        tab.navigate_to(&format!("{base}/#/reports")).unwrap();
+        tab.wait_for_element("#report-form").unwrap();
+        tab.evaluate(
+            "(() => { const d = (t) => new Date(t).toISOString().slice(0, 10); \
+               document.getElementById('report-from').value = d(Date.now() - 86400000); \
+               document.getElementById('report-to').value = d(Date.now()); })()",
+            false,
+        )
+        .unwrap();
+        tab.wait_for_element("#report-form button")
+            .unwrap()
+            .click()
+            .unwrap();
+        wait_js(
+            &tab,
+            "the report is made and offers its downloads",
+            "!!document.querySelector('#reports-table [data-download=\"pdf\"]')",
+            Duration::from_secs(40),
+        );
+        screenshot(&tab, &shots, "6-reports");
     });
     tokio::time::timeout(Duration::from_secs(180), browser_run)
         .await
@@ -260,7 +284,7 @@ async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_and_runs_a_dia
             .collect::<Vec<_>>(),
         [("filesystems", "ann")]
     );
-    // The collector's audit trail has both of ann's actions.
+    // The collector's audit trail has each of ann's actions.
     let audit = st
         .audit(&AuditFilter {
             since: 0,
@@ -272,7 +296,11 @@ async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_and_runs_a_dia
         .unwrap();
     let mut actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
     actions.sort();
-    assert_eq!(actions, ["diagnostic.request", "finding.ack"], "{audit:?}");
+    assert_eq!(
+        actions,
+        ["diagnostic.request", "finding.ack", "report.generate"],
+        "{audit:?}"
+    );
     agent.shutdown().await;
     c.shutdown().await;
 }

@@ -9,6 +9,7 @@ pub mod findings;
 pub mod hosts;
 pub mod openapi;
 pub mod page;
+pub mod reports;
 pub mod series;
 pub mod server;
 pub mod token;

@@ -33,6 +33,10 @@ pub struct ApiState {
     pub retention: Retention,
     /// Remote diagnosis: the live agent connections and the requests to them.
     pub diagnose: crate::diagnose::Diagnose,
+    /// Report languages and zones per customer.
+    pub reports: Arc<crate::config::ReportsConfig>,
+    /// The operator's report templates, if any.
+    pub templates: Option<PathBuf>,
 }
 
 /// An error as the API sends it.
@@ -237,10 +241,14 @@ pub const ROUTES: &[Route] = &[
         "host/{customer}/{host}",
     ),
     route("GET", "/api/v1/diagnostics/{id}"),
+    route("GET", "/api/v1/reports"),
+    audited("POST", "/api/v1/reports", "report.generate", "reports"),
+    route("GET", "/api/v1/reports/{id}"),
+    route("GET", "/api/v1/reports/{id}/download"),
 ];
 
 fn handler(r: &Route) -> MethodRouter<ApiState> {
-    use super::{admin, diagnostics, findings, hosts};
+    use super::{admin, diagnostics, findings, hosts, reports};
     match (r.method, r.path) {
         ("GET", "/api/v1/openapi.json") => get(super::openapi::document),
         ("GET", "/api/v1/me") => get(whoami),
@@ -267,6 +275,10 @@ fn handler(r: &Route) -> MethodRouter<ApiState> {
         ("GET", "/api/v1/hosts/{customer}/{host}/diagnostics") => get(diagnostics::list),
         ("POST", "/api/v1/hosts/{customer}/{host}/diagnostics") => post(diagnostics::request),
         ("GET", "/api/v1/diagnostics/{id}") => get(diagnostics::one),
+        ("GET", "/api/v1/reports") => get(reports::list),
+        ("POST", "/api/v1/reports") => post(reports::generate),
+        ("GET", "/api/v1/reports/{id}") => get(reports::show),
+        ("GET", "/api/v1/reports/{id}/download") => get(reports::download),
         (m, p) => unreachable!("ROUTES lists {m} {p} without a handler"),
     }
 }

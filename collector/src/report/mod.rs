@@ -8,6 +8,7 @@
 //! those into the numbers, without a database.
 
 pub mod compute;
+pub mod job;
 pub mod model;
 pub mod period;
 pub mod record;

@@ -600,6 +600,86 @@ async function viewDiagnostic(id) {
   await showDiagnostic(id, document.getElementById("one"));
 }
 
+// Download through fetch, so the token goes as a header and never into a URL.
+async function download(path, name) {
+  const resp = await fetch("/api/v1" + path, { headers: { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) } });
+  if (!resp.ok) {
+    const data = await resp.json().catch(() => ({}));
+    throw new ApiError(resp.status, data.code ?? "http_" + resp.status, data.message ?? resp.statusText);
+  }
+  const url = URL.createObjectURL(await resp.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+async function viewReports(params) {
+  setNav("reports");
+  const [reports, customers] = await Promise.all([
+    api("GET", "/reports?limit=100"),
+    api("GET", "/customers?limit=1000").catch(() => ({ items: [] })),
+  ]);
+  const rows = reports.items.map((r) => `
+    <tr data-report="${r.id}">
+      <td>#${r.id}</td><td>${esc(r.customer)}</td><td><b>${esc(r.period.label)}</b></td>
+      <td>${esc(r.lang)}</td>
+      <td class="report-status">${r.status === "running"
+        ? `<progress max="100" value="${r.progress}"></progress> ${r.progress} %`
+        : esc(r.status)}${r.message ? `<div class="small muted">${esc(r.message)}</div>` : ""}</td>
+      <td class="small muted">${r.scheduled ? "quarterly" : esc(r.requested_by)} · ${esc(when(r.created_at))}</td>
+      <td>${r.status === "done" ? ["html", "pdf", "md", "json"].map((f) =>
+        `<button class="link-dark" data-download="${f}" data-id="${r.id}" data-name="aftercare-${esc(r.customer)}-${esc(r.period.label)}.${f}">${f.toUpperCase()}</button>`).join(" ") : ""}</td>
+    </tr>`).join("");
+  const canMake = me?.role !== "viewer";
+  view.replaceChildren(h(`
+    <h1>Inspection reports</h1>
+    ${canMake ? `<div class="panel"><h2>Make a report</h2>
+      <form id="report-form" class="row">
+        <label>Customer <select id="report-customer">${customers.items.map((c) => `<option>${esc(c.name)}</option>`).join("")}</select></label>
+        <label>Quarter <input id="report-quarter" placeholder="last ended, or 2026-Q3" size="14"></label>
+        <span class="muted small">or</span>
+        <label>From <input id="report-from" type="date"></label>
+        <label>To <input id="report-to" type="date"></label>
+        <label>Language <select id="report-lang"><option value="">customer's</option><option value="en">English</option><option value="zh-CN">简体中文</option></select></label>
+        <button class="primary" type="submit">Make it</button>
+      </form><div id="report-error"></div></div>` : ""}
+    <div class="panel"><table id="reports-table">
+      <thead><tr><th>#</th><th>Customer</th><th>Period</th><th>Lang</th><th>Status</th><th>Asked</th><th>Download</th></tr></thead>
+      <tbody>${rows || `<tr><td colspan="7" class="muted">No report yet: each customer's quarter is reported on the first day of the next, or make one here.</td></tr>`}</tbody>
+    </table></div>`));
+  document.querySelectorAll("#reports-table [data-download]").forEach((b) =>
+    b.addEventListener("click", async () => {
+      try {
+        await download(`/reports/${b.dataset.id}/download?format=${b.dataset.download}`, b.dataset.name);
+      } catch (e) {
+        toast(`${e.code}: ${e.message}`);
+      }
+    }));
+  document.getElementById("report-form")?.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = { customer: document.getElementById("report-customer").value };
+    const q = document.getElementById("report-quarter").value.trim();
+    const from = document.getElementById("report-from").value, to = document.getElementById("report-to").value;
+    const lang = document.getElementById("report-lang").value;
+    if (q) body.quarter = q;
+    if (from || to) { body.from = from; body.to = to; }
+    if (lang) body.lang = lang;
+    try {
+      await api("POST", "/reports", body);
+      toast("Report started");
+      route();
+    } catch (e) {
+      document.getElementById("report-error").replaceChildren(h(errorBox(e)));
+    }
+  });
+  // While one is being made, its progress is read again.
+  if (reports.items.some((r) => r.status === "running")) refreshTimer = setTimeout(route, 1000);
+}
+
 async function viewAudit() {
   setNav("audit");
   const data = await api("GET", "/audit?limit=200");
@@ -634,6 +714,7 @@ async function route() {
       case "diagnostics": return await viewDiagnostics(params);
       case "diagnostic": return await viewDiagnostic(parts[1]);
       case "audit": return await viewAudit();
+      case "reports": return await viewReports(params);
       default: return await viewHosts();
     }
   } catch (e) {

@@ -15,7 +15,7 @@ mod pdf;
 mod templates;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::tz::TimeZone;
@@ -32,7 +32,15 @@ use templates::Table;
 pub use templates::Templates;
 
 /// The languages a report is written in (`meta.lang`, the CLI's `--lang`).
-pub const LANGUAGES: [&str; 2] = [templates::LANGS[0].0, templates::LANGS[1].0];
+pub const LANGUAGES: [&str; 2] = super::LANGS;
+
+/// The operator's templates from `dir` over the built-in ones, or the built-in ones.
+pub fn load_templates(dir: Option<&Path>) -> Result<Templates, RenderError> {
+    match dir {
+        Some(d) => Templates::load(d),
+        None => Ok(Templates::builtin()),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
