@@ -1029,3 +1029,153 @@ pub fn sections(
         conclusion,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> GradeFacts {
+        GradeFacts {
+            availability: Some(100.0),
+            ..GradeFacts::default()
+        }
+    }
+
+    #[test]
+    fn each_grading_rule_decides_its_grade() {
+        let cases: Vec<(GradeFacts, &str, &str)> = vec![
+            (facts(), "A", ""),
+            (
+                GradeFacts {
+                    availability: None,
+                    ..facts()
+                },
+                "A",
+                "",
+            ),
+            (
+                GradeFacts {
+                    findings: 1,
+                    ..facts()
+                },
+                "B",
+                "finding_in_period=1",
+            ),
+            (
+                GradeFacts {
+                    availability: Some(99.89),
+                    ..facts()
+                },
+                "B",
+                "availability_below_99.9=99.89",
+            ),
+            (
+                GradeFacts {
+                    breaches: 2,
+                    ..facts()
+                },
+                "C",
+                "sla_breach=2",
+            ),
+            (
+                GradeFacts {
+                    open_l2: 1,
+                    ..facts()
+                },
+                "C",
+                "open_l2=1",
+            ),
+            (
+                GradeFacts {
+                    filling: vec!["/var".into()],
+                    ..facts()
+                },
+                "C",
+                "fs_full_within_30d=/var",
+            ),
+            (
+                GradeFacts {
+                    open_l1: 1,
+                    findings: 1,
+                    ..facts()
+                },
+                "D",
+                "open_l1=1",
+            ),
+            (
+                GradeFacts {
+                    availability: Some(94.99),
+                    breaches: 1,
+                    ..facts()
+                },
+                "D",
+                "availability_below_95=94.99",
+            ),
+        ];
+        for (f, want, first) in cases {
+            let (g, reasons) = grade(&f);
+            assert_eq!(g, want, "{f:?}");
+            assert_eq!(reasons.first().map_or("", |r| r.as_str()), first, "{f:?}");
+            // Every reason is one of the stated rules.
+            for r in &reasons {
+                let key = r.split('=').next().unwrap();
+                assert!(GRADE_RULES.iter().any(|rule| rule.ends_with(key)), "{r}");
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_past_their_line_or_older_than_every_line_are_outdated() {
+        assert_eq!(kernel_line("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(kernel_line("6"), None);
+        assert_eq!(
+            kernel_outdated("5.4.0-150-generic", "2026-01-01"),
+            Some("5.10".into())
+        );
+        assert_eq!(kernel_outdated("5.4.0-150-generic", "2025-12-31"), None);
+        assert_eq!(
+            kernel_outdated("3.10.0-1160.el7", "2026-09-30"),
+            Some("4.18".into())
+        );
+        assert_eq!(
+            kernel_outdated("2.6.32-754.el6", "2020-01-01"),
+            Some("3.10".into())
+        );
+        assert_eq!(kernel_outdated("5.14.0-427.el9", "2026-09-30"), None);
+        // A line the table does not list and newer than its oldest is not judged.
+        assert_eq!(kernel_outdated("6.8.0-45-generic", "2026-09-30"), None);
+        assert_eq!(kernel_outdated("unknown", "2026-09-30"), None);
+        let lines: Vec<_> = KERNEL_LINES.iter().map(|l| (l.0, l.1)).collect();
+        assert!(lines.windows(2).all(|w| w[0] < w[1]), "sorted, once each");
+    }
+
+    fn v(start: i64, width: i64, v: f64) -> Value {
+        Value { start, width, v }
+    }
+
+    #[test]
+    fn percentiles_and_means_weigh_buckets_by_width() {
+        // An hourly 10 weighs as much as twelve 5-minute values.
+        let mut vals = vec![v(0, HOUR_MS, 10.0)];
+        vals.extend((0..4).map(|i| v(HOUR_MS + i * ROLLUP_STEP_MS, ROLLUP_STEP_MS, 50.0)));
+        assert_eq!(percentile(&vals, 0.5), Some(10.0));
+        assert_eq!(percentile(&vals, 0.95), Some(50.0));
+        assert!((mean(&vals).unwrap() - 20.0).abs() < 1e-9);
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(mean(&[]), None);
+        // Spans: stamped with their start, or the mean time of their values.
+        let edges = [0, HOUR_MS, 2 * HOUR_MS];
+        assert_eq!(span_means(&vals, &edges), vec![(0, 10.0), (HOUR_MS, 50.0)]);
+        assert_eq!(
+            span_means_at_mean_time(&vals, &edges),
+            vec![(HOUR_MS / 2, 10.0), (HOUR_MS + 2 * ROLLUP_STEP_MS, 50.0)]
+        );
+    }
+
+    #[test]
+    fn chart_edges_are_hours_for_short_periods_and_days_beyond() {
+        let days: Vec<i64> = (0..=30).map(|d| d * DAY_MS).collect();
+        assert_eq!(chart_edges(0, 2 * DAY_MS, &days).len(), 50);
+        assert_eq!(chart_edges(0, 30 * DAY_MS, &days), days);
+    }
+}
