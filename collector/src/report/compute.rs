@@ -327,7 +327,8 @@ pub fn forecasts(h: &HostInput, days: &[UnixMillis], end: UnixMillis) -> Vec<For
 }
 
 /// Online vs. expected from `max(from, first_seen)` to `end`: a 5-minute bucket with data
-/// in any series is online (a bucket stands for the agent's interval where that is longer).
+/// in any series the report reads is online (CPU, memory and the agent's own series come
+/// with every tick; a bucket stands for the agent's interval where that is longer).
 /// Where only hourly rollups are kept, an hour's share online is estimated from its sample
 /// count and the interval, and only whole silent hours can be outages.
 pub fn availability(h: &HostInput, from: UnixMillis, end: UnixMillis) -> Availability {
