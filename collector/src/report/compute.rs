@@ -1173,6 +1173,81 @@ mod tests {
         );
     }
 
+    fn host(series: Vec<SeriesRollups>, fine_from: UnixMillis) -> HostInput {
+        HostInput {
+            status: HostStatus {
+                id: 1,
+                customer: "acme".into(),
+                host: "db1".into(),
+                first_seen: -DAY_MS,
+                last_seen: None,
+                agent_version: "0.1.0".into(),
+                consent: Default::default(),
+                facts: Default::default(),
+                connected: false,
+                interval_ms: ROLLUP_STEP_MS as u64,
+                online: false,
+                dropped_batches: 0,
+                dropped_samples: 0,
+                discarded_by_revocation: 0,
+                loss: BTreeMap::new(),
+            },
+            series,
+            fine_from,
+            log_counts: Vec::new(),
+            auth_failures: Vec::new(),
+            diagnostics_run: 0,
+        }
+    }
+
+    fn bucket(start: UnixMillis, count: u64) -> Bucket {
+        Bucket {
+            start,
+            count,
+            min: 1.0,
+            max: 1.0,
+            sum: count as f64,
+        }
+    }
+
+    #[test]
+    fn availability_reads_hourly_and_5_minute_tiers() {
+        // Hourly before 3 h: hour 0 full, hour 1 silent, hour 2 half; then 5-minute
+        // buckets to 4 h, without 3:20..3:40.
+        let mut buckets = vec![bucket(0, 12), bucket(2 * HOUR_MS, 6)];
+        buckets.extend(
+            (0..12)
+                .map(|k| 3 * HOUR_MS + k * ROLLUP_STEP_MS)
+                .filter(|t| !(3 * HOUR_MS + 20 * 60_000..3 * HOUR_MS + 40 * 60_000).contains(t))
+                .map(|t| bucket(t, 1)),
+        );
+        let s = SeriesRollups {
+            name: "cpu.usage".into(),
+            labels: String::new(),
+            kind: aftercare_shared::model::MetricKind::Gauge,
+            buckets,
+        };
+        let a = availability(&host(vec![s], 3 * HOUR_MS), 0, 4 * HOUR_MS);
+        assert_eq!(a.expected_ms, 4 * HOUR_MS);
+        assert_eq!(a.online_ms, HOUR_MS + HOUR_MS / 2 + 40 * 60_000);
+        let gaps: Vec<(String, i64)> = a
+            .outages
+            .iter()
+            .map(|o| (o.from.clone(), o.duration_ms))
+            .collect();
+        assert_eq!(
+            gaps,
+            [
+                ("1970-01-01T01:00:00Z".to_string(), HOUR_MS),
+                ("1970-01-01T03:20:00Z".to_string(), 20 * 60_000)
+            ]
+        );
+        // Nothing at all: one outage over the whole period.
+        let none = availability(&host(Vec::new(), 4 * HOUR_MS), 0, 4 * HOUR_MS);
+        assert_eq!((none.online_ms, none.percent), (0, Some(0.0)));
+        assert_eq!(none.outages.len(), 1);
+    }
+
     #[test]
     fn chart_edges_are_hours_for_short_periods_and_days_beyond() {
         let days: Vec<i64> = (0..=30).map(|d| d * DAY_MS).collect();
