@@ -613,7 +613,10 @@ fn day_label(days: &[UnixMillis], labels: &[String], t: UnixMillis) -> String {
 }
 
 /// Security findings, authentication failures per host, consent near expiry, outdated
-/// agents and kernels.
+/// agents and kernels. Authentication failures are the lines the built-in `auth-failures`
+/// rule's pattern matches (all of them, not only the bursts that raised a finding).
+/// Certificates are not listed: the collector does not keep an agent certificate's expiry
+/// yet (it would need a column on `hosts`, filled at connect time).
 pub fn security(inp: &Inputs, findings: &FindingsSummary) -> Security {
     let mut auth = Vec::new();
     let mut expiring = Vec::new();
