@@ -327,7 +327,8 @@ pub fn forecasts(h: &HostInput, days: &[UnixMillis], end: UnixMillis) -> Vec<For
 }
 
 /// Online vs. expected from `max(from, first_seen)` to `end`: a 5-minute bucket with data
-/// in any series is online (a bucket stands for the agent's interval where that is longer).
+/// in any series the report reads is online (CPU, memory and the agent's own series come
+/// with every tick; a bucket stands for the agent's interval where that is longer).
 /// Where only hourly rollups are kept, an hour's share online is estimated from its sample
 /// count and the interval, and only whole silent hours can be outages.
 pub fn availability(h: &HostInput, from: UnixMillis, end: UnixMillis) -> Availability {
@@ -612,7 +613,10 @@ fn day_label(days: &[UnixMillis], labels: &[String], t: UnixMillis) -> String {
 }
 
 /// Security findings, authentication failures per host, consent near expiry, outdated
-/// agents and kernels.
+/// agents and kernels. Authentication failures are the lines the built-in `auth-failures`
+/// rule's pattern matches (all of them, not only the bursts that raised a finding).
+/// Certificates are not listed: the collector does not keep an agent certificate's expiry
+/// yet (it would need a column on `hosts`, filled at connect time).
 pub fn security(inp: &Inputs, findings: &FindingsSummary) -> Security {
     let mut auth = Vec::new();
     let mut expiring = Vec::new();
@@ -1028,4 +1032,229 @@ pub fn sections(
         security,
         conclusion,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> GradeFacts {
+        GradeFacts {
+            availability: Some(100.0),
+            ..GradeFacts::default()
+        }
+    }
+
+    #[test]
+    fn each_grading_rule_decides_its_grade() {
+        let cases: Vec<(GradeFacts, &str, &str)> = vec![
+            (facts(), "A", ""),
+            (
+                GradeFacts {
+                    availability: None,
+                    ..facts()
+                },
+                "A",
+                "",
+            ),
+            (
+                GradeFacts {
+                    findings: 1,
+                    ..facts()
+                },
+                "B",
+                "finding_in_period=1",
+            ),
+            (
+                GradeFacts {
+                    availability: Some(99.89),
+                    ..facts()
+                },
+                "B",
+                "availability_below_99.9=99.89",
+            ),
+            (
+                GradeFacts {
+                    breaches: 2,
+                    ..facts()
+                },
+                "C",
+                "sla_breach=2",
+            ),
+            (
+                GradeFacts {
+                    open_l2: 1,
+                    ..facts()
+                },
+                "C",
+                "open_l2=1",
+            ),
+            (
+                GradeFacts {
+                    filling: vec!["/var".into()],
+                    ..facts()
+                },
+                "C",
+                "fs_full_within_30d=/var",
+            ),
+            (
+                GradeFacts {
+                    open_l1: 1,
+                    findings: 1,
+                    ..facts()
+                },
+                "D",
+                "open_l1=1",
+            ),
+            (
+                GradeFacts {
+                    availability: Some(94.99),
+                    breaches: 1,
+                    ..facts()
+                },
+                "D",
+                "availability_below_95=94.99",
+            ),
+        ];
+        for (f, want, first) in cases {
+            let (g, reasons) = grade(&f);
+            assert_eq!(g, want, "{f:?}");
+            assert_eq!(reasons.first().map_or("", |r| r.as_str()), first, "{f:?}");
+            // Every reason is one of the stated rules.
+            for r in &reasons {
+                let key = r.split('=').next().unwrap();
+                assert!(GRADE_RULES.iter().any(|rule| rule.ends_with(key)), "{r}");
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_past_their_line_or_older_than_every_line_are_outdated() {
+        assert_eq!(kernel_line("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(kernel_line("6"), None);
+        assert_eq!(
+            kernel_outdated("5.4.0-150-generic", "2026-01-01"),
+            Some("5.10".into())
+        );
+        assert_eq!(kernel_outdated("5.4.0-150-generic", "2025-12-31"), None);
+        assert_eq!(
+            kernel_outdated("3.10.0-1160.el7", "2026-09-30"),
+            Some("4.18".into())
+        );
+        assert_eq!(
+            kernel_outdated("2.6.32-754.el6", "2020-01-01"),
+            Some("3.10".into())
+        );
+        assert_eq!(kernel_outdated("5.14.0-427.el9", "2026-09-30"), None);
+        // A line the table does not list and newer than its oldest is not judged.
+        assert_eq!(kernel_outdated("6.8.0-45-generic", "2026-09-30"), None);
+        assert_eq!(kernel_outdated("unknown", "2026-09-30"), None);
+        let lines: Vec<_> = KERNEL_LINES.iter().map(|l| (l.0, l.1)).collect();
+        assert!(lines.windows(2).all(|w| w[0] < w[1]), "sorted, once each");
+    }
+
+    fn v(start: i64, width: i64, v: f64) -> Value {
+        Value { start, width, v }
+    }
+
+    #[test]
+    fn percentiles_and_means_weigh_buckets_by_width() {
+        // An hourly 10 weighs as much as twelve 5-minute values.
+        let mut vals = vec![v(0, HOUR_MS, 10.0)];
+        vals.extend((0..4).map(|i| v(HOUR_MS + i * ROLLUP_STEP_MS, ROLLUP_STEP_MS, 50.0)));
+        assert_eq!(percentile(&vals, 0.5), Some(10.0));
+        assert_eq!(percentile(&vals, 0.95), Some(50.0));
+        assert!((mean(&vals).unwrap() - 20.0).abs() < 1e-9);
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(mean(&[]), None);
+        // Spans: stamped with their start, or the mean time of their values.
+        let edges = [0, HOUR_MS, 2 * HOUR_MS];
+        assert_eq!(span_means(&vals, &edges), vec![(0, 10.0), (HOUR_MS, 50.0)]);
+        assert_eq!(
+            span_means_at_mean_time(&vals, &edges),
+            vec![(HOUR_MS / 2, 10.0), (HOUR_MS + 2 * ROLLUP_STEP_MS, 50.0)]
+        );
+    }
+
+    fn host(series: Vec<SeriesRollups>, fine_from: UnixMillis) -> HostInput {
+        HostInput {
+            status: HostStatus {
+                id: 1,
+                customer: "acme".into(),
+                host: "db1".into(),
+                first_seen: -DAY_MS,
+                last_seen: None,
+                agent_version: "0.1.0".into(),
+                consent: Default::default(),
+                facts: Default::default(),
+                connected: false,
+                interval_ms: ROLLUP_STEP_MS as u64,
+                online: false,
+                dropped_batches: 0,
+                dropped_samples: 0,
+                discarded_by_revocation: 0,
+                loss: BTreeMap::new(),
+            },
+            series,
+            fine_from,
+            log_counts: Vec::new(),
+            auth_failures: Vec::new(),
+            diagnostics_run: 0,
+        }
+    }
+
+    fn bucket(start: UnixMillis, count: u64) -> Bucket {
+        Bucket {
+            start,
+            count,
+            min: 1.0,
+            max: 1.0,
+            sum: count as f64,
+        }
+    }
+
+    #[test]
+    fn availability_reads_hourly_and_5_minute_tiers() {
+        // Hourly before 3 h: hour 0 full, hour 1 silent, hour 2 half; then 5-minute
+        // buckets to 4 h, without 3:20..3:40.
+        let mut buckets = vec![bucket(0, 12), bucket(2 * HOUR_MS, 6)];
+        buckets.extend(
+            (0..12)
+                .map(|k| 3 * HOUR_MS + k * ROLLUP_STEP_MS)
+                .filter(|t| !(3 * HOUR_MS + 20 * 60_000..3 * HOUR_MS + 40 * 60_000).contains(t))
+                .map(|t| bucket(t, 1)),
+        );
+        let s = SeriesRollups {
+            name: "cpu.usage".into(),
+            labels: String::new(),
+            kind: aftercare_shared::model::MetricKind::Gauge,
+            buckets,
+        };
+        let a = availability(&host(vec![s], 3 * HOUR_MS), 0, 4 * HOUR_MS);
+        assert_eq!(a.expected_ms, 4 * HOUR_MS);
+        assert_eq!(a.online_ms, HOUR_MS + HOUR_MS / 2 + 40 * 60_000);
+        let gaps: Vec<(String, i64)> = a
+            .outages
+            .iter()
+            .map(|o| (o.from.clone(), o.duration_ms))
+            .collect();
+        assert_eq!(
+            gaps,
+            [
+                ("1970-01-01T01:00:00Z".to_string(), HOUR_MS),
+                ("1970-01-01T03:20:00Z".to_string(), 20 * 60_000)
+            ]
+        );
+        // Nothing at all: one outage over the whole period.
+        let none = availability(&host(Vec::new(), 4 * HOUR_MS), 0, 4 * HOUR_MS);
+        assert_eq!((none.online_ms, none.percent), (0, Some(0.0)));
+        assert_eq!(none.outages.len(), 1);
+    }
+
+    #[test]
+    fn chart_edges_are_hours_for_short_periods_and_days_beyond() {
+        let days: Vec<i64> = (0..=30).map(|d| d * DAY_MS).collect();
+        assert_eq!(chart_edges(0, 2 * DAY_MS, &days).len(), 50);
+        assert_eq!(chart_edges(0, 30 * DAY_MS, &days), days);
+    }
 }

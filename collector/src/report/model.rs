@@ -212,6 +212,9 @@ pub struct FindingItem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEvent {
     pub at: String,
+    /// As the store keeps it (`findings::lifecycle::EventKind::as_str`): `opened`,
+    /// `reopened`, `level changed`, `acknowledged`, `resolved`, `auto-resolved`,
+    /// `SLA at risk`, `SLA breached`.
     pub kind: String,
     pub by: Option<String>,
     pub note: Option<String>,
