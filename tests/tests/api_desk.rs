@@ -732,7 +732,7 @@ async fn every_documented_route_is_served() {
         }
         assert_eq!(served, aftercare_collector::api::server::ROUTES.len());
         // The check can tell: an undocumented path is the fallback's.
-        let (s, v) = api_call("GET", &format!("{root}/api/v1/reports"), Some(&admin), None);
+        let (s, v) = api_call("GET", &format!("{root}/api/v1/no-such"), Some(&admin), None);
         assert_eq!((s, v["code"].as_str()), (404, Some("not_found")));
     })
     .await;
