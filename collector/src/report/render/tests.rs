@@ -641,3 +641,44 @@ fn a_computed_report_leaks_no_untranslated_keys_in_chinese() {
         }
     }
 }
+
+/// Every grading rule compute states, and every recommendation kind, has a label in both
+/// languages (the computed report above raises only some of the kinds).
+#[test]
+fn every_rule_and_recommendation_kind_has_a_label_in_both_languages() {
+    let t = Templates::builtin();
+    for lang in LANGUAGES {
+        let table = t.table(lang).unwrap();
+        for rule in crate::report::compute::GRADE_RULES {
+            let key = rule.split_once(':').unwrap().1;
+            assert!(
+                table.contains_key(&format!("rule.{key}")),
+                "{lang}: rule {key}"
+            );
+            if !rule.starts_with("A:") && !rule.starts_with("customer:") {
+                assert!(
+                    table.contains_key(&format!("reason.{key}")),
+                    "{lang}: {key}"
+                );
+            }
+        }
+        for kind in [
+            "finding",
+            "sla_breach",
+            "fs_full",
+            "availability",
+            "outdated_agent",
+            "outdated_kernel",
+            "consent_expiring",
+        ] {
+            assert!(
+                table.contains_key(&format!("kind.{kind}")),
+                "{lang}: {kind}"
+            );
+            assert!(
+                kind == "finding" || table.contains_key(&format!("advice.{kind}")),
+                "{lang}: advice {kind}"
+            );
+        }
+    }
+}
