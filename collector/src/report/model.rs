@@ -301,7 +301,8 @@ pub struct Conclusion {
 pub struct HostGrade {
     pub host: String,
     pub grade: String,
-    /// Why, as keys with values: `open_l1`, `breaches`, `availability_below_99`, ...
+    /// Why, as `key=value` with the keys of `compute::GRADE_RULES`: `open_l1=1`,
+    /// `sla_breach=2`, `availability_below_99.9=99.52`, `fs_full_within_30d=/var /data`, ...
     pub reasons: Vec<String>,
 }
 

@@ -220,7 +220,16 @@ fn environment(
     env.add_function("tr", move |group: &str, raw: &str| -> String {
         translate(&t, group, raw)
     });
+    let (t, z) = (Arc::clone(&table), tz.clone());
+    env.add_function(
+        "advise",
+        move |kind: &str, text: &str, evidence: &str| -> String {
+            advise(&t, &z, kind, text, evidence)
+        },
+    );
 
+    let z = tz.clone();
+    env.add_filter("evidence", move |ev: &str| evidence(ev, &z));
     let (z, n) = (tz.clone(), none.clone());
     env.add_filter(
         "dt",
@@ -265,13 +274,78 @@ fn environment(
 }
 
 /// `group.key` from the table; `key=value` fills the label's `{value}`; unknown keys show
-/// as they are.
+/// as they are. A grading rule (`rule`, `grade:key`) shows as `grade — sentence`, the
+/// customer's rule as its sentence.
 fn translate(table: &Table, group: &str, raw: &str) -> String {
+    if group == "rule"
+        && let Some((grade, key)) = raw.split_once(':')
+    {
+        return match table.get(&format!("rule.{key}")) {
+            Some(label) if grade == "customer" => label.clone(),
+            Some(label) => format!("{grade} — {label}"),
+            None => raw.to_owned(),
+        };
+    }
     let (key, value) = raw.split_once('=').unwrap_or((raw, ""));
     match table.get(&format!("{group}.{key}")) {
         Some(label) => label.replace("{value}", value),
         None => raw.to_owned(),
     }
+}
+
+/// A recommendation's sentence in the report's language: a finding's own text as it is;
+/// for the other kinds, `advice.<kind>` with `{1}`, `{2}` filled from the evidence's parts
+/// after its prefix (a time as a date, a clock or scope translated). Evidence of another
+/// shape, or a kind the table lacks, leaves compute's (English) text.
+fn advise(table: &Table, tz: &TimeZone, kind: &str, text: &str, evidence: &str) -> String {
+    let prefix = match kind {
+        "sla_breach" => "breach",
+        "fs_full" => "forecast",
+        "availability" => "availability",
+        "outdated_agent" => "agent",
+        "outdated_kernel" => "kernel",
+        "consent_expiring" => "consent",
+        _ => return text.to_owned(),
+    };
+    let Some(label) = table.get(&format!("advice.{kind}")) else {
+        return text.to_owned();
+    };
+    let mut parts = evidence.splitn(3, ':');
+    if parts.next() != Some(prefix) {
+        return text.to_owned();
+    }
+    let values: Vec<String> = parts
+        .map(|p| {
+            format::date(p, tz).unwrap_or_else(|_| {
+                ["clock", "scope"]
+                    .iter()
+                    .find_map(|g| table.get(&format!("{g}.{p}")))
+                    .cloned()
+                    .unwrap_or_else(|| p.to_owned())
+            })
+        })
+        .collect();
+    let mut out = label.clone();
+    for (i, placeholder) in ["{1}", "{2}"].iter().enumerate() {
+        if out.contains(placeholder) {
+            match values.get(i) {
+                Some(v) if !v.is_empty() && v != "-" => out = out.replace(placeholder, v),
+                _ => return text.to_owned(),
+            }
+        }
+    }
+    out
+}
+
+/// A recommendation's evidence with a trailing time (`forecast:/var:<time>`) shown in the
+/// report's zone.
+fn evidence(ev: &str, tz: &TimeZone) -> String {
+    for (i, _) in ev.match_indices(':') {
+        if let Ok(local) = format::datetime(&ev[i + 1..], tz) {
+            return format!("{}{local}", &ev[..=i]);
+        }
+    }
+    ev.to_owned()
 }
 
 fn time_error(s: &str, e: jiff::Error) -> minijinja::Error {

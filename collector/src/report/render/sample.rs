@@ -374,7 +374,7 @@ pub fn report(lang: &str) -> Report {
                         },
                         LogErrorCount {
                             source: "journal".into(),
-                            severity: "critical".into(),
+                            severity: "crit".into(),
                             count: 3,
                         },
                     ],
@@ -491,32 +491,82 @@ pub fn report(lang: &str) -> Report {
                     host: "web-01".into(),
                     grade: "C".into(),
                     reasons: vec![
+                        "sla_breach=1".into(),
                         "open_l2=1".into(),
-                        "breaches=1".into(),
-                        "availability_below_99=97.79".into(),
+                        "fs_full_within_30d=/".into(),
+                        "availability_below_99.9=97.79".into(),
                     ],
                 },
                 HostGrade {
                     host: "db-01".into(),
                     grade: "B".into(),
-                    reasons: vec!["breaches=1".into()],
+                    reasons: vec!["sla_breach=1".into()],
                 },
             ],
-            rules: ["grade_a", "grade_b", "grade_c", "grade_d"]
-                .map(String::from)
-                .to_vec(),
+            // As `compute::GRADE_RULES` (this file is also compiled into an integration test).
+            rules: [
+                "D:open_l1",
+                "D:availability_below_95",
+                "C:sla_breach",
+                "C:open_l2",
+                "C:fs_full_within_30d",
+                "B:finding_in_period",
+                "B:availability_below_99.9",
+                "A:none_of_the_above",
+                "customer:worst_host",
+            ]
+            .map(String::from)
+            .to_vec(),
             recommendations: vec![
                 Recommendation {
                     priority: 1,
                     host: "web-01".into(),
-                    text: "Extend or clean up the root filesystem before November.".into(),
-                    evidence: "forecast: / full on 2026-11-14; finding #102".into(),
+                    kind: "sla_breach".into(),
+                    text: "Review why the restore clock of finding 102 (Root filesystem \
+                           filling) ran past its deadline."
+                        .into(),
+                    evidence: "breach:102:restore".into(),
                 },
                 Recommendation {
                     priority: 2,
+                    host: "web-01".into(),
+                    kind: "fs_full".into(),
+                    text: "Extend or clean up /: at 0.45 % a day it is full by \
+                           2026-11-14T06:00:00Z."
+                        .into(),
+                    evidence: "forecast:/:2026-11-14T06:00:00Z".into(),
+                },
+                Recommendation {
+                    priority: 3,
+                    host: "web-01".into(),
+                    kind: "finding".into(),
+                    text: "Rotate and compress the application logs.".into(),
+                    evidence: "finding:102".into(),
+                },
+                Recommendation {
+                    priority: 4,
+                    host: "web-01".into(),
+                    kind: "availability".into(),
+                    text: "Find the cause of the 2 outage(s): the host reported 97.79 % of \
+                           the expected time."
+                        .into(),
+                    evidence: "availability:97.79".into(),
+                },
+                Recommendation {
+                    priority: 5,
                     host: "db-01".into(),
-                    text: "Upgrade the inspection agent to 0.1.0.".into(),
-                    evidence: "agent 0.0.9 outdated".into(),
+                    kind: "outdated_agent".into(),
+                    text: "Upgrade the agent from 0.0.9 to 0.1.0.".into(),
+                    evidence: "agent:0.0.9".into(),
+                },
+                Recommendation {
+                    priority: 6,
+                    host: "web-01".into(),
+                    kind: "consent_expiring".into(),
+                    text: "Ask the customer whether to renew consent:diagnostics before \
+                           2026-10-20T16:00:00Z."
+                        .into(),
+                    evidence: "consent:diagnostics:2026-10-20T16:00:00Z".into(),
                 },
             ],
             previous: Some(Comparison {

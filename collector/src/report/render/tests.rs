@@ -90,9 +90,15 @@ fn chinese_report_speaks_chinese() {
     // Keys the model carries, translated: inspected items, rules, reasons, timeline, consent.
     for zh in [
         "文件系统",
-        "A：无未处理的 L1、L2 问题",
+        "D — 周期结束时存在未处理的 L1 问题",
+        "客户的等级取其最差主机的等级。",
         "1 个未处理的 L2 问题",
-        "可用率 97.79%，低于 99%",
+        "可用率 97.79%，低于 99.9%",
+        "预计 30 天内写满：",
+        "文件系统即将写满",
+        "复核问题 #102 的恢复时钟为何超过期限。",
+        "请与客户确认是否在 2026-10-21 前续签远程诊断授权。",
+        "升级巡检代理（当前版本 0.0.9）。",
         "SLA 超时",
         "撤销",
         "授权：远程诊断",
@@ -108,6 +114,8 @@ fn chinese_report_speaks_chinese() {
         "Availability",
         "Recommendations",
         "open L2 finding",
+        "Upgrade the",
+        "Review why",
     ] {
         assert!(!html.contains(en), "html has English `{en}`");
     }
@@ -427,4 +435,250 @@ fn a_quiet_period_renders_with_its_gaps_said() {
     );
     assert!(html.contains("<dt>p95</dt><dd>—</dd>"));
     assert_eq!(html.matches("<svg").count(), 1 + 5 + 1 + 1);
+}
+
+/// The text a reader sees: styles and charts dropped, tags (with their attributes) too.
+fn visible_text(html: &str) -> String {
+    let mut rest = html.to_owned();
+    for (open, close) in [("<style>", "</style>"), ("<svg", "</svg>")] {
+        while let Some(a) = rest.find(open) {
+            let b = rest[a..]
+                .find(close)
+                .map_or(rest.len(), |b| a + b + close.len());
+            rest.replace_range(a..b, " ");
+        }
+    }
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in rest.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                text.push(' ');
+            }
+            _ if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text
+}
+
+/// A report computed from inputs (not built by hand) renders in Chinese with every key the
+/// data side emits translated: grading rules, reasons, recommendation kinds, severities,
+/// consent changes... The sample covers the kinds this small input does not raise.
+#[test]
+fn a_computed_report_leaks_no_untranslated_keys_in_chinese() {
+    use crate::report::compute::{self, DAY_MS, GradeFacts, HostInput, Inputs};
+    use crate::store::{Bucket, HostStatus, LogCount, ROLLUP_STEP_MS, SeriesRollups};
+    use aftercare_shared::consent::{Grant, Scope};
+
+    let from = sample::FROM_MS;
+    let to = from + 2 * DAY_MS;
+    // CPU reported for the first half only: an outage, availability below 95%.
+    let cpu = SeriesRollups {
+        name: "cpu.usage".into(),
+        labels: String::new(),
+        kind: aftercare_shared::model::MetricKind::Gauge,
+        buckets: (0..DAY_MS / ROLLUP_STEP_MS)
+            .map(|k| Bucket {
+                start: from + k * ROLLUP_STEP_MS,
+                count: 1,
+                min: 20.0,
+                max: 20.0,
+                sum: 20.0,
+            })
+            .collect(),
+    };
+    let mut status = HostStatus {
+        id: 1,
+        customer: "acme".into(),
+        host: "db1".into(),
+        first_seen: from - DAY_MS,
+        last_seen: None,
+        agent_version: "0.0.9".into(),
+        consent: Default::default(),
+        facts: Default::default(),
+        connected: false,
+        interval_ms: ROLLUP_STEP_MS as u64,
+        online: false,
+        dropped_batches: 0,
+        dropped_samples: 0,
+        discarded_by_revocation: 0,
+        loss: Default::default(),
+    };
+    status.facts.kernel = "5.4.0-150-generic".into();
+    status.consent.grants = vec![
+        Grant {
+            scope: Scope::Metrics,
+            by: "ops".into(),
+            at: from + DAY_MS / 2,
+            until: None,
+        },
+        Grant {
+            scope: Scope::Logs,
+            by: "ops".into(),
+            at: from - DAY_MS,
+            until: Some(to + 10 * DAY_MS),
+        },
+    ];
+    use aftercare_shared::model::Severity;
+    let log_counts = [
+        Severity::Emergency,
+        Severity::Alert,
+        Severity::Critical,
+        Severity::Error,
+        Severity::Warning,
+    ]
+    .into_iter()
+    .map(|severity| LogCount {
+        source: "kernel".into(),
+        severity,
+        count: 3,
+    })
+    .collect();
+    let inputs = Inputs {
+        customer: "acme".into(),
+        from,
+        to,
+        metrics_to: to,
+        judged_at: to,
+        days: vec![from, from + DAY_MS, to],
+        day_labels: vec![
+            "2026-07-01".into(),
+            "2026-07-02".into(),
+            "2026-07-03".into(),
+        ],
+        hosts: vec![HostInput {
+            status,
+            series: vec![cpu],
+            fine_from: from - DAY_MS,
+            log_counts,
+            auth_failures: vec![from + 3_600_000],
+            diagnostics_run: 0,
+        }],
+        findings: Vec::new(),
+        silences: Vec::new(),
+        collector_version: "0.1.0".into(),
+    };
+    let policy = crate::sla::SlaPolicy::default();
+    let (purpose, impact, inspection, security, mut conclusion) =
+        compute::sections(&inputs, &policy, None);
+    // Every reason the grader gives, from compute's own grader.
+    let (grade, reasons) = compute::grade(&GradeFacts {
+        open_l1: 1,
+        open_l2: 1,
+        findings: 3,
+        breaches: 1,
+        availability: Some(99.5),
+        filling: vec!["/var".into(), "/data".into()],
+    });
+    conclusion.hosts.push(crate::report::model::HostGrade {
+        host: "db2".into(),
+        grade,
+        reasons,
+    });
+    let mut report = sample::report("zh-CN");
+    (
+        report.purpose,
+        report.impact,
+        report.inspection,
+        report.security,
+        report.conclusion,
+    ) = (purpose, impact, inspection, security, conclusion);
+    let kinds: Vec<&str> = report
+        .conclusion
+        .recommendations
+        .iter()
+        .map(|r| r.kind.as_str())
+        .collect();
+    for k in [
+        "availability",
+        "outdated_agent",
+        "outdated_kernel",
+        "consent_expiring",
+    ] {
+        assert!(kinds.contains(&k), "the input raises {k}: {kinds:?}");
+    }
+    assert!(report.conclusion.hosts[0].reasons[0].starts_with("availability_below_95="));
+
+    let templates = Templates::builtin();
+    let keys = [
+        "open_l1",
+        "open_l2",
+        "availability_below",
+        "sla_breach",
+        "fs_full",
+        "finding_in_period",
+        "none_of_the_above",
+        "worst_host",
+        "outdated_",
+        "consent_expiring",
+        "customer:",
+        "D:",
+        "C:",
+        "B:",
+        "A:",
+        "emerg",
+        "crit",
+        "warning",
+        "granted",
+        "Upgrade",
+        "Ask the customer",
+        "Find the cause",
+        "Review why",
+        "Extend or clean",
+    ];
+    for r in [report, sample::report("zh-CN")] {
+        let html = visible_text(&render_html(&r, &templates).unwrap());
+        let md = render_markdown(&r, &templates).unwrap();
+        for key in keys {
+            assert!(!html.contains(key), "html shows `{key}`");
+            assert!(!md.contains(key), "markdown shows `{key}`");
+        }
+        for zh in ["可用率低于 95%", "代理版本过旧", "D — "] {
+            assert!(html.contains(zh) && md.contains(zh), "lacks {zh}");
+        }
+    }
+}
+
+/// Every grading rule compute states, and every recommendation kind, has a label in both
+/// languages (the computed report above raises only some of the kinds).
+#[test]
+fn every_rule_and_recommendation_kind_has_a_label_in_both_languages() {
+    let t = Templates::builtin();
+    for lang in LANGUAGES {
+        let table = t.table(lang).unwrap();
+        for rule in crate::report::compute::GRADE_RULES {
+            let key = rule.split_once(':').unwrap().1;
+            assert!(
+                table.contains_key(&format!("rule.{key}")),
+                "{lang}: rule {key}"
+            );
+            if !rule.starts_with("A:") && !rule.starts_with("customer:") {
+                assert!(
+                    table.contains_key(&format!("reason.{key}")),
+                    "{lang}: {key}"
+                );
+            }
+        }
+        for kind in [
+            "finding",
+            "sla_breach",
+            "fs_full",
+            "availability",
+            "outdated_agent",
+            "outdated_kernel",
+            "consent_expiring",
+        ] {
+            assert!(
+                table.contains_key(&format!("kind.{kind}")),
+                "{lang}: {kind}"
+            );
+            assert!(
+                kind == "finding" || table.contains_key(&format!("advice.{kind}")),
+                "{lang}: advice {kind}"
+            );
+        }
+    }
 }
