@@ -382,6 +382,15 @@ pub fn issue_agent_cert(
 ///
 /// This only reads the certificate: that it is genuine, current and signed by our CA is
 /// for the TLS handshake to have checked.
+/// When a certificate (DER) stops being valid.
+pub fn cert_not_after(der: &[u8]) -> Result<aftercare_shared::model::UnixMillis, CaError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| CaError::BadCertificate {
+            reason: e.to_string(),
+        })?;
+    Ok(cert.validity().not_after.timestamp() * 1000)
+}
+
 pub fn identity_from_cert(der: &[u8]) -> Result<Identity, CaError> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|e| CaError::BadCertificate {

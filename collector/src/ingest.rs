@@ -201,6 +201,10 @@ async fn session(
         .await
         .map_err(ConnError::Store)?;
     *host_out = Some(host);
+    // For the report's certificates near expiry; the handshake verified this certificate.
+    if let Some(at) = crate::tls::peer_cert_not_after(conn) {
+        let _ = writer.send(Request::CertExpiry { host, at }).await;
+    }
     let mut consent = hello.consent;
     info!(
         agent_version = %hello.agent_version,

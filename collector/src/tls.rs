@@ -130,6 +130,15 @@ pub fn peer_identity(connection: &quinn::Connection) -> Result<Identity, TlsErro
     ca::identity_from_cert(leaf).map_err(TlsError::Identity)
 }
 
+/// When the peer's (verified) certificate expires.
+pub fn peer_cert_not_after(connection: &quinn::Connection) -> Option<i64> {
+    let certs = connection
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    ca::cert_not_after(certs.first()?).ok()
+}
+
 fn read_certs(
     what: &'static str,
     path: &Path,

@@ -27,6 +27,11 @@ pub enum Request {
     Disconnected {
         host: HostId,
     },
+    /// The host's agent connected with a certificate that expires `at`.
+    CertExpiry {
+        host: HostId,
+        at: i64,
+    },
     Batch {
         batch: Box<PendingBatch>,
         reply: Reply<CommitOutcome>,
@@ -264,6 +269,10 @@ fn handle_other(store: &mut dyn Store, req: Request) {
         Request::Disconnected { host } => log(
             "marking host disconnected",
             store.set_disconnected(host, now),
+        ),
+        Request::CertExpiry { host, at } => log(
+            "storing a certificate's expiry",
+            store.set_cert_expiry(host, at),
         ),
         Request::Batch { .. } | Request::Compact => {
             unreachable!("batches and compaction are scheduled by the caller")

@@ -842,8 +842,8 @@ fn logs_are_stored_once_and_filtered_by_time_severity_and_pattern() {
 
 /// What schemas 6 (API tokens), 5 (retention tiers) and 4 (findings) added, dropped to turn
 /// a database back into an older schema.
-const UNDO_V4_TO_V8: &str =
-    "DROP TABLE reports; DROP TABLE audit; DROP TABLE diagnostics; DROP TABLE customer_contracts;
+const UNDO_V4_TO_V9: &str =
+    "ALTER TABLE hosts DROP COLUMN cert_expires; DROP TABLE reports; DROP TABLE audit; DROP TABLE diagnostics; DROP TABLE customer_contracts;
     DROP TABLE tokens; DROP INDEX rollups_by_age; DROP INDEX logs_by_age;
     ALTER TABLE rollups DROP COLUMN minutes;
     DROP TABLE finding_events; DROP TABLE findings; DROP TABLE silences; DROP TABLE rules_state;";
@@ -861,7 +861,7 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(&format!(
-            "{UNDO_V4_TO_V8} DROP TABLE logs; DROP TABLE stream_loss; PRAGMA user_version = 1;"
+            "{UNDO_V4_TO_V9} DROP TABLE logs; DROP TABLE stream_loss; PRAGMA user_version = 1;"
         ))
         .unwrap();
     }
@@ -904,7 +904,7 @@ fn a_version_2_database_is_upgraded_in_place_keeping_its_data() {
         .unwrap();
         c.execute("UPDATE logs SET data = ?1", [plain]).unwrap();
         c.execute_batch(&format!(
-            "{UNDO_V4_TO_V8}
+            "{UNDO_V4_TO_V9}
              DROP TABLE stream_loss;
              DROP INDEX logs_host_time;
              ALTER TABLE logs DROP COLUMN codec;

@@ -66,6 +66,13 @@ async fn consented_metrics_arrive_and_are_plausible() {
             .allows(Scope::Metrics, aftercare_shared::time_fmt::now_millis())
     );
     assert!(h.facts.cpu_count > 0 && h.facts.memory_bytes > 0);
+    // The agent's certificate (issued for 30 days) is known by its expiry, for the report.
+    let left = h.cert_expires.expect("certificate expiry recorded")
+        - aftercare_shared::time_fmt::now_millis();
+    assert!(
+        (29 * 86_400_000..=31 * 86_400_000).contains(&left),
+        "expires in {left} ms"
+    );
 
     agent.shutdown().await;
     c.shutdown().await;

@@ -65,6 +65,7 @@ pub fn host_json(h: &HostStatus, open: Option<&(usize, u8)>, now: i64) -> serde_
         "first_seen": rfc3339(h.first_seen),
         "last_seen": h.last_seen.map(rfc3339),
         "agent_version": h.agent_version,
+        "cert_expires": h.cert_expires.map(rfc3339),
         "os": format!("{} {}", h.facts.os_name, h.facts.os_version).trim().to_string(),
         "kernel": h.facts.kernel,
         "consent": {

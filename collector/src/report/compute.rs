@@ -615,8 +615,7 @@ fn day_label(days: &[UnixMillis], labels: &[String], t: UnixMillis) -> String {
 /// Security findings, authentication failures per host, consent near expiry, outdated
 /// agents and kernels. Authentication failures are the lines the built-in `auth-failures`
 /// rule's pattern matches (all of them, not only the bursts that raised a finding).
-/// Certificates are not listed: the collector does not keep an agent certificate's expiry
-/// yet (it would need a column on `hosts`, filled at connect time).
+/// Certificates are listed by the expiry of the one the agent last connected with.
 pub fn security(inp: &Inputs, findings: &FindingsSummary) -> Security {
     let mut auth = Vec::new();
     let mut expiring = Vec::new();
@@ -658,6 +657,16 @@ pub fn security(inp: &Inputs, findings: &FindingsSummary) -> Security {
                     at: rfc3339(until),
                 });
             }
+        }
+        if let Some(until) = h.status.cert_expires
+            && until < inp.to + SOON_MS
+        {
+            // Expired already, or within the window after the period: both need a new one.
+            expiring.push(Expiring {
+                host: h.status.host.clone(),
+                what: "certificate".into(),
+                at: rfc3339(until),
+            });
         }
         let running = version_parts(&h.status.agent_version);
         if !running.is_empty() && running < version_parts(&inp.collector_version) {
@@ -937,6 +946,16 @@ pub fn conclusion(
         });
     }
     for e in &security.consent_expiring {
+        if e.what == "certificate" {
+            recs.push(Rec {
+                rank: 8,
+                host: e.host.clone(),
+                kind: "certificate_expiring",
+                text: format!("Issue a new agent certificate before {}.", e.at),
+                evidence: format!("certificate:agent:{}", e.at),
+            });
+            continue;
+        }
         recs.push(Rec {
             rank: 8,
             host: e.host.clone(),
@@ -1179,6 +1198,7 @@ mod tests {
     fn host(series: Vec<SeriesRollups>, fine_from: UnixMillis) -> HostInput {
         HostInput {
             status: HostStatus {
+                cert_expires: None,
                 id: 1,
                 customer: "acme".into(),
                 host: "db1".into(),

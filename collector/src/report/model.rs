@@ -313,7 +313,7 @@ pub struct Recommendation {
     pub host: String,
     /// What it is about, a key the templates translate: `finding` (the text is the
     /// finding's recommendation), `sla_breach`, `fs_full`, `availability`, `outdated_agent`,
-    /// `outdated_kernel`, `consent_expiring` (the text is English).
+    /// `outdated_kernel`, `consent_expiring`, `certificate_expiring` (the text is English).
     pub kind: String,
     pub text: String,
     /// What shows it: a finding id, a forecast, a breach.

@@ -170,6 +170,9 @@ pub struct HostStatus {
     /// nothing are absent. [`UNATTRIBUTED`] holds what was reported before the store counted
     /// per scope (a database from before schema 3), so the parts always add up to the totals.
     pub loss: BTreeMap<String, LossReport>,
+    /// When the certificate of its agent's latest connection expires (unknown before
+    /// schema 9).
+    pub cert_expires: Option<UnixMillis>,
 }
 
 /// The key of [`HostStatus::loss`] for loss whose scope was not recorded.
@@ -395,6 +398,8 @@ pub trait Store: Send {
         now: UnixMillis,
     ) -> Result<(), StoreError>;
     fn set_disconnected(&mut self, host: HostId, now: UnixMillis) -> Result<(), StoreError>;
+    /// When the certificate the host's agent connected with expires.
+    fn set_cert_expiry(&mut self, host: HostId, at: UnixMillis) -> Result<(), StoreError>;
     /// Mark every host disconnected: a starting collector has no connection yet.
     fn disconnect_all(&mut self, now: UnixMillis) -> Result<(), StoreError>;
     /// Per stream, the highest sequence committed for this host (streams never written are

@@ -305,6 +305,7 @@ fn advise(table: &Table, tz: &TimeZone, kind: &str, text: &str, evidence: &str) 
         "outdated_agent" => "agent",
         "outdated_kernel" => "kernel",
         "consent_expiring" => "consent",
+        "certificate_expiring" => "certificate",
         _ => return text.to_owned(),
     };
     let Some(label) = table.get(&format!("advice.{kind}")) else {

@@ -491,6 +491,8 @@ fn a_computed_report_leaks_no_untranslated_keys_in_chinese() {
             .collect(),
     };
     let mut status = HostStatus {
+        // Expires within the month after the period: listed, and translated.
+        cert_expires: Some(to + 10 * DAY_MS),
         id: 1,
         customer: "acme".into(),
         host: "db1".into(),
@@ -564,6 +566,15 @@ fn a_computed_report_leaks_no_untranslated_keys_in_chinese() {
     let policy = crate::sla::SlaPolicy::default();
     let (purpose, impact, inspection, security, mut conclusion) =
         compute::sections(&inputs, &policy, None);
+    // The certificate that expires ten days after the period is listed.
+    assert!(
+        security
+            .consent_expiring
+            .iter()
+            .any(|e| e.what == "certificate" && e.host == "db1"),
+        "{:?}",
+        security.consent_expiring
+    );
     // Every reason the grader gives, from compute's own grader.
     let (grade, reasons) = compute::grade(&GradeFacts {
         open_l1: 1,
@@ -597,6 +608,7 @@ fn a_computed_report_leaks_no_untranslated_keys_in_chinese() {
         "outdated_agent",
         "outdated_kernel",
         "consent_expiring",
+        "certificate_expiring",
     ] {
         assert!(kinds.contains(&k), "the input raises {k}: {kinds:?}");
     }
@@ -614,6 +626,7 @@ fn a_computed_report_leaks_no_untranslated_keys_in_chinese() {
         "worst_host",
         "outdated_",
         "consent_expiring",
+        "certificate_expiring",
         "customer:",
         "D:",
         "C:",
@@ -670,6 +683,7 @@ fn every_rule_and_recommendation_kind_has_a_label_in_both_languages() {
             "outdated_agent",
             "outdated_kernel",
             "consent_expiring",
+            "certificate_expiring",
         ] {
             assert!(
                 table.contains_key(&format!("kind.{kind}")),

@@ -65,7 +65,14 @@ const MIGRATIONS: &[&str] = &[
     SCHEMA_V6,
     SCHEMA_V7,
     SCHEMA_V8,
+    SCHEMA_V9,
 ];
+
+/// When each agent's certificate expires, as its last connection showed: the report lists
+/// the ones near expiry.
+const SCHEMA_V9: &str = "
+ALTER TABLE hosts ADD COLUMN cert_expires INTEGER;
+";
 
 /// Inspection reports: one row per report asked for; the quarter's own (made by the
 /// scheduler) once per customer and period.
@@ -1490,6 +1497,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn set_cert_expiry(&mut self, host: HostId, at: UnixMillis) -> Result<(), StoreError> {
+        self.writable("storing a certificate's expiry")?;
+        self.conn
+            .prepare_cached("UPDATE hosts SET cert_expires = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![host, at]))
+            .map_err(self.cx.sql("storing a certificate's expiry"))?;
+        Ok(())
+    }
+
     fn set_disconnected(&mut self, host: HostId, _now: UnixMillis) -> Result<(), StoreError> {
         self.writable("marking a host disconnected")?;
         let n = self
@@ -1592,7 +1608,7 @@ impl Store for SqliteStore {
             .prepare_cached(
                 "SELECT id, customer, host, first_seen, last_seen, agent_version, facts, consent,
                         interval_ms, connected, dropped_batches, dropped_samples,
-                        discarded_by_revocation
+                        discarded_by_revocation, cert_expires
                  FROM hosts ORDER BY customer, host",
             )
             .map_err(&err)?;
@@ -1620,6 +1636,7 @@ impl Store for SqliteStore {
                 loss.insert(UNATTRIBUTED.to_string(), unattributed);
             }
             out.push(HostStatus {
+                cert_expires: r.get(13).map_err(&err)?,
                 first_seen: get_i(3)?,
                 last_seen,
                 agent_version: r.get(5).map_err(&err)?,
