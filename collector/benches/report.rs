@@ -282,8 +282,16 @@ L4 = { respond_within = "4h", restore_within = "72h" }
             })
             .collect();
         st.commit(&logs).expect("commit logs");
-        st.compact(from + (day + 1) * DAY + 15 * MINUTE_MS)
-            .expect("compact");
+        // As the writer thread does: compaction, then retention, as time goes by (raw
+        // points past 14 days are dropped, which also keeps the file small).
+        let day_end = from + (day + 1) * DAY + 15 * MINUTE_MS;
+        st.compact(day_end).expect("compact");
+        while st
+            .retain_some(day_end, &Retention::default(), 10_000)
+            .expect("retention")
+            .more
+        {}
+        st.checkpoint().expect("checkpoint");
     }
     st.compact(now).expect("compact");
     while st
