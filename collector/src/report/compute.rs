@@ -17,7 +17,7 @@ use crate::store::{Bucket, HOUR_MS, HostStatus, LogCount, ROLLUP_STEP_MS, Series
 use aftercare_shared::consent::Scope;
 use aftercare_shared::model::UnixMillis;
 use aftercare_shared::time_fmt::rfc3339;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 /// A gap in a host's data at least this long is an outage.
@@ -113,7 +113,11 @@ fn width_of(start: UnixMillis, fine_from: UnixMillis) -> i64 {
 }
 
 /// The bucket means of a series with their widths, applying `f` to each bucket.
-pub fn values(s: &SeriesRollups, fine_from: UnixMillis, f: impl Fn(&Bucket) -> f64) -> Vec<Value> {
+pub fn values(
+    s: &SeriesRollups,
+    fine_from: UnixMillis,
+    mut f: impl FnMut(&Bucket) -> f64,
+) -> Vec<Value> {
     s.buckets
         .iter()
         .filter(|b| b.count > 0)
@@ -133,16 +137,14 @@ pub fn ratio_percent(
     den: &SeriesRollups,
     fine_from: UnixMillis,
 ) -> Vec<Value> {
-    let den: BTreeMap<UnixMillis, f64> = den
-        .buckets
-        .iter()
-        .filter(|b| b.count > 0)
-        .map(|b| (b.start, b.mean()))
-        .collect();
+    // Both are sorted by start: walk them together.
+    let mut d = den.buckets.iter().filter(|b| b.count > 0).peekable();
     values(num, fine_from, |b| {
-        den.get(&b.start)
-            .filter(|&&d| d > 0.0)
-            .map_or(f64::NAN, |d| 100.0 * b.mean() / d)
+        while d.next_if(|x| x.start < b.start).is_some() {}
+        match d.peek() {
+            Some(x) if x.start == b.start && x.mean() > 0.0 => 100.0 * b.mean() / x.mean(),
+            _ => f64::NAN,
+        }
     })
 }
 
@@ -178,18 +180,20 @@ fn max_of(vals: &[Value]) -> Option<f64> {
 /// Per span between consecutive `edges` (sorted) holding values: its index, the
 /// time-weighted mean, and the weighted mean time of its values (their buckets' middles).
 fn spans(vals: &[Value], edges: &[UnixMillis]) -> Vec<(usize, f64, UnixMillis)> {
-    let mut acc: BTreeMap<usize, (f64, f64, i64)> = BTreeMap::new();
+    let mut acc = vec![(0.0f64, 0.0f64, 0i64); edges.len()];
     for v in vals {
         let i = edges.partition_point(|&e| e <= v.start);
         if i == 0 || i >= edges.len() {
             continue;
         }
-        let a = acc.entry(i - 1).or_insert((0.0, 0.0, 0));
+        let a = &mut acc[i - 1];
         a.0 += v.v * v.width as f64;
         a.1 += (v.start + v.width / 2) as f64 * v.width as f64;
         a.2 += v.width;
     }
     acc.into_iter()
+        .enumerate()
+        .filter(|(_, a)| a.2 > 0)
         .map(|(i, (sum, t, w))| (i, sum / w as f64, (t / w as f64).round() as UnixMillis))
         .collect()
 }
@@ -345,7 +349,8 @@ pub fn availability(h: &HostInput, from: UnixMillis, end: UnixMillis) -> Availab
     let interval = (h.status.interval_ms as i64).max(1);
     let fine_width =
         ROLLUP_STEP_MS.max((interval + ROLLUP_STEP_MS - 1) / ROLLUP_STEP_MS * ROLLUP_STEP_MS);
-    let mut fine: BTreeSet<UnixMillis> = BTreeSet::new();
+    // A flag per 5-minute bucket of the period: a quarter is 26,496 of them.
+    let mut fine = vec![false; ((end - start + ROLLUP_STEP_MS - 1) / ROLLUP_STEP_MS) as usize];
     let mut hours: BTreeMap<UnixMillis, u64> = BTreeMap::new();
     for s in &h.series {
         for b in s.buckets.iter().filter(|b| b.count > 0) {
@@ -353,7 +358,7 @@ pub fn availability(h: &HostInput, from: UnixMillis, end: UnixMillis) -> Availab
                 let c = hours.entry(b.start).or_default();
                 *c = (*c).max(b.count);
             } else if b.start >= start && b.start < end {
-                fine.insert(b.start);
+                fine[((b.start - start) / ROLLUP_STEP_MS) as usize] = true;
             }
         }
     }
@@ -367,8 +372,10 @@ pub fn availability(h: &HostInput, from: UnixMillis, end: UnixMillis) -> Availab
         }
     }
     let fine_spans = merge(
-        fine.iter()
-            .map(|&t| (t, (t + fine_width).min(end)))
+        (0..fine.len())
+            .filter(|&i| fine[i])
+            .map(|i| start + i as i64 * ROLLUP_STEP_MS)
+            .map(|t| (t, (t + fine_width).min(end)))
             .collect(),
     );
     online += fine_spans.iter().map(|s| s.1 - s.0).sum::<i64>();

@@ -63,9 +63,9 @@ pub enum ReportError {
 }
 
 /// The series the report reads; everything else in a host's rollups is dropped on reading.
-fn wanted(s: &SeriesRollups) -> bool {
+fn wanted(name: &str, labels: &str) -> bool {
     matches!(
-        s.name.as_str(),
+        name,
         "mem.used"
             | "mem.total"
             | "fs.bytes.used"
@@ -75,7 +75,7 @@ fn wanted(s: &SeriesRollups) -> bool {
             | "agent.cpu"
             | "agent.memory.rss"
             | "agent.sent.bytes"
-    ) || (s.name == "cpu.usage" && s.labels.is_empty())
+    ) || (name == "cpu.usage" && labels.is_empty())
 }
 
 /// Starts of the local days of `tz` from the one holding `from` to the first at or after
@@ -184,11 +184,8 @@ pub fn generate<S: Store + ?Sized>(
     let mut hosts = Vec::with_capacity(n);
     for (i, status) in statuses.into_iter().enumerate() {
         let name = status.full_name();
-        let mut series: Vec<SeriesRollups> = st
-            .rollups(&name, None, Resolution::FiveMinutes, from, metrics_to)?
-            .into_iter()
-            .filter(wanted)
-            .collect();
+        let mut series: Vec<SeriesRollups> =
+            st.rollups_where(&name, &wanted, Resolution::FiveMinutes, from, metrics_to)?;
         // Retention folds old 5-minute rollups into hourly ones, oldest first: hours before
         // the first 5-minute bucket are read from the hourly tier.
         let fine_from = series
@@ -197,8 +194,8 @@ pub fn generate<S: Store + ?Sized>(
             .min()
             .map_or(metrics_to, crate::store::hour_start);
         if fine_from > from {
-            let coarse = st.rollups(&name, None, Resolution::Hour, from, fine_from)?;
-            for c in coarse.into_iter().filter(wanted) {
+            let coarse = st.rollups_where(&name, &wanted, Resolution::Hour, from, fine_from)?;
+            for c in coarse {
                 match series
                     .iter_mut()
                     .find(|s| s.name == c.name && s.labels == c.labels)

@@ -472,6 +472,18 @@ pub trait Store: Send {
         since: UnixMillis,
         until: UnixMillis,
     ) -> Result<Vec<SeriesRollups>, StoreError>;
+    /// As [`Store::rollups`], of the series `select(name, labels)` accepts: for a reader
+    /// that needs a few of a host's series (a host-hour's rollups are stored together, so
+    /// reading one series costs about what reading all does; keeping only these saves
+    /// building the rest).
+    fn rollups_where(
+        &mut self,
+        host: &str,
+        select: &dyn Fn(&str, &str) -> bool,
+        resolution: Resolution,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<Vec<SeriesRollups>, StoreError>;
     fn stats(&mut self) -> Result<StoreStats, StoreError>;
     /// Apply `r` at `now`: drop raw hours and log batches past their age, fold 5-minute
     /// rollups past theirs into hourly ones (at most `budget` host-hours per call), drop

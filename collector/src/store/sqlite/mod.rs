@@ -895,6 +895,96 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// [`Store::rollups`] of the series `metric` names and `select` accepts: the blobs hold
+    /// every series of a host-hour, and only the selected ones are kept as buckets.
+    fn read_rollups(
+        &mut self,
+        host: &str,
+        metric: Option<&str>,
+        select: &dyn Fn(&str, &str) -> bool,
+        resolution: Resolution,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<Vec<SeriesRollups>, StoreError> {
+        let err = self.cx.sql("reading rollups");
+        let _snapshot = self.snapshot().map_err(&err)?;
+        let host = self.resolve_host(host)?;
+        let mut series = self.host_series(host, metric)?;
+        series.retain(|s| select(&s.name, &s.labels));
+        let index: HashMap<SeriesId, usize> =
+            series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); series.len()];
+        let bucket = |start: UnixMillis, a: &Agg| Bucket {
+            start,
+            count: a.count,
+            min: a.min,
+            max: a.max,
+            sum: a.sum,
+        };
+        // Hours folded to hourly aggregates have no 5-minute buckets to give. `+minutes`
+        // keeps SQLite on the (host, hour) key: on the retention index (minutes, hour) it
+        // would read every host's rows of the range, 20 times slower with 100 hosts.
+        let sql = match resolution {
+            Resolution::FiveMinutes => {
+                "SELECT hour, data FROM rollups
+                 WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 AND +minutes = 5 ORDER BY hour"
+            }
+            Resolution::Hour => {
+                "SELECT hour, data FROM rollups
+                 WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 ORDER BY hour"
+            }
+        };
+        self.for_each_blob(
+            sql,
+            params![host, since.saturating_sub(HOUR_MS), until],
+            &err,
+            |hour| format!("rollups of host {host} at hour {hour}"),
+            |hour, data| {
+                for rs in chunk::decode_rollups(data)? {
+                    let Some(&i) = index.get(&rs.id) else {
+                        continue;
+                    };
+                    match resolution {
+                        Resolution::FiveMinutes => {
+                            for (k, a) in rs.buckets.iter().enumerate() {
+                                let start = hour + k as i64 * ROLLUP_STEP_MS;
+                                if let Some(a) = a
+                                    && start >= since
+                                    && start < until
+                                {
+                                    buckets[i].push(bucket(start, a));
+                                }
+                            }
+                        }
+                        Resolution::Hour => {
+                            let mut all = rs.buckets.iter().flatten();
+                            if let Some(first) = all.next()
+                                && hour >= since
+                                && hour < until
+                            {
+                                let mut a = *first;
+                                all.for_each(|b| a.merge(b));
+                                buckets[i].push(bucket(hour, &a));
+                            }
+                        }
+                    }
+                }
+                Ok(true)
+            },
+        )?;
+        Ok(series
+            .into_iter()
+            .zip(buckets)
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(s, b)| SeriesRollups {
+                name: s.name,
+                labels: s.labels,
+                kind: s.kind,
+                buckets: b,
+            })
+            .collect())
+    }
+
     /// The body of [`Store::commit`].
     fn commit_tx(&mut self, batches: &[PendingBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
         let err = self.cx.sql("committing batches");
@@ -1939,80 +2029,18 @@ impl Store for SqliteStore {
         since: UnixMillis,
         until: UnixMillis,
     ) -> Result<Vec<SeriesRollups>, StoreError> {
-        let err = self.cx.sql("reading rollups");
-        let _snapshot = self.snapshot().map_err(&err)?;
-        let host = self.resolve_host(host)?;
-        let series = self.host_series(host, metric)?;
-        let index: HashMap<SeriesId, usize> =
-            series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
-        let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); series.len()];
-        let bucket = |start: UnixMillis, a: &Agg| Bucket {
-            start,
-            count: a.count,
-            min: a.min,
-            max: a.max,
-            sum: a.sum,
-        };
-        // Hours folded to hourly aggregates have no 5-minute buckets to give.
-        let sql = match resolution {
-            Resolution::FiveMinutes => {
-                "SELECT hour, data FROM rollups
-                 WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 AND minutes = 5 ORDER BY hour"
-            }
-            Resolution::Hour => {
-                "SELECT hour, data FROM rollups
-                 WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 ORDER BY hour"
-            }
-        };
-        self.for_each_blob(
-            sql,
-            params![host, since.saturating_sub(HOUR_MS), until],
-            &err,
-            |hour| format!("rollups of host {host} at hour {hour}"),
-            |hour, data| {
-                for rs in chunk::decode_rollups(data)? {
-                    let Some(&i) = index.get(&rs.id) else {
-                        continue;
-                    };
-                    match resolution {
-                        Resolution::FiveMinutes => {
-                            for (k, a) in rs.buckets.iter().enumerate() {
-                                let start = hour + k as i64 * ROLLUP_STEP_MS;
-                                if let Some(a) = a
-                                    && start >= since
-                                    && start < until
-                                {
-                                    buckets[i].push(bucket(start, a));
-                                }
-                            }
-                        }
-                        Resolution::Hour => {
-                            let mut all = rs.buckets.iter().flatten();
-                            if let Some(first) = all.next()
-                                && hour >= since
-                                && hour < until
-                            {
-                                let mut a = *first;
-                                all.for_each(|b| a.merge(b));
-                                buckets[i].push(bucket(hour, &a));
-                            }
-                        }
-                    }
-                }
-                Ok(true)
-            },
-        )?;
-        Ok(series
-            .into_iter()
-            .zip(buckets)
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(s, b)| SeriesRollups {
-                name: s.name,
-                labels: s.labels,
-                kind: s.kind,
-                buckets: b,
-            })
-            .collect())
+        self.read_rollups(host, metric, &|_, _| true, resolution, since, until)
+    }
+
+    fn rollups_where(
+        &mut self,
+        host: &str,
+        select: &dyn Fn(&str, &str) -> bool,
+        resolution: Resolution,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<Vec<SeriesRollups>, StoreError> {
+        self.read_rollups(host, None, select, resolution, since, until)
     }
 
     fn retain_some(
