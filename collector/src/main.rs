@@ -1328,7 +1328,11 @@ fn report_local(cfg: &CollectorConfig, cmd: ReportCmd) -> Result<()> {
             let r = watch.report(id)?.context("the report vanished")?;
             anyhow::ensure!(status == Status::Done, "report {id} failed: {}", r.message);
             let out = out.unwrap_or_else(|| {
-                PathBuf::from(aftercare_collector::api::reports::file_name(&r, &format))
+                PathBuf::from(aftercare_collector::api::reports::file_name(
+                    &r.customer,
+                    &r.label,
+                    &format,
+                ))
             });
             write_out(
                 &render_report(cfg, &r.data.unwrap_or_default(), &format)?,
@@ -1405,14 +1409,11 @@ fn report_over_api(c: &client::Client, cmd: ReportCmd) -> Result<()> {
                 "report {id} failed: {}",
                 done["message"].as_str().unwrap_or("")
             );
-            let name = format!(
-                "aftercare-{}-{}.{format}",
+            // The same name the local command and the API's download give.
+            let name = aftercare_collector::api::reports::file_name(
                 done["customer"].as_str().unwrap_or("customer"),
-                done["period"]["label"].as_str().unwrap_or("period")
-            )
-            .replace(
-                |c: char| !(c.is_ascii_alphanumeric() || "-._".contains(c)),
-                "_",
+                done["period"]["label"].as_str().unwrap_or("period"),
+                &format,
             );
             let bytes = c.get_bytes(&format!("/reports/{id}/download"), &[("format", format)])?;
             write_out(&bytes, Some(&out.unwrap_or_else(|| PathBuf::from(name))))?;

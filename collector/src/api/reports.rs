@@ -306,7 +306,7 @@ pub async fn download(
         m if m.starts_with("text/markdown") => "md",
         _ => "html",
     };
-    let name = file_name(&row, ext);
+    let name = file_name(&row.customer, &row.label, ext);
     let mut resp = bytes.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
@@ -317,7 +317,7 @@ pub async fn download(
 }
 
 /// `aftercare-acme-2026-Q3.html`: customer and period, safe in a header and on any disk.
-pub fn file_name(r: &ReportRow, ext: &str) -> String {
+pub fn file_name(customer: &str, label: &str, ext: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -329,5 +329,5 @@ pub fn file_name(r: &ReportRow, ext: &str) -> String {
             })
             .collect()
     };
-    format!("aftercare-{}-{}.{ext}", clean(&r.customer), clean(&r.label))
+    format!("aftercare-{}-{}.{ext}", clean(customer), clean(label))
 }
