@@ -1105,7 +1105,7 @@ fn run(
     );
 
     // The database, with the collector stopped: staging as ingest left it, then compacted.
-    let mut store = aftercare_collector::store::open_sqlite(&cfg.database)?;
+    let mut store = cfg.database.open()?;
     let before = store.stats()?;
     let now = start + (hours + 1) * HOUR_MS + COMPACT_GRACE_MS + MINUTE_MS;
     let t = Instant::now();

@@ -19,9 +19,10 @@ pub struct CollectorConfig {
     /// UDP address of the QUIC listener.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// The SQLite database file; relative to `data_dir`.
+    /// The SQLite database file, relative to `data_dir`; or a `postgres://` URL, where
+    /// several collectors share one database.
     #[serde(default = "default_database")]
-    pub database: PathBuf,
+    pub database: crate::store::Database,
     /// Names agents use to reach this collector; `ca init` puts them in the server
     /// certificate (DNS names and IP addresses).
     #[serde(default = "default_server_names")]
@@ -282,8 +283,8 @@ fn default_data_dir() -> PathBuf {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
 }
-fn default_database() -> PathBuf {
-    PathBuf::from("aftercare.db")
+fn default_database() -> crate::store::Database {
+    crate::store::Database::Sqlite(PathBuf::from("aftercare.db"))
 }
 fn default_server_names() -> Vec<String> {
     vec!["localhost".into(), "127.0.0.1".into()]
@@ -328,9 +329,7 @@ impl CollectorConfig {
         if cfg.data_dir.is_relative() {
             cfg.data_dir = base.join(&cfg.data_dir);
         }
-        if cfg.database.is_relative() {
-            cfg.database = cfg.data_dir.join(&cfg.database);
-        }
+        cfg.database.relative_to(&cfg.data_dir);
         if cfg.sla_file.is_relative() {
             cfg.sla_file = base.join(&cfg.sla_file);
         }
@@ -438,7 +437,10 @@ mod tests {
     fn defaults_paths_and_errors() {
         let c = CollectorConfig::parse("data_dir = \"d\"\n", Path::new("/srv/c.toml")).unwrap();
         assert_eq!(c.data_dir, Path::new("/srv/d"));
-        assert_eq!(c.database, Path::new("/srv/d/aftercare.db"));
+        assert_eq!(
+            c.database.sqlite_path(),
+            Some(Path::new("/srv/d/aftercare.db"))
+        );
         assert_eq!(c.ca_dir(), Path::new("/srv/d/ca"));
         assert_eq!(c.listen.port(), DEFAULT_PORT);
         let e = CollectorConfig::parse("listen = \"nowhere\"\n", Path::new("c.toml")).unwrap_err();

@@ -453,7 +453,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Hosts { json, .. } => {
-            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let mut st = cfg.database.open_readonly()?;
             let now = now_millis();
             let hosts = st.hosts(now)?;
             if json {
@@ -486,7 +486,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             let now = now_millis();
             let since = time_fmt::parse_since(&since, now)?;
-            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let mut st = cfg.database.open_readonly()?;
             let series = st.query(&host, metric.as_deref(), since, now + 1)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&series)?);
@@ -528,7 +528,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 grep,
                 limit,
             };
-            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let mut st = cfg.database.open_readonly()?;
             if count {
                 let n = st.count_logs(&host, &filter)?;
                 if json {
@@ -569,8 +569,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                             i64::MIN
                         },
                     };
-                    let mut st = store::open_sqlite_readonly(&cfg.database)?;
-                    policy = store::sla_in_force(&policy, &mut st)?.0;
+                    let mut st = cfg.database.open_readonly()?;
+                    policy = store::sla_in_force(&policy, &mut *st)?.0;
                     let rows = st.findings(&filter)?;
                     let silences = st.silences(i64::MIN)?;
                     if json {
@@ -587,8 +587,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                     }
                 }
                 Some(FindingsCmd::Show { id, json }) => {
-                    let mut st = store::open_sqlite_readonly(&cfg.database)?;
-                    policy = store::sla_in_force(&policy, &mut st)?.0;
+                    let mut st = cfg.database.open_readonly()?;
+                    policy = store::sla_in_force(&policy, &mut *st)?.0;
                     let (f, timeline) = st
                         .finding(id)?
                         .ok_or(store::StoreError::NoSuchFinding(id))?;
@@ -613,7 +613,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     let by = by.context("say who you are: --by NAME")?;
                     let mut st = open_for_writing(&cfg)?;
                     audited(
-                        &mut st,
+                        &mut *st,
                         &by,
                         "finding.ack",
                         &format!("finding/{id}"),
@@ -637,7 +637,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     let by = by.context("say who you are: --by NAME")?;
                     let mut st = open_for_writing(&cfg)?;
                     audited(
-                        &mut st,
+                        &mut *st,
                         &by,
                         "finding.resolve",
                         &format!("finding/{id}"),
@@ -676,7 +676,7 @@ fn token(cfg: &CollectorConfig, cmd: TokenCmd) -> Result<()> {
             anyhow::ensure!(!by.trim().is_empty(), "say who you are: --by NAME");
             let mut st = open_for_writing(cfg)?;
             let secret = audited(
-                &mut st,
+                &mut *st,
                 &by,
                 "token.create",
                 &format!("token/{}", name.trim()),
@@ -691,7 +691,7 @@ fn token(cfg: &CollectorConfig, cmd: TokenCmd) -> Result<()> {
             );
         }
         TokenCmd::List { json } => {
-            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let mut st = cfg.database.open_readonly()?;
             let list = st.tokens()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -724,7 +724,7 @@ fn token(cfg: &CollectorConfig, cmd: TokenCmd) -> Result<()> {
         TokenCmd::Revoke { name, by } => {
             let mut st = open_for_writing(cfg)?;
             audited(
-                &mut st,
+                &mut *st,
                 &who(by),
                 "token.revoke",
                 &format!("token/{}", name.trim()),
@@ -774,7 +774,7 @@ fn silence(cfg: &CollectorConfig, cmd: SilenceCmd) -> Result<()> {
                 Some(h) => format!("host/{}/{}", customer.trim(), h.trim()),
                 None => format!("customer/{}", customer.trim()),
             };
-            let id = audited(&mut st, &by, "silence.add", &target, detail, |st| {
+            let id = audited(&mut *st, &by, "silence.add", &target, detail, |st| {
                 Ok(st.add_silence(&findings::record::Silence {
                     id: 0,
                     customer: customer.trim().into(),
@@ -793,7 +793,7 @@ fn silence(cfg: &CollectorConfig, cmd: SilenceCmd) -> Result<()> {
             );
         }
         SilenceCmd::List { all, json } => {
-            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let mut st = cfg.database.open_readonly()?;
             let after = if all { now - 30 * 86_400_000 } else { now };
             let list = st.silences(after)?;
             if json {
@@ -847,7 +847,7 @@ fn silence(cfg: &CollectorConfig, cmd: SilenceCmd) -> Result<()> {
         SilenceCmd::End { id, by } => {
             let mut st = open_for_writing(cfg)?;
             audited(
-                &mut st,
+                &mut *st,
                 &who(by),
                 "silence.end",
                 &format!("silence/{id}"),
@@ -870,12 +870,12 @@ fn who(by: Option<String>) -> String {
 /// Do `change` and write it to the audit trail as `cli:<by>` (role `local`), whether it
 /// worked or not.
 fn audited<T>(
-    st: &mut store::SqliteStore,
+    st: &mut dyn Store,
     by: &str,
     action: &str,
     target: &str,
     detail: serde_json::Value,
-    change: impl FnOnce(&mut store::SqliteStore) -> Result<T>,
+    change: impl FnOnce(&mut dyn Store) -> Result<T>,
 ) -> Result<T> {
     let out = change(st);
     let outcome = match &out {
@@ -904,7 +904,7 @@ fn audited<T>(
 fn audit(cfg: &CollectorConfig, since: &str, json: bool) -> Result<()> {
     let now = now_millis();
     let since = time_fmt::parse_since(since, now)?;
-    let mut st = store::open_sqlite_readonly(&cfg.database)?;
+    let mut st = cfg.database.open_readonly()?;
     let rows = st.audit(&store::AuditFilter {
         since,
         ..Default::default()
@@ -1158,14 +1158,8 @@ fn diagnose(
 }
 
 /// The database for an engineer's action: it must exist (`serve` creates it).
-fn open_for_writing(cfg: &CollectorConfig) -> Result<store::SqliteStore> {
-    if !cfg.database.exists() {
-        return Err(store::StoreError::NoDatabase {
-            path: cfg.database.display().to_string(),
-        }
-        .into());
-    }
-    Ok(store::open_sqlite(&cfg.database)?)
+fn open_for_writing(cfg: &CollectorConfig) -> Result<Box<dyn Store>> {
+    Ok(cfg.database.open_existing()?)
 }
 
 fn serve(cfg: CollectorConfig) -> Result<()> {
@@ -1236,7 +1230,7 @@ fn report_local(cfg: &CollectorConfig, cmd: ReportCmd) -> Result<()> {
     use aftercare_collector::report::{job, period};
     match cmd {
         ReportCmd::List { customer, json } => {
-            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let mut st = cfg.database.open_readonly()?;
             let rows = st.reports(customer.as_deref(), 0, None)?;
             let items: Vec<serde_json::Value> = rows
                 .iter()
@@ -1250,7 +1244,7 @@ fn report_local(cfg: &CollectorConfig, cmd: ReportCmd) -> Result<()> {
         }
         ReportCmd::Show { id, format, out } => {
             check_format(&format)?;
-            let mut st = store::open_sqlite_readonly(&cfg.database)?;
+            let mut st = cfg.database.open_readonly()?;
             let r = st.report(id)?.with_context(|| format!("no report {id}"))?;
             let data = match (r.status, r.data) {
                 (Status::Done, Some(d)) => d,
@@ -1313,7 +1307,7 @@ fn report_local(cfg: &CollectorConfig, cmd: ReportCmd) -> Result<()> {
             let db = cfg.database.clone();
             let r = row.clone();
             let maker = std::thread::spawn(move || job::make(&db, &policy, id, &r));
-            let mut watch = store::open_sqlite_readonly(&cfg.database)?;
+            let mut watch = cfg.database.open_readonly()?;
             while !maker.is_finished() {
                 if let Some(r) = watch.reports(None, 1, Some(id + 1))?.first() {
                     show_progress(id, r.progress);

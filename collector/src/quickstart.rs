@@ -291,7 +291,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Print hosts and this host's headline; true once its metrics are in the store.
 fn print_status(cfg: &CollectorConfig, host: &str) -> bool {
-    let Ok(mut st) = store::open_sqlite_readonly(&cfg.database) else {
+    let Ok(mut st) = cfg.database.open_readonly() else {
         return false;
     };
     let now = now_millis();
@@ -319,13 +319,13 @@ fn print_status(cfg: &CollectorConfig, host: &str) -> bool {
     headline.sort_by(|a, b| a.name.cmp(&b.name));
     print!("{}", view::metrics_table(&headline));
     println!();
-    print_errors(&mut st, host);
-    print_findings(&mut st, cfg, host);
+    print_errors(&mut *st, host);
+    print_findings(&mut *st, cfg, host);
     true
 }
 
 /// The rules' open findings for this host, by level and SLA deadline.
-fn print_findings(st: &mut impl Store, cfg: &CollectorConfig, host: &str) {
+fn print_findings(st: &mut dyn Store, cfg: &CollectorConfig, host: &str) {
     let filter = FindingFilter {
         open_only: true,
         host: Some(format!("demo/{host}")),
@@ -351,7 +351,7 @@ fn print_findings(st: &mut impl Store, cfg: &CollectorConfig, host: &str) {
 }
 
 /// The newest error lines of the followed logs (error or worse), and how many lines came.
-fn print_errors(st: &mut impl Store, host: &str) {
+fn print_errors(st: &mut dyn Store, host: &str) {
     const SHOWN: usize = 5;
     let id = format!("demo/{host}");
     let all = store::LogFilter {
@@ -402,7 +402,7 @@ fn hostname() -> String {
 fn demo_admin_token(cfg: &CollectorConfig) -> Result<String> {
     use crate::api::token::{self, Role};
     use crate::store::TokenRow;
-    let mut st = crate::store::open_sqlite(&cfg.database)?;
+    let mut st = cfg.database.open()?;
     let now = now_millis();
     let old: Vec<TokenRow> = st
         .tokens()?
@@ -413,7 +413,7 @@ fn demo_admin_token(cfg: &CollectorConfig) -> Result<String> {
         st.revoke_token(&t.name, now)?;
     }
     let name = format!("demo-admin-{}", old.len() + 1);
-    let secret = token::issue(&mut st, &name, Role::Admin, "quickstart", now)?;
+    let secret = token::issue(&mut *st, &name, Role::Admin, "quickstart", now)?;
     Ok(secret)
 }
 
@@ -423,7 +423,7 @@ fn demo_report(cfg: &CollectorConfig, dir: &Path) -> Result<PathBuf> {
     use crate::report::record::{NewReport, Status};
     use crate::report::{job, period, render};
     let now = now_millis();
-    let mut st = store::open_sqlite(&cfg.database)?;
+    let mut st = cfg.database.open()?;
     let first = st
         .hosts(now)?
         .iter()
@@ -454,7 +454,9 @@ fn demo_report(cfg: &CollectorConfig, dir: &Path) -> Result<PathBuf> {
         .context("the report was not recorded")?;
     drop(st);
     let status = job::make(&cfg.database, &cfg.sla_policy()?, id, &row)?;
-    let r = store::open_sqlite_readonly(&cfg.database)?
+    let r = cfg
+        .database
+        .open_readonly()?
         .report(id)?
         .context("the report vanished")?;
     if status != Status::Done {

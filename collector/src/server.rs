@@ -17,7 +17,7 @@ use tracing::info;
 pub struct Collector {
     pub endpoint: quinn::Endpoint,
     api: tokio::net::TcpListener,
-    store: crate::store::SqliteStore,
+    store: Box<dyn Store>,
     cfg: CollectorConfig,
     rules: crate::rules::RuleSet,
     sla: crate::sla::SlaPolicy,
@@ -27,8 +27,10 @@ impl Collector {
     pub fn bind(cfg: &CollectorConfig) -> Result<Self> {
         // The database first: once `bind` returns, it exists at the current schema, so
         // readers (CLI, tests) can open it at once.
-        let mut store = crate::store::open_sqlite(&cfg.database)
-            .with_context(|| format!("cannot open database {}", cfg.database.display()))?;
+        let mut store = cfg
+            .database
+            .open()
+            .with_context(|| format!("cannot open database {}", cfg.database))?;
         // Connections of a previous run (perhaps one that crashed) are gone.
         store.disconnect_all(aftercare_shared::time_fmt::now_millis())?;
         // So are the diagnostics they were running: their answers can no longer arrive.
@@ -92,7 +94,7 @@ impl Collector {
         let listen = self.local_addr();
         let ing = &self.cfg.ingest;
         let (writer, join) = writer::spawn(
-            Box::new(self.store),
+            self.store,
             WriterOptions {
                 max_batches_per_commit: ing.max_batches_per_commit,
                 queue_depth: ing.queue_depth,
@@ -102,12 +104,12 @@ impl Collector {
         );
         // Findings: their own thread and database handle, so evaluation never holds up
         // ingest's writer.
-        let mut findings_store = crate::store::open_sqlite(&self.cfg.database)?;
+        let mut findings_store = self.cfg.database.open()?;
         let engine = Engine::new(
             self.rules,
             self.sla,
             self.cfg.findings.reopen_within,
-            &mut findings_store,
+            &mut *findings_store,
         );
         let notifier = if self.cfg.webhooks.is_empty() {
             None
@@ -171,7 +173,7 @@ impl Collector {
         info!(
             listen = %listen,
             api = ?api_addr,
-            database = %self.cfg.database.display(),
+            database = %self.cfg.database,
             "aftercare-collector {} serving", aftercare_shared::VERSION
         );
         // Compaction also runs when no batch arrives to wake the writer.

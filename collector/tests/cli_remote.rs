@@ -69,13 +69,13 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn add_token(st: &mut SqliteStore, name: &str, role: Role) -> String {
+fn add_token(st: &mut dyn Store, name: &str, role: Role) -> String {
     token::issue(st, name, role, "test", now_millis()).unwrap()
 }
 
 /// acme/db1 with a few minutes of metrics, three log lines and an L1 finding; a viewer's
 /// and an engineer's token.
-fn seed(st: &mut SqliteStore, now: i64) -> (i64, String, String) {
+fn seed(st: &mut dyn Store, now: i64) -> (i64, String, String) {
     let host = st
         .register_host(
             &HostHello {
@@ -182,7 +182,7 @@ async fn the_cli_asks_a_running_collector_over_its_api() {
     )
     .unwrap();
     let now = now_millis();
-    let (id, viewer, engineer) = seed(&mut open_sqlite(&cfg.database).unwrap(), now);
+    let (id, viewer, engineer) = seed(&mut cfg.database.open().unwrap(), now);
     let collector = aftercare_collector::server::Collector::bind(&cfg).unwrap();
     let url = format!("http://{}", collector.api_addr());
     let stop = tokio_util::sync::CancellationToken::new();

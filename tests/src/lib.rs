@@ -97,8 +97,10 @@ impl Fixture {
         self.dir.path().join(format!("{name}.toml"))
     }
 
-    pub fn store(&self) -> aftercare_collector::store::SqliteStore {
-        aftercare_collector::store::open_sqlite_readonly(&self.collector.database)
+    pub fn store(&self) -> Box<dyn aftercare_collector::store::Store> {
+        self.collector
+            .database
+            .open_readonly()
             .expect("open store read-only")
     }
 }
@@ -279,7 +281,7 @@ pub fn add_log_source(f: &Fixture, name: &str, body: &str) -> AgentConfig {
 /// Every log record stored for `host`; empty while the collector has no database yet.
 pub fn stored_logs(f: &Fixture, host: &str) -> Vec<aftercare_shared::model::LogRecord> {
     use aftercare_collector::store::{LogFilter, Store};
-    let Ok(mut st) = aftercare_collector::store::open_sqlite_readonly(&f.collector.database) else {
+    let Ok(mut st) = f.collector.database.open_readonly() else {
         return Vec::new();
     };
     let filter = LogFilter {

@@ -17,7 +17,7 @@ async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
     let now = now_millis();
     // A host with one finding, and a token of each role.
     let (viewer, engineer, id) = {
-        let mut st = open_sqlite(&f.collector.database).unwrap();
+        let mut st = f.collector.database.open().unwrap();
         let host = st
             .register_host(
                 &HostHello {
@@ -176,7 +176,9 @@ async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
     .unwrap();
 
     // A revoked token stops working at once.
-    open_sqlite(&f.collector.database)
+    f.collector
+        .database
+        .open()
         .unwrap()
         .revoke_token("view", now)
         .unwrap();

@@ -17,7 +17,7 @@ use aftercare_tests::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-fn register(st: &mut SqliteStore, customer: &str, host: &str, now: i64) -> HostId {
+fn register(st: &mut dyn Store, customer: &str, host: &str, now: i64) -> HostId {
     st.register_host(
         &HostHello {
             identity: &Identity {
@@ -39,7 +39,7 @@ fn register(st: &mut SqliteStore, customer: &str, host: &str, now: i64) -> HostI
     .unwrap()
 }
 
-fn open_finding(st: &mut SqliteStore, host: HostId, rule: &str, level: u8, now: i64) -> i64 {
+fn open_finding(st: &mut dyn Store, host: HostId, rule: &str, level: u8, now: i64) -> i64 {
     st.apply_finding(&Change::Open {
         key: FindingKey {
             host,
@@ -63,7 +63,7 @@ fn open_finding(st: &mut SqliteStore, host: HostId, rule: &str, level: u8, now: 
     .unwrap()
 }
 
-fn make_token(st: &mut SqliteStore, name: &str, role: Role) -> String {
+fn make_token(st: &mut dyn Store, name: &str, role: Role) -> String {
     token::issue(st, name, role, "test", now_millis()).unwrap()
 }
 
@@ -87,7 +87,7 @@ async fn lists_page_without_gaps_or_duplicates_and_bad_input_names_its_field() {
     let f = Fixture::new();
     let now = now_millis();
     let viewer = {
-        let mut st = open_sqlite(&f.collector.database).unwrap();
+        let mut st = f.collector.database.open().unwrap();
         let mut ids = Vec::new();
         for (c, h) in [
             ("acme", "db1"),
@@ -246,7 +246,7 @@ async fn metrics_come_from_raw_points_for_hours_and_rollups_for_weeks() {
     let now = now_millis();
     let day = 24 * HOUR_MS;
     let viewer = {
-        let mut st = open_sqlite(&f.collector.database).unwrap();
+        let mut st = f.collector.database.open().unwrap();
         let h = register(&mut st, "acme", "db1", now - 20 * day);
         // A sample a minute for twenty days, through the store's own write path.
         let start = now - 20 * day;
@@ -365,7 +365,7 @@ async fn logs_filter_and_page_newest_first() {
     let f = Fixture::new();
     let now = now_millis();
     let viewer = {
-        let mut st = open_sqlite(&f.collector.database).unwrap();
+        let mut st = f.collector.database.open().unwrap();
         let h = register(&mut st, "acme", "db1", now - HOUR_MS);
         // 30 lines, two to a second, alternating sources; every third an error.
         let records: Vec<LogRecord> = (0..30u64)
@@ -452,7 +452,7 @@ async fn admins_manage_silences_tokens_and_contracts_and_every_change_is_audited
     let f = Fixture::new();
     let now = now_millis();
     let (viewer, engineer, admin, finding) = {
-        let mut st = open_sqlite(&f.collector.database).unwrap();
+        let mut st = f.collector.database.open().unwrap();
         let h = register(&mut st, "acme", "db1", now);
         register(&mut st, "acme", "db2", now);
         let id = open_finding(&mut st, h, "fs-full", 2, now);
@@ -698,7 +698,7 @@ async fn admins_manage_silences_tokens_and_contracts_and_every_change_is_audited
 async fn every_documented_route_is_served() {
     let f = Fixture::new();
     let admin = make_token(
-        &mut open_sqlite(&f.collector.database).unwrap(),
+        &mut f.collector.database.open().unwrap(),
         "boss",
         Role::Admin,
     );

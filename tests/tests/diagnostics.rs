@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// An engineer's and a viewer's token (secrets).
 fn tokens(f: &Fixture) -> (String, String) {
-    let mut st = open_sqlite(&f.collector.database).unwrap();
+    let mut st = f.collector.database.open().unwrap();
     let mut make =
         |name: &str, role: Role| token::issue(&mut st, name, role, "test", now_millis()).unwrap();
     (
@@ -188,7 +188,7 @@ async fn a_builtin_probe_runs_is_audited_on_the_host_and_linked_from_its_finding
     assert!(fs["timeout_ms"].as_u64().unwrap() > 0, "{fs}");
     // A finding of this host to run it from.
     let finding = {
-        let mut st = open_sqlite(&s.f.collector.database).unwrap();
+        let mut st = s.f.collector.database.open().unwrap();
         let host = st.host_id("acme/db1").unwrap();
         st.apply_finding(&Change::Open {
             key: FindingKey {

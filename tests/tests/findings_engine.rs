@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 const MIN: i64 = 60_000;
 
-fn register(st: &mut SqliteStore, now: i64) -> HostId {
+fn register(st: &mut dyn Store, now: i64) -> HostId {
     let mut consent = ConsentRecord::default();
     consent
         .grant_scopes(
@@ -121,7 +121,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// The built-in rules, with acme on the 24x7 `premium` contract (L1 respond in 15 min,
 /// whatever the day), resuming from what `st` saved.
-fn new_engine(st: &mut SqliteStore) -> Engine {
+fn new_engine(st: &mut dyn Store) -> Engine {
     let policy = SlaPolicy::parse("[customers]\nacme = \"premium\"\n").unwrap();
     Engine::new(
         RuleSet::builtin(),
@@ -163,7 +163,7 @@ fn rules_raise_findings_once_escalate_and_resolve_with_the_webhook_told() {
     let s = engine.pass(&mut st, first, Some(&notifier)).unwrap();
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     // fs-full must hold for a minute (`for = "1m"`): only the log pattern is raised yet.
-    let open_rules = |st: &mut SqliteStore| -> Vec<(String, String, u8)> {
+    let open_rules = |st: &mut dyn Store| -> Vec<(String, String, u8)> {
         st.findings(&FindingFilter {
             open_only: true,
             ..Default::default()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 fn finding_state(f: &Fixture, rule: &str) -> Option<String> {
     use aftercare_collector::findings::record::FindingFilter;
     use aftercare_collector::store::Store;
-    let mut st = aftercare_collector::store::open_sqlite_readonly(&f.collector.database).ok()?;
+    let mut st = f.collector.database.open_readonly().ok()?;
     st.findings(&FindingFilter::default())
         .ok()?
         .into_iter()

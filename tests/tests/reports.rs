@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const MIN: i64 = 60_000;
 const DAY: i64 = 86_400_000;
 
-fn register(st: &mut SqliteStore, customer: &str, host: &str, at: i64) -> HostId {
+fn register(st: &mut dyn Store, customer: &str, host: &str, at: i64) -> HostId {
     st.register_host(
         &HostHello {
             identity: &Identity {
@@ -43,7 +43,7 @@ fn register(st: &mut SqliteStore, customer: &str, host: &str, at: i64) -> HostId
 }
 
 /// A host reporting every 5 minutes from `from` to `to`: CPU, memory and a filesystem.
-fn history(st: &mut SqliteStore, host: HostId, from: i64, to: i64) {
+fn history(st: &mut dyn Store, host: HostId, from: i64, to: i64) {
     let mut batches = Vec::new();
     let mut ts = from;
     let mut seq = 1;
@@ -95,7 +95,7 @@ async fn desk() -> Desk {
     let now = now_millis();
     let q = period::last_ended_quarter(now, &period::zone("UTC").unwrap());
     let (engineer, viewer) = {
-        let mut st = open_sqlite(&f.collector.database).unwrap();
+        let mut st = f.collector.database.open().unwrap();
         let h = register(&mut st, "acme", "db1", q.from - DAY);
         // The last three weeks of the quarter and what followed: enough to report on.
         history(&mut st, h, q.to - 21 * DAY, now - 10 * MIN);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 fn points(f: &Fixture, metric: &str) -> Vec<i64> {
     // The collector process may not have created its database yet.
-    let Ok(mut st) = aftercare_collector::store::open_sqlite_readonly(&f.collector.database) else {
+    let Ok(mut st) = f.collector.database.open_readonly() else {
         return Vec::new();
     };
     st.query("acme/db1", Some(metric), 0, i64::MAX)

@@ -105,7 +105,7 @@ async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_runs_a_diagnos
     .await;
     let now = now_millis();
     let (secret, finding) = {
-        let mut st = open_sqlite(&f.collector.database).unwrap();
+        let mut st = f.collector.database.open().unwrap();
         let host = st.hosts(now).unwrap()[0].id;
         let id = st
             .apply_finding(&Change::Open {

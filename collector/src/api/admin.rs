@@ -11,7 +11,7 @@ use super::server::{
 use super::token::{self, Role};
 use crate::findings::record::{FindingFilter, Silence};
 use crate::sla::Level;
-use crate::store::{AuditFilter, ContractAssignment, Store, TokenRow};
+use crate::store::{AuditFilter, ContractAssignment, TokenRow};
 use aftercare_shared::time_fmt::{now_millis, rfc3339};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

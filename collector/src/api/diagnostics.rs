@@ -12,7 +12,7 @@ use super::page;
 use super::server::{ApiError, ApiState, require, with_store};
 use super::token::Role;
 use crate::diagnose::record::{DiagnosticRow, NewDiagnostic};
-use crate::store::{SqliteStore, Store, TokenRow};
+use crate::store::{Store, TokenRow};
 use aftercare_shared::consent::Scope;
 use aftercare_shared::diag::{ArgKind, ProbeInfo};
 use aftercare_shared::time_fmt::{now_millis, rfc3339};
@@ -188,7 +188,7 @@ pub async fn probes(
 }
 
 /// The diagnostics run from finding `id`, for its detail.
-pub(crate) fn for_finding(st: &mut SqliteStore, id: i64) -> Result<Value, ApiError> {
+pub(crate) fn for_finding(st: &mut dyn Store, id: i64) -> Result<Value, ApiError> {
     let rows = st.diagnostics_for_finding(id).map_err(ApiError::from)?;
     Ok(Value::Array(
         rows.iter()

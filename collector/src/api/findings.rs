@@ -8,7 +8,7 @@ use super::token::Role;
 use crate::findings::lifecycle;
 use crate::findings::record::{Change, FindingFilter, Silence};
 use crate::findings::view::finding_json;
-use crate::store::{Store, StoreError, TokenRow};
+use crate::store::{StoreError, TokenRow};
 use aftercare_shared::time_fmt::now_millis;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

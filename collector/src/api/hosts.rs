@@ -9,7 +9,7 @@ use super::server::{
 use super::token::Role;
 use crate::findings::record::{FindingFilter, FindingRow};
 use crate::findings::view::finding_json;
-use crate::store::{HostStatus, LogFilter, Resolution, Store, log_time, query::rates};
+use crate::store::{HostStatus, LogFilter, Resolution, log_time, query::rates};
 use aftercare_shared::model::{LogRecord, MetricKind, Severity, Unit, unit_of};
 use aftercare_shared::time_fmt::{now_millis, rfc3339};
 use axum::extract::{Path, Query, State};
@@ -132,7 +132,7 @@ pub async fn list(
 
 /// The host named by the path, or 404 `unknown_host` naming it.
 fn find_host(
-    st: &mut crate::store::SqliteStore,
+    st: &mut dyn crate::store::Store,
     customer: &str,
     host: &str,
     now: i64,

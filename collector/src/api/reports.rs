@@ -8,7 +8,7 @@ use super::token::Role;
 use crate::report::period::{self, Period};
 use crate::report::record::{NewReport, ReportRow, Status};
 use crate::report::{job, render};
-use crate::store::{Store, TokenRow};
+use crate::store::TokenRow;
 use aftercare_shared::time_fmt::{now_millis, rfc3339};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};

@@ -12,7 +12,7 @@
 use super::token::{self, Role};
 use crate::findings::lifecycle;
 use crate::sla::SlaPolicy;
-use crate::store::{AuditRow, Retention, SqliteStore, Store, StoreError, TokenRow};
+use crate::store::{AuditRow, Retention, Store, StoreError, TokenRow};
 use aftercare_shared::time_fmt::now_millis;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
@@ -26,7 +26,7 @@ use tracing::warn;
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub database: PathBuf,
+    pub database: crate::store::Database,
     /// `sla.toml`'s policy; contracts assigned over the API are applied per request.
     pub sla: Arc<SlaPolicy>,
     /// Which tier of metrics answers a range.
@@ -502,23 +502,23 @@ pub(crate) fn require(caller: &TokenRow, needed: Role) -> Result<(), ApiError> {
 pub(crate) async fn with_store<T: Send + 'static>(
     state: &ApiState,
     write: bool,
-    f: impl FnOnce(&mut SqliteStore) -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&mut dyn Store) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let db = state.database.clone();
     tokio::task::spawn_blocking(move || {
         let mut st = if write {
-            crate::store::open_sqlite(&db)?
+            db.open()?
         } else {
-            crate::store::open_sqlite_readonly(&db)?
+            db.open_readonly()?
         };
-        f(&mut st)
+        f(&mut *st)
     })
     .await
     .map_err(|_| ApiError::internal())?
 }
 
 /// `sla.toml`'s policy with the contracts assigned over the API applied.
-pub(super) fn policy(sla: &SlaPolicy, st: &mut SqliteStore) -> Result<SlaPolicy, ApiError> {
+pub(super) fn policy(sla: &SlaPolicy, st: &mut dyn Store) -> Result<SlaPolicy, ApiError> {
     Ok(crate::store::sla_in_force(sla, st)?.0)
 }
 

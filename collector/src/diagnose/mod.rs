@@ -9,14 +9,13 @@
 pub mod links;
 pub mod record;
 
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use aftercare_shared::codec;
 use aftercare_shared::diag::{DiagOutcome, DiagRequest, DiagResponse};
 use aftercare_shared::protocol::DIAGNOSTICS_PROTOCOL;
 use aftercare_shared::time_fmt::now_millis;
 pub use links::{Link, Links};
 use record::{DiagnosticResult, NewDiagnostic, Status};
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,7 +30,7 @@ const UNADVERTISED: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub struct Diagnose {
     links: Links,
-    database: PathBuf,
+    database: crate::store::Database,
     max_frame: usize,
     stop: CancellationToken,
     /// The requests under way, so shutdown can wait for them to store their end.
@@ -39,7 +38,12 @@ pub struct Diagnose {
 }
 
 impl Diagnose {
-    pub fn new(links: Links, database: PathBuf, max_frame: usize, stop: CancellationToken) -> Self {
+    pub fn new(
+        links: Links,
+        database: crate::store::Database,
+        max_frame: usize,
+        stop: CancellationToken,
+    ) -> Self {
         Diagnose {
             links,
             database,
@@ -71,10 +75,9 @@ impl Diagnose {
     pub async fn request(&self, new: NewDiagnostic, span_host: String) -> Result<i64, StoreError> {
         let db = self.database.clone();
         let n = new.clone();
-        let id =
-            tokio::task::spawn_blocking(move || crate::store::open_sqlite(&db)?.add_diagnostic(&n))
-                .await
-                .map_err(|e| StoreError::Invalid(format!("task failed: {e}")))??;
+        let id = tokio::task::spawn_blocking(move || db.open()?.add_diagnostic(&n))
+            .await
+            .map_err(|e| StoreError::Invalid(format!("task failed: {e}")))??;
         let me = self.clone();
         self.tasks.spawn(
             async move {
@@ -85,7 +88,7 @@ impl Diagnose {
                 info!(id, status = result.status.as_str(), "diagnostic {}: {}", new.probe, result.message);
                 let db = me.database.clone();
                 let stored = tokio::task::spawn_blocking(move || {
-                    crate::store::open_sqlite(&db)?.finish_diagnostic(id, &result)
+                    db.open()?.finish_diagnostic(id, &result)
                 })
                 .await;
                 match stored {

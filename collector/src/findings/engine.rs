@@ -16,9 +16,7 @@ use super::view::sla_of;
 use crate::notify::{Alert, AlertEvent, Clock, Notifier};
 use crate::rules::{self, HostInfo, LossEvent, Observations, RuleSet, Series, Transition};
 use crate::sla::{ClockStatus, SlaPolicy, SlaState};
-use crate::store::{
-    HostId, HostStatus, LogFilter, ROLLUP_STEP_MS, Resolution, SqliteStore, Store, StoreError,
-};
+use crate::store::{HostId, HostStatus, LogFilter, ROLLUP_STEP_MS, Resolution, Store, StoreError};
 use aftercare_shared::model::{LogRecord, LossReport, MetricKind, UnixMillis};
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -85,7 +83,7 @@ impl Engine {
     /// One pass at `now`.
     pub fn pass(
         &mut self,
-        st: &mut SqliteStore,
+        st: &mut dyn Store,
         now: UnixMillis,
         notify: Option<&Notifier>,
     ) -> Result<PassStats, StoreError> {
@@ -161,7 +159,7 @@ impl Engine {
     /// A transition into the store; the alert to send, if the change is news.
     fn apply(
         &self,
-        st: &mut SqliteStore,
+        st: &mut dyn Store,
         host: HostId,
         customer: &str,
         silences: &[Silence],
@@ -262,7 +260,7 @@ impl Engine {
     /// recorded once each on the timeline, and announced.
     fn escalate(
         &self,
-        st: &mut SqliteStore,
+        st: &mut dyn Store,
         now: UnixMillis,
         silences: &[Silence],
         stats: &mut PassStats,
@@ -402,7 +400,7 @@ fn alert(f: &FindingRow, event: AlertEvent, at: UnixMillis, summary: &str) -> Al
 /// The agent's clock minus the collector's: the newest sample's time against when its
 /// batch arrived (a batch leaves right after its collection). `None` for a host silent
 /// for more than a few intervals.
-fn clock_skew(st: &mut SqliteStore, h: &HostStatus) -> Result<Option<i64>, StoreError> {
+fn clock_skew(st: &mut dyn Store, h: &HostStatus) -> Result<Option<i64>, StoreError> {
     let Some(seen) = h.last_seen else {
         return Ok(None);
     };
@@ -420,7 +418,7 @@ const LONG_WINDOW_MS: i64 = 2 * 3_600_000;
 
 /// The store as the rules see it.
 struct StoreObservations<'a> {
-    st: RefCell<&'a mut SqliteStore>,
+    st: RefCell<&'a mut dyn Store>,
     losses: &'a HashMap<String, Vec<LossEvent>>,
     now: UnixMillis,
 }
@@ -515,7 +513,7 @@ pub struct EngineThread {
 impl EngineThread {
     pub fn spawn(
         mut engine: Engine,
-        mut st: SqliteStore,
+        mut st: Box<dyn Store>,
         every: Duration,
         notifier: Option<Notifier>,
     ) -> std::io::Result<EngineThread> {
@@ -525,7 +523,7 @@ impl EngineThread {
             .spawn(move || {
                 loop {
                     let now = aftercare_shared::time_fmt::now_millis();
-                    match engine.pass(&mut st, now, notifier.as_ref()) {
+                    match engine.pass(&mut *st, now, notifier.as_ref()) {
                         Ok(s) => {
                             for e in &s.errors {
                                 warn!("rules: {e}");

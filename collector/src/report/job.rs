@@ -6,25 +6,24 @@ use super::model::{REPORT_FORMAT, Report};
 use super::record::{NewReport, Status};
 use super::{Request, generate};
 use crate::sla::SlaPolicy;
-use crate::store::{Store, StoreError, open_sqlite};
+use crate::store::{Database, Store, StoreError};
 use aftercare_shared::time_fmt::now_millis;
-use std::path::Path;
 use tracing::{info, warn};
 
 /// Make report `id`, recorded as `row`, against the database at `database`. A failure of
 /// the report itself is stored on its row (and returned as `Ok(Status::Failed)`); only a
 /// store that cannot be written is an error.
 pub fn make(
-    database: &Path,
+    database: &Database,
     file_policy: &SlaPolicy,
     id: i64,
     row: &NewReport,
 ) -> Result<Status, StoreError> {
-    let mut st = open_sqlite(database)?;
+    let mut st = database.open()?;
     // Progress goes through its own handle: the gathering borrows the first.
-    let mut progress_st = open_sqlite(database)?;
-    let (policy, _) = crate::store::sla_in_force(file_policy, &mut st)?;
-    let previous = previous(&mut st, &row.customer, row.from)?;
+    let mut progress_st = database.open()?;
+    let (policy, _) = crate::store::sla_in_force(file_policy, &mut *st)?;
+    let previous = previous(&mut *st, &row.customer, row.from)?;
     let req = Request {
         customer: row.customer.clone(),
         from: row.from,
@@ -36,7 +35,7 @@ pub fn make(
     };
     let mut shown = 0u8;
     let started = std::time::Instant::now();
-    let made = generate(&mut st, &policy, &req, now_millis(), &mut |pct| {
+    let made = generate(&mut *st, &policy, &req, now_millis(), &mut |pct| {
         // A write per 5 %: enough for a progress bar, few enough not to slow the work.
         if pct >= shown.saturating_add(5) || (pct == 100 && shown < 100) {
             shown = pct;
@@ -105,12 +104,12 @@ pub fn decode(data: &[u8]) -> Result<Report, String> {
 /// The quarterly scheduler, on its own thread until `stop`: at start it ends what a gone run
 /// left half made, then every `check_every` it makes the reports that are due.
 pub fn run_scheduler(
-    database: &Path,
+    database: &Database,
     file_policy: &SlaPolicy,
     cfg: &crate::config::ReportsConfig,
     stop: &tokio_util::sync::CancellationToken,
 ) {
-    match open_sqlite(database).and_then(|mut st| {
+    match database.open().and_then(|mut st| {
         st.abandon_reports(now_millis(), "the collector stopped before it was finished")
     }) {
         Ok(0) => {}
@@ -137,13 +136,13 @@ pub fn run_scheduler(
 
 /// One look: how many reports it made.
 pub fn scheduler_pass(
-    database: &Path,
+    database: &Database,
     file_policy: &SlaPolicy,
     cfg: &crate::config::ReportsConfig,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<usize, StoreError> {
     let now = now_millis();
-    let mut st = open_sqlite(database)?;
+    let mut st = database.open()?;
     let mut first_seen = std::collections::BTreeMap::<String, i64>::new();
     for h in st.hosts(now)? {
         let e = first_seen.entry(h.customer).or_insert(h.first_seen);

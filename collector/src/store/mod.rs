@@ -21,9 +21,14 @@
 //! readers see staging and chunks merged, sorted and without duplicate timestamps.
 
 pub mod chunk;
+mod common;
+mod database;
+mod postgres;
 pub mod query;
 mod sqlite;
 
+pub use database::{Database, PgUrl};
+pub use postgres::{PgStore, open_postgres, open_postgres_readonly};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_readonly};
 
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};

@@ -26,14 +26,18 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
     })
 }
 
-use super::chunk::{self, BlockReader, BlockSeries, RollupSeries};
-use super::query::{self, Agg, HostName, MetricFilter};
+use super::chunk::{self, BlockReader};
+use super::common::{
+    HostSeries, LogCodec, LogKeeper, LogRows, RollupReader, RowError, SeriesRow, add_loss,
+    batch_series, fold_to_hour, kind_from, matching_records, merge_hour, rollup_rows, series_key,
+    sql_int, unattributed_loss,
+};
+use super::query::{self, HostName, MetricFilter};
 use super::{
-    AuditFilter, AuditRow, BatchData, Bucket, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
+    AuditFilter, AuditRow, BatchData, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
     ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, Latest, LogCount, LogFilter,
-    ONLINE_INTERVALS, PendingBatch, ROLLUP_STEP_MS, Resolution, Retention, RetentionStats,
-    SeriesId, SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, UNATTRIBUTED,
-    compaction_cutoff,
+    ONLINE_INTERVALS, PendingBatch, Resolution, Retention, RetentionStats, SeriesId, SeriesPoints,
+    SeriesRollups, Store, StoreError, StoreStats, TokenRow, UNATTRIBUTED, compaction_cutoff,
 };
 use crate::api::token::Role;
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
@@ -41,7 +45,7 @@ use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
 use crate::report::record::{NewReport, ReportRow};
 use aftercare_shared::consent::ConsentRecord;
-use aftercare_shared::logblock::{self, RecordRef, Summary, Unpacker};
+use aftercare_shared::logblock::{self, RecordRef, Summary};
 use aftercare_shared::model::{LogRecord, LossReport, MetricKind, Severity, UnixMillis};
 use aftercare_shared::protocol::StreamId;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -294,16 +298,6 @@ impl Ctx {
     }
 }
 
-/// A host's series as the writer knows them.
-#[derive(Default)]
-struct HostSeries {
-    /// By [`series_key`].
-    by_key: HashMap<Arc<[u8]>, (SeriesId, MetricKind)>,
-    /// The series of the host's last batch, in order. An agent sends the same series in the
-    /// same order every time, so a lookup is usually one comparison rather than a hash.
-    last: Vec<(Arc<[u8]>, SeriesId, MetricKind)>,
-}
-
 pub struct SqliteStore {
     conn: Connection,
     cx: Ctx,
@@ -482,54 +476,6 @@ fn migrate(conn: &mut Connection, cx: &Ctx) -> Result<(), StoreError> {
     }
 }
 
-/// The `codec` of a `logs` row: how its records were turned into its blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LogCodec {
-    /// bincode (standard configuration) of `Vec<LogRecord>`, as schema 2 wrote every row.
-    Bincode = 0,
-    /// The same, compressed with zstd, as schema 3 wrote every row.
-    BincodeZstd = 1,
-    /// A log block (`aftercare_shared::logblock`): what agents send since protocol
-    /// version 2, stored as it came; batches from older agents are made into one.
-    Block = 2,
-}
-
-/// A stored log blob decompresses to at most this: its batch arrived in one frame.
-const MAX_LOG_BLOB: usize = aftercare_shared::codec::MAX_FRAME_LIMIT;
-
-/// A row's records as a plain block, whatever its codec: borrowed from the unpacker for
-/// blocks, built for the older codecs.
-fn row_plain<'u>(
-    codec: i64,
-    data: &[u8],
-    unpacker: &'u mut Option<Unpacker>,
-) -> Result<std::borrow::Cow<'u, [u8]>, String> {
-    let records: Vec<LogRecord> = if codec == LogCodec::Block as i64 {
-        let u = match unpacker {
-            Some(u) => u,
-            None => unpacker.insert(Unpacker::new().map_err(|e| e.to_string())?),
-        };
-        return u
-            .unpack(data, MAX_LOG_BLOB)
-            .map(std::borrow::Cow::Borrowed)
-            .map_err(|e| e.to_string());
-    } else if codec == LogCodec::Bincode as i64 {
-        decode_bincode(data)?
-    } else if codec == LogCodec::BincodeZstd as i64 {
-        let plain = zstd::bulk::decompress(data, MAX_LOG_BLOB).map_err(|e| format!("zstd: {e}"))?;
-        decode_bincode(&plain)?
-    } else {
-        return Err(format!("unknown codec {codec}"));
-    };
-    Ok(std::borrow::Cow::Owned(logblock::from_records(&records)))
-}
-
-fn decode_bincode(bytes: &[u8]) -> Result<Vec<LogRecord>, String> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(records, _)| records)
-        .map_err(|e| e.to_string())
-}
-
 /// Store one batch's block with what queries select rows by.
 fn insert_block(
     tx: &rusqlite::Transaction<'_>,
@@ -570,93 +516,6 @@ fn insert_records(
         &logblock::compress(&plain).map_err(failed)?,
         &summary,
     )
-}
-
-fn kind_from(s: &str) -> Option<MetricKind> {
-    match s {
-        "gauge" => Some(MetricKind::Gauge),
-        "counter" => Some(MetricKind::Counter),
-        _ => None,
-    }
-}
-
-/// Unambiguous key of (name, labels): the name's length, the name, the labels.
-fn series_key(key: &mut Vec<u8>, name: &str, labels: &str) {
-    key.clear();
-    key.extend_from_slice(&(name.len() as u32).to_le_bytes());
-    key.extend_from_slice(name.as_bytes());
-    key.extend_from_slice(labels.as_bytes());
-}
-
-/// What a host's totals hold beyond its per-scope parts: loss reported before the store
-/// counted per scope. Saturated totals may leave less than the parts; never below zero.
-fn unattributed_loss<'a>(
-    total: &LossReport,
-    parts: impl Iterator<Item = &'a LossReport>,
-) -> LossReport {
-    let mut sum = LossReport::default();
-    for p in parts {
-        add_loss(&mut sum, p);
-    }
-    LossReport {
-        dropped_batches: total.dropped_batches.saturating_sub(sum.dropped_batches),
-        dropped_samples: total.dropped_samples.saturating_sub(sum.dropped_samples),
-        discarded_by_revocation: total
-            .discarded_by_revocation
-            .saturating_sub(sum.discarded_by_revocation),
-    }
-}
-
-/// Add `b` to `a`; totals saturate rather than wrap.
-fn add_loss(a: &mut LossReport, b: &LossReport) {
-    a.dropped_batches = a.dropped_batches.saturating_add(b.dropped_batches);
-    a.dropped_samples = a.dropped_samples.saturating_add(b.dropped_samples);
-    a.discarded_by_revocation = a
-        .discarded_by_revocation
-        .saturating_add(b.discarded_by_revocation);
-}
-
-/// SQLite integers are i64; counts beyond that saturate.
-fn sql_int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// What a row callback of [`SqliteStore::for_each_blob`] can fail with.
-enum RowError {
-    /// The row's blob does not decode; reported as damage naming the row.
-    Codec(chunk::CodecError),
-    Store(StoreError),
-}
-
-impl From<chunk::CodecError> for RowError {
-    fn from(e: chunk::CodecError) -> Self {
-        RowError::Codec(e)
-    }
-}
-
-impl From<StoreError> for RowError {
-    fn from(e: StoreError) -> Self {
-        RowError::Store(e)
-    }
-}
-
-/// Which log batches [`SqliteStore::matching_logs`] decodes.
-#[derive(Clone, Copy)]
-enum LogRows {
-    /// Every batch whose time range meets the window.
-    Overlapping,
-    /// Only those that also reach outside it (the rest are counted without decoding).
-    Straddling,
-    /// Every batch whose time range meets the window, the newest (by `ts_max`) first.
-    NewestFirst,
-}
-
-/// A series as readers see it.
-struct SeriesRow {
-    id: SeriesId,
-    name: String,
-    labels: String,
-    kind: MetricKind,
 }
 
 impl SqliteStore {
@@ -865,32 +724,21 @@ impl SqliteStore {
             if !next_row(ts_max) {
                 break;
             }
-            let what = || format!("log batch {id}");
             let mut q = blob.query(params![id]).map_err(&err)?;
             let Some(row) = q.next().map_err(&err)? else {
                 continue;
             };
             let codec: i64 = row.get(0).map_err(&err)?;
+            let what = || format!("log batch {id}");
             let data = row
                 .get_ref(1)
                 .map_err(&err)?
                 .as_blob()
                 .map_err(|e| self.cx.corrupt(what(), e))?;
-            let plain =
-                row_plain(codec, data, &mut unpacker).map_err(|e| self.cx.corrupt(what(), e))?;
-            let mut block =
-                logblock::BlockReader::new(&plain).map_err(|e| self.cx.corrupt(what(), e))?;
-            while let Some(r) = block.next_record() {
-                let r = r.map_err(|e| self.cx.corrupt(what(), e))?;
-                let t = r.time();
-                if t >= filter.since
-                    && t < filter.until
-                    && r.severity.level() <= worst
-                    && filter.grep.as_ref().is_none_or(|re| re.is_match(r.line))
-                {
-                    f(id, &block, &r);
-                }
-            }
+            matching_records(codec, data, filter, worst, &mut unpacker, |b, r| {
+                f(id, b, r)
+            })
+            .map_err(|e| self.cx.corrupt(what(), e))?;
         }
         Ok(())
     }
@@ -911,16 +759,7 @@ impl SqliteStore {
         let host = self.resolve_host(host)?;
         let mut series = self.host_series(host, metric)?;
         series.retain(|s| select(&s.name, &s.labels));
-        let index: HashMap<SeriesId, usize> =
-            series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
-        let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); series.len()];
-        let bucket = |start: UnixMillis, a: &Agg| Bucket {
-            start,
-            count: a.count,
-            min: a.min,
-            max: a.max,
-            sum: a.sum,
-        };
+        let mut reader = RollupReader::new(&series, resolution, since, until);
         // Hours folded to hourly aggregates have no 5-minute buckets to give. `+minutes`
         // keeps SQLite on the (host, hour) key: on the retention index (minutes, hour) it
         // would read every host's rows of the range, 20 times slower with 100 hosts.
@@ -934,55 +773,18 @@ impl SqliteStore {
                  WHERE host_id = ?1 AND hour > ?2 AND hour < ?3 ORDER BY hour"
             }
         };
+        let (from, to) = rollup_rows(since, until);
         self.for_each_blob(
             sql,
-            params![host, since.saturating_sub(HOUR_MS), until],
+            params![host, from, to],
             &err,
             |hour| format!("rollups of host {host} at hour {hour}"),
             |hour, data| {
-                for rs in chunk::decode_rollups(data)? {
-                    let Some(&i) = index.get(&rs.id) else {
-                        continue;
-                    };
-                    match resolution {
-                        Resolution::FiveMinutes => {
-                            for (k, a) in rs.buckets.iter().enumerate() {
-                                let start = hour + k as i64 * ROLLUP_STEP_MS;
-                                if let Some(a) = a
-                                    && start >= since
-                                    && start < until
-                                {
-                                    buckets[i].push(bucket(start, a));
-                                }
-                            }
-                        }
-                        Resolution::Hour => {
-                            let mut all = rs.buckets.iter().flatten();
-                            if let Some(first) = all.next()
-                                && hour >= since
-                                && hour < until
-                            {
-                                let mut a = *first;
-                                all.for_each(|b| a.merge(b));
-                                buckets[i].push(bucket(hour, &a));
-                            }
-                        }
-                    }
-                }
+                reader.row(hour, data)?;
                 Ok(true)
             },
         )?;
-        Ok(series
-            .into_iter()
-            .zip(buckets)
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(s, b)| SeriesRollups {
-                name: s.name,
-                labels: s.labels,
-                kind: s.kind,
-                buckets: b,
-            })
-            .collect())
+        Ok(reader.finish(series))
     }
 
     /// The body of [`Store::commit`].
@@ -1084,8 +886,11 @@ impl SqliteStore {
                 };
                 batch_series(
                     hs,
-                    &mut upsert_series,
-                    b.host,
+                    &mut |name: &str, labels: &str, kind: MetricKind| {
+                        upsert_series.query_row(params![b.host, name, labels, kind.as_str()], |r| {
+                            r.get::<_, SeriesId>(0)
+                        })
+                    },
                     &snapshot.samples,
                     &mut key,
                     &mut pairs,
@@ -1228,55 +1033,27 @@ impl SqliteStore {
             .prepare_cached("SELECT data FROM chunks WHERE host_id = ?1 AND hour = ?2")
             .and_then(|mut s| s.query_row(params![host, hour], |r| r.get(0)).optional())
             .map_err(&err)?;
-        let mut series: BTreeMap<SeriesId, Vec<(UnixMillis, f64)>> = BTreeMap::new();
-        if let Some(data) = &existing {
-            let reader = BlockReader::parse(data).map_err(|e| self.cx.corrupt(what(), e))?;
-            for s in reader
-                .decode_all()
-                .map_err(|e| self.cx.corrupt(what(), e))?
-            {
-                series.insert(s.id, s.points);
-            }
-            stats.blocks_merged += 1;
-        }
-        // Older block first, staged after it: on equal timestamps the staged value wins.
-        for (id, pts) in std::mem::take(acc) {
-            series.entry(id).or_default().extend(pts);
-        }
-        let mut block = Vec::with_capacity(series.len());
-        let mut rollups = Vec::with_capacity(series.len());
+        let merged = merge_hour(hour, existing.as_deref(), acc, kinds, stats)
+            .map_err(|e| self.cx.corrupt(what(), e))?;
         let mut set_last = conn
             .prepare_cached(
                 "UPDATE series SET last_ts = ?2, last_value = ?3
                  WHERE id = ?1 AND (last_ts IS NULL OR last_ts <= ?2)",
             )
             .map_err(&err)?;
-        for (id, mut points) in series {
-            stats.duplicates += query::sort_dedup_last_wins(&mut points) as u64;
-            let kind = kinds.get(&id).copied().unwrap_or(MetricKind::Gauge);
-            rollups.push(RollupSeries {
-                id,
-                buckets: query::hour_buckets(hour, kind, &points),
-            });
-            if let Some(&(t, v)) = points.last() {
-                set_last.execute(params![id, t, v]).map_err(&err)?;
-            }
-            block.push(BlockSeries { id, points });
+        for (id, t, v) in merged.newest {
+            set_last.execute(params![id, t, v]).map_err(&err)?;
         }
-        let samples: u64 = block.iter().map(|s| s.points.len() as u64).sum();
-        let data = chunk::encode_block(&block).map_err(|e| self.cx.corrupt(what(), e))?;
-        let roll = chunk::encode_rollups(&rollups).map_err(|e| self.cx.corrupt(what(), e))?;
         conn.prepare_cached(
             "INSERT OR REPLACE INTO chunks (host_id, hour, samples, data) VALUES (?1, ?2, ?3, ?4)",
         )
-        .and_then(|mut s| s.execute(params![host, hour, sql_int(samples), data]))
+        .and_then(|mut s| s.execute(params![host, hour, sql_int(merged.samples), merged.block]))
         .map_err(&err)?;
         conn.prepare_cached(
             "INSERT OR REPLACE INTO rollups (host_id, hour, data) VALUES (?1, ?2, ?3)",
         )
-        .and_then(|mut s| s.execute(params![host, hour, roll]))
+        .and_then(|mut s| s.execute(params![host, hour, merged.rollups]))
         .map_err(&err)?;
-        stats.blocks_written += 1;
         Ok(())
     }
 }
@@ -1298,53 +1075,6 @@ fn load_series(conn: &Connection, host: HostId) -> rusqlite::Result<HostSeries> 
         out.by_key.insert(key.as_slice().into(), (r.get(0)?, kind));
     }
     Ok(out)
-}
-
-/// The series ids of one batch's samples, creating series (or updating their kind) as
-/// needed; `pairs` gets (series, value) in sample order.
-fn batch_series(
-    hs: &mut HostSeries,
-    upsert: &mut rusqlite::CachedStatement,
-    host: HostId,
-    samples: &[aftercare_shared::model::Sample],
-    key: &mut Vec<u8>,
-    pairs: &mut Vec<(SeriesId, f64)>,
-) -> rusqlite::Result<()> {
-    pairs.clear();
-    let mut same_layout = hs.last.len() == samples.len();
-    for (i, s) in samples.iter().enumerate() {
-        series_key(key, &s.name, &s.labels);
-        if let Some((k, id, kind)) = hs.last.get(i)
-            && **k == **key
-            && *kind == s.kind
-        {
-            pairs.push((*id, s.value));
-            continue;
-        }
-        same_layout = false;
-        let id = match hs.by_key.get(key.as_slice()) {
-            Some(&(id, kind)) if kind == s.kind => id,
-            _ => {
-                let id: SeriesId = upsert
-                    .query_row(params![host, s.name, s.labels, s.kind.as_str()], |r| {
-                        r.get(0)
-                    })?;
-                hs.by_key.insert(key.as_slice().into(), (id, s.kind));
-                id
-            }
-        };
-        pairs.push((id, s.value));
-    }
-    if !same_layout {
-        hs.last.clear();
-        for s in samples {
-            series_key(key, &s.name, &s.labels);
-            if let Some((k, &(id, kind))) = hs.by_key.get_key_value(key.as_slice()) {
-                hs.last.push((k.clone(), id, kind));
-            }
-        }
-    }
-    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -1756,44 +1486,16 @@ impl Store for SqliteStore {
         let err = self.cx.sql("reading logs");
         let _snapshot = self.snapshot().map_err(&err)?;
         let host = self.resolve_host(host)?;
-        // Oldest first by the time each line states; lines read together keep their order
-        // (row id, then place in the row).
-        let mut kept: BTreeMap<(UnixMillis, i64, u32), LogRecord> = BTreeMap::new();
-        let mut place = (0i64, 0u32);
-        let limit = filter.limit;
-        // With a limit, rows come newest first: once `limit` records are kept and the
-        // oldest of them is newer than anything the next row holds, no further row can
-        // change the answer.
-        let oldest_kept = std::cell::Cell::new(None::<UnixMillis>);
-        let keep = |id: i64, b: &logblock::BlockReader<'_>, r: &RecordRef<'_>| {
-            place = if place.0 == id {
-                (id, place.1 + 1)
-            } else {
-                (id, 0)
-            };
-            let key = (r.time(), id, place.1);
-            if limit > 0
-                && kept.len() >= limit
-                && kept.first_key_value().is_some_and(|(k, _)| *k > key)
-            {
-                return;
-            }
-            kept.insert(key, b.to_owned(r));
-            if limit > 0 && kept.len() > limit {
-                kept.pop_first();
-            }
-            if limit > 0 && kept.len() == limit {
-                oldest_kept.set(kept.first_key_value().map(|(k, _)| k.0));
-            }
-        };
-        let go_on = |ts_max: UnixMillis| oldest_kept.get().is_none_or(|oldest| oldest <= ts_max);
-        let rows = if limit == 0 {
-            LogRows::Overlapping
-        } else {
-            LogRows::NewestFirst
-        };
-        self.matching_logs(host, filter, rows, keep, go_on)?;
-        Ok(kept.into_values().collect())
+        let keeper = std::cell::RefCell::new(LogKeeper::new(filter.limit));
+        let rows = keeper.borrow().rows();
+        self.matching_logs(
+            host,
+            filter,
+            rows,
+            |id, b, r| keeper.borrow_mut().keep(id, b, r),
+            |ts_max| keeper.borrow().go_on(ts_max),
+        )?;
+        Ok(keeper.into_inner().finish())
     }
 
     fn count_logs(&mut self, host: &str, filter: &LogFilter) -> Result<u64, StoreError> {
@@ -2093,18 +1795,7 @@ impl Store for SqliteStore {
         stats.more = old.len() > budget;
         for (host, hour, data) in old.into_iter().take(budget) {
             let what = || format!("rollups of host {host} at hour {hour}");
-            let mut series = chunk::decode_rollups(&data).map_err(|e| cx.corrupt(what(), e))?;
-            for s in &mut series {
-                let mut all = s.buckets.iter().flatten();
-                let merged = all.next().map(|first| {
-                    let mut a = *first;
-                    all.for_each(|b| a.merge(b));
-                    a
-                });
-                s.buckets = Default::default();
-                s.buckets[0] = merged;
-            }
-            let folded = chunk::encode_rollups(&series).map_err(|e| cx.corrupt(what(), e))?;
+            let folded = fold_to_hour(&data).map_err(|e| cx.corrupt(what(), e))?;
             tx.execute(
                 "UPDATE rollups SET data = ?3, minutes = 60 WHERE host_id = ?1 AND hour = ?2",
                 params![host, hour, folded],
