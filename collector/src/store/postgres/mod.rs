@@ -35,7 +35,6 @@ use super::{
     SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, UNATTRIBUTED,
     compaction_cutoff,
 };
-use crate::api::token::Role;
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
@@ -91,10 +90,12 @@ fn pool(url: &PgUrl) -> Result<Pool, StoreError> {
     config.application_name("aftercare-collector");
     let reaper = REAPER
         .get_or_init(|| {
-            Arc::new(scheduled_thread_pool::ScheduledThreadPool::with_name(
-                "pg-pool-{}",
-                1,
-            ))
+            Arc::new(
+                scheduled_thread_pool::ScheduledThreadPool::builder()
+                    .num_threads(1)
+                    .thread_name_pattern("pg-pool-{}")
+                    .build(),
+            )
         })
         .clone();
     let p = r2d2::Pool::builder()
@@ -492,6 +493,663 @@ impl PgStore {
     }
 }
 
+/// A log batch ready to store: what queries select it by, and its blob.
+struct LogRow {
+    summary: Summary,
+    block: Vec<u8>,
+}
+
+/// Records sent one by one (protocol version 1), made into a block like the rest.
+fn records_row(records: &[LogRecord]) -> Result<Option<LogRow>, logblock::BlockError> {
+    let plain = logblock::from_records(records);
+    let Some(summary) = logblock::summarize(&plain)? else {
+        return Ok(None);
+    };
+    Ok(Some(LogRow {
+        summary,
+        block: logblock::compress(&plain)?,
+    }))
+}
+
+/// Write `rows` into `table`'s `columns` by binary COPY.
+fn copy_rows(
+    tx: &mut postgres::Transaction<'_>,
+    sql: &str,
+    types: &[Type],
+    rows: impl Iterator<Item = Vec<Box<dyn ToSql + Sync>>>,
+) -> Result<u64, postgres::Error> {
+    let sink = tx.copy_in(sql)?;
+    let mut w = postgres::binary_copy::BinaryCopyInWriter::new(sink, types);
+    for r in rows {
+        let refs: Vec<&(dyn ToSql + Sync)> = r.iter().map(|b| &**b).collect();
+        w.write(&refs)?;
+    }
+    w.finish()
+}
+
+impl PgStore {
+    /// The body of [`Store::commit`].
+    fn commit_tx(&mut self, batches: &[PendingBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
+        let err = self.cx.sql("committing batches");
+        // Log rows are made before the transaction, and their partitions exist before it
+        // starts (creating one locks its parent table).
+        let mut log_rows: Vec<Option<LogRow>> = Vec::with_capacity(batches.len());
+        for b in batches {
+            log_rows.push(match &b.data {
+                BatchData::Metrics(_) => None,
+                BatchData::LogBlock(l) => Some(LogRow {
+                    summary: l.summary,
+                    block: l.block.clone(),
+                }),
+                BatchData::Logs(records) => records_row(records).map_err(|e| {
+                    StoreError::Invalid(format!(
+                        "a log batch of host {} cannot be stored: {e}",
+                        b.host
+                    ))
+                })?,
+            });
+        }
+        let slots: BTreeSet<i64> = log_rows
+            .iter()
+            .flatten()
+            .map(|r| Partitioned::Logs.slot(r.summary.ts_max))
+            .collect();
+        self.ensure_partitions(Partitioned::Logs, slots)?;
+
+        let Self {
+            conn,
+            series,
+            hosts_known,
+            ..
+        } = self;
+        let mut tx = conn.transaction().map_err(&err)?;
+        let mut hosts: Vec<HostId> = batches.iter().map(|b| b.host).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        // Lock the hosts' rows: a batch redelivered to another collector waits here for
+        // this commit and then sees its high-water mark. Also proves the hosts exist.
+        let locked: HashSet<HostId> = tx
+            .query(
+                "SELECT id FROM hosts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+                &[&hosts],
+            )
+            .map_err(&err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(&missing) = hosts.iter().find(|h| !locked.contains(h)) {
+            return Err(StoreError::UnknownHostId(missing));
+        }
+        hosts_known.extend(locked);
+        // (host, stream) -> (mark in the database, mark after this transaction)
+        let mut marks: HashMap<(HostId, u8), (Option<u64>, Option<u64>)> = HashMap::new();
+        for r in tx
+            .query(
+                "SELECT host_id, stream, high_seq FROM streams WHERE host_id = ANY($1)",
+                &[&hosts],
+            )
+            .map_err(&err)?
+        {
+            let m = Some(r.get::<_, i64>(2) as u64);
+            let code: i32 = r.get(1);
+            marks.insert((r.get(0), code as u8), (m, m));
+        }
+        let mut outcomes = Vec::with_capacity(batches.len());
+        // host -> (newest receipt, loss reported by stored batches)
+        let mut touched: HashMap<HostId, (UnixMillis, LossReport)> = HashMap::new();
+        let mut stream_loss: HashMap<(HostId, u8), LossReport> = HashMap::new();
+        let mut staged: Vec<Vec<Box<dyn ToSql + Sync>>> = Vec::new();
+        let mut logs: Vec<Vec<Box<dyn ToSql + Sync>>> = Vec::new();
+        let mut key = Vec::with_capacity(128);
+        let mut pairs = Vec::with_capacity(128);
+        for (b, log_row) in batches.iter().zip(log_rows) {
+            let seen = touched
+                .entry(b.host)
+                .or_insert((b.received_at, LossReport::default()));
+            seen.0 = seen.0.max(b.received_at);
+            let mark = marks
+                .entry((b.host, b.stream.code()))
+                .or_insert((None, None));
+            if mark.1.is_some_and(|m| b.seq <= m) {
+                outcomes.push(CommitOutcome::Duplicate);
+                continue;
+            }
+            mark.1 = Some(b.seq);
+            if !b.loss.is_empty() {
+                add_loss(&mut seen.1, &b.loss);
+                add_loss(
+                    stream_loss.entry((b.host, b.stream.code())).or_default(),
+                    &b.loss,
+                );
+            }
+            outcomes.push(CommitOutcome::Stored);
+            let snapshot = match &b.data {
+                BatchData::Metrics(s) => s,
+                BatchData::Logs(_) | BatchData::LogBlock(_) => {
+                    if let Some(l) = log_row {
+                        logs.push(vec![
+                            Box::new(b.host),
+                            Box::new(l.summary.ts_min),
+                            Box::new(l.summary.ts_max),
+                            Box::new(l.summary.records as i32),
+                            Box::new(i32::from(l.summary.worst.level())),
+                            Box::new(LogCodec::Block as i32),
+                            Box::new(l.block),
+                        ]);
+                    }
+                    continue;
+                }
+            };
+            if snapshot.samples.is_empty() {
+                continue;
+            }
+            let hs = match series.entry(b.host) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(load_series(&mut tx, b.host).map_err(&err)?),
+            };
+            batch_series(
+                hs,
+                &mut |name: &str, labels: &str, kind: MetricKind| {
+                    tx.query_one(
+                        "INSERT INTO series (host_id, name, labels, kind) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (host_id, name, labels) DO UPDATE SET kind = EXCLUDED.kind
+                         RETURNING id",
+                        &[&b.host, &name, &labels, &kind.as_str()],
+                    )
+                    .map(|r| r.get::<_, SeriesId>(0))
+                },
+                &snapshot.samples,
+                &mut key,
+                &mut pairs,
+            )
+            .map_err(&err)?;
+            let mut blob = Vec::with_capacity(16 * pairs.len());
+            chunk::encode_staged(&pairs, &mut blob);
+            staged.push(vec![
+                Box::new(b.host),
+                Box::new(snapshot.ts),
+                Box::new(pairs.len() as i32),
+                Box::new(blob),
+            ]);
+        }
+        if !staged.is_empty() {
+            copy_rows(
+                &mut tx,
+                "COPY staging (host_id, ts, samples, data) FROM STDIN BINARY",
+                &[Type::INT8, Type::INT8, Type::INT4, Type::BYTEA],
+                staged.into_iter(),
+            )
+            .map_err(&err)?;
+        }
+        if !logs.is_empty() {
+            copy_rows(
+                &mut tx,
+                "COPY logs (host_id, ts_min, ts_max, records, worst, codec, data)
+                 FROM STDIN BINARY",
+                &[
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT4,
+                    Type::INT4,
+                    Type::INT4,
+                    Type::BYTEA,
+                ],
+                logs.into_iter(),
+            )
+            .map_err(&err)?;
+        }
+        let (mut mh, mut ms, mut mq) = (Vec::new(), Vec::new(), Vec::new());
+        for (&(host, stream), &(db, now)) in &marks {
+            if let Some(m) = now
+                && db != now
+            {
+                mh.push(host);
+                ms.push(i32::from(stream));
+                mq.push(m as i64);
+            }
+        }
+        if !mh.is_empty() {
+            tx.execute(
+                "INSERT INTO streams (host_id, stream, high_seq)
+                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[])
+                 ON CONFLICT (host_id, stream) DO UPDATE SET high_seq = EXCLUDED.high_seq",
+                &[&mh, &ms, &mq],
+            )
+            .map_err(&err)?;
+        }
+        let mut cols: [Vec<i64>; 5] = Default::default();
+        for (&host, (seen, loss)) in &touched {
+            cols[0].push(host);
+            cols[1].push(*seen);
+            cols[2].push(sql_int(loss.dropped_batches));
+            cols[3].push(sql_int(loss.dropped_samples));
+            cols[4].push(sql_int(loss.discarded_by_revocation));
+        }
+        // Totals saturate: an absurd loss report must not make commits fail.
+        tx.execute(
+            "UPDATE hosts h SET last_seen = GREATEST(coalesce(h.last_seen, u.seen), u.seen),
+                dropped_batches = LEAST(h.dropped_batches::numeric + u.b, 9223372036854775807),
+                dropped_samples = LEAST(h.dropped_samples::numeric + u.s, 9223372036854775807),
+                discarded_by_revocation =
+                    LEAST(h.discarded_by_revocation::numeric + u.r, 9223372036854775807)
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+                AS u (id, seen, b, s, r)
+             WHERE h.id = u.id",
+            &[&cols[0], &cols[1], &cols[2], &cols[3], &cols[4]],
+        )
+        .map_err(&err)?;
+        if !stream_loss.is_empty() {
+            let mut cols: [Vec<i64>; 4] = Default::default();
+            let mut streams: Vec<i32> = Vec::new();
+            for (&(host, stream), loss) in &stream_loss {
+                cols[0].push(host);
+                streams.push(i32::from(stream));
+                cols[1].push(sql_int(loss.dropped_batches));
+                cols[2].push(sql_int(loss.dropped_samples));
+                cols[3].push(sql_int(loss.discarded_by_revocation));
+            }
+            tx.execute(
+                "INSERT INTO stream_loss AS l (host_id, stream, dropped_batches, dropped_samples,
+                                               discarded_by_revocation)
+                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[],
+                                      $5::bigint[])
+                 ON CONFLICT (host_id, stream) DO UPDATE SET
+                    dropped_batches = LEAST(l.dropped_batches::numeric
+                        + EXCLUDED.dropped_batches, 9223372036854775807),
+                    dropped_samples = LEAST(l.dropped_samples::numeric
+                        + EXCLUDED.dropped_samples, 9223372036854775807),
+                    discarded_by_revocation = LEAST(l.discarded_by_revocation::numeric
+                        + EXCLUDED.discarded_by_revocation, 9223372036854775807)",
+                &[&cols[0], &streams, &cols[1], &cols[2], &cols[3]],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(outcomes)
+    }
+
+    /// The body of [`Store::compact_some`].
+    fn compact_tx(&mut self, now: UnixMillis, budget: u64) -> Result<CompactStats, StoreError> {
+        let err = self.cx.sql("compacting");
+        let cx = self.cx.clone();
+        let cutoff = compaction_cutoff(now, self.grace_ms);
+        let hours: Vec<i64> = self
+            .conn
+            .query(
+                "SELECT DISTINCT ts - ((ts % 3600000) + 3600000) % 3600000 FROM staging
+                 WHERE ts < $1",
+                &[&cutoff],
+            )
+            .map_err(&err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if hours.is_empty() {
+            return Ok(CompactStats::default());
+        }
+        self.ensure_partitions(
+            Partitioned::Chunks,
+            hours.iter().map(|&h| Partitioned::Chunks.slot(h)),
+        )?;
+        self.ensure_partitions(
+            Partitioned::Rollups,
+            hours.iter().map(|&h| Partitioned::Rollups.slot(h)),
+        )?;
+        let mut tx = self.conn.transaction().map_err(&err)?;
+        // One collector compacts at a time; the others find the work done.
+        let mine: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&COMPACT_LOCK])
+            .map_err(&err)?
+            .get(0);
+        if !mine {
+            return Ok(CompactStats::default());
+        }
+        let hosts: Vec<HostId> = tx
+            .query(
+                "SELECT DISTINCT host_id FROM staging WHERE ts < $1 ORDER BY host_id",
+                &[&cutoff],
+            )
+            .map_err(&err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut stats = CompactStats::default();
+        for host in hosts {
+            if stats.samples >= budget {
+                stats.more = true;
+                break;
+            }
+            compact_host(&mut tx, &cx, host, cutoff, &mut stats)?;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(stats)
+    }
+
+    /// The body of [`Store::retain_some`].
+    fn retain_tx(
+        &mut self,
+        now: UnixMillis,
+        r: &Retention,
+        budget: usize,
+    ) -> Result<RetentionStats, StoreError> {
+        let err = self.cx.sql("applying retention");
+        let cx = self.cx.clone();
+        let mut tx = self.conn.transaction().map_err(&err)?;
+        let mine: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETAIN_LOCK])
+            .map_err(&err)?
+            .get(0);
+        if !mine {
+            return Ok(RetentionStats::default());
+        }
+        let mut stats = RetentionStats::default();
+        // Whole hours only: an hour goes once all of it is past the cutoff.
+        let hour_cut = |age: i64| now.saturating_sub(age).saturating_sub(HOUR_MS);
+        stats.raw_hours = drop_older(
+            &mut tx,
+            Partitioned::Chunks,
+            "hour",
+            hour_cut(r.raw_ms).saturating_add(1),
+            &err,
+        )?;
+        // Late data older than the raw tier would only be compacted to be deleted.
+        tx.execute(
+            "DELETE FROM staging WHERE ts < $1",
+            &[&now.saturating_sub(r.raw_ms)],
+        )
+        .map_err(&err)?;
+        stats.rollup_hours = drop_older(
+            &mut tx,
+            Partitioned::Rollups,
+            "hour",
+            hour_cut(r.hourly_ms).saturating_add(1),
+            &err,
+        )?;
+        stats.log_batches = drop_older(
+            &mut tx,
+            Partitioned::Logs,
+            "ts_max",
+            now.saturating_sub(r.logs_ms),
+            &err,
+        )?;
+        let old = tx
+            .query(
+                "SELECT host_id, hour, data FROM rollups WHERE minutes = 5 AND hour <= $1
+                 ORDER BY hour LIMIT $2",
+                &[&hour_cut(r.five_minutes_ms), &(budget as i64 + 1)],
+            )
+            .map_err(&err)?;
+        stats.more = old.len() > budget;
+        for row in old.into_iter().take(budget) {
+            let (host, hour): (HostId, i64) = (row.get(0), row.get(1));
+            let folded = fold_to_hour(row.get(2))
+                .map_err(|e| cx.corrupt(format!("rollups of host {host} at hour {hour}"), e))?;
+            tx.execute(
+                "UPDATE rollups SET data = $3, minutes = 60 WHERE host_id = $1 AND hour = $2",
+                &[&host, &hour, &folded],
+            )
+            .map_err(&err)?;
+            stats.folded_hours += 1;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(stats)
+    }
+
+    /// Call `f` with each of the host's log records that match `filter` (time, severity,
+    /// pattern; not its limit), row by row in the order `rows` says, with the row's id.
+    /// `next_row(ts_max)` answers whether to go on to the next row; rows stream from the
+    /// server, so stopping early reads no more of them.
+    fn matching_logs(
+        tx: &mut postgres::Transaction<'_>,
+        cx: &Ctx,
+        host: HostId,
+        filter: &LogFilter,
+        rows: LogRows,
+        mut f: impl FnMut(i64, &logblock::BlockReader<'_>, &RecordRef<'_>),
+        mut next_row: impl FnMut(UnixMillis) -> bool,
+    ) -> Result<(), StoreError> {
+        let err = cx.sql("reading logs");
+        let worst = filter
+            .min_severity
+            .map_or(Severity::Debug.level(), |s| s.level());
+        let sql = match rows {
+            LogRows::Overlapping => {
+                "SELECT id, ts_max, codec, data FROM logs
+                 WHERE host_id = $1 AND ts_max >= $2 AND ts_min < $3 AND worst <= $4
+                 ORDER BY id"
+            }
+            LogRows::Straddling => {
+                "SELECT id, ts_max, codec, data FROM logs
+                 WHERE host_id = $1 AND ts_max >= $2 AND ts_min < $3 AND worst <= $4
+                   AND (ts_min < $2 OR ts_max >= $3)
+                 ORDER BY id"
+            }
+            LogRows::NewestFirst => {
+                "SELECT id, ts_max, codec, data FROM logs
+                 WHERE host_id = $1 AND ts_max >= $2 AND ts_min < $3 AND worst <= $4
+                 ORDER BY ts_max DESC, id DESC"
+            }
+        };
+        let worst_i = i32::from(worst);
+        let params: [&(dyn ToSql + Sync); 4] = [&host, &filter.since, &filter.until, &worst_i];
+        let mut it = tx.query_raw(sql, params).map_err(&err)?;
+        let mut unpacker = None;
+        use postgres::fallible_iterator::FallibleIterator;
+        while let Some(row) = it.next().map_err(&err)? {
+            let id: i64 = row.get(0);
+            if !next_row(row.get(1)) {
+                break;
+            }
+            let codec: i32 = row.get(2);
+            matching_records(
+                i64::from(codec),
+                row.get(3),
+                filter,
+                worst,
+                &mut unpacker,
+                |b, r| f(id, b, r),
+            )
+            .map_err(|e| cx.corrupt(format!("log batch {id}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// [`Store::rollups`] of the series `metric` names and `select` accepts.
+    fn read_rollups(
+        &mut self,
+        host: &str,
+        metric: Option<&str>,
+        select: &dyn Fn(&str, &str) -> bool,
+        resolution: Resolution,
+        since: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<Vec<SeriesRollups>, StoreError> {
+        let err = self.cx.sql("reading rollups");
+        let cx = self.cx.clone();
+        let mut tx = self.snapshot().map_err(&err)?;
+        let host = Self::resolve_host(&mut tx, &cx, host)?;
+        let mut series = Self::host_series(&mut tx, &cx, host, metric)?;
+        series.retain(|s| select(&s.name, &s.labels));
+        let mut reader = RollupReader::new(&series, resolution, since, until);
+        // Hours folded to hourly aggregates have no 5-minute buckets to give.
+        let sql = match resolution {
+            Resolution::FiveMinutes => {
+                "SELECT hour, data FROM rollups
+                 WHERE host_id = $1 AND hour > $2 AND hour < $3 AND minutes = 5 ORDER BY hour"
+            }
+            Resolution::Hour => {
+                "SELECT hour, data FROM rollups
+                 WHERE host_id = $1 AND hour > $2 AND hour < $3 ORDER BY hour"
+            }
+        };
+        let (from, to) = rollup_rows(since, until);
+        Self::for_each_blob(
+            &mut tx,
+            &cx,
+            sql,
+            &[&host, &from, &to],
+            &err,
+            |hour| format!("rollups of host {host} at hour {hour}"),
+            |hour, data| {
+                reader.row(hour, data)?;
+                Ok(true)
+            },
+        )?;
+        Ok(reader.finish(series))
+    }
+}
+
+/// Remove the rows of `table` whose `column` is below `cut`: partitions wholly below it
+/// are dropped, the rest deleted row by row. How many rows went.
+fn drop_older(
+    tx: &mut postgres::Transaction<'_>,
+    table: Partitioned,
+    column: &str,
+    cut: i64,
+    err: &impl Fn(postgres::Error) -> StoreError,
+) -> Result<u64, StoreError> {
+    let mut gone = 0u64;
+    for slot in PgStore::partition_slots(tx, table, err)? {
+        let (_, end) = table.bounds(slot);
+        if end > cut {
+            continue;
+        }
+        let name = table.name(slot);
+        let n: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+            .map_err(err)?
+            .get(0);
+        tx.batch_execute(&format!("DROP TABLE {name}"))
+            .map_err(err)?;
+        gone += n as u64;
+    }
+    gone += tx
+        .execute(
+            &format!("DELETE FROM {} WHERE {column} < $1", table.table()),
+            &[&cut],
+        )
+        .map_err(err)?;
+    Ok(gone)
+}
+
+/// Load a host's series for the writer's cache.
+fn load_series(
+    tx: &mut postgres::Transaction<'_>,
+    host: HostId,
+) -> Result<HostSeries, postgres::Error> {
+    let mut out = HostSeries::default();
+    let mut key = Vec::new();
+    for r in tx.query(
+        "SELECT id, name, labels, kind FROM series WHERE host_id = $1",
+        &[&host],
+    )? {
+        let name: &str = r.get(1);
+        let labels: &str = r.get(2);
+        series_key(&mut key, name, labels);
+        // An unknown kind is rewritten by the next sample of that series.
+        let kind = kind_from(r.get(3)).unwrap_or(MetricKind::Gauge);
+        out.by_key.insert(key.as_slice().into(), (r.get(0), kind));
+    }
+    Ok(out)
+}
+
+/// Compact one host's closed staging rows inside the compaction transaction.
+fn compact_host(
+    tx: &mut postgres::Transaction<'_>,
+    cx: &Ctx,
+    host: HostId,
+    cutoff: UnixMillis,
+    stats: &mut CompactStats,
+) -> Result<(), StoreError> {
+    let err = cx.sql("compacting");
+    let kinds: HashMap<SeriesId, MetricKind> = PgStore::host_series(tx, cx, host, None)?
+        .into_iter()
+        .map(|s| (s.id, s.kind))
+        .collect();
+    let rows = tx
+        .query(
+            "SELECT ts, data FROM staging WHERE host_id = $1 AND ts < $2 ORDER BY ts, id",
+            &[&host, &cutoff],
+        )
+        .map_err(&err)?;
+    // Rows come by time, so each hour's rows are contiguous.
+    let mut hour: Option<UnixMillis> = None;
+    let mut acc: BTreeMap<SeriesId, Vec<(UnixMillis, f64)>> = BTreeMap::new();
+    for r in &rows {
+        let ts: UnixMillis = r.get(0);
+        let h = super::hour_start(ts);
+        if let Some(cur) = hour
+            && cur != h
+        {
+            write_block(tx, cx, host, cur, &mut acc, &kinds, stats)?;
+        }
+        hour = Some(h);
+        let n = chunk::decode_staged(r.get(1), |id, v| acc.entry(id).or_default().push((ts, v)))
+            .map_err(|e| cx.corrupt(format!("staged batch of host {host}"), e))?;
+        stats.batches += 1;
+        stats.samples += n as u64;
+    }
+    if let Some(h) = hour {
+        write_block(tx, cx, host, h, &mut acc, &kinds, stats)?;
+    }
+    tx.execute(
+        "DELETE FROM staging WHERE host_id = $1 AND ts < $2",
+        &[&host, &cutoff],
+    )
+    .map_err(&err)?;
+    Ok(())
+}
+
+/// Write (or merge into) the block and rollups of one host-hour from `acc`.
+fn write_block(
+    tx: &mut postgres::Transaction<'_>,
+    cx: &Ctx,
+    host: HostId,
+    hour: UnixMillis,
+    acc: &mut BTreeMap<SeriesId, Vec<(UnixMillis, f64)>>,
+    kinds: &HashMap<SeriesId, MetricKind>,
+    stats: &mut CompactStats,
+) -> Result<(), StoreError> {
+    let err = cx.sql("writing a compacted block");
+    let existing: Option<Vec<u8>> = tx
+        .query_opt(
+            "SELECT data FROM chunks WHERE host_id = $1 AND hour = $2",
+            &[&host, &hour],
+        )
+        .map_err(&err)?
+        .map(|r| r.get(0));
+    let merged = merge_hour(hour, existing.as_deref(), acc, kinds, stats)
+        .map_err(|e| cx.corrupt(format!("block of host {host} at hour {hour}"), e))?;
+    let (mut ids, mut ts, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, t, v) in merged.newest {
+        ids.push(id);
+        ts.push(t);
+        vs.push(v);
+    }
+    tx.execute(
+        "UPDATE series s SET last_ts = u.t, last_value = u.v
+         FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) AS u (id, t, v)
+         WHERE s.id = u.id AND (s.last_ts IS NULL OR s.last_ts <= u.t)",
+        &[&ids, &ts, &vs],
+    )
+    .map_err(&err)?;
+    tx.execute(
+        "INSERT INTO chunks (host_id, hour, samples, data) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (host_id, hour) DO UPDATE SET samples = EXCLUDED.samples, data = EXCLUDED.data",
+        &[&host, &hour, &sql_int(merged.samples), &merged.block],
+    )
+    .map_err(&err)?;
+    // Rewritten rollups are 5-minute ones again, as SQLite's INSERT OR REPLACE makes them.
+    tx.execute(
+        "INSERT INTO rollups (host_id, hour, data) VALUES ($1, $2, $3)
+         ON CONFLICT (host_id, hour) DO UPDATE SET data = EXCLUDED.data, minutes = 5",
+        &[&host, &hour, &merged.rollups],
+    )
+    .map_err(&err)?;
+    Ok(())
+}
+
 impl Store for PgStore {
     fn finding_for(&mut self, key: &FindingKey) -> Result<Option<FindingRow>, StoreError> {
         self.finding_for_key(key)
@@ -637,36 +1295,121 @@ impl Store for PgStore {
         self.fail_running_reports(now, message)
     }
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {
-        todo!("pg register_host")
+        self.writable("registering a host")?;
+        let err = self.cx.sql("registering a host");
+        let facts = serde_json::to_string(hello.facts).expect("host facts serialize");
+        let consent = serde_json::to_string(hello.consent).expect("consent serializes");
+        let id: HostId = self
+            .conn
+            .query_one(
+                "INSERT INTO hosts (customer, host, first_seen, agent_version, facts, consent,
+                                    interval_ms, connected)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, true)
+                 ON CONFLICT (customer, host) DO UPDATE SET
+                    agent_version = EXCLUDED.agent_version, facts = EXCLUDED.facts,
+                    consent = EXCLUDED.consent, interval_ms = EXCLUDED.interval_ms,
+                    connected = true
+                 RETURNING id",
+                &[
+                    &hello.identity.customer,
+                    &hello.identity.host,
+                    &now,
+                    &hello.agent_version,
+                    &facts,
+                    &consent,
+                    &sql_int(hello.interval_ms),
+                ],
+            )
+            .map_err(err)?
+            .get(0);
+        self.hosts_known.insert(id);
+        Ok(id)
     }
 
     fn set_consent(
         &mut self,
         host: HostId,
         consent: &ConsentRecord,
-        now: UnixMillis,
+        _now: UnixMillis,
     ) -> Result<(), StoreError> {
-        todo!("pg set_consent")
+        self.writable("storing a consent record")?;
+        let consent = serde_json::to_string(consent).expect("consent serializes");
+        let n = self
+            .conn
+            .execute(
+                "UPDATE hosts SET consent = $2 WHERE id = $1",
+                &[&host, &consent],
+            )
+            .map_err(self.cx.sql("storing a consent record"))?;
+        if n == 0 {
+            return Err(StoreError::UnknownHostId(host));
+        }
+        Ok(())
     }
 
-    fn set_disconnected(&mut self, host: HostId, now: UnixMillis) -> Result<(), StoreError> {
-        todo!("pg set_disconnected")
+    fn set_disconnected(&mut self, host: HostId, _now: UnixMillis) -> Result<(), StoreError> {
+        self.writable("marking a host disconnected")?;
+        let n = self
+            .conn
+            .execute("UPDATE hosts SET connected = false WHERE id = $1", &[&host])
+            .map_err(self.cx.sql("marking a host disconnected"))?;
+        if n == 0 {
+            return Err(StoreError::UnknownHostId(host));
+        }
+        Ok(())
     }
 
     fn set_cert_expiry(&mut self, host: HostId, at: UnixMillis) -> Result<(), StoreError> {
-        todo!("pg set_cert_expiry")
+        self.writable("storing a certificate's expiry")?;
+        self.conn
+            .execute(
+                "UPDATE hosts SET cert_expires = $2 WHERE id = $1",
+                &[&host, &at],
+            )
+            .map_err(self.cx.sql("storing a certificate's expiry"))?;
+        Ok(())
     }
 
-    fn disconnect_all(&mut self, now: UnixMillis) -> Result<(), StoreError> {
-        todo!("pg disconnect_all")
+    fn disconnect_all(&mut self, _now: UnixMillis) -> Result<(), StoreError> {
+        self.writable("marking hosts disconnected")?;
+        self.conn
+            .execute("UPDATE hosts SET connected = false WHERE connected", &[])
+            .map_err(self.cx.sql("marking hosts disconnected"))?;
+        Ok(())
     }
 
     fn high_water(&mut self, host: HostId) -> Result<Vec<(StreamId, u64)>, StoreError> {
-        todo!("pg high_water")
+        let err = self.cx.sql("reading high-water marks");
+        let rows = self
+            .conn
+            .query(
+                "SELECT stream, high_seq FROM streams WHERE host_id = $1",
+                &[&host],
+            )
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let code: i32 = r.get(0);
+            let stream = u8::try_from(code)
+                .ok()
+                .and_then(StreamId::from_code)
+                .ok_or_else(|| self.cx.corrupt("stream code", code.to_string()))?;
+            out.push((stream, r.get::<_, i64>(1) as u64));
+        }
+        out.sort();
+        Ok(out)
     }
 
     fn commit(&mut self, batches: &[PendingBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
-        todo!("pg commit")
+        self.writable("storing batches")?;
+        let result = self.commit_tx(batches);
+        if result.is_err() {
+            // Series created by the rolled-back transaction may be cached, and another
+            // collector's retention may have dropped a partition this one thinks exists.
+            self.series.clear();
+            self.partitions.clear();
+        }
+        result
     }
 
     fn compact_some(
@@ -674,11 +1417,74 @@ impl Store for PgStore {
         now: UnixMillis,
         budget_samples: u64,
     ) -> Result<CompactStats, StoreError> {
-        todo!("pg compact_some")
+        self.writable("compaction")?;
+        let result = self.compact_tx(now, budget_samples);
+        if result.is_err() {
+            self.partitions.clear();
+        }
+        result
     }
 
     fn hosts(&mut self, now: UnixMillis) -> Result<Vec<HostStatus>, StoreError> {
-        todo!("pg hosts")
+        let err = self.cx.sql("listing hosts");
+        let cx = self.cx.clone();
+        // One state for both tables, so a host's scopes add up to its totals.
+        let mut tx = self.snapshot().map_err(&err)?;
+        let mut by_scope = Self::stream_loss(&mut tx, &cx)?;
+        let rows = tx
+            .query(
+                "SELECT id, customer, host, first_seen, last_seen, agent_version, facts, consent,
+                        interval_ms, connected, dropped_batches, dropped_samples,
+                        discarded_by_revocation, cert_expires
+                 FROM hosts ORDER BY customer COLLATE \"C\", host COLLATE \"C\"",
+                &[],
+            )
+            .map_err(&err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let customer: String = r.get(1);
+            let host: String = r.get(2);
+            let facts: String = r.get(6);
+            let consent: String = r.get(7);
+            let last_seen: Option<UnixMillis> = r.get(4);
+            let interval_ms = r.get::<_, i64>(8).max(0) as u64;
+            let connected: bool = r.get(9);
+            let what = |field: &str| format!("{field} of host {customer}/{host}");
+            let id: HostId = r.get(0);
+            let total = LossReport {
+                dropped_batches: r.get::<_, i64>(10) as u64,
+                dropped_samples: r.get::<_, i64>(11) as u64,
+                discarded_by_revocation: r.get::<_, i64>(12) as u64,
+            };
+            let mut loss = by_scope.remove(&id).unwrap_or_default();
+            let unattributed = unattributed_loss(&total, loss.values());
+            if !unattributed.is_empty() {
+                loss.insert(UNATTRIBUTED.to_string(), unattributed);
+            }
+            out.push(HostStatus {
+                cert_expires: r.get(13),
+                first_seen: r.get(3),
+                last_seen,
+                agent_version: r.get(5),
+                facts: serde_json::from_str(&facts).map_err(|e| cx.corrupt(what("facts"), e))?,
+                consent: serde_json::from_str(&consent)
+                    .map_err(|e| cx.corrupt(what("consent record"), e))?,
+                connected,
+                interval_ms,
+                online: connected
+                    && last_seen.is_some_and(|t| {
+                        now - t <= ONLINE_INTERVALS.saturating_mul(interval_ms as i64)
+                    }),
+                id,
+                dropped_batches: total.dropped_batches,
+                dropped_samples: total.dropped_samples,
+                discarded_by_revocation: total.discarded_by_revocation,
+                loss,
+                customer,
+                host,
+            });
+        }
+        Ok(out)
     }
 
     fn query(
@@ -688,15 +1494,130 @@ impl Store for PgStore {
         since: UnixMillis,
         until: UnixMillis,
     ) -> Result<Vec<SeriesPoints>, StoreError> {
-        todo!("pg query")
+        let err = self.cx.sql("reading samples");
+        let cx = self.cx.clone();
+        let mut tx = self.snapshot().map_err(&err)?;
+        let host = Self::resolve_host(&mut tx, &cx, host)?;
+        let series = Self::host_series(&mut tx, &cx, host, metric)?;
+        if series.is_empty() || since >= until {
+            return Ok(Vec::new());
+        }
+        let index: HashMap<SeriesId, usize> =
+            series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let mut points: Vec<Vec<(UnixMillis, f64)>> = vec![Vec::new(); series.len()];
+        // Blocks first, then staging in write order: the value written last wins.
+        Self::for_each_blob(
+            &mut tx,
+            &cx,
+            "SELECT hour, data FROM chunks
+             WHERE host_id = $1 AND hour > $2 AND hour < $3 ORDER BY hour",
+            &[&host, &since.saturating_sub(HOUR_MS), &until],
+            &err,
+            |hour| format!("block of host {host} at hour {hour}"),
+            |_, data| {
+                let block = BlockReader::parse(data)?;
+                for e in block.entries() {
+                    if let Some(&i) = index.get(&e.id) {
+                        let pts = block.points(e)?;
+                        points[i].extend(pts.into_iter().filter(|p| p.0 >= since && p.0 < until));
+                    }
+                }
+                Ok(true)
+            },
+        )?;
+        Self::for_each_blob(
+            &mut tx,
+            &cx,
+            "SELECT ts, data FROM staging WHERE host_id = $1 AND ts >= $2 AND ts < $3
+             ORDER BY ts, id",
+            &[&host, &since, &until],
+            &err,
+            |_| format!("staged batch of host {host}"),
+            |ts, data| {
+                chunk::decode_staged(data, |id, v| {
+                    if let Some(&i) = index.get(&id) {
+                        points[i].push((ts, v));
+                    }
+                })?;
+                Ok(true)
+            },
+        )?;
+        Ok(series
+            .into_iter()
+            .zip(points)
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(s, mut p)| {
+                query::sort_dedup_last_wins(&mut p);
+                SeriesPoints {
+                    name: s.name,
+                    labels: s.labels,
+                    kind: s.kind,
+                    points: p,
+                }
+            })
+            .collect())
     }
 
     fn logs(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<LogRecord>, StoreError> {
-        todo!("pg logs")
+        let err = self.cx.sql("reading logs");
+        let cx = self.cx.clone();
+        let mut tx = self.snapshot().map_err(&err)?;
+        let host = Self::resolve_host(&mut tx, &cx, host)?;
+        let keeper = std::cell::RefCell::new(LogKeeper::new(filter.limit));
+        let rows = keeper.borrow().rows();
+        Self::matching_logs(
+            &mut tx,
+            &cx,
+            host,
+            filter,
+            rows,
+            |id, b, r| keeper.borrow_mut().keep(id, b, r),
+            |ts_max| keeper.borrow().go_on(ts_max),
+        )?;
+        Ok(keeper.into_inner().finish())
     }
 
     fn count_logs(&mut self, host: &str, filter: &LogFilter) -> Result<u64, StoreError> {
-        todo!("pg count_logs")
+        let err = self.cx.sql("counting logs");
+        let cx = self.cx.clone();
+        let mut tx = self.snapshot().map_err(&err)?;
+        let host = Self::resolve_host(&mut tx, &cx, host)?;
+        let mut n: u64 = 0;
+        if filter.grep.is_some() || filter.min_severity.is_some() {
+            Self::matching_logs(
+                &mut tx,
+                &cx,
+                host,
+                filter,
+                LogRows::Overlapping,
+                |_, _, _| n += 1,
+                |_| true,
+            )?;
+            return Ok(n);
+        }
+        if filter.since >= filter.until {
+            return Ok(0);
+        }
+        // Every record of a batch wholly inside the window matches: its count is in the row.
+        let inside: i64 = tx
+            .query_one(
+                "SELECT coalesce(sum(records), 0)::bigint FROM logs
+                 WHERE host_id = $1 AND ts_max >= $2 AND ts_max < $3 AND ts_min >= $2",
+                &[&host, &filter.since, &filter.until],
+            )
+            .map_err(&err)?
+            .get(0);
+        n = inside.max(0) as u64;
+        Self::matching_logs(
+            &mut tx,
+            &cx,
+            host,
+            filter,
+            LogRows::Straddling,
+            |_, _, _| n += 1,
+            |_| true,
+        )?;
+        Ok(n)
     }
 
     fn count_logs_by_source(
@@ -704,15 +1625,121 @@ impl Store for PgStore {
         host: &str,
         filter: &LogFilter,
     ) -> Result<Vec<LogCount>, StoreError> {
-        todo!("pg count_logs_by_source")
+        let err = self.cx.sql("counting logs");
+        let cx = self.cx.clone();
+        let mut tx = self.snapshot().map_err(&err)?;
+        let host = Self::resolve_host(&mut tx, &cx, host)?;
+        let mut counts: BTreeMap<(String, Severity), u64> = BTreeMap::new();
+        Self::matching_logs(
+            &mut tx,
+            &cx,
+            host,
+            filter,
+            LogRows::Overlapping,
+            |_, b, r| {
+                let source = b.files().get(r.file as usize).map_or("", |f| f.0);
+                match counts.get_mut(&(source.to_string(), r.severity)) {
+                    Some(n) => *n += 1,
+                    None => {
+                        counts.insert((source.to_string(), r.severity), 1);
+                    }
+                }
+            },
+            |_| true,
+        )?;
+        Ok(counts
+            .into_iter()
+            .map(|((source, severity), count)| LogCount {
+                source,
+                severity,
+                count,
+            })
+            .collect())
     }
 
     fn log_times(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<UnixMillis>, StoreError> {
-        todo!("pg log_times")
+        let err = self.cx.sql("reading log times");
+        let cx = self.cx.clone();
+        let mut tx = self.snapshot().map_err(&err)?;
+        let host = Self::resolve_host(&mut tx, &cx, host)?;
+        let mut times = Vec::new();
+        Self::matching_logs(
+            &mut tx,
+            &cx,
+            host,
+            filter,
+            LogRows::Overlapping,
+            |_, _, r| times.push(r.time()),
+            |_| true,
+        )?;
+        times.sort_unstable();
+        Ok(times)
     }
 
     fn latest(&mut self, host: &str) -> Result<Vec<Latest>, StoreError> {
-        todo!("pg latest")
+        let err = self.cx.sql("reading the newest values");
+        let cx = self.cx.clone();
+        let mut tx = self.snapshot().map_err(&err)?;
+        let host = Self::resolve_host(&mut tx, &cx, host)?;
+        let series = Self::host_series(&mut tx, &cx, host, None)?;
+        let index: HashMap<SeriesId, usize> =
+            series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let mut newest: Vec<Option<(UnixMillis, f64)>> = vec![None; series.len()];
+        for r in tx
+            .query(
+                "SELECT id, last_ts, last_value FROM series WHERE host_id = $1",
+                &[&host],
+            )
+            .map_err(&err)?
+        {
+            let id: SeriesId = r.get(0);
+            if let (Some(t), Some(x), Some(&i)) = (
+                r.get::<_, Option<i64>>(1),
+                r.get::<_, Option<f64>>(2),
+                index.get(&id),
+            ) {
+                newest[i] = Some((t, x));
+            }
+        }
+        // Staging, newest first (and the later write first at equal times), until every
+        // series has been seen there.
+        let mut from_staging = vec![false; series.len()];
+        let mut left = series.len();
+        Self::for_each_blob(
+            &mut tx,
+            &cx,
+            "SELECT ts, data FROM staging WHERE host_id = $1 ORDER BY ts DESC, id DESC",
+            &[&host],
+            &err,
+            |_| format!("staged batch of host {host}"),
+            |ts, data| {
+                chunk::decode_staged(data, |id, v| {
+                    if let Some(&i) = index.get(&id)
+                        && !from_staging[i]
+                    {
+                        from_staging[i] = true;
+                        left -= 1;
+                        if newest[i].is_none_or(|(t, _)| t <= ts) {
+                            newest[i] = Some((ts, v));
+                        }
+                    }
+                })?;
+                Ok(left > 0)
+            },
+        )?;
+        Ok(series
+            .into_iter()
+            .zip(newest)
+            .filter_map(|(s, n)| {
+                n.map(|(ts, value)| Latest {
+                    name: s.name,
+                    labels: s.labels,
+                    kind: s.kind,
+                    ts,
+                    value,
+                })
+            })
+            .collect())
     }
 
     fn rollups(
@@ -723,7 +1750,7 @@ impl Store for PgStore {
         since: UnixMillis,
         until: UnixMillis,
     ) -> Result<Vec<SeriesRollups>, StoreError> {
-        todo!("pg rollups")
+        self.read_rollups(host, metric, &|_, _| true, resolution, since, until)
     }
 
     fn rollups_where(
@@ -734,11 +1761,57 @@ impl Store for PgStore {
         since: UnixMillis,
         until: UnixMillis,
     ) -> Result<Vec<SeriesRollups>, StoreError> {
-        todo!("pg rollups_where")
+        self.read_rollups(host, None, select, resolution, since, until)
     }
 
     fn stats(&mut self) -> Result<StoreStats, StoreError> {
-        todo!("pg stats")
+        let err = self.cx.sql("reading sizes");
+        let mut tx = self.snapshot().map_err(&err)?;
+        let mut one = |sql: &str| -> Result<i64, StoreError> {
+            Ok(tx.query_one(sql, &[]).map_err(&err)?.get(0))
+        };
+        let hosts = one("SELECT count(*) FROM hosts")? as u64;
+        let series = one("SELECT count(*) FROM series")? as u64;
+        let rollup_bytes =
+            one("SELECT coalesce(sum(octet_length(data)), 0)::bigint FROM rollups")? as u64;
+        let size = one("SELECT pg_database_size(current_database())")? as u64;
+        let mut three = |sql: &str| -> Result<(u64, u64, u64), StoreError> {
+            let r = tx.query_one(sql, &[]).map_err(&err)?;
+            Ok((
+                r.get::<_, i64>(0) as u64,
+                r.get::<_, i64>(1) as u64,
+                r.get::<_, i64>(2) as u64,
+            ))
+        };
+        let (staged_batches, staged_samples, staged_bytes) = three(
+            "SELECT count(*), coalesce(sum(samples), 0)::bigint,
+                    coalesce(sum(octet_length(data)), 0)::bigint FROM staging",
+        )?;
+        let (blocks, block_samples, block_bytes) = three(
+            "SELECT count(*), coalesce(sum(samples), 0)::bigint,
+                    coalesce(sum(octet_length(data)), 0)::bigint FROM chunks",
+        )?;
+        let (log_batches, log_records, log_bytes) = three(
+            "SELECT count(*), coalesce(sum(records), 0)::bigint,
+                    coalesce(sum(octet_length(data)), 0)::bigint FROM logs",
+        )?;
+        Ok(StoreStats {
+            hosts,
+            series,
+            staged_batches,
+            staged_samples,
+            staged_bytes,
+            blocks,
+            block_samples,
+            block_bytes,
+            rollup_bytes,
+            log_batches,
+            log_records,
+            log_bytes,
+            // The database's own figure: tables, indexes and free space within them.
+            live_bytes: size,
+            file_bytes: size,
+        })
     }
 
     fn retain_some(
@@ -747,6 +1820,10 @@ impl Store for PgStore {
         r: &Retention,
         budget: usize,
     ) -> Result<RetentionStats, StoreError> {
-        todo!("pg retain_some")
+        self.writable("applying retention")?;
+        let result = self.retain_tx(now, r, budget);
+        // Partitions may be gone: look again before writing into them.
+        self.partitions.clear();
+        result
     }
 }

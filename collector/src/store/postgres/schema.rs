@@ -258,6 +258,7 @@ pub(super) enum Partitioned {
 pub(super) const DAY_MS: i64 = 24 * HOUR_MS;
 
 impl Partitioned {
+    #[cfg(test)]
     pub const ALL: [Partitioned; 3] =
         [Partitioned::Chunks, Partitioned::Rollups, Partitioned::Logs];
 

@@ -1,4 +1,9 @@
-//! The SQLite store against real database files in temporary directories.
+//! The store against real databases: the tests in `both_backends!` run on a SQLite file in
+//! a temporary directory and on a PostgreSQL database of their own; the rest are about
+//! SQLite files (crashes, damage, upgrades of older schemas).
+
+mod common;
+use common::backends::Backend;
 
 use aftercare_collector::store::{
     BatchData, CommitOutcome, HOUR_MS, HostHello, HostId, LogFilter, MINUTE_MS, PendingBatch,
@@ -96,19 +101,17 @@ fn all_points(store: &mut dyn Store, host: &str) -> Vec<SeriesPoints> {
     store.query(host, None, 0, i64::MAX).unwrap()
 }
 
-#[test]
-fn hosts_are_upserted_by_customer_and_host() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open_sqlite(&db(&dir)).unwrap();
-    let a = register(&mut store, "acme", "web", T0);
-    let b = register(&mut store, "globex", "web", T0 + 5);
+fn hosts_are_upserted_by_customer_and_host(b: Backend) {
+    let mut store = b.open();
+    let a = register(&mut *store, "acme", "web", T0);
+    let b = register(&mut *store, "globex", "web", T0 + 5);
     assert_ne!(a, b);
     store.set_disconnected(a, T0 + 10).unwrap();
     let mut newer = consent();
     newer.grants[0].by = "Bo".into();
     store.set_consent(b, &newer, T0 + 11).unwrap();
     // The same identity again: same id, connected again, first_seen kept.
-    assert_eq!(register(&mut store, "acme", "web", T0 + 1000), a);
+    assert_eq!(register(&mut *store, "acme", "web", T0 + 1000), a);
 
     let hosts = store.hosts(T0 + 2000).unwrap();
     assert_eq!(hosts.len(), 2);
@@ -130,7 +133,7 @@ fn hosts_are_upserted_by_customer_and_host() {
     assert!(!store.hosts(T0 + 3020 + 30_001).unwrap()[0].online);
     store.set_disconnected(a, T0 + 4000).unwrap();
     assert!(!store.hosts(T0 + 4000).unwrap()[0].online);
-    register(&mut store, "acme", "web", T0 + 5000);
+    register(&mut *store, "acme", "web", T0 + 5000);
     store.disconnect_all(T0 + 6000).unwrap();
     assert!(store.hosts(T0 + 6000).unwrap().iter().all(|h| !h.connected));
 
@@ -142,11 +145,9 @@ fn hosts_are_upserted_by_customer_and_host() {
     assert!(e.to_string().contains("999"), "{e}");
 }
 
-#[test]
-fn redelivered_batches_are_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open_sqlite(&db(&dir)).unwrap();
-    let h = register(&mut store, "acme", "db1", T0);
+fn redelivered_batches_are_stored_once(b: Backend) {
+    let mut store = b.open();
+    let h = register(&mut *store, "acme", "db1", T0);
     assert!(store.high_water(h).unwrap().is_empty());
 
     let mut b5 = tick(h, 4, T0 + 40_000);
@@ -219,20 +220,17 @@ fn redelivered_batches_are_stored_once() {
 }
 
 /// Commit, then vanish without closing anything; the data must be there on reopening.
-#[test]
-fn commits_survive_a_handle_that_is_never_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let mut store = open_sqlite(&path).unwrap();
-    let h = register(&mut store, "acme", "db1", T0);
+fn commits_survive_a_handle_that_is_never_closed(b: Backend) {
+    let mut store = b.open();
+    let h = register(&mut *store, "acme", "db1", T0);
     store
         .commit(&[tick(h, 0, T0), tick(h, 1, T0 + 10_000)])
         .unwrap();
     // No destructor runs: the connection is never closed, the WAL never checkpointed.
     std::mem::forget(store);
-    let mut again = open_sqlite(&path).unwrap();
+    let mut again = b.open();
     assert_eq!(again.high_water(h).unwrap(), vec![(StreamId::Metrics, 2)]);
-    assert_eq!(all_points(&mut again, "db1")[0].points.len(), 2);
+    assert_eq!(all_points(&mut *again, "db1")[0].points.len(), 2);
 }
 
 const CRASH_ENV: &str = "AFTERCARE_STORE_CRASH_DB";
@@ -314,20 +312,18 @@ fn fill(store: &mut dyn Store) -> (HostId, HostId) {
     (a, b)
 }
 
-#[test]
-fn compaction_keeps_every_point_and_is_idempotent() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open_sqlite(&db(&dir)).unwrap();
-    fill(&mut store);
-    let before_a = all_points(&mut store, "db1");
-    let before_b = all_points(&mut store, "web");
+fn compaction_keeps_every_point_and_is_idempotent(b: Backend) {
+    let mut store = b.open();
+    fill(&mut *store);
+    let before_a = all_points(&mut *store, "db1");
+    let before_b = all_points(&mut *store, "web");
     assert_eq!(before_a.len(), 4);
     assert_eq!(before_a[0].points.len(), 900);
 
     // At T0 + 2h05 only the first hour is closed (the second is in its grace period).
     let s = store.compact(T0 + 2 * HOUR_MS + 5 * MINUTE_MS).unwrap();
     assert_eq!((s.blocks_written, s.batches), (2, 720));
-    assert_eq!(all_points(&mut store, "db1"), before_a);
+    assert_eq!(all_points(&mut *store, "db1"), before_a);
     let s = store.compact(T0 + 2 * HOUR_MS + 11 * MINUTE_MS).unwrap();
     assert_eq!((s.blocks_written, s.blocks_merged, s.batches), (2, 0, 720));
     assert_eq!(s.samples, 720 * 3 + 360);
@@ -337,8 +333,8 @@ fn compaction_keeps_every_point_and_is_idempotent() {
     assert_eq!((s.blocks_written, s.batches), (0, 0));
 
     // Both hosts read back exactly, across blocks and the staged third hour.
-    assert_eq!(all_points(&mut store, "db1"), before_a);
-    assert_eq!(all_points(&mut store, "web"), before_b);
+    assert_eq!(all_points(&mut *store, "db1"), before_a);
+    assert_eq!(all_points(&mut *store, "web"), before_b);
     let st = store.stats().unwrap();
     assert_eq!(st.blocks, 4);
     assert_eq!(st.staged_batches, 2 * 180);
@@ -369,16 +365,14 @@ fn compaction_keeps_every_point_and_is_idempotent() {
     }
     assert!(steps >= 2);
     assert_eq!(store.stats().unwrap().staged_batches, 0);
-    assert_eq!(all_points(&mut store, "db1"), before_a);
+    assert_eq!(all_points(&mut *store, "db1"), before_a);
 }
 
-#[test]
-fn late_data_merges_into_existing_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open_sqlite(&db(&dir)).unwrap();
-    let (a, _) = fill(&mut store);
+fn late_data_merges_into_existing_blocks(b: Backend) {
+    let mut store = b.open();
+    let (a, _) = fill(&mut *store);
     store.compact(T0 + 4 * HOUR_MS).unwrap();
-    let before = all_points(&mut store, "db1");
+    let before = all_points(&mut *store, "db1");
 
     // A late batch between two ticks of the first hour, one replacing a tick's values, and
     // a new series.
@@ -401,7 +395,7 @@ fn late_data_merges_into_existing_blocks() {
     let s = store.compact(T0 + 4 * HOUR_MS).unwrap();
     assert_eq!((s.blocks_written, s.blocks_merged, s.duplicates), (1, 1, 1));
 
-    let after = all_points(&mut store, "db1");
+    let after = all_points(&mut *store, "db1");
     let cpu = |v: &[SeriesPoints]| {
         v.iter()
             .find(|s| s.name == "cpu.total")
@@ -448,12 +442,10 @@ fn damaged_blocks_are_reported_not_panicked_on() {
     assert!(store.query("db1", None, T0, T0 + HOUR_MS).is_ok());
 }
 
-#[test]
-fn queries_select_hosts_and_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open_sqlite(&db(&dir)).unwrap();
-    let a = register(&mut store, "acme", "web", T0);
-    let b = register(&mut store, "globex", "web", T0);
+fn queries_select_hosts_and_metrics(b: Backend) {
+    let mut store = b.open();
+    let a = register(&mut *store, "acme", "web", T0);
+    let b = register(&mut *store, "globex", "web", T0);
     store.commit(&[tick(a, 0, T0), tick(b, 0, T0)]).unwrap();
     store
         .commit(&[batch(
@@ -500,11 +492,9 @@ fn queries_select_hosts_and_metrics() {
     assert_eq!(g[0].kind, MetricKind::Gauge);
 }
 
-#[test]
-fn latest_values_and_rollups() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open_sqlite(&db(&dir)).unwrap();
-    let (a, _) = fill(&mut store);
+fn latest_values_and_rollups(b: Backend) {
+    let mut store = b.open();
+    let (a, _) = fill(&mut *store);
     let check_latest = |store: &mut dyn Store| {
         let l = store.latest("db1").unwrap();
         let got: Vec<(&str, i64, f64)> =
@@ -521,11 +511,11 @@ fn latest_values_and_rollups() {
             ]
         );
     };
-    check_latest(&mut store);
+    check_latest(&mut *store);
     store.compact(T0 + 2 * HOUR_MS + 11 * MINUTE_MS).unwrap();
-    check_latest(&mut store);
+    check_latest(&mut *store);
     store.compact(T0 + 5 * HOUR_MS).unwrap();
-    check_latest(&mut store);
+    check_latest(&mut *store);
     // A late batch does not move the newest value back.
     store
         .commit(&[batch(
@@ -536,7 +526,7 @@ fn latest_values_and_rollups() {
         )])
         .unwrap();
     store.compact(T0 + 5 * HOUR_MS).unwrap();
-    check_latest(&mut store);
+    check_latest(&mut *store);
 
     let r = store
         .rollups(
@@ -627,47 +617,60 @@ fn migrations_and_refusals() {
     assert!(matches!(e, StoreError::NotOurs { .. }), "{e}");
 }
 
-#[test]
-fn readers_do_not_block_the_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let mut store = open_sqlite(&path).unwrap();
-    let h = register(&mut store, "acme", "db1", T0);
+fn readers_do_not_block_the_writer(b: Backend) {
+    let mut store = b.open();
+    let h = register(&mut *store, "acme", "db1", T0);
     store.commit(&[tick(h, 0, T0)]).unwrap();
 
-    let mut reader = open_sqlite_readonly(&path).unwrap();
-    assert_eq!(all_points(&mut reader, "db1").len(), 4);
+    let mut reader = b.open_readonly();
+    assert_eq!(all_points(&mut *reader, "db1").len(), 4);
     let e = reader.commit(&[tick(h, 1, T0 + 10_000)]).unwrap_err();
     assert!(matches!(e, StoreError::ReadOnly { .. }), "{e}");
     assert!(reader.compact(T0 + 10 * HOUR_MS).is_err());
 
-    // A reader in the middle of a long read transaction.
-    let raw =
-        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    // A reader in the middle of a long read transaction keeps its snapshot while the
+    // writer commits and compacts; a new read sees the commit.
+    let mut write = || {
+        let started = Instant::now();
+        store.commit(&[tick(h, 1, T0 + 10_000)]).unwrap();
+        store.compact(T0 + 10 * HOUR_MS).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+    };
+    const STAGED: &str = "SELECT count(*) FROM staging";
+    match &b {
+        Backend::Sqlite(_) => {
+            let raw = rusqlite::Connection::open_with_flags(
+                b.config_value(),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
             .unwrap();
-    raw.execute_batch("BEGIN").unwrap();
-    let n: i64 = raw
-        .query_row("SELECT count(*) FROM staging", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 1);
-    let started = Instant::now();
-    store.commit(&[tick(h, 1, T0 + 10_000)]).unwrap();
-    store.compact(T0 + 10 * HOUR_MS).unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5));
-    // The reader keeps its snapshot; a new read sees the commit.
-    let n: i64 = raw
-        .query_row("SELECT count(*) FROM staging", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 1);
-    raw.execute_batch("COMMIT").unwrap();
-    assert_eq!(all_points(&mut reader, "db1")[0].points.len(), 2);
+            raw.execute_batch("BEGIN").unwrap();
+            let n = || raw.query_row(STAGED, [], |r| r.get::<_, i64>(0)).unwrap();
+            assert_eq!(n(), 1);
+            write();
+            assert_eq!(n(), 1);
+            raw.execute_batch("COMMIT").unwrap();
+        }
+        Backend::Postgres(db) => {
+            let mut raw = ::postgres::Client::connect(db.url(), ::postgres::NoTls).unwrap();
+            let mut tx = raw
+                .build_transaction()
+                .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+                .start()
+                .unwrap();
+            let mut n = || tx.query_one(STAGED, &[]).unwrap().get::<_, i64>(0);
+            assert_eq!(n(), 1);
+            write();
+            assert_eq!(n(), 1);
+            tx.commit().unwrap();
+        }
+    }
+    assert_eq!(all_points(&mut *reader, "db1")[0].points.len(), 2);
 }
 
-#[test]
-fn a_failed_commit_stores_nothing_and_leaves_no_stale_series() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open_sqlite(&db(&dir)).unwrap();
-    let h = register(&mut store, "acme", "db1", T0);
+fn a_failed_commit_stores_nothing_and_leaves_no_stale_series(b: Backend) {
+    let mut store = b.open();
+    let h = register(&mut *store, "acme", "db1", T0);
     let new_series = |seq, ts| {
         batch(
             h,
@@ -690,11 +693,9 @@ fn a_failed_commit_stores_nothing_and_leaves_no_stale_series() {
     assert_eq!(q[0].points, vec![(T0 + 10_000, 1.0)]);
 }
 
-#[test]
-fn a_series_that_changes_kind_keeps_its_points() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open_sqlite(&db(&dir)).unwrap();
-    let h = register(&mut store, "acme", "db1", T0);
+fn a_series_that_changes_kind_keeps_its_points(b: Backend) {
+    let mut store = b.open();
+    let h = register(&mut *store, "acme", "db1", T0);
     let s = |kind| vec![sample("procs.forks", "", kind, 5.0)];
     store
         .commit(&[
@@ -708,7 +709,7 @@ fn a_series_that_changes_kind_keeps_its_points() {
     assert_eq!(q[0].points.len(), 2);
     // The writer's cache agrees after a reopen.
     drop(store);
-    let mut store = open_sqlite(&db(&dir)).unwrap();
+    let mut store = b.open();
     store
         .commit(&[batch(h, 3, T0 + 20_000, s(MetricKind::Counter))])
         .unwrap();
@@ -741,12 +742,9 @@ fn log_batch(host: HostId, seq: u64, lines: &[(i64, Severity, &str)]) -> Pending
     }
 }
 
-#[test]
-fn logs_are_stored_once_and_filtered_by_time_severity_and_pattern() {
-    let d = tempfile::tempdir().unwrap();
-    let path = db(&d);
-    let mut st = open_sqlite(&path).unwrap();
-    let h = register(&mut st, "acme", "db1", T0);
+fn logs_are_stored_once_and_filtered_by_time_severity_and_pattern(b: Backend) {
+    let mut st = b.open();
+    let h = register(&mut *st, "acme", "db1", T0);
     let b1 = log_batch(
         h,
         1,
@@ -824,7 +822,7 @@ fn logs_are_stored_once_and_filtered_by_time_severity_and_pattern() {
 
     // Readers see the same through their own handle, and a crash loses nothing committed.
     drop(st);
-    let mut ro = open_sqlite_readonly(&path).unwrap();
+    let mut ro = b.open_readonly();
     assert_eq!(
         ro.logs(
             "db1",
@@ -947,12 +945,10 @@ fn a_version_2_database_is_upgraded_in_place_keeping_its_data() {
     assert_eq!(status.loss.len(), 2, "{:?}", status.loss);
 }
 
-#[test]
-fn loss_is_kept_per_scope_and_adds_up_to_the_host_totals() {
-    let d = tempfile::tempdir().unwrap();
-    let mut st = open_sqlite(&db(&d)).unwrap();
-    let h = register(&mut st, "acme", "db1", T0);
-    let other = register(&mut st, "acme", "web1", T0);
+fn loss_is_kept_per_scope_and_adds_up_to_the_host_totals(b: Backend) {
+    let mut st = b.open();
+    let h = register(&mut *st, "acme", "db1", T0);
+    let other = register(&mut *st, "acme", "web1", T0);
     assert!(st.hosts(T0).unwrap().iter().all(|s| s.loss.is_empty()));
 
     let loss = |b, s, r| LossReport {
@@ -1008,11 +1004,9 @@ fn loss_is_kept_per_scope_and_adds_up_to_the_host_totals() {
     assert_eq!(json["loss"]["metrics"]["dropped_batches"], 3);
 }
 
-#[test]
-fn counting_logs_matches_reading_them() {
-    let d = tempfile::tempdir().unwrap();
-    let mut st = open_sqlite(&db(&d)).unwrap();
-    let h = register(&mut st, "acme", "db1", T0);
+fn counting_logs_matches_reading_them(b: Backend) {
+    let mut st = b.open();
+    let h = register(&mut *st, "acme", "db1", T0);
     // Ten batches of ten lines a second apart; batches overlap their neighbours in time, and
     // one batch's lines come out of order, so windows cut through batches every way.
     let sev = [Severity::Info, Severity::Warning, Severity::Error];
@@ -1251,12 +1245,12 @@ impl DataLen for PendingBatch {
     }
 }
 
-#[test]
-fn retention_drops_raw_hours_folds_old_rollups_to_hourly_and_drops_what_is_past_every_tier() {
+fn retention_drops_raw_hours_folds_old_rollups_to_hourly_and_drops_what_is_past_every_tier(
+    b: Backend,
+) {
     use aftercare_collector::store::{Resolution, Retention};
-    let d = tempfile::tempdir().unwrap();
-    let mut st = open_sqlite(&db(&d)).unwrap();
-    let h = register(&mut st, "acme", "db1", T0);
+    let mut st = b.open();
+    let h = register(&mut *st, "acme", "db1", T0);
     const DAY: i64 = 24 * HOUR_MS;
     let now = T0 + 1000 * DAY;
     // An hour of ticks (every 30 s) at each age: recent, past raw, past 5-minute, past all.
@@ -1307,10 +1301,10 @@ fn retention_drops_raw_hours_folds_old_rollups_to_hourly_and_drops_what_is_past_
         .flat_map(|s| s.buckets)
         .collect::<Vec<_>>()
     };
-    let hourly_before = rollup(&mut st, Resolution::Hour, 100 * DAY);
+    let hourly_before = rollup(&mut *st, Resolution::Hour, 100 * DAY);
     assert_eq!(hourly_before.len(), 1);
     assert_eq!(
-        rollup(&mut st, Resolution::FiveMinutes, 100 * DAY).len(),
+        rollup(&mut *st, Resolution::FiveMinutes, 100 * DAY).len(),
         12
     );
 
@@ -1336,20 +1330,23 @@ fn retention_drops_raw_hours_folds_old_rollups_to_hourly_and_drops_what_is_past_
         (3, 1, 1, 1),
         "{total:?}"
     );
-    assert_eq!(raw(&mut st, DAY), 120, "recent raw points stay");
-    assert_eq!(raw(&mut st, 20 * DAY), 0, "raw points past 14 days go");
-    assert_eq!(rollup(&mut st, Resolution::FiveMinutes, 20 * DAY).len(), 12);
+    assert_eq!(raw(&mut *st, DAY), 120, "recent raw points stay");
+    assert_eq!(raw(&mut *st, 20 * DAY), 0, "raw points past 14 days go");
+    assert_eq!(
+        rollup(&mut *st, Resolution::FiveMinutes, 20 * DAY).len(),
+        12
+    );
     assert!(
-        rollup(&mut st, Resolution::FiveMinutes, 100 * DAY).is_empty(),
+        rollup(&mut *st, Resolution::FiveMinutes, 100 * DAY).is_empty(),
         "past 90 days only hourly aggregates remain"
     );
     assert_eq!(
-        rollup(&mut st, Resolution::Hour, 100 * DAY),
+        rollup(&mut *st, Resolution::Hour, 100 * DAY),
         hourly_before,
         "folding keeps the hour's count, min, max and sum"
     );
     assert!(
-        rollup(&mut st, Resolution::Hour, 800 * DAY).is_empty(),
+        rollup(&mut *st, Resolution::Hour, 800 * DAY).is_empty(),
         "past 2 years: gone"
     );
     let all = LogFilter {
@@ -1370,3 +1367,20 @@ fn retention_drops_raw_hours_folds_old_rollups_to_hourly_and_drops_what_is_past_
         Default::default()
     );
 }
+
+both_backends!(
+    hosts_are_upserted_by_customer_and_host,
+    redelivered_batches_are_stored_once,
+    commits_survive_a_handle_that_is_never_closed,
+    compaction_keeps_every_point_and_is_idempotent,
+    late_data_merges_into_existing_blocks,
+    queries_select_hosts_and_metrics,
+    latest_values_and_rollups,
+    readers_do_not_block_the_writer,
+    a_failed_commit_stores_nothing_and_leaves_no_stale_series,
+    a_series_that_changes_kind_keeps_its_points,
+    logs_are_stored_once_and_filtered_by_time_severity_and_pattern,
+    loss_is_kept_per_scope_and_adds_up_to_the_host_totals,
+    counting_logs_matches_reading_them,
+    retention_drops_raw_hours_folds_old_rollups_to_hourly_and_drops_what_is_past_every_tier,
+);
