@@ -7,6 +7,7 @@
 pub mod api;
 pub mod ca;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod diagnose;
 pub mod findings;

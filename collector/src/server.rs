@@ -27,17 +27,8 @@ impl Collector {
     pub fn bind(cfg: &CollectorConfig) -> Result<Self> {
         // The database first: once `bind` returns, it exists at the current schema, so
         // readers (CLI, tests) can open it at once.
-        let mut store = cfg
-            .database
-            .open()
+        let mut store = crate::store::off_runtime(|| cfg.database.open())
             .with_context(|| format!("cannot open database {}", cfg.database))?;
-        // Connections of a previous run (perhaps one that crashed) are gone.
-        store.disconnect_all(aftercare_shared::time_fmt::now_millis())?;
-        // So are the diagnostics they were running: their answers can no longer arrive.
-        store.abandon_diagnostics(
-            aftercare_shared::time_fmt::now_millis(),
-            "the collector restarted before the agent answered",
-        )?;
         // A bad rule or contract stops the start, naming it.
         let rules = cfg.rule_set()?;
         let sla = cfg.sla_policy()?;
@@ -66,6 +57,19 @@ impl Collector {
                     cfg.api.listen
                 )
             })?;
+        // This collector, among others sharing the database: named by where it listens.
+        let holder = crate::cluster::holder_id(endpoint.local_addr()?);
+        store.set_node(&holder);
+        crate::store::off_runtime(|| -> Result<()> {
+            // Connections of a previous run here (perhaps one that crashed) are gone.
+            store.disconnect_all(aftercare_shared::time_fmt::now_millis())?;
+            // So are the diagnostics they were running: their answers can no longer arrive.
+            store.abandon_diagnostics(
+                aftercare_shared::time_fmt::now_millis(),
+                "the collector restarted before the agent answered",
+            )?;
+            Ok(())
+        })?;
         Ok(Collector {
             endpoint,
             api,
@@ -104,13 +108,12 @@ impl Collector {
         );
         // Findings: their own thread and database handle, so evaluation never holds up
         // ingest's writer.
-        let mut findings_store = self.cfg.database.open()?;
-        let engine = Engine::new(
-            self.rules,
-            self.sla,
-            self.cfg.findings.reopen_within,
-            &mut *findings_store,
-        );
+        let (rules, sla, reopen_within) = (self.rules, self.sla, self.cfg.findings.reopen_within);
+        let (findings_store, engine) = crate::store::off_runtime(|| -> Result<_> {
+            let mut st = self.cfg.database.open()?;
+            let engine = Engine::new(rules, sla, reopen_within, &mut *st);
+            Ok((st, engine))
+        })?;
         let notifier = if self.cfg.webhooks.is_empty() {
             None
         } else {
@@ -121,10 +124,12 @@ impl Collector {
             findings_store,
             self.cfg.findings.evaluate_every,
             notifier,
+            crate::cluster::holder_id(listen),
         )
         .context("cannot start the findings thread")?;
         // Quarterly reports: their own thread; each customer's quarter made once.
         let reports = if self.cfg.reports.schedule {
+            let holder = crate::cluster::holder_id(listen);
             let (db, sla, cfg, stop) = (
                 self.cfg.database.clone(),
                 self.cfg.sla_policy()?,
@@ -134,7 +139,9 @@ impl Collector {
             Some(
                 std::thread::Builder::new()
                     .name("reports".into())
-                    .spawn(move || crate::report::job::run_scheduler(&db, &sla, &cfg, &stop))
+                    .spawn(move || {
+                        crate::report::job::run_scheduler(&db, &sla, &cfg, &stop, &holder)
+                    })
                     .context("cannot start the reports thread")?,
             )
         } else {

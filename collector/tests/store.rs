@@ -838,10 +838,10 @@ fn logs_are_stored_once_and_filtered_by_time_severity_and_pattern(b: Backend) {
     );
 }
 
-/// What schemas 6 (API tokens), 5 (retention tiers) and 4 (findings) added, dropped to turn
-/// a database back into an older schema.
-const UNDO_V4_TO_V9: &str =
-    "ALTER TABLE hosts DROP COLUMN cert_expires; DROP TABLE reports; DROP TABLE audit; DROP TABLE diagnostics; DROP TABLE customer_contracts;
+/// What schemas 4 (findings) to 10 (leases) added, dropped to turn a database back into an
+/// older schema.
+const UNDO_V4_TO_V10: &str = "DROP TABLE leases;
+    ALTER TABLE hosts DROP COLUMN cert_expires; DROP TABLE reports; DROP TABLE audit; DROP TABLE diagnostics; DROP TABLE customer_contracts;
     DROP TABLE tokens; DROP INDEX rollups_by_age; DROP INDEX logs_by_age;
     ALTER TABLE rollups DROP COLUMN minutes;
     DROP TABLE finding_events; DROP TABLE findings; DROP TABLE silences; DROP TABLE rules_state;";
@@ -859,7 +859,7 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_data() {
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(&format!(
-            "{UNDO_V4_TO_V9} DROP TABLE logs; DROP TABLE stream_loss; PRAGMA user_version = 1;"
+            "{UNDO_V4_TO_V10} DROP TABLE logs; DROP TABLE stream_loss; PRAGMA user_version = 1;"
         ))
         .unwrap();
     }
@@ -902,7 +902,7 @@ fn a_version_2_database_is_upgraded_in_place_keeping_its_data() {
         .unwrap();
         c.execute("UPDATE logs SET data = ?1", [plain]).unwrap();
         c.execute_batch(&format!(
-            "{UNDO_V4_TO_V9}
+            "{UNDO_V4_TO_V10}
              DROP TABLE stream_loss;
              DROP INDEX logs_host_time;
              ALTER TABLE logs DROP COLUMN codec;
@@ -1383,4 +1383,210 @@ both_backends!(
     loss_is_kept_per_scope_and_adds_up_to_the_host_totals,
     counting_logs_matches_reading_them,
     retention_drops_raw_hours_folds_old_rollups_to_hourly_and_drops_what_is_past_every_tier,
+    a_lease_has_one_holder_and_is_taken_over_when_it_lapses,
 );
+
+// PostgreSQL only: what sharing one database between collectors needs.
+
+fn pg_client(db: &aftercare_pgtest::TestDb) -> ::postgres::Client {
+    ::postgres::Client::connect(db.url(), ::postgres::NoTls).unwrap()
+}
+
+#[test]
+fn postgres_migrations_and_refusals() {
+    let db = aftercare_pgtest::database();
+    let b = Backend::Postgres(db);
+    let Backend::Postgres(db) = &b else {
+        unreachable!()
+    };
+    // An empty database is not ours yet: readers say how to create it.
+    let e = b.database().open_readonly().unwrap_err();
+    assert!(matches!(e, StoreError::NoDatabase { .. }), "{e}");
+    assert!(e.to_string().contains("aftercare-collector serve"), "{e}");
+    drop(b.open());
+    drop(b.open());
+    let mut raw = pg_client(db);
+    let v: i32 = raw
+        .query_one("SELECT version FROM aftercare_schema", &[])
+        .unwrap()
+        .get(0);
+    assert!(v >= 1);
+    drop(b.open_readonly());
+
+    raw.execute("UPDATE aftercare_schema SET version = 99", &[])
+        .unwrap();
+    for e in [
+        b.database().open().unwrap_err(),
+        b.database().open_readonly().unwrap_err(),
+    ] {
+        assert!(
+            matches!(e, StoreError::SchemaTooNew { found: 99, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("upgrade the collector"), "{e}");
+    }
+
+    // Someone else's database is left alone.
+    let other = aftercare_pgtest::database();
+    pg_client(&other)
+        .batch_execute("CREATE TABLE invoices (x int)")
+        .unwrap();
+    let e = aftercare_collector::store::Database::parse(other.url())
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotOurs { .. }), "{e}");
+
+    // A server that is not there: the error names the URL, never its password.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://ac:hunter2@127.0.0.1:{port}/x?connect_timeout=2");
+    let e = aftercare_collector::store::Database::parse(&url)
+        .open()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("127.0.0.1:{port}")) && !e.contains("hunter2"),
+        "{e}"
+    );
+}
+
+/// Two collectors receive the same batches at once (an agent reconnected to the other
+/// while its first commit was in flight): each batch is stored once, and exactly one of
+/// the two commits reports it stored.
+#[test]
+fn postgres_a_batch_committed_by_two_collectors_at_once_is_stored_once() {
+    let b = Backend::postgres();
+    let mut st = b.open();
+    let h = register(&mut *st, "acme", "db1", T0);
+    let rounds = 40u64;
+    let run = |b: &Backend| {
+        let mut st = b.open();
+        let mut stored = Vec::new();
+        for i in 0..rounds {
+            let out = st.commit(&[tick(h, i, T0 + i as i64 * 10_000)]).unwrap();
+            stored.push(out[0] == CommitOutcome::Stored);
+        }
+        stored
+    };
+    let (a, c) = std::thread::scope(|s| {
+        let a = s.spawn(|| run(&b));
+        let c = s.spawn(|| run(&b));
+        (a.join().unwrap(), c.join().unwrap())
+    });
+    for i in 0..rounds as usize {
+        assert!(
+            a[i] ^ c[i],
+            "batch {i}: stored by {} commits",
+            a[i] as u8 + c[i] as u8
+        );
+    }
+    let points = all_points(&mut *st, "db1");
+    let total = points.iter().find(|p| p.name == "cpu.total").unwrap();
+    assert_eq!(total.points.len(), rounds as usize);
+    assert_eq!(st.stats().unwrap().staged_batches, rounds);
+    assert_eq!(st.high_water(h).unwrap(), vec![(StreamId::Metrics, rounds)]);
+}
+
+/// Compaction and retention run by one collector at a time: another finds the lock held
+/// and does nothing; retention drops partitions that are wholly past their age.
+#[test]
+fn postgres_compaction_is_exclusive_and_retention_drops_partitions() {
+    use aftercare_collector::store::Retention;
+    const DAY: i64 = 24 * HOUR_MS;
+    let b = Backend::postgres();
+    let Backend::Postgres(db) = &b else {
+        unreachable!()
+    };
+    let mut st = b.open();
+    let h = register(&mut *st, "acme", "db1", T0);
+    // Ticks every 30 minutes over four days.
+    let batches: Vec<_> = (0..4 * 48)
+        .map(|i| tick(h, i, T0 + i as i64 * 30 * MINUTE_MS))
+        .collect();
+    st.commit(&batches).unwrap();
+    let now = T0 + 4 * DAY + HOUR_MS;
+
+    // Another collector holding the compaction lock: this one steps aside.
+    let mut other = pg_client(db);
+    let mut tx = other.transaction().unwrap();
+    tx.execute("SELECT pg_advisory_xact_lock(1097233476)", &[])
+        .unwrap();
+    let s = st.compact(now).unwrap();
+    assert_eq!((s.samples, s.blocks_written), (0, 0));
+    tx.rollback().unwrap();
+    let s = st.compact(now).unwrap();
+    assert_eq!(s.batches, 4 * 48);
+
+    let partitions = |c: &mut ::postgres::Client, parent: &str| -> Vec<String> {
+        let mut v: Vec<String> = c
+            .query(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = to_regclass($1)",
+                &[&parent],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        v.sort();
+        v
+    };
+    let days = partitions(&mut other, "chunks");
+    assert_eq!(days.len(), 4, "{days:?}");
+    // Keep raw data for two days: the two oldest days' partitions go whole.
+    let r = Retention {
+        raw_ms: 2 * DAY,
+        ..Retention::default()
+    };
+    let stats = st.retain_some(now, &r, 1000).unwrap();
+    let left = partitions(&mut other, "chunks");
+    assert_eq!(left, days[2..].to_vec());
+    // Hours are dropped whole: the third day keeps its hours newer than the cutoff.
+    let cut = now - 2 * DAY - HOUR_MS;
+    let kept: i64 = other
+        .query_one("SELECT count(*) FROM chunks", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stats.raw_hours as i64 + kept, 4 * 24);
+    let oldest: i64 = other
+        .query_one("SELECT min(hour) FROM chunks", &[])
+        .unwrap()
+        .get(0);
+    assert!(oldest > cut, "{oldest} <= {cut}");
+    // What is kept still reads.
+    let q = st.query("db1", Some("cpu.total"), 0, i64::MAX).unwrap();
+    assert_eq!(q[0].points.len() as i64, kept * 2);
+    // Late data for a dropped day gets its partition back.
+    st.commit(&[tick(h, 1000, T0 + 5 * MINUTE_MS)]).unwrap();
+    st.compact(now).unwrap();
+    assert_eq!(partitions(&mut other, "chunks").len(), 3);
+}
+
+/// A lease has one holder at a time; another takes it once it expires or is given up.
+fn a_lease_has_one_holder_and_is_taken_over_when_it_lapses(b: Backend) {
+    let mut a = b.open();
+    let mut c = b.open();
+    // PostgreSQL keeps time by its own clock: real time has to pass.
+    let ttl = 400;
+    let mut now = T0;
+    assert!(a.lease("rules", "a", ttl, now).unwrap());
+    assert!(!c.lease("rules", "c", ttl, now).unwrap());
+    // Renewing keeps it; another lease is independent.
+    assert!(a.lease("rules", "a", ttl, now + 100).unwrap());
+    assert!(c.lease("reports", "c", ttl, now).unwrap());
+    // Lapsed: taken over.
+    std::thread::sleep(Duration::from_millis(ttl as u64 + 200));
+    now += ttl + 200;
+    assert!(c.lease("rules", "c", ttl, now).unwrap());
+    assert!(!a.lease("rules", "a", ttl, now).unwrap());
+    // Given up: taken at once; giving up one not held changes nothing.
+    a.release_lease("rules", "a").unwrap();
+    assert!(!a.lease("rules", "a", ttl, now).unwrap());
+    c.release_lease("rules", "c").unwrap();
+    assert!(a.lease("rules", "a", ttl, now).unwrap());
+    // Readers cannot hold one.
+    assert!(b.open_readonly().lease("rules", "r", ttl, now).is_err());
+}

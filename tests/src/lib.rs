@@ -280,7 +280,7 @@ pub fn add_log_source(f: &Fixture, name: &str, body: &str) -> AgentConfig {
 
 /// Every log record stored for `host`; empty while the collector has no database yet.
 pub fn stored_logs(f: &Fixture, host: &str) -> Vec<aftercare_shared::model::LogRecord> {
-    use aftercare_collector::store::{LogFilter, Store};
+    use aftercare_collector::store::LogFilter;
     let Ok(mut st) = f.collector.database.open_readonly() else {
         return Vec::new();
     };

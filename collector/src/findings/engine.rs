@@ -13,6 +13,7 @@ use super::record::{
     Change, Clocks, FindingFilter, FindingKey, FindingRow, Observed, Silence, clock_start, sla_flag,
 };
 use super::view::sla_of;
+use crate::cluster::{Lease, Round};
 use crate::notify::{Alert, AlertEvent, Clock, Notifier};
 use crate::rules::{self, HostInfo, LossEvent, Observations, RuleSet, Series, Transition};
 use crate::sla::{ClockStatus, SlaPolicy, SlaState};
@@ -59,25 +60,22 @@ impl Engine {
         reopen_within: Duration,
         st: &mut dyn Store,
     ) -> Engine {
-        let state = match st.rules_state() {
-            Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_else(|e| {
-                warn!("the rules' saved state is unreadable, starting afresh: {e}");
-                rules::State::default()
-            }),
-            Ok(None) => rules::State::default(),
-            Err(e) => {
-                warn!("cannot read the rules' saved state, starting afresh: {e}");
-                rules::State::default()
-            }
-        };
         Engine {
             rules,
             policy,
             reopen_within_ms: reopen_within.as_millis() as i64,
-            state,
+            state: saved_state(st),
             loss_totals: HashMap::new(),
             loss_events: HashMap::new(),
         }
+    }
+
+    /// Take up the state as saved: after another collector ran the rules, what this one
+    /// remembers is stale (pending timers, what is raised, loss totals seen).
+    pub fn reload(&mut self, st: &mut dyn Store) {
+        self.state = saved_state(st);
+        self.loss_totals.clear();
+        self.loss_events.clear();
     }
 
     /// One pass at `now`.
@@ -504,7 +502,23 @@ impl Observations for StoreObservations<'_> {
     }
 }
 
+/// The rules' state as last saved, or a fresh one.
+fn saved_state(st: &mut dyn Store) -> rules::State {
+    match st.rules_state() {
+        Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_else(|e| {
+            warn!("the rules' saved state is unreadable, starting afresh: {e}");
+            rules::State::default()
+        }),
+        Ok(None) => rules::State::default(),
+        Err(e) => {
+            warn!("cannot read the rules' saved state, starting afresh: {e}");
+            rules::State::default()
+        }
+    }
+}
+
 /// The engine's thread in `serve`: a pass now and every `every`, until `stop` says so.
+/// Of several collectors on one database, only the one holding the `rules` lease passes.
 pub struct EngineThread {
     stop: mpsc::Sender<()>,
     join: std::thread::JoinHandle<()>,
@@ -516,35 +530,31 @@ impl EngineThread {
         mut st: Box<dyn Store>,
         every: Duration,
         notifier: Option<Notifier>,
+        holder: String,
     ) -> std::io::Result<EngineThread> {
         let (tx, rx) = mpsc::channel::<()>();
         let join = std::thread::Builder::new()
             .name("findings".into())
             .spawn(move || {
+                let mut lease = Lease::new("rules", &holder, crate::cluster::ttl_for(every));
                 loop {
                     let now = aftercare_shared::time_fmt::now_millis();
-                    match engine.pass(&mut *st, now, notifier.as_ref()) {
-                        Ok(s) => {
-                            for e in &s.errors {
-                                warn!("rules: {e}");
+                    match lease.round(&mut *st, now) {
+                        Round::Skip => {}
+                        round => {
+                            if round == Round::TookOver {
+                                engine.reload(&mut *st);
                             }
-                            if s.opened + s.reopened + s.resolved + s.escalated > 0 {
-                                info!(
-                                    hosts = s.hosts,
-                                    opened = s.opened,
-                                    reopened = s.reopened,
-                                    resolved = s.resolved,
-                                    escalated = s.escalated,
-                                    "findings updated"
-                                );
-                            }
+                            Self::pass_once(&mut engine, &mut *st, now, notifier.as_ref());
                         }
-                        Err(e) => warn!("findings pass failed, tried again next time: {e}"),
                     }
                     match rx.recv_timeout(every) {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         _ => break,
                     }
+                }
+                if let Err(e) = lease.release(&mut *st) {
+                    warn!("cannot give the rules lease up: {e}");
                 }
                 if let Some(n) = notifier {
                     for (name, c) in n.stop(Duration::from_secs(2)) {
@@ -555,6 +565,32 @@ impl EngineThread {
                 }
             })?;
         Ok(EngineThread { stop: tx, join })
+    }
+
+    fn pass_once(
+        engine: &mut Engine,
+        st: &mut dyn Store,
+        now: UnixMillis,
+        notifier: Option<&Notifier>,
+    ) {
+        match engine.pass(st, now, notifier) {
+            Ok(s) => {
+                for e in &s.errors {
+                    warn!("rules: {e}");
+                }
+                if s.opened + s.reopened + s.resolved + s.escalated > 0 {
+                    info!(
+                        hosts = s.hosts,
+                        opened = s.opened,
+                        reopened = s.reopened,
+                        resolved = s.resolved,
+                        escalated = s.escalated,
+                        "findings updated"
+                    );
+                }
+            }
+            Err(e) => warn!("findings pass failed, tried again next time: {e}"),
+        }
     }
 
     /// Stop after the pass in progress.

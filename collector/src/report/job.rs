@@ -101,36 +101,56 @@ pub fn decode(data: &[u8]) -> Result<Report, String> {
     Ok(r)
 }
 
-/// The quarterly scheduler, on its own thread until `stop`: at start it ends what a gone run
-/// left half made, then every `check_every` it makes the reports that are due.
+/// How long the scheduler's lease lasts, renewed a third of that apart while it waits.
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The quarterly scheduler, on its own thread until `stop`: every `check_every` it makes the
+/// reports that are due. Of several collectors on one database only the holder of the
+/// `reports` lease does; when it takes the lease, it first ends what a gone run left half
+/// made.
 pub fn run_scheduler(
     database: &Database,
     file_policy: &SlaPolicy,
     cfg: &crate::config::ReportsConfig,
     stop: &tokio_util::sync::CancellationToken,
+    holder: &str,
 ) {
-    match database.open().and_then(|mut st| {
-        st.abandon_reports(now_millis(), "the collector stopped before it was finished")
-    }) {
-        Ok(0) => {}
-        Ok(n) => warn!("{n} report(s) left unfinished by the last run marked failed"),
-        Err(e) => warn!("reports: {e}"),
+    let mut st = match database.open() {
+        Ok(st) => st,
+        Err(e) => {
+            warn!("report scheduler not started: {e}");
+            return;
+        }
+    };
+    let mut lease = crate::cluster::Lease::new("reports", holder, LEASE_TTL);
+    let renew_every = LEASE_TTL / 3;
+    let mut next_pass = std::time::Instant::now();
+    let mut renewed = std::time::Instant::now() - renew_every;
+    while !stop.is_cancelled() {
+        if renewed.elapsed() >= renew_every || std::time::Instant::now() >= next_pass {
+            renewed = std::time::Instant::now();
+            if lease.round(&mut *st, now_millis()) == crate::cluster::Round::TookOver {
+                match st
+                    .abandon_reports(now_millis(), "the collector stopped before it was finished")
+                {
+                    Ok(0) => {}
+                    Ok(n) => warn!("{n} report(s) left unfinished by the last run marked failed"),
+                    Err(e) => warn!("reports: {e}"),
+                }
+            }
+        }
+        if std::time::Instant::now() >= next_pass {
+            next_pass = std::time::Instant::now() + cfg.check_every;
+            if lease.held()
+                && let Err(e) = scheduler_pass(database, file_policy, cfg, stop)
+            {
+                warn!("report scheduler: {e}");
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    loop {
-        if let Err(e) = scheduler_pass(database, file_policy, cfg, stop) {
-            warn!("report scheduler: {e}");
-        }
-        let until = std::time::Instant::now() + cfg.check_every;
-        loop {
-            if stop.is_cancelled() {
-                return;
-            }
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(std::time::Duration::from_millis(250)));
-        }
+    if let Err(e) = lease.release(&mut *st) {
+        warn!("cannot give the reports lease up: {e}");
     }
 }
 

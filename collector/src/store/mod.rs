@@ -57,6 +57,21 @@ pub const COMPACT_STEP_SAMPLES: u64 = 2_000_000;
 /// A connected host is online while its last batch is at most this many intervals old.
 pub const ONLINE_INTERVALS: i64 = 3;
 
+/// Run `f`, which works with a store, where blocking is allowed. PostgreSQL's client blocks
+/// on a runtime of its own, which tokio forbids on its threads: from async code (`serve`'s
+/// start, tests) store work goes to a thread of its own; elsewhere it runs in place.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    } else {
+        f()
+    }
+}
+
 /// Start of the hour holding `ts`.
 /// `sla.toml`'s policy with the contracts an admin assigned over the API applied: what
 /// deadlines, views and reports all read. The customers whose assigned contract the file no
@@ -392,7 +407,7 @@ pub struct StoreStats {
 
 /// The store, driven by one writer thread (which groups batches into commits); readers such
 /// as CLI commands open their own handle.
-pub trait Store: Send {
+pub trait Store: Send + std::fmt::Debug {
     /// Insert or update the host named by `hello.identity`; stores its facts, agent version,
     /// consent record and interval, and marks it connected.
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError>;
@@ -587,6 +602,26 @@ pub trait Store: Send {
     /// End every running report as failed with `message` (at start: whoever made them is
     /// gone); how many.
     fn abandon_reports(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError>;
+    /// Take or renew the lease `name` for `holder` until `ttl_ms` from now: true while
+    /// `holder` has it. A lease another holder let expire is taken over. Of several
+    /// collectors on one database only the holder runs the job the lease names (the rules
+    /// engine, the report scheduler). PostgreSQL counts time by its own clock (`now` is
+    /// for SQLite), so collectors' clocks need not agree.
+    fn lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError>;
+    /// Give the lease up if `holder` has it, so another collector takes over at once.
+    fn release_lease(&mut self, name: &str, holder: &str) -> Result<(), StoreError>;
+    /// Name the collector this handle writes for (see [`crate::cluster::holder_id`]). Where
+    /// several collectors share the database, a host is marked connected by the one its
+    /// agent reached, and only that one marks it disconnected: a collector starting, or
+    /// closing a connection its agent has already replaced with one to another collector,
+    /// leaves the others' hosts alone. A SQLite file has one collector; it ignores this.
+    fn set_node(&mut self, _node: &str) {}
 }
 
 #[derive(Debug, thiserror::Error)]

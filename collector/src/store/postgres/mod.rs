@@ -102,7 +102,7 @@ fn pool(url: &PgUrl) -> Result<Pool, StoreError> {
         .max_size(POOL_SIZE)
         .min_idle(Some(0))
         .idle_timeout(Some(Duration::from_secs(300)))
-        .connection_timeout(Duration::from_secs(15))
+        .connection_timeout(Duration::from_secs(5))
         .thread_pool(reaper)
         .error_handler(Box::new(r2d2::NopErrorHandler))
         .build_unchecked(PostgresConnectionManager::new(config, NoTls));
@@ -145,6 +145,8 @@ pub struct PgStore {
     series: HashMap<HostId, HostSeries>,
     /// Partitions known to exist (created by this or another collector).
     partitions: HashSet<(Partitioned, i64)>,
+    /// The collector this handle writes for: see [`Store::set_node`].
+    node: String,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -299,6 +301,7 @@ impl PgStore {
             hosts_known: HashSet::new(),
             series: HashMap::new(),
             partitions: HashSet::new(),
+            node: String::new(),
         }
     }
 
@@ -1294,6 +1297,45 @@ impl Store for PgStore {
     fn abandon_reports(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError> {
         self.fail_running_reports(now, message)
     }
+
+    fn lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        _now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.writable("taking a lease")?;
+        // The database's clock, not ours: collectors' clocks may disagree.
+        let got = self
+            .conn
+            .query_opt(
+                "INSERT INTO leases (name, holder, expires_at)
+                 VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond')
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder,
+                    expires_at = EXCLUDED.expires_at
+                 WHERE leases.holder = EXCLUDED.holder OR leases.expires_at < clock_timestamp()
+                 RETURNING holder",
+                &[&name, &holder, &(ttl_ms as f64)],
+            )
+            .map_err(self.cx.sql("taking a lease"))?;
+        Ok(got.is_some())
+    }
+
+    fn set_node(&mut self, node: &str) {
+        self.node = node.to_string();
+    }
+
+    fn release_lease(&mut self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.writable("giving a lease up")?;
+        self.conn
+            .execute(
+                "DELETE FROM leases WHERE name = $1 AND holder = $2",
+                &[&name, &holder],
+            )
+            .map_err(self.cx.sql("giving a lease up"))?;
+        Ok(())
+    }
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {
         self.writable("registering a host")?;
         let err = self.cx.sql("registering a host");
@@ -1303,12 +1345,12 @@ impl Store for PgStore {
             .conn
             .query_one(
                 "INSERT INTO hosts (customer, host, first_seen, agent_version, facts, consent,
-                                    interval_ms, connected)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, true)
+                                    interval_ms, connected, connected_via)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8)
                  ON CONFLICT (customer, host) DO UPDATE SET
                     agent_version = EXCLUDED.agent_version, facts = EXCLUDED.facts,
                     consent = EXCLUDED.consent, interval_ms = EXCLUDED.interval_ms,
-                    connected = true
+                    connected = true, connected_via = EXCLUDED.connected_via
                  RETURNING id",
                 &[
                     &hello.identity.customer,
@@ -1318,6 +1360,7 @@ impl Store for PgStore {
                     &facts,
                     &consent,
                     &sql_int(hello.interval_ms),
+                    &self.node,
                 ],
             )
             .map_err(err)?
@@ -1351,7 +1394,10 @@ impl Store for PgStore {
         self.writable("marking a host disconnected")?;
         let n = self
             .conn
-            .execute("UPDATE hosts SET connected = false WHERE id = $1", &[&host])
+            .execute(
+                "UPDATE hosts SET connected = connected AND connected_via <> $2 WHERE id = $1",
+                &[&host, &self.node],
+            )
             .map_err(self.cx.sql("marking a host disconnected"))?;
         if n == 0 {
             return Err(StoreError::UnknownHostId(host));
@@ -1373,7 +1419,10 @@ impl Store for PgStore {
     fn disconnect_all(&mut self, _now: UnixMillis) -> Result<(), StoreError> {
         self.writable("marking hosts disconnected")?;
         self.conn
-            .execute("UPDATE hosts SET connected = false WHERE connected", &[])
+            .execute(
+                "UPDATE hosts SET connected = false WHERE connected AND connected_via = $1",
+                &[&self.node],
+            )
             .map_err(self.cx.sql("marking hosts disconnected"))?;
         Ok(())
     }

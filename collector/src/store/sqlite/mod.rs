@@ -70,7 +70,18 @@ const MIGRATIONS: &[&str] = &[
     SCHEMA_V7,
     SCHEMA_V8,
     SCHEMA_V9,
+    SCHEMA_V10,
 ];
+
+/// Leases: which collector runs the rules engine and the report scheduler (see
+/// [`Store::lease`]).
+const SCHEMA_V10: &str = "
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+";
 
 /// When each agent's certificate expires, as its last connection showed: the report lists
 /// the ones near expiry.
@@ -1260,6 +1271,45 @@ impl Store for SqliteStore {
 
     fn abandon_reports(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError> {
         self.fail_running_reports(now, message)
+    }
+
+    fn lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.writable("taking a lease")?;
+        let got = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                    expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.expires_at < ?4
+                 RETURNING holder",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![name, holder, now.saturating_add(ttl_ms), now],
+                    |_| Ok(()),
+                )
+                .optional()
+            })
+            .map_err(self.cx.sql("taking a lease"))?;
+        Ok(got.is_some())
+    }
+
+    fn release_lease(&mut self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.writable("giving a lease up")?;
+        self.conn
+            .execute(
+                "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+                params![name, holder],
+            )
+            .map_err(self.cx.sql("giving a lease up"))?;
+        Ok(())
     }
 
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {

@@ -1,0 +1,203 @@
+//! Three collector processes on one PostgreSQL database, agents on two of them: the rules
+//! run once (one finding, one webhook per event), the leader killed hands them to another
+//! collector that neither forgets nor repeats what was raised, and an agent moved to
+//! another collector after its own was killed has each batch stored once.
+
+use aftercare_collector::findings::record::FindingFilter;
+use aftercare_shared::consent::Scope;
+use aftercare_tests::*;
+use std::time::{Duration, Instant};
+
+const RULES: &str = r#"
+[[rule]]
+name = "host-silent"
+kind = "heartbeat"
+level = "L1"
+category = "availability"
+intervals = 3
+at_least = "3s"
+recommendation = "Check the host and the agent."
+"#;
+
+fn wait(what: &str, logs: &std::path::Path, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > PATIENCE {
+            let mut all = String::new();
+            for i in 0..3 {
+                let p = logs.join(format!("collector-{i}.log"));
+                all += &format!(
+                    "--- {}\n{}\n",
+                    p.display(),
+                    std::fs::read_to_string(&p).unwrap_or_default()
+                );
+            }
+            panic!("timed out waiting for {what}\n{all}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The findings of `rule` for `host`.
+fn findings(f: &Fixture, rule: &str, host: &str) -> usize {
+    let Ok(mut st) = f.collector.database.open_readonly() else {
+        return 0;
+    };
+    st.findings(&FindingFilter::default())
+        .map(|v| {
+            v.into_iter()
+                .filter(|r| r.rule == rule && r.host == host)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The port of the collector holding the rules lease, if any.
+fn leader(db: &aftercare_pgtest::TestDb) -> Option<u16> {
+    let mut c = postgres::Client::connect(db.url(), postgres::NoTls).ok()?;
+    let row = c
+        .query_opt(
+            "SELECT holder FROM leases WHERE name = 'rules' AND expires_at > clock_timestamp()",
+            &[],
+        )
+        .ok()??;
+    let holder: String = row.get(0);
+    holder.rsplit(':').next()?.parse().ok()
+}
+
+/// Each of the host's staged batches once: as many rows as timestamps.
+fn staged_once(db: &aftercare_pgtest::TestDb, host: &str) -> (i64, i64) {
+    let mut c = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    let r = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT s.ts) FROM staging s JOIN hosts h ON h.id = s.host_id
+             WHERE h.host = $1",
+            &[&host],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[test]
+fn collectors_on_one_database_run_the_rules_once_and_take_over_from_a_dead_leader() {
+    let db = aftercare_pgtest::database();
+    let f = Fixture::new();
+    let hooks = Receiver::start();
+    std::fs::write(f.dir.path().join("rules.toml"), RULES).unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_udp_port()).collect();
+    // One config per collector: the same CA (data_dir) and database, its own ports.
+    let configs: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let p = f.dir.path().join(format!("collector-{i}.toml"));
+            std::fs::write(
+                &p,
+                format!(
+                    "data_dir = \"collector\"\ndatabase = \"{url}\"\nrules_file = \"rules.toml\"\n\
+                     listen = \"127.0.0.1:{port}\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+                     [ingest]\ncompact_every = \"1s\"\n[findings]\nevaluate_every = \"1s\"\n\
+                     [[webhooks]]\nname = \"test\"\nurl = \"{hook}\"\nretry_base = \"50ms\"\n",
+                    url = db.url(),
+                    hook = hooks.url,
+                ),
+            )
+            .unwrap();
+            p.to_str().unwrap().to_string()
+        })
+        .collect();
+    let logs = f.dir.path().to_path_buf();
+    let spawn = |i: usize| {
+        Proc::spawn(
+            "aftercare-collector",
+            &["--config", &configs[i], "serve"],
+            &logs.join(format!("collector-{i}.log")),
+        )
+    };
+    // Collector 0 first, so that it leads; the others find the lease held.
+    let mut collectors = vec![spawn(0)];
+    wait("collector 0 to lead", &logs, || {
+        leader(&db) == Some(ports[0])
+    });
+    collectors.push(spawn(1));
+    collectors.push(spawn(2));
+
+    // Agent db1 on collector 0, agent db2 on collector 1.
+    let mut agents = Vec::new();
+    for (name, host, port) in [("a1", "db1", ports[0]), ("a2", "db2", ports[1])] {
+        let certs = f.issue(name, "acme", host);
+        let cfg = f.agent_config(name, &certs, format!("127.0.0.1:{port}").parse().unwrap());
+        grant(&cfg, &[Scope::Metrics]);
+        let path = f.agent_config_path(name).to_str().unwrap().to_string();
+        agents.push(Proc::spawn(
+            "aftercare-agent",
+            &["--config", &path, "run"],
+            &logs.join(format!("{name}-1.log")),
+        ));
+    }
+    wait("both hosts' metrics", &logs, || {
+        staged_once(&db, "db1").0 > 2 && staged_once(&db, "db2").0 > 2
+    });
+
+    // db2 goes silent: one finding and one webhook, though three collectors watch.
+    agents[1].kill9();
+    wait("db2 silent", &logs, || {
+        findings(&f, "host-silent", "db2") == 1
+    });
+    wait("the webhook to hear it", &logs, || {
+        hooks.events_for("host-silent") == ["opened"]
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(findings(&f, "host-silent", "db2"), 1);
+    assert_eq!(hooks.events_for("host-silent"), ["opened"]);
+
+    // The leader dies, with db1's connection: another collector takes the rules over.
+    collectors[0].kill9();
+    let died = Instant::now();
+    wait("a new leader", &logs, || {
+        leader(&db).is_some_and(|p| p != ports[0])
+    });
+    eprintln!("leader taken over {:?} after the kill", died.elapsed());
+
+    // db1's agent, moved to collector 2, sends what collector 0 never acknowledged again:
+    // every batch is stored once.
+    agents[0].kill9();
+    let cfg = f.agent_config(
+        "a1",
+        &f.dir.path().join("a1"),
+        format!("127.0.0.1:{}", ports[2]).parse().unwrap(),
+    );
+    grant(&cfg, &[Scope::Metrics]);
+    let before = staged_once(&db, "db1").0;
+    let path = f.agent_config_path("a1").to_str().unwrap().to_string();
+    agents[0] = Proc::spawn(
+        "aftercare-agent",
+        &["--config", &path, "run"],
+        &logs.join("a1-2.log"),
+    );
+    wait("db1's batches through collector 2", &logs, || {
+        staged_once(&db, "db1").0 > before + 3
+    });
+    let (rows, times) = staged_once(&db, "db1");
+    assert_eq!(rows, times, "a batch of db1 was stored twice");
+
+    // The new leader remembers db2's finding (no second one, no second webhook) and
+    // raises what happens now: db1 goes silent.
+    agents[0].kill9();
+    wait("db1 silent", &logs, || {
+        findings(&f, "host-silent", "db1") == 1
+    });
+    wait("the webhook to hear db1", &logs, || {
+        hooks.events_for("host-silent") == ["opened", "opened"]
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(findings(&f, "host-silent", "db1"), 1);
+    assert_eq!(findings(&f, "host-silent", "db2"), 1);
+    assert_eq!(hooks.events_for("host-silent"), ["opened", "opened"]);
+
+    for mut c in collectors.drain(1..) {
+        assert!(c.terminate(), "a collector stops cleanly");
+    }
+    // Stopped cleanly, the last leader gave the lease up.
+    assert_eq!(leader(&db), None);
+}
