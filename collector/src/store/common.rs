@@ -448,3 +448,216 @@ impl LogKeeper {
         self.kept.into_values().collect()
     }
 }
+
+/// A `hosts` row as both backends read it.
+pub(super) struct HostRow {
+    pub id: super::HostId,
+    pub customer: String,
+    pub host: String,
+    pub first_seen: UnixMillis,
+    pub last_seen: Option<UnixMillis>,
+    pub agent_version: String,
+    pub facts: String,
+    pub consent: String,
+    pub interval_ms: i64,
+    pub connected: bool,
+    /// dropped batches, dropped samples, discarded by revocation
+    pub totals: [i64; 3],
+    pub cert_expires: Option<UnixMillis>,
+}
+
+/// A host's status from its row and its loss by scope (taken out of `by_scope`). A JSON
+/// column that does not parse is named in the error: (`what`, why).
+pub(super) fn host_status(
+    r: HostRow,
+    by_scope: &mut HashMap<super::HostId, BTreeMap<String, LossReport>>,
+    now: UnixMillis,
+) -> Result<super::HostStatus, (String, serde_json::Error)> {
+    let what = |field: &str| format!("{field} of host {}/{}", r.customer, r.host);
+    let facts = serde_json::from_str(&r.facts).map_err(|e| (what("facts"), e))?;
+    let consent = serde_json::from_str(&r.consent).map_err(|e| (what("consent record"), e))?;
+    let total = LossReport {
+        dropped_batches: r.totals[0] as u64,
+        dropped_samples: r.totals[1] as u64,
+        discarded_by_revocation: r.totals[2] as u64,
+    };
+    let mut loss = by_scope.remove(&r.id).unwrap_or_default();
+    let unattributed = unattributed_loss(&total, loss.values());
+    if !unattributed.is_empty() {
+        loss.insert(super::UNATTRIBUTED.to_string(), unattributed);
+    }
+    let interval_ms = r.interval_ms.max(0) as u64;
+    Ok(super::HostStatus {
+        cert_expires: r.cert_expires,
+        first_seen: r.first_seen,
+        last_seen: r.last_seen,
+        agent_version: r.agent_version,
+        facts,
+        consent,
+        connected: r.connected,
+        interval_ms,
+        online: r.connected
+            && r.last_seen.is_some_and(|t| {
+                now - t <= super::ONLINE_INTERVALS.saturating_mul(interval_ms as i64)
+            }),
+        id: r.id,
+        dropped_batches: total.dropped_batches,
+        dropped_samples: total.dropped_samples,
+        discarded_by_revocation: total.discarded_by_revocation,
+        loss,
+        customer: r.customer,
+        host: r.host,
+    })
+}
+
+/// Gathers the points of the selected series in a window: blocks first, then staged rows
+/// in write order, so that the value written last wins.
+pub(super) struct PointsReader {
+    index: HashMap<SeriesId, usize>,
+    points: Vec<Vec<(UnixMillis, f64)>>,
+    since: UnixMillis,
+    until: UnixMillis,
+}
+
+impl PointsReader {
+    pub fn new(series: &[SeriesRow], since: UnixMillis, until: UnixMillis) -> Self {
+        PointsReader {
+            index: series.iter().enumerate().map(|(i, s)| (s.id, i)).collect(),
+            points: vec![Vec::new(); series.len()],
+            since,
+            until,
+        }
+    }
+
+    pub fn block(&mut self, data: &[u8]) -> Result<(), chunk::CodecError> {
+        let block = BlockReader::parse(data)?;
+        for e in block.entries() {
+            if let Some(&i) = self.index.get(&e.id) {
+                let (since, until) = (self.since, self.until);
+                let pts = block.points(e)?;
+                self.points[i].extend(pts.into_iter().filter(|p| p.0 >= since && p.0 < until));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn staged(&mut self, ts: UnixMillis, data: &[u8]) -> Result<(), chunk::CodecError> {
+        let Self { index, points, .. } = self;
+        chunk::decode_staged(data, |id, v| {
+            if let Some(&i) = index.get(&id) {
+                points[i].push((ts, v));
+            }
+        })?;
+        Ok(())
+    }
+
+    pub fn finish(self, series: Vec<SeriesRow>) -> Vec<super::SeriesPoints> {
+        series
+            .into_iter()
+            .zip(self.points)
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(s, mut p)| {
+                query::sort_dedup_last_wins(&mut p);
+                super::SeriesPoints {
+                    name: s.name,
+                    labels: s.labels,
+                    kind: s.kind,
+                    points: p,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The newest value of each series: the compacted one from the series row, then staged
+/// rows newest first until every series has been seen there.
+pub(super) struct LatestReader {
+    index: HashMap<SeriesId, usize>,
+    newest: Vec<Option<(UnixMillis, f64)>>,
+    from_staging: Vec<bool>,
+    left: usize,
+}
+
+impl LatestReader {
+    pub fn new(series: &[SeriesRow]) -> Self {
+        LatestReader {
+            index: series.iter().enumerate().map(|(i, s)| (s.id, i)).collect(),
+            newest: vec![None; series.len()],
+            from_staging: vec![false; series.len()],
+            left: series.len(),
+        }
+    }
+
+    /// A series row's newest compacted point.
+    pub fn compacted(&mut self, id: SeriesId, point: Option<(UnixMillis, f64)>) {
+        if let (Some(p), Some(&i)) = (point, self.index.get(&id)) {
+            self.newest[i] = Some(p);
+        }
+    }
+
+    /// One staged row (newest first); whether older rows can still matter.
+    pub fn staged(&mut self, ts: UnixMillis, data: &[u8]) -> Result<bool, chunk::CodecError> {
+        let Self {
+            index,
+            newest,
+            from_staging,
+            left,
+        } = self;
+        chunk::decode_staged(data, |id, v| {
+            if let Some(&i) = index.get(&id)
+                && !from_staging[i]
+            {
+                from_staging[i] = true;
+                *left -= 1;
+                if newest[i].is_none_or(|(t, _)| t <= ts) {
+                    newest[i] = Some((ts, v));
+                }
+            }
+        })?;
+        Ok(*left > 0)
+    }
+
+    pub fn finish(self, series: Vec<SeriesRow>) -> Vec<super::Latest> {
+        series
+            .into_iter()
+            .zip(self.newest)
+            .filter_map(|(s, n)| {
+                n.map(|(ts, value)| super::Latest {
+                    name: s.name,
+                    labels: s.labels,
+                    kind: s.kind,
+                    ts,
+                    value,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Log records counted by source and severity, sorted by source, then the most severe
+/// first.
+#[derive(Default)]
+pub(super) struct SourceCounts(BTreeMap<(String, aftercare_shared::model::Severity), u64>);
+
+impl SourceCounts {
+    pub fn add(&mut self, b: &logblock::BlockReader<'_>, r: &RecordRef<'_>) {
+        let source = b.files().get(r.file as usize).map_or("", |f| f.0);
+        match self.0.get_mut(&(source.to_string(), r.severity)) {
+            Some(n) => *n += 1,
+            None => {
+                self.0.insert((source.to_string(), r.severity), 1);
+            }
+        }
+    }
+
+    pub fn finish(self) -> Vec<super::LogCount> {
+        self.0
+            .into_iter()
+            .map(|((source, severity), count)| super::LogCount {
+                source,
+                severity,
+                count,
+            })
+            .collect()
+    }
+}

@@ -21,19 +21,18 @@ mod findings;
 mod reports;
 pub mod schema;
 
-use super::chunk::{self, BlockReader};
+use super::chunk::{self};
 use super::common::{
-    HostSeries, LogCodec, LogKeeper, LogRows, RollupReader, RowError, SeriesRow, add_loss,
-    batch_series, fold_to_hour, kind_from, matching_records, merge_hour, rollup_rows, series_key,
-    sql_int, unattributed_loss,
+    HostRow, HostSeries, LatestReader, LogCodec, LogKeeper, LogRows, PointsReader, RollupReader,
+    RowError, SeriesRow, SourceCounts, add_loss, batch_series, fold_to_hour, host_status,
+    kind_from, matching_records, merge_hour, rollup_rows, series_key, sql_int,
 };
-use super::query::{self, HostName, MetricFilter};
+use super::query::{HostName, MetricFilter};
 use super::{
     AuditFilter, AuditRow, BatchData, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
     ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, Latest, LogCount, LogFilter,
-    ONLINE_INTERVALS, PendingBatch, PgUrl, Resolution, Retention, RetentionStats, SeriesId,
-    SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, UNATTRIBUTED,
-    compaction_cutoff,
+    PendingBatch, PgUrl, Resolution, Retention, RetentionStats, SeriesId, SeriesPoints,
+    SeriesRollups, Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
 };
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
 use crate::findings::lifecycle::Event;
@@ -1489,51 +1488,25 @@ impl Store for PgStore {
                 &[],
             )
             .map_err(&err)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let customer: String = r.get(1);
-            let host: String = r.get(2);
-            let facts: String = r.get(6);
-            let consent: String = r.get(7);
-            let last_seen: Option<UnixMillis> = r.get(4);
-            let interval_ms = r.get::<_, i64>(8).max(0) as u64;
-            let connected: bool = r.get(9);
-            let what = |field: &str| format!("{field} of host {customer}/{host}");
-            let id: HostId = r.get(0);
-            let total = LossReport {
-                dropped_batches: r.get::<_, i64>(10) as u64,
-                dropped_samples: r.get::<_, i64>(11) as u64,
-                discarded_by_revocation: r.get::<_, i64>(12) as u64,
-            };
-            let mut loss = by_scope.remove(&id).unwrap_or_default();
-            let unattributed = unattributed_loss(&total, loss.values());
-            if !unattributed.is_empty() {
-                loss.insert(UNATTRIBUTED.to_string(), unattributed);
-            }
-            out.push(HostStatus {
-                cert_expires: r.get(13),
-                first_seen: r.get(3),
-                last_seen,
-                agent_version: r.get(5),
-                facts: serde_json::from_str(&facts).map_err(|e| cx.corrupt(what("facts"), e))?,
-                consent: serde_json::from_str(&consent)
-                    .map_err(|e| cx.corrupt(what("consent record"), e))?,
-                connected,
-                interval_ms,
-                online: connected
-                    && last_seen.is_some_and(|t| {
-                        now - t <= ONLINE_INTERVALS.saturating_mul(interval_ms as i64)
-                    }),
-                id,
-                dropped_batches: total.dropped_batches,
-                dropped_samples: total.dropped_samples,
-                discarded_by_revocation: total.discarded_by_revocation,
-                loss,
-                customer,
-                host,
-            });
-        }
-        Ok(out)
+        rows.into_iter()
+            .map(|r| {
+                let row = HostRow {
+                    id: r.get(0),
+                    customer: r.get(1),
+                    host: r.get(2),
+                    first_seen: r.get(3),
+                    last_seen: r.get(4),
+                    agent_version: r.get(5),
+                    facts: r.get(6),
+                    consent: r.get(7),
+                    interval_ms: r.get(8),
+                    connected: r.get(9),
+                    totals: [r.get(10), r.get(11), r.get(12)],
+                    cert_expires: r.get(13),
+                };
+                host_status(row, &mut by_scope, now).map_err(|(what, e)| cx.corrupt(what, e))
+            })
+            .collect()
     }
 
     fn query(
@@ -1551,9 +1524,7 @@ impl Store for PgStore {
         if series.is_empty() || since >= until {
             return Ok(Vec::new());
         }
-        let index: HashMap<SeriesId, usize> =
-            series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
-        let mut points: Vec<Vec<(UnixMillis, f64)>> = vec![Vec::new(); series.len()];
+        let mut reader = PointsReader::new(&series, since, until);
         // Blocks first, then staging in write order: the value written last wins.
         Self::for_each_blob(
             &mut tx,
@@ -1564,13 +1535,7 @@ impl Store for PgStore {
             &err,
             |hour| format!("block of host {host} at hour {hour}"),
             |_, data| {
-                let block = BlockReader::parse(data)?;
-                for e in block.entries() {
-                    if let Some(&i) = index.get(&e.id) {
-                        let pts = block.points(e)?;
-                        points[i].extend(pts.into_iter().filter(|p| p.0 >= since && p.0 < until));
-                    }
-                }
+                reader.block(data)?;
                 Ok(true)
             },
         )?;
@@ -1583,28 +1548,11 @@ impl Store for PgStore {
             &err,
             |_| format!("staged batch of host {host}"),
             |ts, data| {
-                chunk::decode_staged(data, |id, v| {
-                    if let Some(&i) = index.get(&id) {
-                        points[i].push((ts, v));
-                    }
-                })?;
+                reader.staged(ts, data)?;
                 Ok(true)
             },
         )?;
-        Ok(series
-            .into_iter()
-            .zip(points)
-            .filter(|(_, p)| !p.is_empty())
-            .map(|(s, mut p)| {
-                query::sort_dedup_last_wins(&mut p);
-                SeriesPoints {
-                    name: s.name,
-                    labels: s.labels,
-                    kind: s.kind,
-                    points: p,
-                }
-            })
-            .collect())
+        Ok(reader.finish(series))
     }
 
     fn logs(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<LogRecord>, StoreError> {
@@ -1678,32 +1626,17 @@ impl Store for PgStore {
         let cx = self.cx.clone();
         let mut tx = self.snapshot().map_err(&err)?;
         let host = Self::resolve_host(&mut tx, &cx, host)?;
-        let mut counts: BTreeMap<(String, Severity), u64> = BTreeMap::new();
+        let mut counts = SourceCounts::default();
         Self::matching_logs(
             &mut tx,
             &cx,
             host,
             filter,
             LogRows::Overlapping,
-            |_, b, r| {
-                let source = b.files().get(r.file as usize).map_or("", |f| f.0);
-                match counts.get_mut(&(source.to_string(), r.severity)) {
-                    Some(n) => *n += 1,
-                    None => {
-                        counts.insert((source.to_string(), r.severity), 1);
-                    }
-                }
-            },
+            |_, b, r| counts.add(b, r),
             |_| true,
         )?;
-        Ok(counts
-            .into_iter()
-            .map(|((source, severity), count)| LogCount {
-                source,
-                severity,
-                count,
-            })
-            .collect())
+        Ok(counts.finish())
     }
 
     fn log_times(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<UnixMillis>, StoreError> {
@@ -1731,9 +1664,7 @@ impl Store for PgStore {
         let mut tx = self.snapshot().map_err(&err)?;
         let host = Self::resolve_host(&mut tx, &cx, host)?;
         let series = Self::host_series(&mut tx, &cx, host, None)?;
-        let index: HashMap<SeriesId, usize> =
-            series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
-        let mut newest: Vec<Option<(UnixMillis, f64)>> = vec![None; series.len()];
+        let mut reader = LatestReader::new(&series);
         for r in tx
             .query(
                 "SELECT id, last_ts, last_value FROM series WHERE host_id = $1",
@@ -1741,19 +1672,11 @@ impl Store for PgStore {
             )
             .map_err(&err)?
         {
-            let id: SeriesId = r.get(0);
-            if let (Some(t), Some(x), Some(&i)) = (
-                r.get::<_, Option<i64>>(1),
-                r.get::<_, Option<f64>>(2),
-                index.get(&id),
-            ) {
-                newest[i] = Some((t, x));
-            }
+            let point = r.get::<_, Option<i64>>(1).zip(r.get::<_, Option<f64>>(2));
+            reader.compacted(r.get(0), point);
         }
         // Staging, newest first (and the later write first at equal times), until every
         // series has been seen there.
-        let mut from_staging = vec![false; series.len()];
-        let mut left = series.len();
         Self::for_each_blob(
             &mut tx,
             &cx,
@@ -1761,34 +1684,9 @@ impl Store for PgStore {
             &[&host],
             &err,
             |_| format!("staged batch of host {host}"),
-            |ts, data| {
-                chunk::decode_staged(data, |id, v| {
-                    if let Some(&i) = index.get(&id)
-                        && !from_staging[i]
-                    {
-                        from_staging[i] = true;
-                        left -= 1;
-                        if newest[i].is_none_or(|(t, _)| t <= ts) {
-                            newest[i] = Some((ts, v));
-                        }
-                    }
-                })?;
-                Ok(left > 0)
-            },
+            |ts, data| Ok(reader.staged(ts, data)?),
         )?;
-        Ok(series
-            .into_iter()
-            .zip(newest)
-            .filter_map(|(s, n)| {
-                n.map(|(ts, value)| Latest {
-                    name: s.name,
-                    labels: s.labels,
-                    kind: s.kind,
-                    ts,
-                    value,
-                })
-            })
-            .collect())
+        Ok(reader.finish(series))
     }
 
     fn rollups(

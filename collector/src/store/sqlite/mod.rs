@@ -26,18 +26,18 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
     })
 }
 
-use super::chunk::{self, BlockReader};
+use super::chunk::{self};
 use super::common::{
-    HostSeries, LogCodec, LogKeeper, LogRows, RollupReader, RowError, SeriesRow, add_loss,
-    batch_series, fold_to_hour, kind_from, matching_records, merge_hour, rollup_rows, series_key,
-    sql_int, unattributed_loss,
+    HostRow, HostSeries, LatestReader, LogCodec, LogKeeper, LogRows, PointsReader, RollupReader,
+    RowError, SeriesRow, SourceCounts, add_loss, batch_series, fold_to_hour, host_status,
+    kind_from, matching_records, merge_hour, rollup_rows, series_key, sql_int,
 };
-use super::query::{self, HostName, MetricFilter};
+use super::query::{HostName, MetricFilter};
 use super::{
     AuditFilter, AuditRow, BatchData, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
     ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, Latest, LogCount, LogFilter,
-    ONLINE_INTERVALS, PendingBatch, Resolution, Retention, RetentionStats, SeriesId, SeriesPoints,
-    SeriesRollups, Store, StoreError, StoreStats, TokenRow, UNATTRIBUTED, compaction_cutoff,
+    PendingBatch, Resolution, Retention, RetentionStats, SeriesId, SeriesPoints, SeriesRollups,
+    Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
 };
 use crate::api::token::Role;
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
@@ -1482,54 +1482,31 @@ impl Store for SqliteStore {
                  FROM hosts ORDER BY customer, host",
             )
             .map_err(&err)?;
-        let mut rows = stmt.query([]).map_err(&err)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(&err)? {
-            let get_i = |i: usize| r.get::<_, i64>(i).map_err(&err);
-            let customer: String = r.get(1).map_err(&err)?;
-            let host: String = r.get(2).map_err(&err)?;
-            let facts: String = r.get(6).map_err(&err)?;
-            let consent: String = r.get(7).map_err(&err)?;
-            let last_seen: Option<UnixMillis> = r.get(4).map_err(&err)?;
-            let interval_ms = get_i(8)?.max(0) as u64;
-            let connected = get_i(9)? != 0;
-            let what = |field: &str| format!("{field} of host {customer}/{host}");
-            let id = get_i(0)?;
-            let total = LossReport {
-                dropped_batches: get_i(10)? as u64,
-                dropped_samples: get_i(11)? as u64,
-                discarded_by_revocation: get_i(12)? as u64,
-            };
-            let mut loss = by_scope.remove(&id).unwrap_or_default();
-            let unattributed = unattributed_loss(&total, loss.values());
-            if !unattributed.is_empty() {
-                loss.insert(UNATTRIBUTED.to_string(), unattributed);
-            }
-            out.push(HostStatus {
-                cert_expires: r.get(13).map_err(&err)?,
-                first_seen: get_i(3)?,
-                last_seen,
-                agent_version: r.get(5).map_err(&err)?,
-                facts: serde_json::from_str(&facts)
-                    .map_err(|e| self.cx.corrupt(what("facts"), e))?,
-                consent: serde_json::from_str(&consent)
-                    .map_err(|e| self.cx.corrupt(what("consent record"), e))?,
-                connected,
-                interval_ms,
-                online: connected
-                    && last_seen.is_some_and(|t| {
-                        now - t <= ONLINE_INTERVALS.saturating_mul(interval_ms as i64)
-                    }),
-                id,
-                dropped_batches: total.dropped_batches,
-                dropped_samples: total.dropped_samples,
-                discarded_by_revocation: total.discarded_by_revocation,
-                loss,
-                customer,
-                host,
-            });
-        }
-        Ok(out)
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(HostRow {
+                    id: r.get(0)?,
+                    customer: r.get(1)?,
+                    host: r.get(2)?,
+                    first_seen: r.get(3)?,
+                    last_seen: r.get(4)?,
+                    agent_version: r.get(5)?,
+                    facts: r.get(6)?,
+                    consent: r.get(7)?,
+                    interval_ms: r.get(8)?,
+                    connected: r.get::<_, i64>(9)? != 0,
+                    totals: [r.get(10)?, r.get(11)?, r.get(12)?],
+                    cert_expires: r.get(13)?,
+                })
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        rows.into_iter()
+            .map(|row| {
+                host_status(row, &mut by_scope, now).map_err(|(what, e)| self.cx.corrupt(what, e))
+            })
+            .collect()
     }
 
     fn logs(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<LogRecord>, StoreError> {
@@ -1594,31 +1571,15 @@ impl Store for SqliteStore {
         let err = self.cx.sql("counting logs");
         let _snapshot = self.snapshot().map_err(&err)?;
         let host = self.resolve_host(host)?;
-        let mut counts: BTreeMap<(String, Severity), u64> = BTreeMap::new();
+        let mut counts = SourceCounts::default();
         self.matching_logs(
             host,
             filter,
             LogRows::Overlapping,
-            |_, b, r| {
-                let source = b.files().get(r.file as usize).map_or("", |f| f.0);
-                // Look up before allocating: most records fall in a few groups.
-                match counts.get_mut(&(source.to_string(), r.severity)) {
-                    Some(n) => *n += 1,
-                    None => {
-                        counts.insert((source.to_string(), r.severity), 1);
-                    }
-                }
-            },
+            |_, b, r| counts.add(b, r),
             |_| true,
         )?;
-        Ok(counts
-            .into_iter()
-            .map(|((source, severity), count)| LogCount {
-                source,
-                severity,
-                count,
-            })
-            .collect())
+        Ok(counts.finish())
     }
 
     fn log_times(&mut self, host: &str, filter: &LogFilter) -> Result<Vec<UnixMillis>, StoreError> {
@@ -1651,9 +1612,7 @@ impl Store for SqliteStore {
         if series.is_empty() || since >= until {
             return Ok(Vec::new());
         }
-        let index: HashMap<SeriesId, usize> =
-            series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
-        let mut points: Vec<Vec<(UnixMillis, f64)>> = vec![Vec::new(); series.len()];
+        let mut reader = PointsReader::new(&series, since, until);
         // Blocks first, then staging in write order: the value written last wins.
         self.for_each_blob(
             "SELECT hour, data FROM chunks
@@ -1662,13 +1621,7 @@ impl Store for SqliteStore {
             &err,
             |hour| format!("block of host {host} at hour {hour}"),
             |_, data| {
-                let block = BlockReader::parse(data)?;
-                for e in block.entries() {
-                    if let Some(&i) = index.get(&e.id) {
-                        let pts = block.points(e)?;
-                        points[i].extend(pts.into_iter().filter(|p| p.0 >= since && p.0 < until));
-                    }
-                }
+                reader.block(data)?;
                 Ok(true)
             },
         )?;
@@ -1679,28 +1632,11 @@ impl Store for SqliteStore {
             &err,
             |_| format!("staged batch of host {host}"),
             |ts, data| {
-                chunk::decode_staged(data, |id, v| {
-                    if let Some(&i) = index.get(&id) {
-                        points[i].push((ts, v));
-                    }
-                })?;
+                reader.staged(ts, data)?;
                 Ok(true)
             },
         )?;
-        Ok(series
-            .into_iter()
-            .zip(points)
-            .filter(|(_, p)| !p.is_empty())
-            .map(|(s, mut p)| {
-                query::sort_dedup_last_wins(&mut p);
-                SeriesPoints {
-                    name: s.name,
-                    labels: s.labels,
-                    kind: s.kind,
-                    points: p,
-                }
-            })
-            .collect())
+        Ok(reader.finish(series))
     }
 
     fn latest(&mut self, host: &str) -> Result<Vec<Latest>, StoreError> {
@@ -1708,9 +1644,8 @@ impl Store for SqliteStore {
         let _snapshot = self.snapshot().map_err(&err)?;
         let host = self.resolve_host(host)?;
         let series = self.host_series(host, None)?;
-        let index: HashMap<SeriesId, usize> =
-            series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
-        let mut newest: Vec<Option<(UnixMillis, f64)>> = {
+        let mut reader = LatestReader::new(&series);
+        {
             let mut stmt = self
                 .conn
                 .prepare_cached("SELECT id, last_ts, last_value FROM series WHERE host_id = ?1")
@@ -1724,53 +1659,21 @@ impl Store for SqliteStore {
                     ))
                 })
                 .map_err(&err)?;
-            let mut v = vec![None; series.len()];
             for row in rows {
-                if let (id, Some(t), Some(x)) = row.map_err(&err)?
-                    && let Some(&i) = index.get(&id)
-                {
-                    v[i] = Some((t, x));
-                }
+                let (id, t, x) = row.map_err(&err)?;
+                reader.compacted(id, t.zip(x));
             }
-            v
-        };
+        }
         // Staging, newest first (and the later write first at equal times), until every
         // series has been seen there.
-        let mut from_staging = vec![false; series.len()];
-        let mut left = series.len();
         self.for_each_blob(
             "SELECT ts, data FROM staging WHERE host_id = ?1 ORDER BY ts DESC, id DESC",
             [host],
             &err,
             |_| format!("staged batch of host {host}"),
-            |ts, data| {
-                chunk::decode_staged(data, |id, v| {
-                    if let Some(&i) = index.get(&id)
-                        && !from_staging[i]
-                    {
-                        from_staging[i] = true;
-                        left -= 1;
-                        if newest[i].is_none_or(|(t, _)| t <= ts) {
-                            newest[i] = Some((ts, v));
-                        }
-                    }
-                })?;
-                Ok(left > 0)
-            },
+            |ts, data| Ok(reader.staged(ts, data)?),
         )?;
-        Ok(series
-            .into_iter()
-            .zip(newest)
-            .filter_map(|(s, n)| {
-                n.map(|(ts, value)| Latest {
-                    name: s.name,
-                    labels: s.labels,
-                    kind: s.kind,
-                    ts,
-                    value,
-                })
-            })
-            .collect())
+        Ok(reader.finish(series))
     }
 
     fn rollups(
