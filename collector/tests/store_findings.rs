@@ -1,31 +1,24 @@
-//! Findings in a real SQLite file: one per key, updates in place, the lifecycle's changes
-//! with their timeline, listing order and filters, and refusals that name the finding.
+//! Findings in a real store, SQLite and PostgreSQL: one per key, updates in place, the
+//! lifecycle's changes with their timeline, listing order and filters, and refusals that
+//! name the finding; tokens.
+
+mod common {
+    pub mod backends;
+    pub mod hosts;
+}
+use common::backends::Backend;
 
 use aftercare_collector::findings::lifecycle::{self, EventKind, State};
 use aftercare_collector::findings::record::{
     Change, Clocks, FindingFilter, FindingKey, Observed, sla_flag,
 };
-use aftercare_collector::store::{HostHello, HostId, Store, StoreError, open_sqlite};
-use aftercare_shared::consent::ConsentRecord;
-use aftercare_shared::model::HostFacts;
-use aftercare_shared::protocol::Identity;
+use aftercare_collector::store::{HostId, Store, StoreError};
 
 const T0: i64 = 1_772_409_600_000;
 const MIN: i64 = 60_000;
 
-fn register(store: &mut dyn Store, customer: &str, host: &str) -> HostId {
-    let identity = Identity {
-        customer: customer.into(),
-        host: host.into(),
-    };
-    let hello = HostHello {
-        identity: &identity,
-        facts: &HostFacts::default(),
-        agent_version: "0.1.0",
-        consent: &ConsentRecord::default(),
-        interval_ms: 10_000,
-    };
-    store.register_host(&hello, T0).unwrap()
+fn register(b: &Backend, st: &mut dyn Store, customer: &str, host: &str) -> HostId {
+    common::hosts::register(b, st, customer, host, T0)
 }
 
 fn observed(level: u8, at: i64, evidence: &str) -> Observed {
@@ -47,11 +40,16 @@ fn key(host: HostId, subject: &str) -> FindingKey {
     }
 }
 
-#[test]
-fn a_finding_lives_opens_updates_is_acknowledged_resolved_and_reopens() {
-    let d = tempfile::tempdir().unwrap();
-    let mut st = open_sqlite(&d.path().join("a.db")).unwrap();
-    let h = register(&mut st, "acme", "db1");
+crate::both_backends!(
+    a_finding_lives_opens_updates_is_acknowledged_resolved_and_reopens,
+    findings_list_by_level_and_deadline_and_filter,
+    the_audit_trail_reads_newest_first_by_filter_and_page_and_contracts_are_replaced,
+    tokens_are_listed_by_name_found_by_hash_and_revoked_once,
+);
+
+fn a_finding_lives_opens_updates_is_acknowledged_resolved_and_reopens(b: Backend) {
+    let mut st = b.open();
+    let h = register(&b, &mut *st, "acme", "db1");
     let k = key(h, "/var");
     assert_eq!(st.finding_for(&k).unwrap(), None);
 
@@ -176,12 +174,10 @@ fn a_finding_lives_opens_updates_is_acknowledged_resolved_and_reopens() {
     assert!(timeline.windows(2).all(|w| w[0].at <= w[1].at));
 }
 
-#[test]
-fn findings_list_by_level_and_deadline_and_filter() {
-    let d = tempfile::tempdir().unwrap();
-    let mut st = open_sqlite(&d.path().join("a.db")).unwrap();
-    let a = register(&mut st, "acme", "db1");
-    let b = register(&mut st, "globex", "web1");
+fn findings_list_by_level_and_deadline_and_filter(backend: Backend) {
+    let mut st = backend.open();
+    let a = register(&backend, &mut *st, "acme", "db1");
+    let b = register(&backend, &mut *st, "globex", "web1");
     let open = |st: &mut dyn Store, k: FindingKey, level: u8, respond: i64| {
         st.apply_finding(&Change::Open {
             key: k,
@@ -194,9 +190,9 @@ fn findings_list_by_level_and_deadline_and_filter() {
         })
         .unwrap()
     };
-    let late_l2 = open(&mut st, key(a, "/var"), 2, 60 * MIN);
-    let soon_l2 = open(&mut st, key(b, "/"), 2, 10 * MIN);
-    let l1 = open(&mut st, key(a, "/data"), 1, 90 * MIN);
+    let late_l2 = open(&mut *st, key(a, "/var"), 2, 60 * MIN);
+    let soon_l2 = open(&mut *st, key(b, "/"), 2, 10 * MIN);
+    let l1 = open(&mut *st, key(a, "/data"), 1, 90 * MIN);
     st.apply_finding(&Change::AutoResolve {
         id: late_l2,
         at: T0 + MIN,
@@ -256,11 +252,9 @@ fn findings_list_by_level_and_deadline_and_filter() {
     assert!(e.to_string().contains("no finding 999"), "{e}");
 }
 
-#[test]
-fn the_audit_trail_reads_newest_first_by_filter_and_page_and_contracts_are_replaced() {
+fn the_audit_trail_reads_newest_first_by_filter_and_page_and_contracts_are_replaced(b: Backend) {
     use aftercare_collector::store::{AuditFilter, AuditRow, ContractAssignment};
-    let dir = tempfile::tempdir().unwrap();
-    let mut st = open_sqlite(&dir.path().join("c.db")).unwrap();
+    let mut st = b.open();
     for i in 0..5i64 {
         st.add_audit(&AuditRow {
             id: 0,
@@ -274,7 +268,7 @@ fn the_audit_trail_reads_newest_first_by_filter_and_page_and_contracts_are_repla
         })
         .unwrap();
     }
-    let targets = |f: &AuditFilter, st: &mut aftercare_collector::store::SqliteStore| {
+    let targets = |f: &AuditFilter, st: &mut dyn Store| {
         st.audit(f)
             .unwrap()
             .into_iter()
@@ -286,7 +280,7 @@ fn the_audit_trail_reads_newest_first_by_filter_and_page_and_contracts_are_repla
         ..Default::default()
     };
     assert_eq!(
-        targets(&all, &mut st),
+        targets(&all, &mut *st),
         [
             "finding/4",
             "finding/3",
@@ -304,14 +298,14 @@ fn the_audit_trail_reads_newest_first_by_filter_and_page_and_contracts_are_repla
         before_id: Some(first[1].id),
         ..page.clone()
     };
-    assert_eq!(targets(&next, &mut st), ["finding/2", "finding/1"]);
+    assert_eq!(targets(&next, &mut *st), ["finding/2", "finding/1"]);
     let ann_acks = AuditFilter {
         actor: Some("ann".into()),
         action: Some("finding.ack".into()),
         since: T0 + MIN,
         ..Default::default()
     };
-    assert_eq!(targets(&ann_acks, &mut st), ["finding/2"]);
+    assert_eq!(targets(&ann_acks, &mut *st), ["finding/2"]);
 
     assert!(st.contract_assignments().unwrap().is_empty());
     for (contract, at) in [("premium", T0), ("standard", T0 + MIN)] {
@@ -329,4 +323,47 @@ fn the_audit_trail_reads_newest_first_by_filter_and_page_and_contracts_are_repla
         (got[0].contract.as_str(), got[0].set_at),
         ("standard", T0 + MIN)
     );
+}
+
+fn tokens_are_listed_by_name_found_by_hash_and_revoked_once(b: Backend) {
+    use aftercare_collector::api::token::Role;
+    use aftercare_collector::store::TokenRow;
+    let mut st = b.open();
+    let token = |name: &str, role: Role| TokenRow {
+        name: name.into(),
+        role,
+        created_at: T0,
+        created_by: "boss".into(),
+        revoked_at: None,
+    };
+    // Byte order: upper case before lower case, whatever the database's collation.
+    for (name, hash) in [("ops", "h1"), ("Zed", "h2"), ("ann", "h3")] {
+        st.add_token(&token(name, Role::Engineer), hash).unwrap();
+    }
+    let e = st.add_token(&token("ops", Role::Admin), "h4").unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Invalid(m) if m.contains("a token named 'ops' exists")),
+        "{e}"
+    );
+    let names: Vec<String> = st.tokens().unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["Zed", "ann", "ops"]);
+    assert_eq!(
+        st.token_by_hash("h1").unwrap(),
+        Some(token("ops", Role::Engineer))
+    );
+    assert_eq!(st.token_by_hash("nope").unwrap(), None);
+
+    st.revoke_token("ops", T0 + MIN).unwrap();
+    assert_eq!(st.token_by_hash("h1").unwrap(), None, "revoked");
+    let e = st.revoke_token("ops", T0 + 2 * MIN).unwrap_err();
+    assert!(e.to_string().contains("no active token named 'ops'"), "{e}");
+    let ops = st.tokens().unwrap().into_iter().find(|t| t.name == "ops");
+    assert_eq!(ops.unwrap().revoked_at, Some(T0 + MIN));
+
+    let mut ro = b.open_readonly();
+    assert_eq!(ro.tokens().unwrap().len(), 3);
+    assert!(matches!(
+        ro.add_token(&token("x", Role::Viewer), "h9"),
+        Err(StoreError::ReadOnly { .. })
+    ));
 }
