@@ -1,33 +1,23 @@
-//! Diagnostics in the SQLite store: a request is stored pending, finished once, listed per
-//! host newest first and per finding, its output capped, and pending ones of a gone run
-//! ended at start.
+//! Diagnostics in the store, SQLite and PostgreSQL: a request is stored pending, finished
+//! once, listed per host newest first and per finding, its output capped, and pending ones
+//! of a gone run ended at start.
+
+mod common {
+    pub mod backends;
+    pub mod hosts;
+}
+use common::backends::Backend;
 
 use aftercare_collector::diagnose::record::{
     DiagnosticResult, MAX_STORED_OUTPUT, NewDiagnostic, Status,
 };
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
-use aftercare_collector::store::{HostHello, HostId, Store, open_sqlite, open_sqlite_readonly};
-use aftercare_shared::consent::ConsentRecord;
-use aftercare_shared::model::HostFacts;
-use aftercare_shared::protocol::Identity;
+use aftercare_collector::store::{HostId, Store};
 
 const T0: i64 = 1_790_000_000_000;
 
 fn register(st: &mut dyn Store, customer: &str, host: &str) -> HostId {
-    st.register_host(
-        &HostHello {
-            identity: &Identity {
-                customer: customer.into(),
-                host: host.into(),
-            },
-            facts: &HostFacts::default(),
-            agent_version: "t",
-            consent: &ConsentRecord::default(),
-            interval_ms: 10_000,
-        },
-        T0,
-    )
-    .unwrap()
+    common::hosts::register(st, customer, host, T0)
 }
 
 fn new(host: HostId, probe: &str, finding: Option<i64>, at: i64) -> NewDiagnostic {
@@ -55,13 +45,12 @@ fn done(output: Vec<u8>) -> DiagnosticResult {
     }
 }
 
-#[test]
-fn requests_are_stored_pending_finished_once_and_listed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.db");
-    let mut st = open_sqlite(&path).unwrap();
-    let db1 = register(&mut st, "acme", "db1");
-    let web = register(&mut st, "acme", "web");
+crate::both_backends!(requests_are_stored_pending_finished_once_and_listed);
+
+fn requests_are_stored_pending_finished_once_and_listed(backend: Backend) {
+    let mut st = backend.open();
+    let db1 = register(&mut *st, "acme", "db1");
+    let web = register(&mut *st, "acme", "web");
     assert_eq!(st.host_id("acme/db1").unwrap(), db1);
     assert!(st.host_id("acme/nope").is_err());
     let finding = st
@@ -134,7 +123,7 @@ fn requests_are_stored_pending_finished_once_and_listed() {
     assert!(row.truncated);
 
     // Per host, newest first, without output, in pages.
-    let mut ro = open_sqlite_readonly(&path).unwrap();
+    let mut ro = backend.open_readonly();
     let list = ro.diagnostics(db1, 10, None).unwrap();
     assert_eq!(list.iter().map(|r| r.id).collect::<Vec<_>>(), [b, a]);
     assert!(list.iter().all(|r| r.output.is_none()));

@@ -1,9 +1,14 @@
-//! Reports in the SQLite store: the quarter's own report is made once per customer and
-//! period (a failed one may be made again), progress and data round-trip, lists come newest
-//! first, and reports left running by a gone collector end as failed.
+//! Reports in the store, SQLite and PostgreSQL: the quarter's own report is made once per
+//! customer and period (a failed one may be made again), progress and data round-trip,
+//! lists come newest first, and reports left running by a gone collector end as failed.
+
+mod common {
+    pub mod backends;
+    pub mod hosts;
+}
+use common::backends::Backend;
 
 use aftercare_collector::report::record::{NewReport, Status};
-use aftercare_collector::store::{Store, open_sqlite};
 
 const T0: i64 = 1_790_000_000_000;
 const DAY: i64 = 86_400_000;
@@ -22,10 +27,13 @@ fn new(customer: &str, scheduled: bool, by: &str) -> NewReport {
     }
 }
 
-#[test]
-fn a_quarters_report_is_made_once_and_again_only_after_failing() {
-    let d = tempfile::tempdir().unwrap();
-    let mut st = open_sqlite(&d.path().join("a.db")).unwrap();
+crate::both_backends!(
+    a_quarters_report_is_made_once_and_again_only_after_failing,
+    collectors_claiming_one_quarter_at_once_make_one_report,
+);
+
+fn a_quarters_report_is_made_once_and_again_only_after_failing(b: Backend) {
+    let mut st = b.open();
     let first = st.add_report(&new("acme", true, "scheduler")).unwrap();
     let id = first.expect("the first claim makes it");
     // A second collector (or this one after a restart) asks again: no second report.
@@ -94,4 +102,37 @@ fn a_quarters_report_is_made_once_and_again_only_after_failing() {
         (Status::Failed, "collector restarted")
     );
     assert_eq!(st.report(9999).unwrap(), None);
+}
+
+/// Several collectors (stores) on one database claim the same quarter at the same moment:
+/// one of them makes it; once it failed, again exactly one takes it.
+fn collectors_claiming_one_quarter_at_once_make_one_report(b: Backend) {
+    let mut stores: Vec<_> = (0..4).map(|_| b.open()).collect();
+    let claim = |stores: &mut Vec<Box<dyn aftercare_collector::store::Store>>| {
+        let barrier = std::sync::Barrier::new(stores.len());
+        let got: Vec<Option<i64>> = std::thread::scope(|s| {
+            let handles: Vec<_> = stores
+                .iter_mut()
+                .enumerate()
+                .map(|(i, st)| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        st.add_report(&new("acme", true, &format!("collector-{i}")))
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        got.into_iter().flatten().collect::<Vec<i64>>()
+    };
+    let made = claim(&mut stores);
+    assert_eq!(made.len(), 1, "one claim makes it: {made:?}");
+    stores[0]
+        .finish_report(made[0], Err("no hosts"), T0 + 93 * DAY)
+        .unwrap();
+    let again = claim(&mut stores);
+    assert_eq!(again, made, "one claim takes the failed one again");
+    assert_eq!(stores[0].reports(Some("acme"), 0, None).unwrap().len(), 1);
 }

@@ -52,6 +52,34 @@ pub struct DiagnosticResult {
     pub message: String,
 }
 
+impl DiagnosticResult {
+    /// The output as stored (cut at [`MAX_STORED_OUTPUT`]) and whether it is marked cut.
+    pub fn stored_output(&self) -> (&[u8], bool) {
+        let output = &self.output[..self.output.len().min(MAX_STORED_OUTPUT)];
+        (output, self.truncated || output.len() < self.output.len())
+    }
+}
+
+/// A request's arguments as stored: a JSON object of strings.
+pub fn args_json(args: &[(String, String)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = args
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// The arguments [`args_json`] stored; anything else reads as no arguments.
+pub fn args_from_json(json: &str) -> Vec<(String, String)> {
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json)
+        .map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A stored diagnostic. `output` is `None` in listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiagnosticRow {

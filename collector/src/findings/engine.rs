@@ -221,7 +221,9 @@ impl Engine {
                 (id, AlertEvent::Opened)
             }
             Decision::Reopen { id } => {
-                st.apply_finding(&Change::Reopen {
+                // The finding the store reopened: on PostgreSQL, if another engine already
+                // holds the key unresolved, that one (updated) rather than `id`.
+                let id = st.apply_finding(&Change::Reopen {
                     id,
                     observed: observed(),
                     clocks: clocks(),

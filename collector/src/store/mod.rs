@@ -25,6 +25,7 @@ mod common;
 mod database;
 mod postgres;
 pub mod query;
+mod rows;
 mod sqlite;
 
 pub use database::{Database, PgUrl};

@@ -1,48 +1,129 @@
-//! PostgreSQL: what `../sqlite/diagnostics.rs` does for SQLite. (STUBS: being written.)
-#![allow(unused)]
+//! Remote diagnostics in PostgreSQL (what `../sqlite/diagnostics.rs` does for SQLite): a
+//! row per request, written `pending` when asked and finished once, when the agent
+//! answered or could not.
+
 use super::PgStore;
-use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, MAX_STORED_OUTPUT, NewDiagnostic};
-use crate::store::TokenRow;
+use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic, args_json};
+use crate::store::rows::{self, DIAGNOSTIC_COLUMNS as COLUMNS};
 use crate::store::{HostId, StoreError};
-use aftercare_shared::model::UnixMillis;
 
 impl PgStore {
     pub(in crate::store) fn insert_diagnostic(
         &mut self,
         d: &NewDiagnostic,
     ) -> Result<i64, StoreError> {
-        todo!()
+        self.writable("recording a diagnostic")?;
+        self.conn
+            .query_one(
+                "INSERT INTO diagnostics (host, probe, args, finding, requested_by, requested_at, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending')
+                 RETURNING id",
+                &[
+                    &d.host,
+                    &d.probe,
+                    &args_json(&d.args),
+                    &d.finding,
+                    &d.requested_by,
+                    &d.requested_at,
+                ],
+            )
+            .map(|r| r.get(0))
+            .map_err(self.cx.sql("recording a diagnostic"))
     }
 
+    /// Only a pending row is finished: a result never overwrites another.
     pub(in crate::store) fn update_diagnostic(
         &mut self,
         id: i64,
         r: &DiagnosticResult,
     ) -> Result<bool, StoreError> {
-        todo!()
+        self.writable("storing a diagnostic's result")?;
+        let (output, truncated) = r.stored_output();
+        let n = self
+            .conn
+            .execute(
+                "UPDATE diagnostics SET status = $2, finished_at = $3, exit_code = $4,
+                    truncated = $5, output = $6, message = $7
+                 WHERE id = $1 AND status = 'pending'",
+                &[
+                    &id,
+                    &r.status.as_str(),
+                    &r.finished_at,
+                    &r.exit_code,
+                    &truncated,
+                    &output,
+                    &r.message,
+                ],
+            )
+            .map_err(self.cx.sql("storing a diagnostic's result"))?;
+        Ok(n == 1)
     }
 
     pub(in crate::store) fn select_diagnostic(
         &mut self,
         id: i64,
     ) -> Result<Option<DiagnosticRow>, StoreError> {
-        todo!()
+        let err = self.cx.sql("reading a diagnostic");
+        self.conn
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS}, d.output FROM diagnostics d JOIN hosts h ON h.id = d.host
+                     WHERE d.id = $1"
+                ),
+                &[&id],
+            )
+            .map_err(&err)?
+            .map(|r| rows::diagnostic(&r, true))
+            .transpose()
+            .map_err(err)
     }
 
+    /// A host's diagnostics, newest first, without output.
     pub(in crate::store) fn select_diagnostics(
         &mut self,
         host: HostId,
         limit: usize,
         before_id: Option<i64>,
     ) -> Result<Vec<DiagnosticRow>, StoreError> {
-        todo!()
+        let err = self.cx.sql("listing diagnostics");
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM diagnostics d JOIN hosts h ON h.id = d.host
+                     WHERE d.host = $1 AND d.id < $2 ORDER BY d.id DESC LIMIT $3"
+                ),
+                &[
+                    &host,
+                    &before_id.unwrap_or(i64::MAX),
+                    &(limit.min(i64::MAX as usize) as i64),
+                ],
+            )
+            .map_err(&err)?
+            .iter()
+            .map(|r| rows::diagnostic(r, false))
+            .collect::<Result<_, _>>()
+            .map_err(err)
     }
 
+    /// The diagnostics run from a finding, oldest first, without output.
     pub(in crate::store) fn select_finding_diagnostics(
         &mut self,
         finding: i64,
     ) -> Result<Vec<DiagnosticRow>, StoreError> {
-        todo!()
+        let err = self.cx.sql("listing a finding's diagnostics");
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM diagnostics d JOIN hosts h ON h.id = d.host
+                     WHERE d.finding = $1 ORDER BY d.id"
+                ),
+                &[&finding],
+            )
+            .map_err(&err)?
+            .iter()
+            .map(|r| rows::diagnostic(r, false))
+            .collect::<Result<_, _>>()
+            .map_err(err)
     }
 
     pub(in crate::store) fn fail_pending_diagnostics(
@@ -50,19 +131,35 @@ impl PgStore {
         now: i64,
         message: &str,
     ) -> Result<u64, StoreError> {
-        todo!()
+        self.writable("ending pending diagnostics")?;
+        self.conn
+            .execute(
+                "UPDATE diagnostics SET status = 'failed', finished_at = $1, message = $2
+                 WHERE status = 'pending'",
+                &[&now, &message],
+            )
+            .map_err(self.cx.sql("ending pending diagnostics"))
     }
 
     pub(in crate::store) fn count_done_diagnostics(
-        &self,
+        &mut self,
         host: HostId,
         since: i64,
         until: i64,
     ) -> Result<u64, StoreError> {
-        todo!()
+        let n: i64 = self
+            .conn
+            .query_one(
+                "SELECT count(*) FROM diagnostics
+                 WHERE host = $1 AND requested_at >= $2 AND requested_at < $3 AND status = 'done'",
+                &[&host, &since, &until],
+            )
+            .map(|r| r.get(0))
+            .map_err(self.cx.sql("counting diagnostics"))?;
+        Ok(n.max(0) as u64)
     }
 
-    pub(in crate::store) fn host_id_by_name(&self, name: &str) -> Result<HostId, StoreError> {
-        todo!()
+    pub(in crate::store) fn host_id_by_name(&mut self, name: &str) -> Result<HostId, StoreError> {
+        Self::resolve_host(&mut *self.conn, &self.cx, name)
     }
 }

@@ -234,6 +234,7 @@ CREATE TABLE reports (
     finished_at  BIGINT,
     data         BYTEA
 );
+ALTER TABLE reports ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE UNIQUE INDEX reports_once_per_period ON reports (customer, period_from, period_to)
     WHERE scheduled;
 CREATE INDEX reports_by_customer ON reports (customer, id);

@@ -2,21 +2,9 @@
 //! API.
 
 use super::SqliteStore;
+use crate::store::rows::{self, AUDIT_COLUMNS, CONTRACT_COLUMNS};
 use crate::store::{AuditFilter, AuditRow, ContractAssignment, StoreError};
-use rusqlite::{Row, params};
-
-fn audit_row(r: &Row) -> rusqlite::Result<AuditRow> {
-    Ok(AuditRow {
-        id: r.get(0)?,
-        at: r.get(1)?,
-        actor: r.get(2)?,
-        role: r.get(3)?,
-        action: r.get(4)?,
-        target: r.get(5)?,
-        outcome: r.get(6)?,
-        detail: r.get(7)?,
-    })
-}
+use rusqlite::params;
 
 impl SqliteStore {
     pub(in crate::store) fn insert_audit(&mut self, a: &AuditRow) -> Result<i64, StoreError> {
@@ -39,12 +27,12 @@ impl SqliteStore {
     ) -> Result<Vec<AuditRow>, StoreError> {
         let limit = if f.limit == 0 { -1 } else { f.limit as i64 };
         self.conn
-            .prepare_cached(
-                "SELECT id, at, actor, role, action, target, outcome, detail FROM audit
+            .prepare_cached(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit
                  WHERE at >= ?1 AND id < ?2
                    AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR action = ?4)
-                 ORDER BY id DESC LIMIT ?5",
-            )
+                 ORDER BY id DESC LIMIT ?5"
+            ))
             .and_then(|mut st| {
                 st.query_map(
                     params![
@@ -54,7 +42,7 @@ impl SqliteStore {
                         f.action,
                         limit
                     ],
-                    audit_row,
+                    |r| rows::audit(r),
                 )?
                 .collect()
             })
@@ -80,20 +68,10 @@ impl SqliteStore {
 
     pub(in crate::store) fn select_contracts(&self) -> Result<Vec<ContractAssignment>, StoreError> {
         self.conn
-            .prepare_cached(
-                "SELECT customer, contract, set_at, set_by FROM customer_contracts ORDER BY customer",
-            )
-            .and_then(|mut st| {
-                st.query_map([], |r| {
-                    Ok(ContractAssignment {
-                        customer: r.get(0)?,
-                        contract: r.get(1)?,
-                        set_at: r.get(2)?,
-                        set_by: r.get(3)?,
-                    })
-                })?
-                .collect()
-            })
+            .prepare_cached(&format!(
+                "SELECT {CONTRACT_COLUMNS} FROM customer_contracts ORDER BY customer"
+            ))
+            .and_then(|mut st| st.query_map([], |r| rows::contract(r))?.collect())
             .map_err(self.cx.sql("reading contract assignments"))
     }
 }

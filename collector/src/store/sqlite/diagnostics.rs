@@ -2,56 +2,14 @@
 //! written `pending` when asked and finished once, when the agent answered or could not.
 
 use super::SqliteStore;
-use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, MAX_STORED_OUTPUT, NewDiagnostic};
+use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic, args_json};
+use crate::store::rows::{DIAGNOSTIC_COLUMNS as COLUMNS, diagnostic as row};
 use crate::store::{HostId, StoreError};
-use rusqlite::{OptionalExtension, Row, params};
-
-const COLUMNS: &str =
-    "d.id, d.host, h.customer, h.host, d.probe, d.args, d.finding, d.requested_by,
-    d.requested_at, d.status, d.finished_at, d.exit_code, d.truncated, d.message";
-
-fn row(r: &Row<'_>, with_output: bool) -> rusqlite::Result<DiagnosticRow> {
-    let args: String = r.get(5)?;
-    // Written by us as a JSON object of strings; anything else reads as no arguments.
-    let args: Vec<(String, String)> =
-        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&args)
-            .map(|m| {
-                m.into_iter()
-                    .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-    Ok(DiagnosticRow {
-        id: r.get(0)?,
-        host_id: r.get(1)?,
-        customer: r.get(2)?,
-        host: r.get(3)?,
-        probe: r.get(4)?,
-        args,
-        finding: r.get(6)?,
-        requested_by: r.get(7)?,
-        requested_at: r.get(8)?,
-        status: r.get(9)?,
-        finished_at: r.get(10)?,
-        exit_code: r.get(11)?,
-        truncated: r.get::<_, i64>(12)? != 0,
-        message: r.get(13)?,
-        output: if with_output {
-            Some(r.get::<_, Option<Vec<u8>>>(14)?.unwrap_or_default())
-        } else {
-            None
-        },
-    })
-}
+use rusqlite::{OptionalExtension, params};
 
 impl SqliteStore {
     pub(super) fn insert_diagnostic(&mut self, d: &NewDiagnostic) -> Result<i64, StoreError> {
         self.writable("recording a diagnostic")?;
-        let args: serde_json::Map<String, serde_json::Value> = d
-            .args
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
         self.conn
             .execute(
                 "INSERT INTO diagnostics (host, probe, args, finding, requested_by, requested_at, status)
@@ -59,7 +17,7 @@ impl SqliteStore {
                 params![
                     d.host,
                     d.probe,
-                    serde_json::Value::Object(args).to_string(),
+                    args_json(&d.args),
                     d.finding,
                     d.requested_by,
                     d.requested_at
@@ -76,7 +34,7 @@ impl SqliteStore {
         r: &DiagnosticResult,
     ) -> Result<bool, StoreError> {
         self.writable("storing a diagnostic's result")?;
-        let output = &r.output[..r.output.len().min(MAX_STORED_OUTPUT)];
+        let (output, truncated) = r.stored_output();
         let n = self
             .conn
             .execute(
@@ -88,7 +46,7 @@ impl SqliteStore {
                     r.status.as_str(),
                     r.finished_at,
                     r.exit_code,
-                    r.truncated || output.len() < r.output.len(),
+                    truncated,
                     output,
                     r.message
                 ],

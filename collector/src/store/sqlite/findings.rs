@@ -2,11 +2,15 @@
 //! finding's row and its timeline entry are written together or not at all.
 
 use super::SqliteStore;
-use crate::findings::lifecycle::{Event, EventKind, State};
+use crate::findings::lifecycle::{Event, EventKind};
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Observed, Silence};
 use crate::store::StoreError;
+use crate::store::rows::{
+    self, FINDING_COLUMNS as COLUMNS, SILENCE_COLUMNS, act_refused, event, no_silence,
+    not_an_action,
+};
 use aftercare_shared::model::UnixMillis;
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 /// Findings (one row per finding; at most one not resolved per key), their timeline, and
 /// maintenance windows.
@@ -69,45 +73,6 @@ CREATE TABLE rules_state (
 );
 ";
 
-const COLUMNS: &str = "f.id, f.host_id, h.customer, h.host, f.rule, f.subject, f.level, f.category,
-    f.title, f.recommendation, f.state, f.opened_at, f.last_seen, f.acked_at, f.acked_by,
-    f.resolved_at, f.resolved_by, f.resolution, f.respond_by, f.restore_by, f.sla_sent,
-    f.evidence, f.sla_from";
-
-fn row(r: &Row<'_>) -> rusqlite::Result<FindingRow> {
-    let state: String = r.get(10)?;
-    let acked_at: Option<UnixMillis> = r.get(13)?;
-    let resolved_at: Option<UnixMillis> = r.get(15)?;
-    Ok(FindingRow {
-        id: r.get(0)?,
-        host_id: r.get(1)?,
-        customer: r.get(2)?,
-        host: r.get(3)?,
-        rule: r.get(4)?,
-        subject: r.get(5)?,
-        level: r.get::<_, i64>(6)?.clamp(1, 4) as u8,
-        category: r.get(7)?,
-        title: r.get(8)?,
-        recommendation: r.get(9)?,
-        state: State::parse(&state).unwrap_or(State::Open),
-        opened_at: r.get(11)?,
-        last_seen: r.get(12)?,
-        acknowledged: match acked_at {
-            Some(at) => Some((at, r.get::<_, Option<String>>(14)?.unwrap_or_default())),
-            None => None,
-        },
-        resolved: match resolved_at {
-            Some(at) => Some((at, r.get(16)?, r.get(17)?)),
-            None => None,
-        },
-        respond_by: r.get(18)?,
-        restore_by: r.get(19)?,
-        sla_sent: r.get::<_, i64>(20)? as u8,
-        evidence: r.get(21)?,
-        sla_from: r.get(22)?,
-    })
-}
-
 fn add_event(tx: &Transaction<'_>, id: i64, e: &Event) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO finding_events (finding_id, seq, at, kind, by, note)
@@ -116,15 +81,6 @@ fn add_event(tx: &Transaction<'_>, id: i64, e: &Event) -> rusqlite::Result<()> {
     )?
     .execute(params![id, e.at, e.kind.as_str(), e.by, e.note])?;
     Ok(())
-}
-
-fn event(at: UnixMillis, kind: EventKind) -> Event {
-    Event {
-        at,
-        kind,
-        by: None,
-        note: None,
-    }
 }
 
 fn set_observed(tx: &Transaction<'_>, id: i64, o: &Observed) -> rusqlite::Result<usize> {
@@ -158,8 +114,10 @@ impl SqliteStore {
                  ORDER BY (f.state != 'resolved') DESC, f.id DESC LIMIT 1"
             ))
             .and_then(|mut s| {
-                s.query_row(params![key.host, key.rule, key.subject], row)
-                    .optional()
+                s.query_row(params![key.host, key.rule, key.subject], |r| {
+                    rows::finding(r)
+                })
+                .optional()
             })
             .map_err(err)
     }
@@ -242,11 +200,7 @@ impl SqliteStore {
                     return Err(missing(*id));
                 }
                 if *level_changed {
-                    let e = Event {
-                        note: Some(format!("now L{}", o.level)),
-                        ..event(o.at, EventKind::LevelChanged)
-                    };
-                    add_event(&tx, *id, &e).map_err(&err)?;
+                    add_event(&tx, *id, &rows::level_changed(o)).map_err(&err)?;
                 }
                 *id
             }
@@ -275,12 +229,7 @@ impl SqliteStore {
                             resolved_by = ?3, resolution = ?4
                          WHERE id = ?1 AND state != 'resolved'"
                     }
-                    other => {
-                        return Err(StoreError::Invalid(format!(
-                            "'{}' is not an engineer's action",
-                            other.as_str()
-                        )));
-                    }
+                    other => return Err(not_an_action(other)),
                 };
                 let mut stmt = tx.prepare_cached(sql).map_err(&err)?;
                 let n = if e.kind == EventKind::Resolved {
@@ -298,17 +247,7 @@ impl SqliteStore {
                         })
                         .optional()
                         .map_err(&err)?;
-                    return Err(match state {
-                        Some(s) => StoreError::Invalid(format!(
-                            "finding {id} is {s} now: nothing to {}",
-                            if e.kind == EventKind::Resolved {
-                                "resolve"
-                            } else {
-                                "acknowledge"
-                            }
-                        )),
-                        None => missing(*id),
-                    });
+                    return Err(act_refused(*id, state, e.kind));
                 }
                 add_event(&tx, *id, e).map_err(&err)?;
                 *id
@@ -357,25 +296,10 @@ impl SqliteStore {
         after: UnixMillis,
     ) -> Result<Vec<Silence>, StoreError> {
         self.conn
-            .prepare_cached(
-                "SELECT id, customer, host, starts, ends, reason, created_by, created_at
-                 FROM silences WHERE ends > ?1 ORDER BY starts, id",
-            )
-            .and_then(|mut st| {
-                st.query_map([after], |r| {
-                    Ok(Silence {
-                        id: r.get(0)?,
-                        customer: r.get(1)?,
-                        host: r.get(2)?,
-                        starts: r.get(3)?,
-                        ends: r.get(4)?,
-                        reason: r.get(5)?,
-                        created_by: r.get(6)?,
-                        created_at: r.get(7)?,
-                    })
-                })?
-                .collect()
-            })
+            .prepare_cached(&format!(
+                "SELECT {SILENCE_COLUMNS} FROM silences WHERE ends > ?1 ORDER BY starts, id"
+            ))
+            .and_then(|mut st| st.query_map([after], |r| rows::silence(r))?.collect())
             .map_err(self.cx.sql("listing maintenance windows"))
     }
 
@@ -392,9 +316,7 @@ impl SqliteStore {
             .and_then(|mut st| st.execute(params![id, at]))
             .map_err(self.cx.sql("ending a maintenance window"))?;
         if n == 0 {
-            return Err(StoreError::Invalid(format!(
-                "no maintenance window {id}: `aftercare-collector silence list` shows them"
-            )));
+            return Err(no_silence(id));
         }
         Ok(())
     }
@@ -435,12 +357,15 @@ impl SqliteStore {
                    AND (?3 IS NULL OR f.host_id = ?3)
                    AND max(f.opened_at, f.last_seen, coalesce(f.resolved_at, 0)) >= ?4
                  ORDER BY f.level, coalesce(f.restore_by, f.respond_by, 9223372036854775807),
-                          f.opened_at"
+                          f.opened_at, f.id"
             ))
             .map_err(&err)?;
-        stmt.query_map(params![f.open_only as i64, f.customer, host, f.since], row)
-            .and_then(|rows| rows.collect())
-            .map_err(err)
+        stmt.query_map(
+            params![f.open_only as i64, f.customer, host, f.since],
+            |r| rows::finding(r),
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(err)
     }
 
     pub(in crate::store) fn finding_with_timeline(
@@ -454,7 +379,7 @@ impl SqliteStore {
             .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM findings f JOIN hosts h ON h.id = f.host_id WHERE f.id = ?1"
             ))
-            .and_then(|mut s| s.query_row(params![id], row).optional())
+            .and_then(|mut s| s.query_row(params![id], |r| rows::finding(r)).optional())
             .map_err(&err)?
         else {
             return Ok(None);
@@ -467,11 +392,11 @@ impl SqliteStore {
             .and_then(|mut s| {
                 s.query_map(params![id], |r| {
                     let kind: String = r.get(1)?;
-                    let kind = EventKind::parse(&kind).ok_or_else(|| {
+                    let kind = rows::event_kind(&kind).map_err(|e| {
                         rusqlite::Error::FromSqlConversionFailure(
                             1,
                             rusqlite::types::Type::Text,
-                            format!("unknown timeline event '{kind}'").into(),
+                            e.into(),
                         )
                     })?;
                     Ok(Event {

@@ -14,32 +14,20 @@ mod diagnostics;
 mod findings;
 mod reports;
 
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
-    let role: String = r.get(1)?;
-    Ok(TokenRow {
-        name: r.get(0)?,
-        // Only the CLI writes roles; an unknown one reads as the least privileged.
-        role: Role::parse(&role).unwrap_or(Role::Viewer),
-        created_at: r.get(2)?,
-        created_by: r.get(3)?,
-        revoked_at: r.get(4)?,
-    })
-}
-
-use super::chunk::{self};
+use super::chunk;
 use super::common::{
     HostRow, HostSeries, LatestReader, LogCodec, LogKeeper, LogRows, PointsReader, RollupReader,
     RowError, SeriesRow, SourceCounts, add_loss, batch_series, fold_to_hour, host_status,
     kind_from, matching_records, merge_hour, rollup_rows, series_key, sql_int,
 };
 use super::query::{HostName, MetricFilter};
+use super::rows::{self, TOKEN_COLUMNS};
 use super::{
     AuditFilter, AuditRow, BatchData, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
     ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, Latest, LogCount, LogFilter,
     PendingBatch, Resolution, Retention, RetentionStats, SeriesId, SeriesPoints, SeriesRollups,
     Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
 };
-use crate::api::token::Role;
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
@@ -1128,10 +1116,7 @@ impl Store for SqliteStore {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(StoreError::Invalid(format!(
-                    "a token named '{}' exists: revoke it first or choose another name",
-                    t.name
-                )))
+                Err(rows::token_taken(&t.name))
             }
             Err(e) => Err(self.cx.sql("adding a token")(e)),
         }
@@ -1139,20 +1124,17 @@ impl Store for SqliteStore {
 
     fn tokens(&mut self) -> Result<Vec<TokenRow>, StoreError> {
         self.conn
-            .prepare_cached(
-                "SELECT name, role, created_at, created_by, revoked_at FROM tokens ORDER BY name",
-            )
-            .and_then(|mut st| st.query_map([], token_row)?.collect())
+            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY name"))
+            .and_then(|mut st| st.query_map([], |r| rows::token(r))?.collect())
             .map_err(self.cx.sql("listing tokens"))
     }
 
     fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
         self.conn
-            .prepare_cached(
-                "SELECT name, role, created_at, created_by, revoked_at FROM tokens
-                 WHERE hash = ?1 AND revoked_at IS NULL",
-            )
-            .and_then(|mut st| st.query_row([hash], token_row).optional())
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
+            ))
+            .and_then(|mut st| st.query_row([hash], |r| rows::token(r)).optional())
             .map_err(self.cx.sql("checking a token"))
     }
 
@@ -1166,9 +1148,7 @@ impl Store for SqliteStore {
             )
             .map_err(self.cx.sql("revoking a token"))?;
         if n == 0 {
-            return Err(StoreError::Invalid(format!(
-                "no active token named '{name}': `aftercare-collector token list` shows them"
-            )));
+            return Err(rows::no_active_token(name));
         }
         Ok(())
     }

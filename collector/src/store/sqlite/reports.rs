@@ -3,38 +3,11 @@
 //! several collectors, or one that restarts, ask for it.
 
 use super::SqliteStore;
-use crate::report::record::{NewReport, ReportRow, Status};
+use crate::report::record::{NewReport, ReportRow};
 use crate::store::StoreError;
+use crate::store::rows::{REPORT_COLUMNS as COLUMNS, report as row, report_data, report_outcome};
 use aftercare_shared::model::UnixMillis;
-use rusqlite::{OptionalExtension, Row, params};
-
-/// The stored JSON is compressed: a quarter's trends for many hosts is mostly numbers.
-const ZSTD_LEVEL: i32 = 3;
-
-const COLUMNS: &str = "id, customer, period_from, period_to, label, lang, time_zone, scheduled,
-    status, progress, message, requested_by, created_at, finished_at";
-
-fn row(r: &Row<'_>, data: Option<Vec<u8>>) -> rusqlite::Result<ReportRow> {
-    let status: String = r.get(8)?;
-    Ok(ReportRow {
-        id: r.get(0)?,
-        customer: r.get(1)?,
-        from: r.get(2)?,
-        to: r.get(3)?,
-        label: r.get(4)?,
-        lang: r.get(5)?,
-        time_zone: r.get(6)?,
-        scheduled: r.get::<_, i64>(7)? != 0,
-        // Written only by us; an unknown word reads as failed rather than breaking lists.
-        status: Status::parse(&status).unwrap_or(Status::Failed),
-        progress: r.get::<_, i64>(9)?.clamp(0, 100) as u8,
-        message: r.get(10)?,
-        requested_by: r.get(11)?,
-        created_at: r.get(12)?,
-        finished_at: r.get(13)?,
-        data,
-    })
-}
+use rusqlite::{OptionalExtension, params};
 
 impl SqliteStore {
     pub(super) fn insert_report(&mut self, n: &NewReport) -> Result<Option<i64>, StoreError> {
@@ -100,16 +73,7 @@ impl SqliteStore {
         now: UnixMillis,
     ) -> Result<(), StoreError> {
         self.writable("storing a report")?;
-        let (status, message, data) = match outcome {
-            Ok(json) => (
-                Status::Done,
-                String::new(),
-                Some(zstd::bulk::compress(json, ZSTD_LEVEL).map_err(|e| {
-                    StoreError::Invalid(format!("cannot compress the report: {e}"))
-                })?),
-            ),
-            Err(why) => (Status::Failed, why.to_string(), None),
-        };
+        let (status, message, data) = report_outcome(outcome)?;
         self.conn
             .execute(
                 "UPDATE reports SET status = ?2, message = ?3, data = ?4, finished_at = ?5,
@@ -131,7 +95,7 @@ impl SqliteStore {
             .and_then(|mut st| {
                 st.query_row([id], |r| {
                     let blob: Option<Vec<u8>> = r.get(14)?;
-                    Ok((row(r, None)?, blob))
+                    Ok((row(r)?, blob))
                 })
                 .optional()
             })
@@ -140,11 +104,7 @@ impl SqliteStore {
             return Ok(None);
         };
         if let Some(b) = blob {
-            // A report is at most a few MB of JSON; the cap guards against a damaged row.
-            report.data = Some(
-                zstd::bulk::decompress(&b, 256 << 20)
-                    .map_err(|e| cx.corrupt(format!("report {id}"), e))?,
-            );
+            report.data = Some(report_data(&b).map_err(|e| cx.corrupt(format!("report {id}"), e))?);
         }
         Ok(Some(report))
     }
@@ -163,7 +123,7 @@ impl SqliteStore {
                  ORDER BY id DESC LIMIT ?3"
             ))
             .and_then(|mut st| {
-                st.query_map(params![customer, before_id, limit], |r| row(r, None))?
+                st.query_map(params![customer, before_id, limit], |r| row(r))?
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
             .map_err(self.cx.sql("listing reports"))
