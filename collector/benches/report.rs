@@ -214,7 +214,7 @@ L4 = { respond_within = "4h", restore_within = "72h" }
 }
 
 /// The history, through commit, compaction and retention as the days go by.
-fn write_history(st: &mut dyn Store, hosts: i64, days: i64, all: &[Series]) {
+fn write_history(st: &mut SqliteStore, hosts: i64, days: i64, all: &[Series]) {
     let (from, to) = (T0, T0 + days * DAY);
     let now = to + 2 * DAY;
     let consent = ConsentRecord {

@@ -4,9 +4,7 @@
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::config::CollectorConfig;
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
-use aftercare_collector::store::{
-    BatchData, HostHello, PendingBatch, SqliteStore, Store, open_sqlite,
-};
+use aftercare_collector::store::{BatchData, HostHello, PendingBatch, Store};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Sample, Severity,
@@ -182,7 +180,7 @@ async fn the_cli_asks_a_running_collector_over_its_api() {
     )
     .unwrap();
     let now = now_millis();
-    let (id, viewer, engineer) = seed(&mut cfg.database.open().unwrap(), now);
+    let (id, viewer, engineer) = seed(&mut *cfg.database.open().unwrap(), now);
     let collector = aftercare_collector::server::Collector::bind(&cfg).unwrap();
     let url = format!("http://{}", collector.api_addr());
     let stop = tokio_util::sync::CancellationToken::new();

@@ -3,7 +3,7 @@
 
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
-use aftercare_collector::store::{HostHello, Store, open_sqlite};
+use aftercare_collector::store::HostHello;
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::HostFacts;
 use aftercare_shared::protocol::Identity;
@@ -56,7 +56,7 @@ async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
             })
             .unwrap();
         let mut make =
-            |name: &str, role: Role| token::issue(&mut st, name, role, "test", now).unwrap();
+            |name: &str, role: Role| token::issue(&mut *st, name, role, "test", now).unwrap();
         (make("view", Role::Viewer), make("eng", Role::Engineer), id)
     };
     let base = format!("http://{}/api/v1", c.api);

@@ -4,9 +4,7 @@
 
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
-use aftercare_collector::store::{
-    BatchData, HOUR_MS, HostHello, HostId, PendingBatch, SqliteStore, Store, open_sqlite,
-};
+use aftercare_collector::store::{BatchData, HOUR_MS, HostHello, HostId, PendingBatch, Store};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Sample, Severity,
@@ -98,12 +96,18 @@ async fn lists_page_without_gaps_or_duplicates_and_bad_input_names_its_field() {
             ("initech", "x"),
             ("initech", "y"),
         ] {
-            ids.push(register(&mut st, c, h, now));
+            ids.push(register(&mut *st, c, h, now));
         }
         for (i, level) in [3u8, 1, 2, 1, 4, 2].into_iter().enumerate() {
-            open_finding(&mut st, ids[i], &format!("rule-{i}"), level, now - i as i64);
+            open_finding(
+                &mut *st,
+                ids[i],
+                &format!("rule-{i}"),
+                level,
+                now - i as i64,
+            );
         }
-        make_token(&mut st, "view", Role::Viewer)
+        make_token(&mut *st, "view", Role::Viewer)
     };
     let c = f.start().await;
     let base = format!("http://{}/api/v1", c.api);
@@ -247,7 +251,7 @@ async fn metrics_come_from_raw_points_for_hours_and_rollups_for_weeks() {
     let day = 24 * HOUR_MS;
     let viewer = {
         let mut st = f.collector.database.open().unwrap();
-        let h = register(&mut st, "acme", "db1", now - 20 * day);
+        let h = register(&mut *st, "acme", "db1", now - 20 * day);
         // A sample a minute for twenty days, through the store's own write path.
         let start = now - 20 * day;
         let batches: Vec<PendingBatch> = (0..20 * 24 * 60)
@@ -259,7 +263,7 @@ async fn metrics_come_from_raw_points_for_hours_and_rollups_for_weeks() {
         st.compact(now).unwrap();
         // Raw points older than two days go; rollups stay.
         while st.retain_some(now, &retention, 10_000).unwrap().more {}
-        make_token(&mut st, "view", Role::Viewer)
+        make_token(&mut *st, "view", Role::Viewer)
     };
     let c = f.start().await;
     let base = format!("http://{}/api/v1/hosts/acme/db1/metrics", c.api);
@@ -366,7 +370,7 @@ async fn logs_filter_and_page_newest_first() {
     let now = now_millis();
     let viewer = {
         let mut st = f.collector.database.open().unwrap();
-        let h = register(&mut st, "acme", "db1", now - HOUR_MS);
+        let h = register(&mut *st, "acme", "db1", now - HOUR_MS);
         // 30 lines, two to a second, alternating sources; every third an error.
         let records: Vec<LogRecord> = (0..30u64)
             .map(|i| LogRecord {
@@ -395,7 +399,7 @@ async fn logs_filter_and_page_newest_first() {
             }])
             .unwrap();
         }
-        make_token(&mut st, "view", Role::Viewer)
+        make_token(&mut *st, "view", Role::Viewer)
     };
     let c = f.start().await;
     let base = format!("http://{}/api/v1/hosts/acme/db1/logs", c.api);
@@ -453,13 +457,13 @@ async fn admins_manage_silences_tokens_and_contracts_and_every_change_is_audited
     let now = now_millis();
     let (viewer, engineer, admin, finding) = {
         let mut st = f.collector.database.open().unwrap();
-        let h = register(&mut st, "acme", "db1", now);
-        register(&mut st, "acme", "db2", now);
-        let id = open_finding(&mut st, h, "fs-full", 2, now);
+        let h = register(&mut *st, "acme", "db1", now);
+        register(&mut *st, "acme", "db2", now);
+        let id = open_finding(&mut *st, h, "fs-full", 2, now);
         (
-            make_token(&mut st, "vera", Role::Viewer),
-            make_token(&mut st, "eng", Role::Engineer),
-            make_token(&mut st, "boss", Role::Admin),
+            make_token(&mut *st, "vera", Role::Viewer),
+            make_token(&mut *st, "eng", Role::Engineer),
+            make_token(&mut *st, "boss", Role::Admin),
             id,
         )
     };
@@ -684,10 +688,7 @@ async fn admins_manage_silences_tokens_and_contracts_and_every_change_is_audited
     })
     .await;
     // The store holds the trail the API showed.
-    let rows = open_sqlite(&db)
-        .unwrap()
-        .audit(&Default::default())
-        .unwrap();
+    let rows = db.open().unwrap().audit(&Default::default()).unwrap();
     assert_eq!(rows.len(), 17);
     c.shutdown().await;
 }
@@ -698,7 +699,7 @@ async fn admins_manage_silences_tokens_and_contracts_and_every_change_is_audited
 async fn every_documented_route_is_served() {
     let f = Fixture::new();
     let admin = make_token(
-        &mut f.collector.database.open().unwrap(),
+        &mut *f.collector.database.open().unwrap(),
         "boss",
         Role::Admin,
     );

@@ -2,7 +2,6 @@
 //! revocation deletes them unsent, and what overflows is counted and reported, never lost
 //! silently.
 
-use aftercare_collector::store::Store;
 use aftercare_shared::consent::Scope;
 use aftercare_shared::time_fmt::now_millis;
 use aftercare_tests::*;

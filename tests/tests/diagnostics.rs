@@ -4,7 +4,7 @@
 
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
-use aftercare_collector::store::{Store, open_sqlite};
+
 use aftercare_shared::consent::Scope;
 use aftercare_shared::time_fmt::now_millis;
 use aftercare_tests::*;
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 fn tokens(f: &Fixture) -> (String, String) {
     let mut st = f.collector.database.open().unwrap();
     let mut make =
-        |name: &str, role: Role| token::issue(&mut st, name, role, "test", now_millis()).unwrap();
+        |name: &str, role: Role| token::issue(&mut *st, name, role, "test", now_millis()).unwrap();
     (
         make("eng.wang", Role::Engineer),
         make("view.li", Role::Viewer),

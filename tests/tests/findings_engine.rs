@@ -9,9 +9,7 @@ use aftercare_collector::notify::Notifier;
 use aftercare_collector::notify::config::WebhookConfig;
 use aftercare_collector::rules::RuleSet;
 use aftercare_collector::sla::SlaPolicy;
-use aftercare_collector::store::{
-    BatchData, HostHello, HostId, PendingBatch, SqliteStore, Store, open_sqlite,
-};
+use aftercare_collector::store::{BatchData, HostHello, HostId, PendingBatch, Store, open_sqlite};
 use aftercare_shared::consent::{ConsentRecord, Scope};
 use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Sample, Severity,

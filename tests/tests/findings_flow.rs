@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 /// The state of the newest finding of `rule` (None: there is none).
 fn finding_state(f: &Fixture, rule: &str) -> Option<String> {
     use aftercare_collector::findings::record::FindingFilter;
-    use aftercare_collector::store::Store;
     let mut st = f.collector.database.open_readonly().ok()?;
     st.findings(&FindingFilter::default())
         .ok()?

@@ -6,7 +6,6 @@
 use aftercare_agent::transport::{self, Link};
 use aftercare_collector::config::CollectorConfig;
 use aftercare_collector::findings::record::FindingFilter;
-use aftercare_collector::store::Store;
 use aftercare_shared::codec;
 use aftercare_shared::consent::{ConsentRecord, Scope};
 use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};

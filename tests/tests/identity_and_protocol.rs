@@ -2,7 +2,6 @@
 
 use aftercare_agent::transport::{self, Link, LinkError};
 use aftercare_collector::ca;
-use aftercare_collector::store::Store;
 use aftercare_shared::codec;
 use aftercare_shared::consent::{ConsentRecord, Scope};
 use aftercare_shared::logblock;

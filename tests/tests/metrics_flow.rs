@@ -1,7 +1,6 @@
 //! A real agent streams this machine's metrics to a real collector over mutual-TLS QUIC on
 //! 127.0.0.1, only with consent.
 
-use aftercare_collector::store::Store;
 use aftercare_shared::consent::Scope;
 use aftercare_tests::*;
 use std::time::Duration;

@@ -5,9 +5,7 @@
 
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::report::period;
-use aftercare_collector::store::{
-    BatchData, HostHello, HostId, PendingBatch, SqliteStore, Store, open_sqlite,
-};
+use aftercare_collector::store::{BatchData, HostHello, HostId, PendingBatch, Store};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample};
 use aftercare_shared::protocol::{Identity, StreamId};
@@ -96,12 +94,12 @@ async fn desk() -> Desk {
     let q = period::last_ended_quarter(now, &period::zone("UTC").unwrap());
     let (engineer, viewer) = {
         let mut st = f.collector.database.open().unwrap();
-        let h = register(&mut st, "acme", "db1", q.from - DAY);
+        let h = register(&mut *st, "acme", "db1", q.from - DAY);
         // The last three weeks of the quarter and what followed: enough to report on.
-        history(&mut st, h, q.to - 21 * DAY, now - 10 * MIN);
+        history(&mut *st, h, q.to - 21 * DAY, now - 10 * MIN);
         (
-            token::issue(&mut st, "ann", Role::Engineer, "test", now).unwrap(),
-            token::issue(&mut st, "vic", Role::Viewer, "test", now).unwrap(),
+            token::issue(&mut *st, "ann", Role::Engineer, "test", now).unwrap(),
+            token::issue(&mut *st, "vic", Role::Viewer, "test", now).unwrap(),
         )
     };
     let c = f.start().await;

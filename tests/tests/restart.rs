@@ -1,7 +1,6 @@
 //! The collector dies (SIGKILL) mid-stream and comes back: nothing the agent produced is
 //! lost, and nothing is stored twice.
 
-use aftercare_collector::store::Store;
 use aftercare_shared::consent::Scope;
 use aftercare_tests::*;
 use std::time::Duration;

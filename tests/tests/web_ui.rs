@@ -5,7 +5,7 @@
 
 use aftercare_collector::api::token::{self, Role};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
-use aftercare_collector::store::{AuditFilter, Store, open_sqlite};
+use aftercare_collector::store::AuditFilter;
 use aftercare_shared::consent::Scope;
 use aftercare_shared::time_fmt::now_millis;
 use aftercare_tests::*;
@@ -129,7 +129,7 @@ async fn an_engineer_signs_in_reads_a_host_acknowledges_a_finding_runs_a_diagnos
                 },
             })
             .unwrap();
-        let secret = token::issue(&mut st, "ann", Role::Engineer, "test", now).unwrap();
+        let secret = token::issue(&mut *st, "ann", Role::Engineer, "test", now).unwrap();
         (secret, id)
     };
     let base = format!("http://{}", c.api);
