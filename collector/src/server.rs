@@ -91,6 +91,8 @@ impl Collector {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let listen = self.local_addr();
         let ing = &self.cfg.ingest;
+        // This collector's own health, served at /metrics.
+        let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());
         let (writer, join) = writer::spawn(
             Box::new(self.store),
             WriterOptions {
@@ -98,8 +100,10 @@ impl Collector {
                 queue_depth: ing.queue_depth,
                 compact_every: ing.compact_every,
                 retention: self.cfg.retention.to_store(),
+                telemetry: telemetry.clone(),
             },
         );
+        telemetry.watch_writer_queue(writer.queue_probe());
         // Findings: their own thread and database handle, so evaluation never holds up
         // ingest's writer.
         let mut findings_store = crate::store::open_sqlite(&self.cfg.database)?;
@@ -119,6 +123,7 @@ impl Collector {
             findings_store,
             self.cfg.findings.evaluate_every,
             notifier,
+            telemetry.clone(),
         )
         .context("cannot start the findings thread")?;
         // Quarterly reports: their own thread; each customer's quarter made once.
@@ -156,7 +161,8 @@ impl Collector {
                 reports: std::sync::Arc::new(self.cfg.reports.clone()),
                 templates: self.cfg.report_templates(),
             })
-            .merge(crate::web::router());
+            .merge(crate::web::router())
+            .merge(crate::telemetry::router(telemetry.clone()));
             let stop = shutdown.clone();
             let listener = self.api;
             tokio::spawn(async move {
@@ -196,6 +202,7 @@ impl Collector {
             IngestOptions {
                 max_frame: self.cfg.max_frame_bytes,
                 links,
+                telemetry,
             },
             shutdown,
         )

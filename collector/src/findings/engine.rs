@@ -49,6 +49,8 @@ pub struct PassStats {
     pub updated: usize,
     pub resolved: usize,
     pub escalated: usize,
+    /// Findings open after the pass, by level (L1..L4).
+    pub open_by_level: [u64; 4],
     /// Data the rules could not read (their findings were held).
     pub errors: Vec<String>,
 }
@@ -271,6 +273,14 @@ impl Engine {
             open_only: true,
             ..Default::default()
         })?;
+        for f in &open {
+            if let Some(n) = usize::from(f.level)
+                .checked_sub(1)
+                .and_then(|i| stats.open_by_level.get_mut(i))
+            {
+                *n += 1;
+            }
+        }
         let mut out = Vec::new();
         for f in open {
             // No clock runs in a maintenance window (and none started before it ends).
@@ -518,14 +528,24 @@ impl EngineThread {
         mut st: SqliteStore,
         every: Duration,
         notifier: Option<Notifier>,
+        telemetry: std::sync::Arc<crate::telemetry::Telemetry>,
     ) -> std::io::Result<EngineThread> {
+        if let Some(n) = &notifier {
+            telemetry.watch_webhooks(n.stats());
+        }
         let (tx, rx) = mpsc::channel::<()>();
         let join = std::thread::Builder::new()
             .name("findings".into())
             .spawn(move || {
                 loop {
                     let now = aftercare_shared::time_fmt::now_millis();
-                    match engine.pass(&mut st, now, notifier.as_ref()) {
+                    let started = std::time::Instant::now();
+                    let pass = engine.pass(&mut st, now, notifier.as_ref());
+                    telemetry.findings_pass(
+                        started.elapsed(),
+                        pass.as_ref().ok().map(|s| s.open_by_level),
+                    );
+                    match pass {
                         Ok(s) => {
                             for e in &s.errors {
                                 warn!("rules: {e}");
