@@ -116,6 +116,7 @@ pub struct Telemetry {
     writer_queue: Probe,
     pass_duration: Histogram,
     pass_failures: Counter,
+    findings_lease: Gauge,
     findings_open: Family<Label, Gauge>,
     webhook_delivered: Probe,
     webhook_dead_letters: Probe,
@@ -174,6 +175,7 @@ impl Telemetry {
             writer_queue: Probe::new(MetricType::Gauge),
             pass_duration: Histogram::new(PASS_BUCKETS),
             pass_failures: Counter::default(),
+            findings_lease: Gauge::default(),
             findings_open: Family::default(),
             webhook_delivered: Probe::new(MetricType::Counter),
             webhook_dead_letters: Probe::new(MetricType::Counter),
@@ -287,6 +289,11 @@ impl Telemetry {
             t.pass_failures.clone(),
         );
         r.register(
+            "findings_rules_lease_held",
+            "1 while this collector runs the rules passes; 0 while another collector on the same database does",
+            t.findings_lease.clone(),
+        );
+        r.register(
             "findings_open",
             "Findings open after the last pass, by fault level",
             t.findings_open.clone(),
@@ -385,6 +392,7 @@ impl Telemetry {
     /// A findings pass took `took`; `open_by_level` (L1..L4) when it succeeded.
     pub fn findings_pass(&self, took: Duration, open_by_level: Option<[u64; 4]>) {
         self.pass_duration.observe(took.as_secs_f64());
+        self.findings_lease.set(1);
         match open_by_level {
             Some(open) => {
                 for (level, n) in LEVELS.iter().zip(open) {
@@ -397,6 +405,13 @@ impl Telemetry {
                 self.pass_failures.inc();
             }
         }
+    }
+
+    /// Another collector on the database holds the rules lease: this one has no findings
+    /// figures of its own, so it shows none rather than stale ones.
+    pub fn findings_lease_elsewhere(&self) {
+        self.findings_lease.set(0);
+        self.findings_open.clear();
     }
 
     /// Read the writer's queue when scraped (set once, when the writer starts).
@@ -807,6 +822,21 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("aftercare_collector_"), "{line}");
         }
+        assert_eq!(
+            sample(&text, "aftercare_collector_findings_rules_lease_held"),
+            Some(1.0)
+        );
+        // Another collector took the rules over: no open counts from this one.
+        t.findings_lease_elsewhere();
+        let text = t.encode().unwrap();
+        assert_eq!(
+            sample(&text, "aftercare_collector_findings_rules_lease_held"),
+            Some(0.0)
+        );
+        assert!(
+            !text.contains("aftercare_collector_findings_open{"),
+            "{text}"
+        );
         drop(conn);
         let text = t.encode().unwrap();
         assert_eq!(

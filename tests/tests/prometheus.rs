@@ -494,6 +494,10 @@ async fn metrics_endpoint_follows_ingest_without_a_token_or_a_name() {
             &[]
         ) >= 1.0
     );
+    assert_eq!(
+        e.value("aftercare_collector_findings_rules_lease_held", &[]),
+        1.0
+    );
 
     // What a real agent does not do: each shows in its own counter.
     let probe = f.issue("p", CUSTOMER, OTHER_HOST);
