@@ -5,6 +5,7 @@
 //! consent, hand it to the writer, and acknowledge it — in order — once it is committed.
 
 use crate::store::{BatchData, CommitOutcome, HostId, LogBlock, PendingBatch};
+use crate::telemetry::{BatchTally, Refusal, Telemetry};
 use crate::writer::{Request, WriterHandle};
 use aftercare_shared::codec::{self, CodecError};
 use aftercare_shared::consent::ConsentRecord;
@@ -14,7 +15,8 @@ use aftercare_shared::protocol::{
     Welcome,
 };
 use aftercare_shared::time_fmt::now_millis;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,6 +40,8 @@ pub struct IngestOptions {
     pub max_frame: usize,
     /// Where welcomed connections are registered, so diagnostics can reach them.
     pub links: crate::diagnose::Links,
+    /// The collector's own health, for `/metrics`.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Accept connections until `shutdown`; then let each connection finish what it has in
@@ -69,6 +73,7 @@ pub async fn serve(
                         // Wrong CA, expired, no certificate, wrong server name, wrong ALPN:
                         // the handshake fails and this is where the reason shows.
                         warn!("handshake refused: {e}");
+                        opts.telemetry.connection_refused(Refusal::Tls);
                         return;
                     }
                 };
@@ -110,6 +115,7 @@ async fn handle_connection(
         Ok(id) => id,
         Err(e) => {
             warn!("no usable identity in the client certificate: {e}");
+            opts.telemetry.connection_refused(Refusal::Certificate);
             conn.close(
                 close::REFUSED.into(),
                 b"certificate names no aftercare identity",
@@ -128,6 +134,7 @@ async fn handle_connection(
             }
             Err(_) => {
                 warn!("no stream within {HELLO_TIMEOUT:?}; closing");
+                opts.telemetry.connection_refused(Refusal::Hello);
                 conn.close(close::PROTOCOL.into(), b"no Hello");
                 return;
             }
@@ -190,16 +197,25 @@ async fn session(
     host_out: &mut Option<HostId>,
 ) -> Result<(), ConnError> {
     let max = opts.max_frame;
+    // Until the Welcome, an error is a refused connection, counted by why.
+    let refused = |why: Refusal| {
+        move |e: ConnError| {
+            opts.telemetry.connection_refused(why);
+            e
+        }
+    };
     let first = tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv, max))
         .await
-        .map_err(|_| ConnError::Refused(format!("no Hello within {HELLO_TIMEOUT:?}")))??
-        .ok_or_else(|| ConnError::Stream("closed before Hello".into()))?;
-    let hello = parse_hello(&first)?;
-    check_claims(identity, &hello)?;
+        .map_err(|_| ConnError::Refused(format!("no Hello within {HELLO_TIMEOUT:?}")))
+        .and_then(|r| r?.ok_or_else(|| ConnError::Stream("closed before Hello".into())))
+        .map_err(refused(Refusal::Hello))?;
+    let hello = parse_hello(&first).map_err(|(why, e)| refused(why)(e))?;
+    check_claims(identity, &hello).map_err(refused(Refusal::Claim))?;
     let (host, high_water) = writer
         .register(identity.clone(), hello.clone())
         .await
-        .map_err(ConnError::Store)?;
+        .map_err(ConnError::Store)
+        .map_err(refused(Refusal::Store))?;
     *host_out = Some(host);
     // For the report's certificates near expiry; the handshake verified this certificate.
     if let Some(at) = crate::tls::peer_cert_not_after(conn) {
@@ -222,6 +238,7 @@ async fn session(
         max,
     )
     .await?;
+    let _connected = opts.telemetry.agent_connected();
     opts.links
         .register(host, conn.clone(), hello.protocol_version);
 
@@ -229,19 +246,32 @@ async fn session(
     let (ack_tx, mut ack_rx) = mpsc::channel::<AckItem>(PIPELINE);
     let acker = async {
         while let Some(item) = ack_rx.recv().await {
-            let msg = match item {
-                AckItem::Now(m) => m,
-                AckItem::Commit { stream, seq, rx } => match rx.await {
-                    Ok(Ok(outcome)) => CollectorMsg::Ack {
-                        stream,
-                        seq,
-                        duplicate: outcome == CommitOutcome::Duplicate,
-                    },
+            let (msg, read_at) = match item {
+                AckItem::Now(m) => (m, None),
+                AckItem::Commit {
+                    stream,
+                    seq,
+                    rx,
+                    read_at,
+                    tally,
+                } => match rx.await {
+                    Ok(Ok(outcome)) => {
+                        opts.telemetry.batch_committed(stream, outcome, &tally);
+                        let ack = CollectorMsg::Ack {
+                            stream,
+                            seq,
+                            duplicate: outcome == CommitOutcome::Duplicate,
+                        };
+                        (ack, Some(read_at))
+                    }
                     Ok(Err(e)) => return Err(ConnError::Store(e)),
                     Err(_) => return Err(ConnError::Store("writer stopped".into())),
                 },
             };
             write_msg(send, &msg, max).await?;
+            if let Some(t) = read_at {
+                opts.telemetry.ack_written(t.elapsed());
+            }
         }
         Ok(())
     };
@@ -258,8 +288,12 @@ async fn session(
             let Some(frame) = frame else { break };
             match codec::decode_body::<AgentMsg>(&frame)? {
                 AgentMsg::Batch(b) => {
+                    opts.telemetry.batch_received(b.stream());
                     let item =
                         accept_batch(identity, host, &consent, b, writer, &mut blocks).await?;
+                    if let AckItem::Now(CollectorMsg::Rejected { stream, .. }) = &item {
+                        opts.telemetry.batch_rejected(*stream);
+                    }
                     if ack_tx.send(item).await.is_err() {
                         break;
                     }
@@ -313,6 +347,9 @@ enum AckItem {
         stream: aftercare_shared::protocol::StreamId,
         seq: u64,
         rx: oneshot::Receiver<Result<CommitOutcome, String>>,
+        /// When the batch was read: its acknowledgement's latency starts.
+        read_at: Instant,
+        tally: BatchTally,
     },
 }
 
@@ -324,6 +361,7 @@ async fn accept_batch(
     writer: &WriterHandle,
     blocks: &mut BlockCheck,
 ) -> Result<AckItem, ConnError> {
+    let read_at = Instant::now();
     if let Some(claimed) = &batch.claimed_host
         && claimed != &identity.host
     {
@@ -374,6 +412,18 @@ async fn accept_batch(
             }
         },
     };
+    let tally = BatchTally {
+        samples: match &data {
+            BatchData::Metrics(m) => m.samples.len() as u64,
+            _ => 0,
+        },
+        log_records: match &data {
+            BatchData::Logs(r) => r.len() as u64,
+            BatchData::LogBlock(b) => u64::from(b.summary.records),
+            BatchData::Metrics(_) => 0,
+        },
+        loss,
+    };
     if !loss.is_empty() {
         warn!(
             dropped_batches = loss.dropped_batches,
@@ -397,17 +447,23 @@ async fn accept_batch(
         stream,
         seq: batch.seq,
         rx,
+        read_at,
+        tally,
     })
 }
 
-fn parse_hello(frame: &[u8]) -> Result<Hello, ConnError> {
+/// The Hello, or why the connection is refused.
+fn parse_hello(frame: &[u8]) -> Result<Hello, (Refusal, ConnError)> {
     match codec::decode_body::<AgentMsg>(frame) {
         Ok(AgentMsg::Hello(h)) if ACCEPTED.contains(&h.protocol_version) => Ok(h),
-        Ok(AgentMsg::Hello(h)) => Err(version_mismatch(h.protocol_version)),
-        Ok(_) => Err(ConnError::Refused("the first message must be Hello".into())),
+        Ok(AgentMsg::Hello(h)) => Err((Refusal::Version, version_mismatch(h.protocol_version))),
+        Ok(_) => Err((
+            Refusal::Hello,
+            ConnError::Refused("the first message must be Hello".into()),
+        )),
         Err(e) => match codec::peek_hello_version(frame) {
-            Some(v) if !ACCEPTED.contains(&v) => Err(version_mismatch(v)),
-            _ => Err(ConnError::Codec(e)),
+            Some(v) if !ACCEPTED.contains(&v) => Err((Refusal::Version, version_mismatch(v))),
+            _ => Err((Refusal::Hello, ConnError::Codec(e))),
         },
     }
 }

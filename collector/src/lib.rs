@@ -21,6 +21,7 @@ pub mod rules;
 pub mod server;
 pub mod sla;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod view;
 pub mod web;

@@ -97,6 +97,8 @@ impl Collector {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let listen = self.local_addr();
         let ing = &self.cfg.ingest;
+        // This collector's own health, served at /metrics.
+        let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());
         let (writer, join) = writer::spawn(
             self.store,
             WriterOptions {
@@ -104,8 +106,10 @@ impl Collector {
                 queue_depth: ing.queue_depth,
                 compact_every: ing.compact_every,
                 retention: self.cfg.retention.to_store(),
+                telemetry: telemetry.clone(),
             },
         );
+        telemetry.watch_writer_queue(writer.queue_probe());
         // Findings: their own thread and database handle, so evaluation never holds up
         // ingest's writer.
         let (rules, sla, reopen_within) = (self.rules, self.sla, self.cfg.findings.reopen_within);
@@ -125,6 +129,7 @@ impl Collector {
             self.cfg.findings.evaluate_every,
             notifier,
             crate::cluster::holder_id(listen),
+            telemetry.clone(),
         )
         .context("cannot start the findings thread")?;
         // Quarterly reports: their own thread; each customer's quarter made once.
@@ -165,7 +170,8 @@ impl Collector {
                 reports: std::sync::Arc::new(self.cfg.reports.clone()),
                 templates: self.cfg.report_templates(),
             })
-            .merge(crate::web::router());
+            .merge(crate::web::router())
+            .merge(crate::telemetry::router(telemetry.clone()));
             let stop = shutdown.clone();
             let listener = self.api;
             tokio::spawn(async move {
@@ -205,6 +211,7 @@ impl Collector {
             IngestOptions {
                 max_frame: self.cfg.max_frame_bytes,
                 links,
+                telemetry,
             },
             shutdown,
         )

@@ -85,6 +85,15 @@ impl WriterHandle {
         .await?;
         Ok(rx)
     }
+
+    /// Requests waiting for the writer thread, read without keeping the writer alive.
+    pub fn queue_probe(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let weak = self.tx.downgrade();
+        move || {
+            weak.upgrade()
+                .map_or(0, |tx| (tx.max_capacity() - tx.capacity()) as u64)
+        }
+    }
 }
 
 pub struct WriterOptions {
@@ -92,6 +101,8 @@ pub struct WriterOptions {
     pub queue_depth: usize,
     pub compact_every: Duration,
     pub retention: crate::store::Retention,
+    /// Commit durations and group sizes, for `/metrics`.
+    pub telemetry: std::sync::Arc<crate::telemetry::Telemetry>,
 }
 
 /// How often retention runs (it has little to do between two runs).
@@ -159,7 +170,7 @@ pub fn spawn(
                     }
                 }
                 if !batches.is_empty() {
-                    commit_group(store.as_mut(), &mut batches, &mut replies);
+                    commit_group(store.as_mut(), &mut batches, &mut replies, &opts.telemetry);
                 }
                 if last_compact.elapsed() >= opts.compact_every {
                     compacting = true;
@@ -176,9 +187,12 @@ fn commit_group(
     store: &mut dyn Store,
     batches: &mut Vec<PendingBatch>,
     replies: &mut Vec<Reply<CommitOutcome>>,
+    telemetry: &crate::telemetry::Telemetry,
 ) {
     let t = Instant::now();
-    match store.commit(batches) {
+    let committed = store.commit(batches);
+    telemetry.commit_done(t.elapsed(), batches.len(), committed.is_ok());
+    match committed {
         Ok(outcomes) => {
             debug!(batches = batches.len(), took = ?t.elapsed(), "group committed");
             for (reply, outcome) in replies.drain(..).zip(outcomes) {
@@ -312,6 +326,7 @@ mod tests {
     async fn commits_in_groups_acknowledges_each_and_compacts_in_the_background() {
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("a.db");
+        let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());
         let (w, join) = spawn(
             Box::new(open_sqlite(&db).unwrap()),
             WriterOptions {
@@ -319,6 +334,7 @@ mod tests {
                 queue_depth: 64,
                 compact_every: Duration::from_secs(3600),
                 retention: crate::store::Retention::default(),
+                telemetry: telemetry.clone(),
             },
         );
         let id = Identity {
@@ -367,7 +383,19 @@ mod tests {
                 .count(),
             10
         );
-
+        // Every batch went through a timed commit, in fewer commits than batches.
+        let text = telemetry.encode().unwrap();
+        let sample = |s| crate::telemetry::sample(&text, s).unwrap();
+        assert_eq!(
+            sample("aftercare_collector_store_commit_batches_sum"),
+            100.0
+        );
+        let commits = sample("aftercare_collector_store_commit_duration_seconds_count");
+        assert!((1.0..100.0).contains(&commits), "{commits} commits");
+        assert_eq!(
+            sample("aftercare_collector_store_commit_batches_count"),
+            commits
+        );
         w.send(Request::Compact).await.unwrap();
         let end = Instant::now() + Duration::from_secs(10);
         loop {
@@ -382,5 +410,24 @@ mod tests {
         tokio::task::spawn_blocking(move || join.join().unwrap())
             .await
             .unwrap();
+    }
+
+    /// The probe counts what waits in the queue, and keeps no writer alive.
+    #[tokio::test]
+    async fn the_queue_probe_counts_waiting_requests() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let w = WriterHandle { tx };
+        let probe = w.queue_probe();
+        assert_eq!(probe(), 0);
+        w.send(Request::Compact).await.unwrap();
+        w.send(Request::Compact).await.unwrap();
+        assert_eq!(probe(), 2);
+        rx.recv().await.unwrap();
+        assert_eq!(probe(), 1);
+        drop(w);
+        // Its last handle gone, the channel closes although the probe lives.
+        rx.recv().await.unwrap();
+        assert!(rx.recv().await.is_none());
+        assert_eq!(probe(), 0);
     }
 }

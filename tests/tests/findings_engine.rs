@@ -175,19 +175,27 @@ fn rules_raise_findings_once_escalate_and_resolve_with_the_webhook_told() {
         open_rules(&mut st),
         [("disk-io-errors".to_string(), "device=sdb".to_string(), 2)]
     );
+    // What the pass leaves open, by level, for the collector's /metrics.
+    assert_eq!(s.open_by_level, [0, 1, 0, 0]);
     for i in 54..60 {
         seq += 1;
         st.commit(&[tick(h, seq, first + (i - 54) * 10_000, 1.0)])
             .unwrap();
     }
     let now = t0 + 10 * MIN;
-    engine.pass(&mut st, now, Some(&notifier)).unwrap();
+    let s = engine.pass(&mut st, now, Some(&notifier)).unwrap();
     let open = st
         .findings(&FindingFilter {
             open_only: true,
             ..Default::default()
         })
         .unwrap();
+    let mut by_level = [0u64; 4];
+    for f in &open {
+        by_level[usize::from(f.level) - 1] += 1;
+    }
+    assert_eq!(s.open_by_level, by_level);
+    assert_eq!(s.open_by_level[0], 1, "fs-full is L1");
     let rules = open_rules(&mut st);
     assert!(
         rules.contains(&("fs-full".into(), "mount=/var".into(), 1)),

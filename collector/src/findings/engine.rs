@@ -48,6 +48,8 @@ pub struct PassStats {
     pub updated: usize,
     pub resolved: usize,
     pub escalated: usize,
+    /// Findings open after the pass, by level (L1..L4).
+    pub open_by_level: [u64; 4],
     /// Data the rules could not read (their findings were held).
     pub errors: Vec<String>,
 }
@@ -269,6 +271,14 @@ impl Engine {
             open_only: true,
             ..Default::default()
         })?;
+        for f in &open {
+            if let Some(n) = usize::from(f.level)
+                .checked_sub(1)
+                .and_then(|i| stats.open_by_level.get_mut(i))
+            {
+                *n += 1;
+            }
+        }
         let mut out = Vec::new();
         for f in open {
             // No clock runs in a maintenance window (and none started before it ends).
@@ -533,7 +543,11 @@ impl EngineThread {
         every: Duration,
         notifier: Option<Notifier>,
         holder: String,
+        telemetry: std::sync::Arc<crate::telemetry::Telemetry>,
     ) -> std::io::Result<EngineThread> {
+        if let Some(n) = &notifier {
+            telemetry.watch_webhooks(n.stats());
+        }
         let (tx, rx) = mpsc::channel::<()>();
         let join = std::thread::Builder::new()
             .name("findings".into())
@@ -542,12 +556,12 @@ impl EngineThread {
                 loop {
                     let now = aftercare_shared::time_fmt::now_millis();
                     match lease.round(&mut *st, now) {
-                        Round::Skip => {}
+                        Round::Skip => telemetry.findings_lease_elsewhere(),
                         round => {
                             if round == Round::TookOver {
                                 engine.reload(&mut *st);
                             }
-                            Self::pass_once(&mut engine, &mut *st, now, notifier.as_ref());
+                            Self::pass_once(&mut engine, &mut *st, now, notifier.as_ref(), &telemetry);
                         }
                     }
                     match rx.recv_timeout(every) {
@@ -574,8 +588,15 @@ impl EngineThread {
         st: &mut dyn Store,
         now: UnixMillis,
         notifier: Option<&Notifier>,
+        telemetry: &crate::telemetry::Telemetry,
     ) {
-        match engine.pass(st, now, notifier) {
+        let started = std::time::Instant::now();
+        let pass = engine.pass(st, now, notifier);
+        telemetry.findings_pass(
+            started.elapsed(),
+            pass.as_ref().ok().map(|s| s.open_by_level),
+        );
+        match pass {
             Ok(s) => {
                 for e in &s.errors {
                     warn!("rules: {e}");

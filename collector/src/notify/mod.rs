@@ -180,6 +180,12 @@ impl Notifier {
         }
     }
 
+    /// Each webhook's live counts, for the collector's `/metrics` (summed there: webhook
+    /// names are the operator's and may name customers).
+    pub fn stats(&self) -> Vec<Arc<WebhookStats>> {
+        self.hooks.iter().map(|h| h.stats.clone()).collect()
+    }
+
     /// Counts per webhook, by name.
     pub fn counts(&self) -> Vec<(String, Counts)> {
         self.hooks
