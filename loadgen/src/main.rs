@@ -94,7 +94,8 @@ enum Backend {
     Both,
 }
 
-type ScenarioFn = fn(&std::path::Path, &scenario::Db, &scenario::Settings) -> Result<report::Row>;
+type ScenarioFn =
+    fn(&std::path::Path, &scenario::Db, &scenario::Settings, &scenario::Pki) -> Result<report::Row>;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -140,6 +141,7 @@ fn main() -> Result<()> {
     };
     let tmp = tempfile::tempdir()?;
     let base = cli.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let pki = scenario::Pki::issue(&base.join("pki"), settings.agents)?;
     let mut rows = Vec::new();
     for (name, run) in scenarios {
         for backend in ["sqlite", "postgres"] {
@@ -154,7 +156,7 @@ fn main() -> Result<()> {
                 scenario::Db::Postgres(aftercare_pgtest::database())
             };
             let dir = base.join(format!("{name}-{backend}"));
-            rows.push(run(&dir, &db, &settings).unwrap_or_else(|e| {
+            rows.push(run(&dir, &db, &settings, &pki).unwrap_or_else(|e| {
                 let mut row = report::Row::new(name, db.name());
                 row.failures.push(format!("{e:#}"));
                 row

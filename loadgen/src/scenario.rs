@@ -76,39 +76,76 @@ fn write_config(dir: &Path, db: &Db, listen: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn setup(dir: &Path, db: &Db, s: &Settings) -> Result<Setup> {
+/// The support company's CA and one certificate per simulated agent, issued once per run
+/// and shared by every scenario (10,000 certificates take a while to make).
+pub struct Pki {
+    ca: PathBuf,
+    clients: Vec<quinn::ClientConfig>,
+}
+
+impl Pki {
+    pub fn issue(dir: &Path, agents: usize) -> Result<Pki> {
+        let ca = dir.join("ca");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        ca::init_ca(&ca, &["localhost".to_string()], &ca::InitOptions::default())?;
+        let t = Instant::now();
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let issue = |i: usize| -> Result<quinn::ClientConfig> {
+            let out = dir.join("agents").join(host_name(i));
+            ca::issue_agent_cert(
+                &ca,
+                &customer_name(i),
+                &host_name(i),
+                &out,
+                ca::Validity::days_from_now(2),
+            )?;
+            Ok(aftercare_agent::tls::client_config(
+                &out.join("ca.crt"),
+                &out.join("agent.crt"),
+                &out.join("agent.key"),
+            )?)
+        };
+        // Agent i goes to thread i % threads; results are put back in order below.
+        let parts: Vec<Vec<quinn::ClientConfig>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads)
+                .map(|k| {
+                    let issue = &issue;
+                    sc.spawn(move || {
+                        (k..agents)
+                            .step_by(threads)
+                            .map(issue)
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("issuing thread"))
+                .collect::<Result<_>>()
+        })?;
+        let clients = (0..agents)
+            .map(|i| parts[i % threads][i / threads].clone())
+            .collect();
+        eprintln!(
+            "{agents} agent certificates issued in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        Ok(Pki { ca, clients })
+    }
+}
+
+fn setup(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Setup> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let config = write_config(dir, db, "127.0.0.1:0")?;
     let cfg = CollectorConfig::load(&config)?;
-    std::fs::create_dir_all(&cfg.data_dir)?;
-    ca::init_ca(
-        &cfg.ca_dir(),
-        &cfg.server_names,
-        &ca::InitOptions::default(),
-    )?;
-    let t = Instant::now();
-    let mut clients = Vec::with_capacity(s.agents);
-    for i in 0..s.agents {
-        let out = dir.join("agents").join(host_name(i));
-        ca::issue_agent_cert(
-            &cfg.ca_dir(),
-            &customer_name(i),
-            &host_name(i),
-            &out,
-            ca::Validity::days_from_now(2),
-        )?;
-        clients.push(aftercare_agent::tls::client_config(
-            &out.join("ca.crt"),
-            &out.join("agent.crt"),
-            &out.join("agent.key"),
-        )?);
+    let ca_dir = cfg.ca_dir();
+    std::fs::create_dir_all(&ca_dir)?;
+    for f in std::fs::read_dir(&pki.ca)? {
+        let f = f?;
+        std::fs::copy(f.path(), ca_dir.join(f.file_name()))?;
     }
-    eprintln!(
-        "  {} agent certificates issued in {:.1} s",
-        s.agents,
-        t.elapsed().as_secs_f64()
-    );
+    let clients = pki.clients.clone();
     let agents_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(s.agent_threads)
         .thread_name("agents-rt")
@@ -266,8 +303,8 @@ fn cpu_split(
 }
 
 /// Throughput, acknowledgement latency and bytes at rest.
-pub fn ingest(dir: &Path, db: &Db, s: &Settings) -> Result<Row> {
-    let su = setup(dir, db, s)?;
+pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
+    let su = setup(dir, db, s, pki)?;
     let (start, compact_at) = clock(s.batches);
     let collector = Running::start(&su.config, s.collector_threads)?;
     let pid = collector.pid();
@@ -414,8 +451,8 @@ pub fn ingest(dir: &Path, db: &Db, s: &Settings) -> Result<Row> {
 }
 
 /// Every agent connected and idle: the collector's memory per connection.
-pub fn idle(dir: &Path, db: &Db, s: &Settings) -> Result<Row> {
-    let su = setup(dir, db, s)?;
+pub fn idle(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
+    let su = setup(dir, db, s, pki)?;
     let collector = Running::start(&su.config, s.collector_threads)?;
     let pid = collector.pid();
     // Let the collector finish starting (store, threads) before the baseline.
@@ -472,8 +509,8 @@ struct Reconnected {
 
 /// The collector stopped and started again on the same port: how long until every agent is
 /// back and acknowledged, and whether any batch was lost or stored twice.
-pub fn reconnect(dir: &Path, db: &Db, s: &Settings) -> Result<Row> {
-    let su = setup(dir, db, s)?;
+pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
+    let su = setup(dir, db, s, pki)?;
     let b = s.reconnect_batches.max(1);
     let (start, _) = clock(2 * b);
     let first = Running::start(&su.config, s.collector_threads)?;
