@@ -30,10 +30,13 @@ pub struct Plan {
     pub window: usize,
     /// Timestamp of tick 0 (before each agent's phase).
     pub start: i64,
+    /// One batch per this, each written at once (an agent's tick, with time compressed);
+    /// `None`: as fast as the window allows.
+    pub pace: Option<Duration>,
 }
 
 impl Plan {
-    pub fn new(addr: SocketAddr, window: usize, start: i64) -> Plan {
+    pub fn new(addr: SocketAddr, window: usize, start: i64, pace: Option<Duration>) -> Plan {
         Plan {
             addr,
             link: AgentLinkConfig {
@@ -49,6 +52,7 @@ impl Plan {
             },
             window,
             start,
+            pace,
         }
     }
 }
@@ -175,6 +179,12 @@ impl Agent {
         // the writer and reader below share it (the lock is never held across an await).
         let in_flight: Mutex<VecDeque<(u64, Instant)>> = Mutex::new(VecDeque::new());
         let total = u64::from(last - first);
+        let pace = self.plan.pace;
+        // Paced agents start spread over one pace, as real ones tick at different moments.
+        let t0 = tokio::time::Instant::now()
+            + pace.map_or(Duration::ZERO, |p| {
+                p.mul_f64(phase as f64 / INTERVAL_MS as f64)
+            });
 
         let writer = async {
             let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BYTES + 16 * 1024);
@@ -184,7 +194,7 @@ impl Agent {
             loop {
                 // Flush when the buffer is full, when the window is, or at the end.
                 let room = i < last && window.available_permits() > 0;
-                if !buf.is_empty() && (buf.len() >= WRITE_BYTES || !room) {
+                if !buf.is_empty() && (buf.len() >= WRITE_BYTES || !room || pace.is_some()) {
                     let now = Instant::now();
                     in_flight
                         .lock()
@@ -199,6 +209,9 @@ impl Agent {
                 }
                 if i == last {
                     break;
+                }
+                if let Some(p) = pace {
+                    tokio::time::sleep_until(t0 + p * (i - first)).await;
                 }
                 window
                     .acquire()

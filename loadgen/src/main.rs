@@ -51,6 +51,11 @@ struct Cli {
     /// Batches in flight (written, not yet acknowledged) per connection.
     #[arg(long, global = true, default_value_t = 32)]
     window: usize,
+    /// `ingest`: each agent sends one batch per this (e.g. `1s`: 10 s of a host's life per
+    /// second), the latency an agent sees at a given load; without it agents send as fast
+    /// as the window allows (throughput, with latency set by how much is queued).
+    #[arg(long, global = true, value_parser = humantime::parse_duration)]
+    pace: Option<Duration>,
     /// How long `idle` holds the connections before reading the collector's memory.
     #[arg(long, global = true, default_value = "3s", value_parser = humantime::parse_duration)]
     idle_hold: Duration,
@@ -124,6 +129,7 @@ fn main() -> Result<()> {
         batches: cli.batches.clamp(1, u32::MAX / 4),
         reconnect_batches: cli.reconnect_batches.clamp(1, u32::MAX / 4),
         window: cli.window.max(1),
+        pace: cli.pace.filter(|p| !p.is_zero()),
         collector_threads: cli.collector_threads.unwrap_or(cpus).max(1),
         agent_threads: cli.agent_threads.unwrap_or(cpus).max(1),
         idle_hold: cli.idle_hold,

@@ -28,6 +28,8 @@ pub struct Settings {
     pub batches: u32,
     pub reconnect_batches: u32,
     pub window: usize,
+    /// `ingest`: one batch per agent per this, instead of as fast as the window allows.
+    pub pace: Option<Duration>,
     pub collector_threads: usize,
     pub agent_threads: usize,
     /// How long `idle` holds every connection before reading the collector's memory.
@@ -308,7 +310,7 @@ pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     let (start, compact_at) = clock(s.batches);
     let collector = Running::start(&su.config, s.collector_threads)?;
     let pid = collector.pid();
-    let plan = Arc::new(Plan::new(collector.addr, s.window, start));
+    let plan = Arc::new(Plan::new(collector.addr, s.window, start, s.pace));
     let batches = s.batches;
     let (connect, wall, results, cpu_collector, cpu_agents, machine) =
         su.agents_rt.block_on(async {
@@ -390,10 +392,17 @@ pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         ),
     ];
     row.detail.push(format!(
-        "{} agents x {batches} batches x {SAMPLES_PER_BATCH} samples, window {}; connect {:.2} s; \
+        "{} agents x {batches} batches x {SAMPLES_PER_BATCH} samples, window {}, {}; connect {:.2} s; \
          run {secs:.2} s; {} samples acked; machine busy {:.0} % of its CPUs",
         s.agents,
         s.window,
+        match s.pace {
+            Some(p) => format!(
+                "one batch per agent every {p:?} (offered {} samples/s)",
+                thousands((s.agents as f64 * SAMPLES_PER_BATCH as f64 / p.as_secs_f64()) as u64)
+            ),
+            None => "as fast as the window allows".into(),
+        },
         connect.as_secs_f64(),
         thousands(samples),
         100.0 * machine / (secs * cpus())
@@ -458,7 +467,7 @@ pub fn idle(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     // Let the collector finish starting (store, threads) before the baseline.
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = procstat::rss_bytes(pid);
-    let plan = Arc::new(Plan::new(collector.addr, s.window, now_millis()));
+    let plan = Arc::new(Plan::new(collector.addr, s.window, now_millis(), None));
     let hold = s.idle_hold;
     let (connect, ready, rss1, results) = su.agents_rt.block_on(async {
         let (tasks, go, connect, ready) =
@@ -515,7 +524,7 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     let (start, _) = clock(2 * b);
     let first = Running::start(&su.config, s.collector_threads)?;
     let addr = first.addr;
-    let plan = Arc::new(Plan::new(addr, s.window, start));
+    let plan = Arc::new(Plan::new(addr, s.window, start, None));
     let agents = s.agents;
     let threads = s.collector_threads;
     type Outcome = (

@@ -21,6 +21,9 @@ fn every_scenario_on_both_backends_accounts_exactly_once() {
             "30",
             "--reconnect-batches",
             "3",
+            // Paced: the path real agents take (one batch written per tick); 3 s per backend.
+            "--pace",
+            "100ms",
             "--idle-hold",
             "500ms",
             "--backend",
