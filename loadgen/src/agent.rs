@@ -21,6 +21,10 @@ pub const WRITE_BYTES: usize = 64 * 1024;
 pub const ACK_PATIENCE: Duration = Duration::from_secs(60);
 /// A connection attempt that takes longer is abandoned and retried after a backoff.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+/// An agent that cannot connect for this long fails the run.
+const GIVE_UP: Duration = Duration::from_secs(60);
+/// See [`Plan::connecting`].
+const FIRST_CONNECTS: usize = 128;
 
 /// What every agent of a run shares.
 pub struct Plan {
@@ -30,6 +34,10 @@ pub struct Plan {
     pub window: usize,
     /// Timestamp of tick 0 (before each agent's phase).
     pub start: i64,
+    /// First connections in progress at once: a fleet comes online at a rate the collector
+    /// can take (10,000 handshakes at the same instant mostly time out and retry), while a
+    /// reconnect after a restart is the storm it is, bounded only by the agents' backoff.
+    pub connecting: Semaphore,
     /// One batch per this, each written at once (an agent's tick, with time compressed);
     /// `None`: as fast as the window allows.
     pub pace: Option<Duration>,
@@ -53,6 +61,7 @@ impl Plan {
             window,
             start,
             pace,
+            connecting: Semaphore::new(FIRST_CONNECTS),
         }
     }
 }
@@ -127,7 +136,15 @@ impl Agent {
 
     /// Connect on a fresh database (it must know nothing of this host) and pass the gate.
     pub async fn connect_fresh(&self, gate: Gate) -> Result<Link, String> {
-        let link = self.connect().await?;
+        let (link, _) = {
+            let _turn = self
+                .plan
+                .connecting
+                .acquire()
+                .await
+                .map_err(|_| format!("{}: connecting closed", self.name))?;
+            self.reconnect(false).await?
+        };
         if !link.welcome.high_water.is_empty() {
             return Err(format!(
                 "{}: a fresh database already holds data for it: {:?}",
@@ -138,25 +155,28 @@ impl Agent {
         Ok(link)
     }
 
-    /// Reconnect as the agent does: attempts spaced by the agent's own jittered backoff,
-    /// until one is welcomed or `give_up` passes.
-    pub async fn reconnect(&self, give_up: Duration) -> Result<(Link, u32), String> {
+    /// Connect as the agent does: attempts spaced by the agent's own jittered backoff (the
+    /// first one at once unless `wait_first`), until one is welcomed or [`GIVE_UP`] passes.
+    /// Also how many attempts it took.
+    pub async fn reconnect(&self, wait_first: bool) -> Result<(Link, u32), String> {
         let t = Instant::now();
         let mut jitter = Jitter::seeded();
         let link = &self.plan.link;
         let mut attempt = 0u32;
         loop {
-            let wait = transport::backoff(
-                attempt,
-                link.reconnect_min,
-                link.reconnect_max,
-                jitter.next01(),
-            );
-            tokio::time::sleep(wait).await;
+            if wait_first || attempt > 0 {
+                let wait = transport::backoff(
+                    attempt,
+                    link.reconnect_min,
+                    link.reconnect_max,
+                    jitter.next01(),
+                );
+                tokio::time::sleep(wait).await;
+            }
             attempt += 1;
             match self.connect().await {
                 Ok(l) => return Ok((l, attempt)),
-                Err(e) if t.elapsed() > give_up => {
+                Err(e) if t.elapsed() > GIVE_UP => {
                     return Err(format!("{e} (gave up after {attempt} attempts)"));
                 }
                 Err(_) => {}

@@ -487,7 +487,7 @@ pub fn idle(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     collector.stop(STOP_PATIENCE)?;
     let mut row = Row::new("idle", db.name());
     collect_failures(results, &mut row.failures);
-    let per = rss1.saturating_sub(rss0) as f64 / s.agents.max(1) as f64;
+    let per = rss1.saturating_sub(rss0) as f64 / ready.max(1) as f64;
     row.measures = vec![
         Measure::new("agents connected at once", ready as f64, "")
             .target(Target::AtLeast(10_000.0)),
@@ -546,7 +546,7 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
                     // The collector's stop closes the connection.
                     link.conn.closed().await;
                     drop(link);
-                    let (mut link, attempts) = agent.reconnect(Duration::from_secs(60)).await?;
+                    let (mut link, attempts) = agent.reconnect(true).await?;
                     let want = seq(EPOCH, b);
                     let hw = link.welcome.high_water.clone();
                     if hw != [(StreamId::Metrics, want)] {
