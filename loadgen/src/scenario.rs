@@ -294,7 +294,12 @@ fn cpu_split(
     agents: &[(&'static str, ThreadTimes)],
     secs: f64,
 ) {
-    for (g, t) in collector.iter().chain(agents) {
+    // Groups that did nothing (a process's idle main thread) are left out.
+    for (g, t) in collector
+        .iter()
+        .chain(agents)
+        .filter(|(_, t)| t.cpu + t.wait > 0.005)
+    {
         row.detail.push(format!(
             "{g:<48} {:>8.2} CPU s {:>5.0} % of wall, {:>6.2} s runnable but waiting",
             t.cpu,
