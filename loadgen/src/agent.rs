@@ -1,0 +1,320 @@
+//! One simulated agent: its own certificate, QUIC endpoint (UDP socket) and connection, the
+//! real agent's transport (Hello, Welcome, framing), and batches written pipelined in
+//! batches of up to [`WRITE_BYTES`] per `write_all` (one write per message is ~4x slower,
+//! see ../shared/PROBES.md). Every acknowledgement is checked: once, in order, not a
+//! duplicate. An ack's latency runs from the `write_all` that carried its batch to the Ack.
+
+use crate::sim::{AgentSim, EPOCH, INTERVAL_MS, hello, host_name};
+use aftercare_agent::config::CollectorConfig as AgentLinkConfig;
+use aftercare_agent::transport::{self, Jitter, Link};
+use aftercare_shared::codec;
+use aftercare_shared::protocol::{CollectorMsg, StreamId, seq};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// Frames are concatenated up to this many bytes per `write_all`.
+pub const WRITE_BYTES: usize = 64 * 1024;
+/// An agent that waits this long for an acknowledgement gives up (and the run fails).
+pub const ACK_PATIENCE: Duration = Duration::from_secs(60);
+/// A connection attempt that takes longer is abandoned and retried after a backoff.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+/// An agent that cannot connect for this long fails the run.
+const GIVE_UP: Duration = Duration::from_secs(60);
+/// See [`Plan::connecting`].
+const FIRST_CONNECTS: usize = 128;
+
+/// What every agent of a run shares.
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub link: AgentLinkConfig,
+    /// Batches in flight (written, not yet acknowledged) per connection.
+    pub window: usize,
+    /// Timestamp of tick 0 (before each agent's phase).
+    pub start: i64,
+    /// First connections in progress at once: a fleet comes online at a rate the collector
+    /// can take (10,000 handshakes at the same instant mostly time out and retry), while a
+    /// reconnect after a restart is the storm it is, bounded only by the agents' backoff.
+    pub connecting: Semaphore,
+    /// One batch per this, each written at once (an agent's tick, with time compressed);
+    /// `None`: as fast as the window allows.
+    pub pace: Option<Duration>,
+}
+
+impl Plan {
+    pub fn new(addr: SocketAddr, window: usize, start: i64, pace: Option<Duration>) -> Plan {
+        Plan {
+            addr,
+            link: AgentLinkConfig {
+                address: addr.to_string(),
+                server_name: "localhost".into(),
+                ca: Default::default(),
+                cert: Default::default(),
+                key: Default::default(),
+                reconnect_min: Duration::from_millis(100),
+                reconnect_max: Duration::from_secs(2),
+                max_frame_bytes: codec::DEFAULT_MAX_FRAME,
+                ack_timeout: ACK_PATIENCE,
+            },
+            window,
+            start,
+            pace,
+            connecting: Semaphore::new(FIRST_CONNECTS),
+        }
+    }
+}
+
+/// What an agent saw while sending.
+#[derive(Default)]
+pub struct Sent {
+    pub acked: u64,
+    /// Microseconds from the write that carried a batch to its Ack.
+    pub latencies_us: Vec<u32>,
+    pub frame_bytes: u64,
+    pub writes: u64,
+    /// When the first Ack came back.
+    pub first_ack: Option<Instant>,
+}
+
+/// How a run starts its agents together: each says it is connected, then waits for go.
+pub struct Gate {
+    pub ready: mpsc::Sender<()>,
+    pub go: watch::Receiver<bool>,
+}
+
+impl Gate {
+    async fn pass(self, name: &str) -> Result<(), String> {
+        let Gate { ready, mut go } = self;
+        let _ = ready.send(()).await;
+        drop(ready);
+        go.wait_for(|g| *g)
+            .await
+            .map(|_| ())
+            .map_err(|_| format!("{name}: no start signal"))
+    }
+}
+
+pub struct Agent {
+    pub index: usize,
+    pub name: String,
+    sim: AgentSim,
+    endpoint: quinn::Endpoint,
+    plan: Arc<Plan>,
+}
+
+impl Agent {
+    pub fn new(
+        index: usize,
+        client: quinn::ClientConfig,
+        plan: Arc<Plan>,
+    ) -> Result<Agent, String> {
+        let name = host_name(index);
+        let endpoint =
+            transport::endpoint(client, false).map_err(|e| format!("{name}: endpoint: {e}"))?;
+        Ok(Agent {
+            index,
+            sim: AgentSim::new(index as u64, plan.start),
+            name,
+            endpoint,
+            plan,
+        })
+    }
+
+    /// One connection attempt: QUIC handshake, Hello, Welcome.
+    pub async fn connect(&self) -> Result<Link, String> {
+        let p = &self.plan;
+        tokio::time::timeout(
+            CONNECT_PATIENCE,
+            transport::connect(&self.endpoint, &p.link, p.addr, &hello(&self.name)),
+        )
+        .await
+        .map_err(|_| format!("{}: no Welcome within {CONNECT_PATIENCE:?}", self.name))?
+        .map_err(|e| format!("{}: connect: {e}", self.name))
+    }
+
+    /// Connect on a fresh database (it must know nothing of this host) and pass the gate.
+    pub async fn connect_fresh(&self, gate: Gate) -> Result<Link, String> {
+        let (link, _) = {
+            let _turn = self
+                .plan
+                .connecting
+                .acquire()
+                .await
+                .map_err(|_| format!("{}: connecting closed", self.name))?;
+            self.reconnect(false).await?
+        };
+        if !link.welcome.high_water.is_empty() {
+            return Err(format!(
+                "{}: a fresh database already holds data for it: {:?}",
+                self.name, link.welcome.high_water
+            ));
+        }
+        gate.pass(&self.name).await?;
+        Ok(link)
+    }
+
+    /// Connect as the agent does: attempts spaced by the agent's own jittered backoff (the
+    /// first one at once unless `wait_first`), until one is welcomed or [`GIVE_UP`] passes.
+    /// Also how many attempts it took.
+    pub async fn reconnect(&self, wait_first: bool) -> Result<(Link, u32), String> {
+        let t = Instant::now();
+        let mut jitter = Jitter::seeded();
+        let link = &self.plan.link;
+        let mut attempt = 0u32;
+        loop {
+            if wait_first || attempt > 0 {
+                let wait = transport::backoff(
+                    attempt,
+                    link.reconnect_min,
+                    link.reconnect_max,
+                    jitter.next01(),
+                );
+                tokio::time::sleep(wait).await;
+            }
+            attempt += 1;
+            match self.connect().await {
+                Ok(l) => return Ok((l, attempt)),
+                Err(e) if t.elapsed() > GIVE_UP => {
+                    return Err(format!("{e} (gave up after {attempt} attempts)"));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Send batches `first..last` (0-based ticks; batch `i` has sequence `i + 1`) on
+    /// `link` pipelined within the window, and read their acknowledgements.
+    pub async fn send(&mut self, link: &mut Link, first: u32, last: u32) -> Result<Sent, String> {
+        let name = &self.name;
+        let sim = &mut self.sim;
+        let max = self.plan.link.max_frame_bytes;
+        let (send, recv) = (&mut link.send, &mut link.recv);
+        // Agents tick at different moments within the interval.
+        let phase = (self.index as i64 * 7919) % INTERVAL_MS;
+        let start = self.plan.start;
+        let window = Semaphore::new(self.plan.window);
+        // (seq, written at) of every batch written and not yet acknowledged, oldest first;
+        // the writer and reader below share it (the lock is never held across an await).
+        let in_flight: Mutex<VecDeque<(u64, Instant)>> = Mutex::new(VecDeque::new());
+        let total = u64::from(last - first);
+        let pace = self.plan.pace;
+        // Paced agents start spread over one pace, as real ones tick at different moments.
+        let t0 = tokio::time::Instant::now()
+            + pace.map_or(Duration::ZERO, |p| {
+                p.mul_f64(phase as f64 / INTERVAL_MS as f64)
+            });
+
+        let writer = async {
+            let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BYTES + 16 * 1024);
+            let mut seqs: Vec<u64> = Vec::with_capacity(self.plan.window);
+            let (mut frame_bytes, mut writes) = (0u64, 0u64);
+            let mut i = first;
+            loop {
+                // Flush when the buffer is full, when the window is, or at the end.
+                let room = i < last && window.available_permits() > 0;
+                if !buf.is_empty() && (buf.len() >= WRITE_BYTES || !room || pace.is_some()) {
+                    let now = Instant::now();
+                    in_flight
+                        .lock()
+                        .expect("in-flight list")
+                        .extend(seqs.drain(..).map(|s| (s, now)));
+                    send.write_all(&buf)
+                        .await
+                        .map_err(|e| format!("{name}: write: {e}"))?;
+                    frame_bytes += buf.len() as u64;
+                    writes += 1;
+                    buf.clear();
+                }
+                if i == last {
+                    break;
+                }
+                if let Some(p) = pace {
+                    tokio::time::sleep_until(t0 + p * (i - first)).await;
+                }
+                window
+                    .acquire()
+                    .await
+                    .map_err(|_| format!("{name}: window closed"))?
+                    .forget();
+                let ts = start + i64::from(i) * INTERVAL_MS + phase + (sim.rng.next() % 6) as i64;
+                let msg = sim.tick(i, ts);
+                seqs.push(seq(EPOCH, i + 1));
+                codec::encode(msg, max, &mut buf).map_err(|e| format!("{name}: encode: {e}"))?;
+                i += 1;
+            }
+            Ok::<_, String>((frame_bytes, writes))
+        };
+
+        let reader = async {
+            let mut latencies_us = Vec::with_capacity(total as usize);
+            let mut acked = 0u64;
+            let mut first_ack = None;
+            while acked < total {
+                let msg = tokio::time::timeout(ACK_PATIENCE, transport::read_msg(recv, max))
+                    .await
+                    .map_err(|_| format!("{name}: no acknowledgement within {ACK_PATIENCE:?}"))?
+                    .map_err(|e| format!("{name}: read: {e}"))?;
+                match msg {
+                    Some(CollectorMsg::Ack {
+                        stream,
+                        seq,
+                        duplicate,
+                    }) => {
+                        let front = in_flight.lock().expect("in-flight list").pop_front();
+                        let Some((want, at)) = front else {
+                            return Err(format!("{name}: Ack of {seq:#x} for no batch in flight"));
+                        };
+                        if seq != want || stream != StreamId::Metrics || duplicate {
+                            return Err(format!(
+                                "{name}: expected Ack of metrics {want:#x}, got {stream:?} \
+                                 {seq:#x} (duplicate: {duplicate})"
+                            ));
+                        }
+                        latencies_us.push(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        first_ack.get_or_insert_with(Instant::now);
+                        acked += 1;
+                        window.add_permits(1);
+                    }
+                    Some(other) => return Err(format!("{name}: unexpected answer {other:?}")),
+                    None => {
+                        return Err(format!(
+                            "{name}: the collector closed the stream after {acked} acks"
+                        ));
+                    }
+                }
+            }
+            Ok::<_, String>((acked, latencies_us, first_ack))
+        };
+
+        let ((frame_bytes, writes), (acked, latencies_us, first_ack)) =
+            tokio::try_join!(writer, reader)?;
+        if !in_flight.lock().expect("in-flight list").is_empty() {
+            return Err(format!("{name}: batches left without an Ack"));
+        }
+        Ok(Sent {
+            acked,
+            latencies_us,
+            frame_bytes,
+            writes,
+            first_ack,
+        })
+    }
+
+    /// Finish our end of the stream and close. Only once every Ack is in: the collector
+    /// closes the connection as soon as it has read to the end and answered what it read,
+    /// and a close discards whatever stream data is still unsent.
+    pub async fn finish(&self, mut link: Link) -> Result<(), String> {
+        link.send
+            .finish()
+            .map_err(|e| format!("{}: finish: {e}", self.name))?;
+        let _ = tokio::time::timeout(Duration::from_secs(10), link.conn.closed()).await;
+        self.endpoint.close(0u32.into(), b"done");
+        Ok(())
+    }
+
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"done");
+    }
+}
