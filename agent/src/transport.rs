@@ -102,15 +102,22 @@ pub async fn connect(
         .open_bi()
         .await
         .map_err(|source| LinkError::Connection { addr, source })?;
+    // A collector that refuses the connection may close it before answering: say its
+    // reason (for example an expired certificate) rather than "connection lost".
+    let closed = |e: LinkError| match conn.close_reason() {
+        Some(source) => LinkError::Connection { addr, source },
+        None => e,
+    };
     let frame = codec::to_frame(&AgentMsg::Hello(hello.clone()), max)?;
     send.write_all(&frame)
         .await
-        .map_err(|e| LinkError::Stream(e.to_string()))?;
+        .map_err(|e| closed(LinkError::Stream(e.to_string())))?;
     count_sent(frame.len());
     let wait = Duration::from_secs(15);
     let answer = tokio::time::timeout(wait, read_msg(&mut recv, max))
         .await
-        .map_err(|_| LinkError::Timeout(wait))??;
+        .map_err(|_| LinkError::Timeout(wait))?
+        .map_err(closed)?;
     match answer {
         Some(CollectorMsg::Welcome(welcome)) => Ok(Link {
             conn,

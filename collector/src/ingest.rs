@@ -123,6 +123,16 @@ async fn handle_connection(
             return;
         }
     };
+    // A session resumed from a ticket carries the certificate of its first handshake
+    // without checking it again: one that has expired since is refused here.
+    if let Some(at) = crate::tls::peer_cert_not_after(&conn)
+        && at < aftercare_shared::time_fmt::now_millis()
+    {
+        warn!(%identity, "the client certificate has expired (a resumed session): refused");
+        opts.telemetry.connection_refused(Refusal::Certificate);
+        conn.close(close::REFUSED.into(), b"certificate expired: renew it");
+        return;
+    }
     let span = info_span!("agent", customer = %identity.customer, host = %identity.host);
     async move {
         let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await

@@ -18,6 +18,8 @@ pub struct Collector {
     pub endpoint: quinn::Endpoint,
     api: tokio::net::TcpListener,
     store: Box<dyn Store>,
+    /// Session tickets made and used, for `/metrics`.
+    tickets: std::sync::Arc<crate::tls::tickets::TicketCounts>,
     cfg: CollectorConfig,
     rules: crate::rules::RuleSet,
     sla: crate::sla::SlaPolicy,
@@ -32,9 +34,9 @@ impl Collector {
         // A bad rule or contract stops the start, naming it.
         let rules = cfg.rule_set()?;
         let sla = cfg.sla_policy()?;
-        let server = crate::tls::load_quinn_server_config(&crate::tls::ServerTlsFiles::in_dir(
-            &cfg.ca_dir(),
-        ))
+        let (server, tickets) = crate::tls::load_quinn_server_config(
+            &crate::tls::ServerTlsFiles::in_dir(&cfg.ca_dir()),
+        )
         .with_context(|| {
             format!(
                 "cannot load the collector's TLS identity from {}",
@@ -71,6 +73,7 @@ impl Collector {
             Ok(())
         })?;
         Ok(Collector {
+            tickets,
             endpoint,
             api,
             store,
@@ -99,6 +102,7 @@ impl Collector {
         let ing = &self.cfg.ingest;
         // This collector's own health, served at /metrics.
         let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());
+        telemetry.watch_tickets(self.tickets.clone());
         let (writer, join) = writer::spawn(
             self.store,
             WriterOptions {

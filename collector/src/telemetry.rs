@@ -120,6 +120,8 @@ pub struct Telemetry {
     findings_open: Family<Label, Gauge>,
     webhook_delivered: Probe,
     webhook_dead_letters: Probe,
+    tls_tickets_issued: Probe,
+    tls_resumed: Probe,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -179,6 +181,8 @@ impl Telemetry {
             findings_open: Family::default(),
             webhook_delivered: Probe::new(MetricType::Counter),
             webhook_dead_letters: Probe::new(MetricType::Counter),
+            tls_tickets_issued: Probe::new(MetricType::Counter),
+            tls_resumed: Probe::new(MetricType::Counter),
             registry: Registry::default(),
         };
         // Every label value from the start, at zero: a rate needs the series before its
@@ -323,6 +327,16 @@ impl Telemetry {
             "Notifications given up (attempts used, queue full, or shutdown), summed over webhooks",
             t.webhook_dead_letters.clone(),
         );
+        r.register(
+            "tls_tickets_issued",
+            "TLS session tickets given to agents, so a reconnect resumes without a full handshake",
+            t.tls_tickets_issued.clone(),
+        );
+        r.register(
+            "tls_resumed_handshakes",
+            "Handshakes that resumed a session from a ticket (no certificate verified again)",
+            t.tls_resumed.clone(),
+        );
         r.register_collector(Box::new(ProcessCollector));
         Telemetry { registry: r, ..t }
     }
@@ -431,6 +445,15 @@ impl Telemetry {
                 .map(|s| s.dead_letters.load(Ordering::Relaxed))
                 .sum()
         });
+    }
+
+    /// Read the session tickets' counts when scraped (set once, at start).
+    pub fn watch_tickets(&self, counts: Arc<crate::tls::tickets::TicketCounts>) {
+        let c = counts.clone();
+        self.tls_tickets_issued
+            .set(move || c.issued.load(Ordering::Relaxed));
+        self.tls_resumed
+            .set(move || counts.accepted.load(Ordering::Relaxed));
     }
 
     fn stream<'a>(

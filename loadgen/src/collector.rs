@@ -5,8 +5,7 @@
 //! A process of its own because two scenarios need one: `idle` reads the collector's memory
 //! from /proc (agents in the same process would be counted with it), and `reconnect` stops
 //! and starts it, which must lose everything a process holds in memory. Only the ingest path
-//! runs: `serve`'s findings engine, report scheduler and API are not what is measured, and on
-//! PostgreSQL they still reach unfinished store methods.
+//! runs: `serve`'s findings engine, report scheduler and API are not what is measured.
 
 use aftercare_collector::config::CollectorConfig;
 use aftercare_collector::store::off_runtime;
@@ -23,6 +22,15 @@ use tokio_util::sync::CancellationToken;
 
 /// What the child prints on stdout once its endpoint is bound.
 const READY: &str = "listening ";
+/// What the child prints on stdout as it exits: its TLS session tickets' counts.
+const TICKETS: &str = "tickets ";
+
+/// The session tickets a collector child made and accepted (resumed handshakes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tickets {
+    pub issued: u64,
+    pub resumed: u64,
+}
 
 /// The child's side: serve ingest until SIGTERM or SIGINT, then shut down in order.
 pub fn serve(config: &Path, threads: usize) -> Result<()> {
@@ -37,7 +45,7 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
             .with_context(|| format!("cannot open database {}", cfg.database))?;
         off_runtime(|| store.disconnect_all(aftercare_shared::time_fmt::now_millis()))?;
         let files = ServerTlsFiles::in_dir(&cfg.ca_dir());
-        let server = load_quinn_server_config(&files)?;
+        let (server, tickets) = load_quinn_server_config(&files)?;
         let secret = std::fs::read(&files.key)
             .with_context(|| format!("cannot read {}", files.key.display()))?;
         let endpoint = net::server_endpoint(cfg.listen, server, &secret)
@@ -85,6 +93,8 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
         .await;
         // Every writer handle is gone: the writer commits what is queued and stops.
         tokio::task::spawn_blocking(move || join.join()).await.ok();
+        let t = tickets.tally();
+        println!("{TICKETS}{} {}", t.issued, t.accepted);
         Ok(())
     })
 }
@@ -92,6 +102,8 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
 /// The parent's handle on a running collector child.
 pub struct Running {
     child: Child,
+    /// The rest of the child's stdout (its last line counts tickets).
+    out: BufReader<std::process::ChildStdout>,
     pub addr: SocketAddr,
 }
 
@@ -110,8 +122,9 @@ impl Running {
             .spawn()
             .context("cannot start the collector child")?;
         let stdout = child.stdout.take().expect("piped stdout");
+        let mut out = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        out.read_line(&mut line)?;
         let Some(addr) = line.trim().strip_prefix(READY) else {
             let _ = child.kill();
             let status = child.wait()?;
@@ -120,6 +133,7 @@ impl Running {
         Ok(Running {
             addr: addr.parse().context("the collector child's address")?,
             child,
+            out,
         })
     }
 
@@ -128,8 +142,8 @@ impl Running {
     }
 
     /// Ask it to stop (SIGTERM: stop accepting, answer what was read, commit, exit) and wait
-    /// up to `patience` before killing it.
-    pub fn stop(mut self, patience: Duration) -> Result<()> {
+    /// up to `patience` before killing it. What it counted of session tickets.
+    pub fn stop(mut self, patience: Duration) -> Result<Tickets> {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -139,7 +153,17 @@ impl Running {
                 if !status.success() {
                     bail!("the collector child exited with {status}");
                 }
-                return Ok(());
+                let mut rest = String::new();
+                std::io::Read::read_to_string(&mut self.out, &mut rest)?;
+                let counts = rest
+                    .lines()
+                    .find_map(|l| l.strip_prefix(TICKETS))
+                    .context("the collector child did not say its ticket counts")?;
+                let mut n = counts.split(' ').map(str::parse::<u64>);
+                let (Some(Ok(issued)), Some(Ok(resumed))) = (n.next(), n.next()) else {
+                    bail!("the collector child's ticket counts are unreadable: {counts:?}");
+                };
+                return Ok(Tickets { issued, resumed });
             }
             if t.elapsed() > patience {
                 let _ = self.child.kill();

@@ -2,7 +2,7 @@
 //! checks its own accounting, and hands back one row of the table.
 
 use crate::agent::{Agent, Gate, Plan, Sent};
-use crate::collector::Running;
+use crate::collector::{Running, Tickets};
 use crate::common::thousands;
 use crate::procstat::{self, ThreadTimes};
 use crate::report::{Measure, Row, Target};
@@ -537,8 +537,9 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         Duration,
         Duration,
         Option<String>,
+        Tickets,
     );
-    let (results, stop_time, restart_to_back, restart_error): Outcome =
+    let (results, stop_time, restart_to_back, restart_error, tickets): Outcome =
         su.agents_rt.block_on(async {
             let (done_tx, mut done_rx) = mpsc::channel::<()>(agents.max(1));
             let (tasks, go, _, _) = spawn_agents(su.clients, &plan, move |mut agent, gate| {
@@ -579,8 +580,11 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
             drop(done_rx);
             let t = Instant::now();
             let mut error = None;
-            if let Err(e) = first.stop(STOP_PATIENCE) {
-                error = Some(format!("stopping the collector: {e:#}"));
+            // Before the restart: the tickets given; after it: the sessions resumed.
+            let mut tickets = Tickets::default();
+            match first.stop(STOP_PATIENCE) {
+                Ok(t) => tickets.issued = t.issued,
+                Err(e) => error = Some(format!("stopping the collector: {e:#}")),
             }
             let stop_time = t.elapsed();
             // The same port again: what agents were configured with.
@@ -595,16 +599,17 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
                 .max()
                 .unwrap_or_default();
             match running {
-                Ok(r) => {
-                    if let Err(e) = r.stop(STOP_PATIENCE) {
+                Ok(r) => match r.stop(STOP_PATIENCE) {
+                    Ok(t) => tickets.resumed = t.resumed,
+                    Err(e) => {
                         error.get_or_insert(format!("stopping the restarted collector: {e:#}"));
                     }
-                }
+                },
                 Err(e) => {
                     error.get_or_insert(format!("restarting the collector: {e:#}"));
                 }
             }
-            (results, stop_time, back, error)
+            (results, stop_time, back, error, tickets)
         });
 
     let mut row = Row::new("reconnect", db.name());
@@ -628,6 +633,15 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         attempts as f64 / ok.len().max(1) as f64,
         plan.link.reconnect_min,
         plan.link.reconnect_max,
+    ));
+    // The restarted collector's count: handshakes after the restart that resumed a session
+    // from a ticket the first collector gave (keyed from the same server key).
+    row.detail.push(format!(
+        "{} of {} reconnections resumed their TLS session from a ticket ({} tickets given before \
+         the restart)",
+        tickets.resumed,
+        ok.len(),
+        tickets.issued
     ));
     row.check(
         acked == expected,

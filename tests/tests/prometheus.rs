@@ -590,3 +590,85 @@ async fn metrics_endpoint_follows_ingest_without_a_token_or_a_name() {
     .await;
     c.shutdown().await;
 }
+
+/// A collector restarted (same key files) lets an agent resume the TLS session it had with
+/// the first run, from the ticket that run gave it: no full handshake, counted at
+/// `/metrics`. A resumed session skips the certificate checks of a full handshake, so one
+/// whose certificate has expired since is refused by ingest all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_agents_resume_their_tls_session_but_not_past_their_certificate() {
+    const RESUMED: &str = "aftercare_collector_tls_resumed_handshakes_total";
+    const ISSUED: &str = "aftercare_collector_tls_tickets_issued_total";
+    const REFUSED: &str = "aftercare_collector_connections_refused_total";
+    let f = Fixture::new();
+    // Valid for a few seconds: long enough for two connections, then it expires.
+    let certs = f.dir.path().join("short-lived");
+    let now = time::OffsetDateTime::now_utc();
+    let expires = now + time::Duration::seconds(8);
+    aftercare_collector::ca::issue_agent_cert(
+        &f.collector.ca_dir(),
+        CUSTOMER,
+        HOST,
+        &certs,
+        aftercare_collector::ca::Validity {
+            not_before: now - time::Duration::minutes(1),
+            not_after: expires,
+        },
+    )
+    .unwrap();
+    // One agent process: one TLS configuration, so one ticket store, across reconnects.
+    let tls = aftercare_agent::tls::client_config(
+        &certs.join("ca.crt"),
+        &certs.join("agent.crt"),
+        &certs.join("agent.key"),
+    )
+    .unwrap();
+    let ep = transport::endpoint(tls, false).unwrap();
+    let h = hello(None, &[Scope::Metrics]);
+    let connect = |addr| {
+        let cfg = f.agent_config("probe", &certs, addr).collector;
+        let ep = ep.clone();
+        let h = h.clone();
+        async move {
+            tokio::time::timeout(PATIENCE, transport::connect(&ep, &cfg, addr, &h))
+                .await
+                .expect("connect finishes in time")
+        }
+    };
+
+    let first = f.start().await;
+    let mut link = connect(first.addr).await.expect("a full handshake");
+    // An exchange after the handshake: the session tickets came before this answer.
+    assert!(matches!(
+        exchange(&mut link, &batch(1, LossReport::default())).await,
+        CollectorMsg::Ack { .. }
+    ));
+    let e = scrape(first.api).await;
+    assert_eq!(e.value(RESUMED, &[]), 0.0);
+    assert!(e.value(ISSUED, &[]) >= 1.0, "tickets were given");
+    drop(link);
+    first.shutdown().await;
+
+    let second = f.start().await;
+    let mut link = connect(second.addr).await.expect("a resumed handshake");
+    assert!(matches!(
+        exchange(&mut link, &batch(2, LossReport::default())).await,
+        CollectorMsg::Ack { .. }
+    ));
+    assert_eq!(scrape(second.api).await.value(RESUMED, &[]), 1.0);
+    drop(link);
+
+    // Past the certificate's end (its seconds are whole): the ticket from the connection
+    // above still opens, the certificate it carries does not pass.
+    let wait = expires - time::OffsetDateTime::now_utc() + time::Duration::milliseconds(1500);
+    tokio::time::sleep(wait.try_into().unwrap_or_default()).await;
+    let err = connect(second.addr)
+        .await
+        .err()
+        .expect("an expired certificate is refused even resumed");
+    assert!(err.to_string().contains("certificate expired"), "{err}");
+    let e = scrape(second.api).await;
+    assert_eq!(e.value(RESUMED, &[]), 2.0);
+    assert_eq!(e.value(REFUSED, &[("reason", "certificate")]), 1.0);
+    second.shutdown().await;
+}

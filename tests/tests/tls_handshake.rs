@@ -52,8 +52,9 @@ fn agent_config(dir: &Path) -> quinn::ClientConfig {
 
 /// The socket setup: the collector's endpoint on 127.0.0.1:0, as `serve` makes it.
 fn server(pki: &Pki) -> (quinn::Endpoint, SocketAddr) {
-    let config =
-        tls::load_quinn_server_config(&tls::ServerTlsFiles::in_dir(&pki.ca_dir())).unwrap();
+    let config = tls::load_quinn_server_config(&tls::ServerTlsFiles::in_dir(&pki.ca_dir()))
+        .unwrap()
+        .0;
     let endpoint = net::server_endpoint("127.0.0.1:0".parse().unwrap(), config, b"test").unwrap();
     let addr = endpoint.local_addr().unwrap();
     (endpoint, addr)

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod tickets;
+
 /// A connection silent this long is dropped. Agents send keep-alives well within it, so
 /// only a vanished agent (host down, network cut) reaches it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,12 +66,21 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The server's TLS configuration, and how many of its session tickets were made and used.
+pub struct ServerTls {
+    pub config: rustls::ServerConfig,
+    pub tickets: Arc<tickets::TicketCounts>,
+}
+
 /// TLS 1.3 with ALPN `aftercare/1`; the server certificate and key from `files`; client
-/// certificates required and verified against `files.ca_cert`.
-pub fn server_config(files: &ServerTlsFiles) -> Result<rustls::ServerConfig, TlsError> {
+/// certificates required and verified against `files.ca_cert`; session tickets keyed from
+/// the server key and the CA (see [`tickets`]), so agents resume after a restart.
+pub fn server_config(files: &ServerTlsFiles) -> Result<ServerTls, TlsError> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
-    for cert in read_certs("CA certificate", &files.ca_cert)? {
+    let ca_certs = read_certs("CA certificate", &files.ca_cert)?;
+    let ticket_ca: Vec<u8> = ca_certs.iter().flat_map(|c| c.as_ref().to_vec()).collect();
+    for cert in ca_certs {
         roots.add(cert).map_err(|source| TlsError::Rejected {
             what: "CA certificate",
             path: files.ca_cert.clone(),
@@ -83,6 +94,8 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<rustls::ServerConfig, Tls
         .map_err(TlsError::Verifier)?;
     let chain = read_certs("server certificate", &files.cert)?;
     let key = read_key("server key", &files.key)?;
+    let ticketer = tickets::Ticketer::new(key.secret_der(), &ticket_ca);
+    let counts = ticketer.counts();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Config)?
@@ -94,7 +107,11 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<rustls::ServerConfig, Tls
             source,
         })?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(config)
+    config.ticketer = Arc::new(ticketer);
+    Ok(ServerTls {
+        config,
+        tickets: counts,
+    })
 }
 
 /// Wraps a rustls configuration for quinn, with the transport settings for agents:
@@ -115,9 +132,13 @@ pub fn quinn_server_config(tls: rustls::ServerConfig) -> Result<quinn::ServerCon
     Ok(config)
 }
 
-/// [`server_config`] then [`quinn_server_config`]: what `serve` needs.
-pub fn load_quinn_server_config(files: &ServerTlsFiles) -> Result<quinn::ServerConfig, TlsError> {
-    quinn_server_config(server_config(files)?)
+/// [`server_config`] then [`quinn_server_config`]: what `serve` needs, and the tickets'
+/// counts.
+pub fn load_quinn_server_config(
+    files: &ServerTlsFiles,
+) -> Result<(quinn::ServerConfig, Arc<tickets::TicketCounts>), TlsError> {
+    let tls = server_config(files)?;
+    Ok((quinn_server_config(tls.config)?, tls.tickets))
 }
 
 /// The identity in the certificate the peer proved it holds during the handshake.
