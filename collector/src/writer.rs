@@ -4,7 +4,9 @@
 //! bound) and commits it in one transaction — one fsync for the group — and only then
 //! answers, so an agent's batch is acknowledged only once it is durable.
 
-use crate::store::{CommitOutcome, HostHello, HostId, PendingBatch, Store, StoreError};
+use crate::store::{
+    CommitOutcome, HostHello, HostId, HostUpdate, HostUpdated, PendingBatch, Store,
+};
 use aftercare_shared::consent::ConsentRecord;
 use aftercare_shared::protocol::{Hello, Identity, StreamId};
 use aftercare_shared::time_fmt::now_millis;
@@ -129,6 +131,7 @@ pub fn spawn(
             let mut last_retain: Option<Instant> = None;
             let mut batches: Vec<PendingBatch> = Vec::new();
             let mut replies: Vec<Reply<CommitOutcome>> = Vec::new();
+            let mut updates: Vec<Request> = Vec::new();
             loop {
                 let first = if compacting || retaining {
                     match rx.try_recv() {
@@ -163,11 +166,18 @@ pub fn spawn(
                             replies.push(reply);
                         }
                         Request::Compact => compacting = true,
-                        other => handle_other(store.as_mut(), other),
+                        other => updates.push(other),
                     }
-                    if batches.len() < opts.max_batches_per_commit {
+                    if batches.len() < opts.max_batches_per_commit
+                        && updates.len() < MAX_HOST_UPDATES
+                    {
                         next = rx.try_recv().ok();
                     }
+                }
+                // Host rows first: a connection's batches come only after its Welcome, so
+                // none in this group waits on a registration after it.
+                if !updates.is_empty() {
+                    apply_updates(store.as_mut(), &mut updates);
                 }
                 if !batches.is_empty() {
                     commit_group(store.as_mut(), &mut batches, &mut replies, &opts.telemetry);
@@ -251,45 +261,60 @@ fn compact_step(store: &mut dyn Store) -> bool {
     }
 }
 
-fn handle_other(store: &mut dyn Store, req: Request) {
+/// Host updates applied together: a reconnect storm's registrations share one sync.
+const MAX_HOST_UPDATES: usize = 1024;
+
+/// Apply the queued host updates (registrations, consent, disconnections, certificate
+/// expiries) as one group, in order, and answer the registrations.
+fn apply_updates(store: &mut dyn Store, reqs: &mut Vec<Request>) {
     let now = now_millis();
-    let log = |what: &str, r: Result<(), StoreError>| {
-        if let Err(e) = r {
-            error!("{what}: {e}");
-        }
+    let outcomes = {
+        let group: Vec<HostUpdate<'_>> = reqs
+            .iter()
+            .map(|r| match r {
+                Request::Register {
+                    identity, hello, ..
+                } => HostUpdate::Register(HostHello {
+                    identity,
+                    facts: &hello.facts,
+                    agent_version: &hello.agent_version,
+                    consent: &hello.consent,
+                    interval_ms: hello.interval_ms,
+                }),
+                Request::Consent { host, record } => HostUpdate::Consent {
+                    host: *host,
+                    record,
+                },
+                Request::Disconnected { host } => HostUpdate::Disconnected(*host),
+                Request::CertExpiry { host, at } => HostUpdate::CertExpiry {
+                    host: *host,
+                    at: *at,
+                },
+                Request::Batch { .. } | Request::Compact => {
+                    unreachable!("batches and compaction are scheduled by the caller")
+                }
+            })
+            .collect();
+        store.host_updates(&group, now)
     };
-    match req {
-        Request::Register {
-            identity,
-            hello,
-            reply,
-        } => {
-            let h = HostHello {
-                identity: &identity,
-                facts: &hello.facts,
-                agent_version: &hello.agent_version,
-                consent: &hello.consent,
-                interval_ms: hello.interval_ms,
-            };
-            let res = store
-                .register_host(&h, now)
-                .and_then(|id| Ok((id, store.high_water(id)?)))
-                .map_err(|e| e.to_string());
-            let _ = reply.send(res);
-        }
-        Request::Consent { host, record } => {
-            log("storing consent", store.set_consent(host, &record, now))
-        }
-        Request::Disconnected { host } => log(
-            "marking host disconnected",
-            store.set_disconnected(host, now),
-        ),
-        Request::CertExpiry { host, at } => log(
-            "storing a certificate's expiry",
-            store.set_cert_expiry(host, at),
-        ),
-        Request::Batch { .. } | Request::Compact => {
-            unreachable!("batches and compaction are scheduled by the caller")
+    for (req, outcome) in reqs.drain(..).zip(outcomes) {
+        match (req, outcome) {
+            (Request::Register { reply, .. }, outcome) => {
+                let _ = reply.send(match outcome {
+                    Ok(HostUpdated::Registered { host, high_water }) => Ok((host, high_water)),
+                    Ok(HostUpdated::Done) => Err("registration gave no host id".into()),
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+            (req, Err(e)) => {
+                let what = match req {
+                    Request::Consent { .. } => "storing consent",
+                    Request::Disconnected { .. } => "marking host disconnected",
+                    _ => "storing a certificate's expiry",
+                };
+                error!("{what}: {e}");
+            }
+            (_, Ok(_)) => {}
         }
     }
 }

@@ -6,8 +6,9 @@ mod common;
 use common::backends::Backend;
 
 use aftercare_collector::store::{
-    BatchData, CommitOutcome, HOUR_MS, HostHello, HostId, LogFilter, MINUTE_MS, PendingBatch,
-    Resolution, SeriesPoints, Store, StoreError, UNATTRIBUTED, open_sqlite, open_sqlite_readonly,
+    BatchData, CommitOutcome, HOUR_MS, HostHello, HostId, HostUpdate, HostUpdated, LogFilter,
+    MINUTE_MS, PendingBatch, Resolution, SeriesPoints, Store, StoreError, UNATTRIBUTED,
+    open_sqlite, open_sqlite_readonly,
 };
 use aftercare_shared::consent::{ConsentRecord, Grant, Scope};
 use aftercare_shared::logblock;
@@ -143,6 +144,97 @@ fn hosts_are_upserted_by_customer_and_host(b: Backend) {
     ));
     let e = store.commit(&[tick(999, 0, T0)]).unwrap_err();
     assert!(e.to_string().contains("999"), "{e}");
+}
+
+/// What a reconnect storm sends the writer: registrations, certificate expiries,
+/// disconnections and consent, applied as one group in order, each with its own outcome;
+/// one that fails (an unknown host) fails alone.
+fn host_updates_apply_in_order_each_with_its_own_outcome(b: Backend) {
+    let mut store = b.open();
+    let a = register(&mut *store, "acme", "web", T0);
+    store.commit(&[tick(a, 0, T0 + 100)]).unwrap();
+    store.set_disconnected(a, T0 + 200).unwrap();
+    let (ida, idb) = (
+        Identity {
+            customer: "acme".into(),
+            host: "web".into(),
+        },
+        Identity {
+            customer: "acme".into(),
+            host: "db".into(),
+        },
+    );
+    let facts = HostFacts::default();
+    let c = consent();
+    let mut newer = consent();
+    newer.grants[0].by = "Bo".into();
+    let hello = |identity| HostHello {
+        identity,
+        facts: &facts,
+        agent_version: "0.2.0",
+        consent: &c,
+        interval_ms: 10_000,
+    };
+    let out = store.host_updates(
+        &[
+            HostUpdate::Register(hello(&ida)),
+            HostUpdate::Consent {
+                host: 999,
+                record: &newer,
+            },
+            HostUpdate::Register(hello(&idb)),
+            HostUpdate::CertExpiry {
+                host: a,
+                at: T0 + 90 * 86_400_000,
+            },
+            HostUpdate::Consent {
+                host: a,
+                record: &newer,
+            },
+        ],
+        T0 + 1000,
+    );
+    assert_eq!(out.len(), 5);
+    assert_eq!(
+        out[0].as_ref().unwrap(),
+        &HostUpdated::Registered {
+            host: a,
+            high_water: vec![(StreamId::Metrics, 1)],
+        }
+    );
+    assert!(
+        matches!(out[1], Err(StoreError::UnknownHostId(999))),
+        "{:?}",
+        out[1]
+    );
+    let Ok(HostUpdated::Registered {
+        host: db,
+        high_water,
+    }) = &out[2]
+    else {
+        panic!("{:?}", out[2]);
+    };
+    assert!(high_water.is_empty(), "a new host has no batches");
+    assert!(matches!(out[3], Ok(HostUpdated::Done)));
+    assert!(matches!(out[4], Ok(HostUpdated::Done)));
+    // All of it durable: another handle sees it.
+    drop(store);
+    let hosts = b.open_readonly().hosts(T0 + 2000).unwrap();
+    let web = hosts.iter().find(|h| h.id == a).unwrap();
+    assert!(web.connected);
+    assert_eq!(web.agent_version, "0.2.0");
+    assert_eq!(web.cert_expires, Some(T0 + 90 * 86_400_000));
+    assert_eq!(web.consent.grants[0].by, "Bo");
+    assert!(hosts.iter().any(|h| h.id == *db && h.connected));
+
+    // Disconnections of a stopping collector, as a group.
+    let mut store = b.open();
+    let out = store.host_updates(
+        &[HostUpdate::Disconnected(a), HostUpdate::Disconnected(*db)],
+        T0 + 3000,
+    );
+    assert!(out.iter().all(|o| matches!(o, Ok(HostUpdated::Done))));
+    assert!(store.hosts(T0 + 3000).unwrap().iter().all(|h| !h.connected));
 }
 
 fn redelivered_batches_are_stored_once(b: Backend) {
@@ -1384,6 +1476,7 @@ both_backends!(
     counting_logs_matches_reading_them,
     retention_drops_raw_hours_folds_old_rollups_to_hourly_and_drops_what_is_past_every_tier,
     a_lease_has_one_holder_and_is_taken_over_when_it_lapses,
+    host_updates_apply_in_order_each_with_its_own_outcome,
 );
 
 // PostgreSQL only: what sharing one database between collectors needs.

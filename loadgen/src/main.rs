@@ -45,8 +45,10 @@ struct Cli {
     /// Batches of 100 samples per agent in `ingest` (360 make a simulated hour).
     #[arg(long, global = true, default_value_t = 360)]
     batches: u32,
-    /// Batches per agent before the restart in `reconnect`, and as many after.
-    #[arg(long, global = true, default_value_t = 6)]
+    /// Batches per agent before the restart in `reconnect`, and as many after. One is what
+    /// a restart shorter than the agents' 10 s interval leaves each of them to send; more
+    /// add a backlog to the storm.
+    #[arg(long, global = true, default_value_t = 1)]
     reconnect_batches: u32,
     /// Batches in flight (written, not yet acknowledged) per connection.
     #[arg(long, global = true, default_value_t = 32)]

@@ -106,6 +106,33 @@ pub struct HostHello<'a> {
     pub interval_ms: u64,
 }
 
+/// A change to a host's row, as connections come and go; several are applied together
+/// ([`Store::host_updates`]) so a reconnect storm costs one sync per group, not per agent.
+#[derive(Debug, Clone, Copy)]
+pub enum HostUpdate<'a> {
+    /// Its Hello: [`Store::register_host`], then its high-water marks.
+    Register(HostHello<'a>),
+    Consent {
+        host: HostId,
+        record: &'a ConsentRecord,
+    },
+    Disconnected(HostId),
+    CertExpiry {
+        host: HostId,
+        at: UnixMillis,
+    },
+}
+
+/// What a [`HostUpdate`] gave back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostUpdated {
+    Registered {
+        host: HostId,
+        high_water: Vec<(StreamId, u64)>,
+    },
+    Done,
+}
+
 /// A batch received and checked by ingest, waiting for the next group commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingBatch {
@@ -421,6 +448,38 @@ pub trait Store: Send + std::fmt::Debug {
     fn set_disconnected(&mut self, host: HostId, now: UnixMillis) -> Result<(), StoreError>;
     /// When the certificate the host's agent connected with expires.
     fn set_cert_expiry(&mut self, host: HostId, at: UnixMillis) -> Result<(), StoreError>;
+    /// Apply `updates` in order, each with its own outcome; a backend that can puts them in
+    /// one transaction (durable when this returns). The default applies them one by one.
+    fn host_updates(
+        &mut self,
+        updates: &[HostUpdate<'_>],
+        now: UnixMillis,
+    ) -> Vec<Result<HostUpdated, StoreError>> {
+        updates.iter().map(|u| self.host_update(u, now)).collect()
+    }
+    /// One update on its own (within whatever transaction is open).
+    fn host_update(
+        &mut self,
+        update: &HostUpdate<'_>,
+        now: UnixMillis,
+    ) -> Result<HostUpdated, StoreError> {
+        match *update {
+            HostUpdate::Register(ref hello) => {
+                let host = self.register_host(hello, now)?;
+                let high_water = self.high_water(host)?;
+                Ok(HostUpdated::Registered { host, high_water })
+            }
+            HostUpdate::Consent { host, record } => self
+                .set_consent(host, record, now)
+                .map(|()| HostUpdated::Done),
+            HostUpdate::Disconnected(host) => {
+                self.set_disconnected(host, now).map(|()| HostUpdated::Done)
+            }
+            HostUpdate::CertExpiry { host, at } => {
+                self.set_cert_expiry(host, at).map(|()| HostUpdated::Done)
+            }
+        }
+    }
     /// Mark every host disconnected: a starting collector has no connection yet.
     fn disconnect_all(&mut self, now: UnixMillis) -> Result<(), StoreError>;
     /// Per stream, the highest sequence committed for this host (streams never written are

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 pub mod tickets;
 
+/// Session tickets given with every handshake.
+pub const TICKETS_PER_HANDSHAKE: usize = 8;
+
 /// A connection silent this long is dropped. Agents send keep-alives well within it, so
 /// only a vanished agent (host down, network cut) reaches it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -108,6 +111,10 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<ServerTls, TlsError> {
         })?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.ticketer = Arc::new(ticketer);
+    // An agent uses up a ticket on every attempt, failed ones included: while a collector
+    // restarts, agents retry several times. Eight (what rustls' client keeps per server)
+    // cover about a minute of the agent's backoff; each is a few hundred bytes.
+    config.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
     Ok(ServerTls {
         config,
         tickets: counts,

@@ -30,9 +30,9 @@ use super::common::{
 use super::query::{HostName, MetricFilter};
 use super::{
     AuditFilter, AuditRow, BatchData, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
-    ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, Latest, LogCount, LogFilter,
-    PendingBatch, PgUrl, Resolution, Retention, RetentionStats, SeriesId, SeriesPoints,
-    SeriesRollups, Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
+    ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, HostUpdate, HostUpdated, Latest,
+    LogCount, LogFilter, PendingBatch, PgUrl, Resolution, Retention, RetentionStats, SeriesId,
+    SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
 };
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
 use crate::findings::lifecycle::Event;
@@ -1413,6 +1413,58 @@ impl Store for PgStore {
             )
             .map_err(self.cx.sql("storing a certificate's expiry"))?;
         Ok(())
+    }
+
+    fn host_updates(
+        &mut self,
+        updates: &[HostUpdate<'_>],
+        now: UnixMillis,
+    ) -> Vec<Result<HostUpdated, StoreError>> {
+        // One transaction (one WAL flush) for the group; a savepoint per update, since an
+        // error aborts a PostgreSQL transaction, so a failed update fails alone.
+        let one_by_one =
+            |st: &mut Self| -> Vec<_> { updates.iter().map(|u| st.host_update(u, now)).collect() };
+        if updates.len() < 2
+            || self.writable("updating hosts").is_err()
+            || self.conn.batch_execute("BEGIN").is_err()
+        {
+            return one_by_one(self);
+        }
+        let mut out = Vec::with_capacity(updates.len());
+        for u in updates {
+            let r = self
+                .conn
+                .batch_execute("SAVEPOINT host_update")
+                .map_err(self.cx.sql("updating hosts"))
+                .and_then(|()| self.host_update(u, now));
+            let end = if r.is_ok() {
+                "RELEASE SAVEPOINT host_update"
+            } else {
+                // A registration undone with its savepoint may be cached.
+                self.hosts_known.clear();
+                "ROLLBACK TO SAVEPOINT host_update"
+            };
+            let _ = self.conn.batch_execute(end);
+            out.push(r);
+        }
+        match self.conn.batch_execute("COMMIT") {
+            Ok(()) => out,
+            Err(e) => {
+                let _ = self.conn.batch_execute("ROLLBACK");
+                // Hosts registered in the rolled-back transaction may be cached.
+                self.hosts_known.clear();
+                let why = e.to_string();
+                out.into_iter()
+                    .map(|_| {
+                        Err(StoreError::Backend {
+                            path: self.cx.0.to_string(),
+                            doing: "updating hosts",
+                            source: why.clone().into(),
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
     fn disconnect_all(&mut self, _now: UnixMillis) -> Result<(), StoreError> {

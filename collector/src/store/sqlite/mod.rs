@@ -24,9 +24,9 @@ use super::query::{HostName, MetricFilter};
 use super::rows::{self, TOKEN_COLUMNS};
 use super::{
     AuditFilter, AuditRow, BatchData, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
-    ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, Latest, LogCount, LogFilter,
-    PendingBatch, Resolution, Retention, RetentionStats, SeriesId, SeriesPoints, SeriesRollups,
-    Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
+    ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, HostUpdate, HostUpdated, Latest,
+    LogCount, LogFilter, PendingBatch, Resolution, Retention, RetentionStats, SeriesId,
+    SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
 };
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
 use crate::findings::lifecycle::Event;
@@ -1367,6 +1367,43 @@ impl Store for SqliteStore {
             return Err(StoreError::UnknownHostId(host));
         }
         Ok(())
+    }
+
+    fn host_updates(
+        &mut self,
+        updates: &[HostUpdate<'_>],
+        now: UnixMillis,
+    ) -> Vec<Result<HostUpdated, StoreError>> {
+        // One transaction, one sync: 10,000 agents reconnecting at once would otherwise
+        // wait on 20,000 syncs in turn. A failed update is only that update's error (an
+        // SQLite statement error leaves the transaction open).
+        let one_by_one =
+            |st: &mut Self| -> Vec<_> { updates.iter().map(|u| st.host_update(u, now)).collect() };
+        if updates.len() < 2
+            || self.writable("updating hosts").is_err()
+            || self.conn.execute_batch("BEGIN IMMEDIATE").is_err()
+        {
+            return one_by_one(self);
+        }
+        let out = one_by_one(self);
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => out,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                // Hosts registered in the rolled-back transaction may be cached.
+                self.hosts_known.clear();
+                let why = e.to_string();
+                out.into_iter()
+                    .map(|_| {
+                        Err(StoreError::Backend {
+                            path: self.cx.0.to_string(),
+                            doing: "updating hosts",
+                            source: why.clone().into(),
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
     fn disconnect_all(&mut self, _now: UnixMillis) -> Result<(), StoreError> {
