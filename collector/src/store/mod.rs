@@ -427,9 +427,11 @@ pub struct StoreStats {
     pub log_batches: u64,
     pub log_records: u64,
     pub log_bytes: u64,
-    /// Pages in use (excluding free pages) times the page size.
+    /// SQLite: pages in use (excluding free pages) times the page size. PostgreSQL: our
+    /// tables with their indexes and TOAST (free space within them included).
     pub live_bytes: u64,
-    /// Database file plus its write-ahead log, as on disk now.
+    /// SQLite: the database file plus its write-ahead log, as on disk now. PostgreSQL: the
+    /// whole database (`pg_database_size`, its catalogs included).
     pub file_bytes: u64,
 }
 
