@@ -147,3 +147,30 @@ fn requests_are_stored_pending_finished_once_and_listed(backend: Backend) {
     );
     assert_eq!(st.diagnostic(a).unwrap().unwrap().status, "done");
 }
+
+/// Collectors sharing PostgreSQL: one that starts ends the pending diagnostics of its own
+/// hosts (their answers went with its previous run), not those of hosts connected through
+/// another collector, which may still answer.
+#[test]
+fn postgres_a_starting_collector_leaves_other_collectors_diagnostics_pending() {
+    let b = Backend::postgres();
+    let mut a = b.open();
+    a.set_node("collector-a:4433");
+    let mut other = b.open();
+    other.set_node("collector-b:4433");
+    let mine = register(&mut *a, "acme", "db1");
+    let theirs = register(&mut *other, "acme", "web");
+    let mine_pending = a.add_diagnostic(&new(mine, "ps", None, T0)).unwrap();
+    let theirs_pending = a.add_diagnostic(&new(theirs, "ps", None, T0)).unwrap();
+    // Collector A restarts.
+    a.disconnect_all(T0 + 1_000).unwrap();
+    assert_eq!(a.abandon_diagnostics(T0 + 1_000, "restarted").unwrap(), 1);
+    assert_eq!(
+        a.diagnostic(mine_pending).unwrap().unwrap().status,
+        "failed"
+    );
+    assert_eq!(
+        a.diagnostic(theirs_pending).unwrap().unwrap().status,
+        "pending"
+    );
+}

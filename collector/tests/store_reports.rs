@@ -136,3 +136,29 @@ fn collectors_claiming_one_quarter_at_once_make_one_report(b: Backend) {
     assert_eq!(again, made, "one claim takes the failed one again");
     assert_eq!(stores[0].reports(Some("acme"), 0, None).unwrap().len(), 1);
 }
+
+/// Collectors sharing PostgreSQL: the one taking the scheduler's lease ends the scheduled
+/// reports its dead predecessor left running, but not a report another collector's API is
+/// making right now; that one ends only when it has run far longer than any report takes.
+#[test]
+fn postgres_a_takeover_leaves_another_collectors_api_report_running() {
+    let b = Backend::postgres();
+    let mut st = b.open();
+    let scheduled = st
+        .add_report(&new("acme", true, "scheduler"))
+        .unwrap()
+        .unwrap();
+    let now = T0 + 92 * DAY + 60_000;
+    let mut api = new("acme", false, "ann");
+    api.created_at = now - 30_000;
+    let api = st.add_report(&api).unwrap().unwrap();
+    assert_eq!(st.abandon_reports(now, "taken over").unwrap(), 1);
+    assert_eq!(
+        st.report(scheduled).unwrap().unwrap().status,
+        Status::Failed
+    );
+    assert_eq!(st.report(api).unwrap().unwrap().status, Status::Running);
+    // Hours later it has no maker left.
+    assert_eq!(st.abandon_reports(now + 2 * 3_600_000, "gone").unwrap(), 1);
+    assert_eq!(st.report(api).unwrap().unwrap().status, Status::Failed);
+}

@@ -638,7 +638,8 @@ pub trait Store: Send + std::fmt::Debug {
         until: UnixMillis,
     ) -> Result<u64, StoreError>;
     /// End every pending diagnostic as `failed` with `message` (at start: the run that sent
-    /// them is gone, so no answer will come); how many.
+    /// them is gone, so no answer will come); how many. With several collectors on one
+    /// database, not those of hosts connected through another collector.
     fn abandon_diagnostics(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError>;
     /// Record a report to make (`running`); its id. A scheduled report that exists already
     /// for its customer and period gives `None` (it is made once), unless it failed: then
@@ -661,8 +662,10 @@ pub trait Store: Send + std::fmt::Debug {
         limit: usize,
         before_id: Option<i64>,
     ) -> Result<Vec<ReportRow>, StoreError>;
-    /// End every running report as failed with `message` (at start: whoever made them is
-    /// gone); how many.
+    /// End every running report as failed with `message` (on taking the scheduler's lease:
+    /// whoever made them is gone); how many. With several collectors on one database, a
+    /// report asked for over the API is ended only once it has run for an hour (another
+    /// collector may be making it).
     fn abandon_reports(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError>;
     /// Take or renew the lease `name` for `holder` until `ttl_ms` from now: true while
     /// `holder` has it. A lease another holder let expire is taken over. Of several

@@ -134,9 +134,12 @@ impl PgStore {
         self.writable("ending pending diagnostics")?;
         self.conn
             .execute(
+                // Not those of hosts connected through another collector sharing the
+                // database: that collector is alive and may still get their answers.
                 "UPDATE diagnostics SET status = 'failed', finished_at = $1, message = $2
-                 WHERE status = 'pending'",
-                &[&now, &message],
+                 WHERE status = 'pending'
+                   AND host NOT IN (SELECT id FROM hosts WHERE connected AND connected_via <> $3)",
+                &[&now, &message, &self.node],
             )
             .map_err(self.cx.sql("ending pending diagnostics"))
     }
