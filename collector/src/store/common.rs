@@ -157,6 +157,25 @@ pub(super) struct HostSeries {
     pub last: Vec<(Arc<[u8]>, SeriesId, MetricKind)>,
 }
 
+/// Every update of a group failed with the transaction's commit: one error each, naming
+/// the database and why.
+pub(super) fn group_failed<T>(
+    n: usize,
+    path: &str,
+    doing: &'static str,
+    why: &str,
+) -> Vec<Result<T, StoreError>> {
+    (0..n)
+        .map(|_| {
+            Err(StoreError::Backend {
+                path: path.to_string(),
+                doing,
+                source: why.into(),
+            })
+        })
+        .collect()
+}
+
 /// The series ids of one batch's samples, creating series (or updating their kind) as
 /// needed; `pairs` gets (series, value) in sample order.
 pub(super) fn batch_series<E>(

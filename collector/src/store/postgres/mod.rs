@@ -24,8 +24,8 @@ pub mod schema;
 use super::chunk::{self};
 use super::common::{
     HostRow, HostSeries, LatestReader, LogCodec, LogKeeper, LogRows, PointsReader, RollupReader,
-    RowError, SeriesRow, SourceCounts, add_loss, batch_series, fold_to_hour, host_status,
-    kind_from, matching_records, merge_hour, rollup_rows, series_key, sql_int,
+    RowError, SeriesRow, SourceCounts, add_loss, batch_series, fold_to_hour, group_failed,
+    host_status, kind_from, matching_records, merge_hour, rollup_rows, series_key, sql_int,
 };
 use super::query::{HostName, MetricFilter};
 use super::{
@@ -1071,18 +1071,11 @@ fn prepare_series(
         for &h in &uncached {
             cache.insert(h, HostSeries::default());
         }
-        let mut key = Vec::new();
         for r in tx.query(
             "SELECT host_id, id, name, labels, kind FROM series WHERE host_id = ANY($1)",
             &[&uncached],
         )? {
-            let host: HostId = r.get(0);
-            series_key(&mut key, r.get(2), r.get(3));
-            // An unknown kind is rewritten by the next sample of that series.
-            let kind = kind_from(r.get(4)).unwrap_or(MetricKind::Gauge);
-            if let Some(hs) = cache.get_mut(&host) {
-                hs.by_key.insert(key.as_slice().into(), (r.get(1), kind));
-            }
+            remember(cache, &r);
         }
     }
     // (host, key) -> (name, labels, kind): one row each, as ON CONFLICT DO UPDATE needs.
@@ -1125,14 +1118,20 @@ fn prepare_series(
          RETURNING host_id, id, name, labels, kind",
         &[&hosts, &names, &labels, &kinds],
     )? {
-        let host: HostId = r.get(0);
-        series_key(&mut key, r.get(2), r.get(3));
-        let kind = kind_from(r.get(4)).unwrap_or(MetricKind::Gauge);
-        if let Some(hs) = cache.get_mut(&host) {
-            hs.by_key.insert(key.as_slice().into(), (r.get(1), kind));
-        }
+        remember(cache, &r);
     }
     Ok(())
+}
+
+/// Cache a `(host_id, id, name, labels, kind)` row of `series`.
+fn remember(cache: &mut HashMap<HostId, HostSeries>, r: &postgres::Row) {
+    let mut key = Vec::new();
+    series_key(&mut key, r.get(2), r.get(3));
+    // An unknown kind is rewritten by the next sample of that series.
+    let kind = kind_from(r.get(4)).unwrap_or(MetricKind::Gauge);
+    if let Some(hs) = cache.get_mut(&r.get::<_, HostId>(0)) {
+        hs.by_key.insert(key.as_slice().into(), (r.get(1), kind));
+    }
 }
 
 fn load_series(
@@ -1552,16 +1551,7 @@ impl Store for PgStore {
                 let _ = self.conn.batch_execute("ROLLBACK");
                 // Hosts registered in the rolled-back transaction may be cached.
                 self.hosts_known.clear();
-                let why = e.to_string();
-                out.into_iter()
-                    .map(|_| {
-                        Err(StoreError::Backend {
-                            path: self.cx.0.to_string(),
-                            doing: "updating hosts",
-                            source: why.clone().into(),
-                        })
-                    })
-                    .collect()
+                group_failed(out.len(), &self.cx.0, "updating hosts", &e.to_string())
             }
         }
     }

@@ -17,8 +17,8 @@ mod reports;
 use super::chunk;
 use super::common::{
     HostRow, HostSeries, LatestReader, LogCodec, LogKeeper, LogRows, PointsReader, RollupReader,
-    RowError, SeriesRow, SourceCounts, add_loss, batch_series, fold_to_hour, host_status,
-    kind_from, matching_records, merge_hour, rollup_rows, series_key, sql_int,
+    RowError, SeriesRow, SourceCounts, add_loss, batch_series, fold_to_hour, group_failed,
+    host_status, kind_from, matching_records, merge_hour, rollup_rows, series_key, sql_int,
 };
 use super::query::{HostName, MetricFilter};
 use super::rows::{self, TOKEN_COLUMNS};
@@ -1392,16 +1392,7 @@ impl Store for SqliteStore {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 // Hosts registered in the rolled-back transaction may be cached.
                 self.hosts_known.clear();
-                let why = e.to_string();
-                out.into_iter()
-                    .map(|_| {
-                        Err(StoreError::Backend {
-                            path: self.cx.0.to_string(),
-                            doing: "updating hosts",
-                            source: why.clone().into(),
-                        })
-                    })
-                    .collect()
+                group_failed(out.len(), &self.cx.0, "updating hosts", &e.to_string())
             }
         }
     }
