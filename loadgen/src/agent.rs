@@ -4,7 +4,7 @@
 //! see ../shared/PROBES.md). Every acknowledgement is checked: once, in order, not a
 //! duplicate. An ack's latency runs from the `write_all` that carried its batch to the Ack.
 
-use crate::sim::{AgentSim, EPOCH, INTERVAL_MS, hello, host_name};
+use crate::sim::{AgentSim, EPOCH, INTERVAL_MS, LogBursts, hello, host_name};
 use aftercare_agent::config::CollectorConfig as AgentLinkConfig;
 use aftercare_agent::transport::{self, Jitter, Link};
 use aftercare_shared::codec;
@@ -41,6 +41,8 @@ pub struct Plan {
     /// One batch per this, each written at once (an agent's tick, with time compressed);
     /// `None`: as fast as the window allows.
     pub pace: Option<Duration>,
+    /// Send these log bursts (stream logs) instead of metrics.
+    pub logs: Option<Arc<LogBursts>>,
 }
 
 impl Plan {
@@ -61,6 +63,7 @@ impl Plan {
             window,
             start,
             pace,
+            logs: None,
             connecting: Semaphore::new(FIRST_CONNECTS),
         }
     }
@@ -200,6 +203,15 @@ impl Agent {
         let in_flight: Mutex<VecDeque<(u64, Instant)>> = Mutex::new(VecDeque::new());
         let total = u64::from(last - first);
         let pace = self.plan.pace;
+        let logs = self.plan.logs.clone();
+        let (index, want_stream) = (
+            self.index,
+            if logs.is_some() {
+                StreamId::Logs
+            } else {
+                StreamId::Metrics
+            },
+        );
         // Paced agents start spread over one pace, as real ones tick at different moments.
         let t0 = tokio::time::Instant::now()
             + pace.map_or(Duration::ZERO, |p| {
@@ -239,7 +251,14 @@ impl Agent {
                     .map_err(|_| format!("{name}: window closed"))?
                     .forget();
                 let ts = start + i64::from(i) * INTERVAL_MS + phase + (sim.rng.next() % 6) as i64;
-                let msg = sim.tick(i, ts);
+                let burst;
+                let msg = match &logs {
+                    Some(l) => {
+                        burst = AgentSim::log_burst(i, l.block(index + i as usize));
+                        &burst
+                    }
+                    None => sim.tick(i, ts),
+                };
                 seqs.push(seq(EPOCH, i + 1));
                 codec::encode(msg, max, &mut buf).map_err(|e| format!("{name}: encode: {e}"))?;
                 i += 1;
@@ -266,9 +285,9 @@ impl Agent {
                         let Some((want, at)) = front else {
                             return Err(format!("{name}: Ack of {seq:#x} for no batch in flight"));
                         };
-                        if seq != want || stream != StreamId::Metrics || duplicate {
+                        if seq != want || stream != want_stream || duplicate {
                             return Err(format!(
-                                "{name}: expected Ack of metrics {want:#x}, got {stream:?} \
+                                "{name}: expected Ack of {want_stream:?} {want:#x}, got {stream:?} \
                                  {seq:#x} (duplicate: {duplicate})"
                             ));
                         }

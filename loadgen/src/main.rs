@@ -45,6 +45,12 @@ struct Cli {
     /// Batches of 100 samples per agent in `ingest` (360 make a simulated hour).
     #[arg(long, global = true, default_value_t = 360)]
     batches: u32,
+    /// Log bursts per agent in `logs` (one batch each).
+    #[arg(long, global = true, default_value_t = 20)]
+    log_bursts: u32,
+    /// Lines per log burst in `logs`.
+    #[arg(long, global = true, default_value_t = 1000)]
+    burst_lines: u32,
     /// Batches per agent before the restart in `reconnect`, and as many after. One is what
     /// a restart shorter than the agents' 10 s interval leaves each of them to send; more
     /// add a backlog to the storm.
@@ -77,6 +83,9 @@ struct Cli {
 enum Command {
     /// Throughput, acknowledgement latency p50/p99, bytes per sample at rest.
     Ingest,
+    /// Log bursts: lines/s acknowledged, acknowledgement latency, bytes per line stored;
+    /// every burst stored once.
+    Logs,
     /// Every agent connected and idle: the collector's memory per connection.
     Idle,
     /// The collector stopped and restarted on the same port: time until every agent is
@@ -135,13 +144,17 @@ fn main() -> Result<()> {
         collector_threads: cli.collector_threads.unwrap_or(cpus).max(1),
         agent_threads: cli.agent_threads.unwrap_or(cpus).max(1),
         idle_hold: cli.idle_hold,
+        log_bursts: cli.log_bursts.clamp(1, u32::MAX / 4),
+        burst_lines: cli.burst_lines.clamp(1, 100_000),
     };
     let scenarios: Vec<(&'static str, ScenarioFn)> = match cli.command {
         Command::Ingest => vec![("ingest", scenario::ingest)],
+        Command::Logs => vec![("logs", scenario::logs)],
         Command::Idle => vec![("idle", scenario::idle)],
         Command::Reconnect => vec![("reconnect", scenario::reconnect)],
         Command::All => vec![
             ("ingest", scenario::ingest),
+            ("logs", scenario::logs),
             ("idle", scenario::idle),
             ("reconnect", scenario::reconnect),
         ],

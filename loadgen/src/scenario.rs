@@ -6,7 +6,7 @@ use crate::collector::{Running, Tickets};
 use crate::common::thousands;
 use crate::procstat::{self, ThreadTimes};
 use crate::report::{Measure, Row, Target};
-use crate::sim::{EPOCH, INTERVAL_MS, SAMPLES_PER_BATCH, customer_name, host_name};
+use crate::sim::{EPOCH, INTERVAL_MS, LogBursts, SAMPLES_PER_BATCH, customer_name, host_name};
 use aftercare_collector::ca;
 use aftercare_collector::config::CollectorConfig;
 use aftercare_collector::store::{
@@ -36,6 +36,9 @@ pub struct Settings {
     pub agent_threads: usize,
     /// How long `idle` holds every connection before reading the collector's memory.
     pub idle_hold: Duration,
+    /// `logs`: bursts per agent, and lines per burst (one batch each).
+    pub log_bursts: u32,
+    pub burst_lines: u32,
 }
 
 /// One backend's database for one scenario.
@@ -479,6 +482,108 @@ pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         format!(
             "blocks hold {} samples and staging {}, expected {expected_samples} and 0",
             rest.rest.block_samples, rest.rest.staged_samples
+        ),
+    );
+    Ok(row)
+}
+
+/// Log bursts: every agent sends its bursts of realistic lines (a compressed block per
+/// batch, as the agent sends them) as fast as the window allows, or paced; each stored once.
+pub fn logs(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
+    let su = setup(dir, db, s, pki)?;
+    let (start, _) = clock(1);
+    let collector = Running::start(&su.config, s.collector_threads)?;
+    let pid = collector.pid();
+    let bursts = Arc::new(LogBursts::new(s.burst_lines, start).map_err(anyhow::Error::msg)?);
+    let mut plan = Plan::new(collector.addr, s.window, start, s.pace);
+    plan.logs = Some(bursts.clone());
+    let plan = Arc::new(plan);
+    let n = s.log_bursts;
+    let (wall, results, cpu_collector, cpu_agents) = su.agents_rt.block_on(async {
+        let (tasks, go, _, _) = spawn_agents(su.clients, &plan, |mut agent, gate| async move {
+            let mut link = agent.connect_fresh(gate).await?;
+            let sent = agent.send(&mut link, 0, n).await?;
+            agent.finish(link).await?;
+            Ok(sent)
+        })
+        .await;
+        let (c0, a0) = (
+            procstat::thread_times(pid),
+            procstat::thread_times(std::process::id()),
+        );
+        let t = Instant::now();
+        let _ = go.send(true);
+        let results = join_all(tasks).await;
+        let wall = t.elapsed();
+        (
+            wall,
+            results,
+            procstat::times_by_group(
+                &c0,
+                &procstat::thread_times(pid),
+                "collector: other threads",
+            ),
+            procstat::times_by_group(
+                &a0,
+                &procstat::thread_times(std::process::id()),
+                "loadgen: other threads",
+            ),
+        )
+    });
+    collector.stop(STOP_PATIENCE)?;
+
+    let mut row = Row::new("logs", db.name());
+    let sent: Vec<Sent> = collect_failures(results, &mut row.failures);
+    let acked: u64 = sent.iter().map(|r| r.acked).sum();
+    let mut latencies: Vec<u32> = sent
+        .iter()
+        .flat_map(|r| r.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let lines = acked * u64::from(bursts.lines);
+    let secs = wall.as_secs_f64();
+    let stats = su.cfg.database.open()?.stats()?;
+    let expected_batches = s.agents as u64 * u64::from(n);
+    let expected_lines = expected_batches * u64::from(bursts.lines);
+    row.measures = vec![
+        Measure::new("log lines/s acknowledged", lines as f64 / secs, "/s"),
+        Measure::new(
+            "ack latency p50",
+            procstat::percentile_us(&latencies, 0.5),
+            "ms",
+        ),
+        Measure::new(
+            "ack latency p99",
+            procstat::percentile_us(&latencies, 0.99),
+            "ms",
+        ),
+        Measure::new(
+            "bytes/line stored (compressed)",
+            stats.log_bytes as f64 / stats.log_records.max(1) as f64,
+            "B",
+        ),
+    ];
+    row.detail.push(format!(
+        "{} agents x {n} bursts x {} lines, window {}, {}; run {secs:.2} s; {} lines acked",
+        s.agents,
+        bursts.lines,
+        s.window,
+        match s.pace {
+            Some(p) => format!("one burst per agent every {p:?}"),
+            None => "as fast as the window allows".into(),
+        },
+        thousands(lines)
+    ));
+    cpu_split(&mut row, &cpu_collector, &cpu_agents, secs);
+    row.check(
+        acked == expected_batches,
+        format!("{acked} log batches acknowledged, expected {expected_batches}"),
+    );
+    row.check(
+        stats.log_batches == expected_batches && stats.log_records == expected_lines,
+        format!(
+            "the store holds {} log batches / {} lines, expected {expected_batches} / {expected_lines}",
+            stats.log_batches, stats.log_records
         ),
     );
     Ok(row)

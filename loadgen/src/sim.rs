@@ -3,7 +3,10 @@
 
 use crate::common::Rng;
 use aftercare_shared::consent::{ConsentRecord, Scope};
-use aftercare_shared::model::{HostFacts, LossReport, MetricKind, MetricSnapshot, Sample, labels};
+use aftercare_shared::logblock;
+use aftercare_shared::model::{
+    HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Sample, Severity, labels,
+};
 use aftercare_shared::protocol::{AgentMsg, Batch, Hello, PROTOCOL_VERSION, Payload, seq};
 
 pub const INTERVAL_MS: i64 = 10_000;
@@ -365,6 +368,15 @@ impl AgentSim {
         AgentSim { rng, gens, msg }
     }
 
+    /// Log batch `i` (0-based; sequence `i + 1` of the logs stream) carrying `block`.
+    pub fn log_burst(i: u32, block: &[u8]) -> AgentMsg {
+        AgentMsg::Batch(Batch {
+            seq: seq(EPOCH, i + 1),
+            claimed_host: None,
+            payload: Payload::log_block(block.to_vec(), LossReport::default()),
+        })
+    }
+
     /// The batch of tick `i` at `ts` (rewritten in place: no allocation per tick).
     pub fn tick(&mut self, i: u32, ts: i64) -> &AgentMsg {
         let AgentMsg::Batch(b) = &mut self.msg else {
@@ -382,11 +394,135 @@ impl AgentSim {
     }
 }
 
+/// Log bursts: a few compressed blocks of `lines` realistic lines each (sshd, nginx,
+/// kernel, cron, an application), made once and sent round robin, as the agent sends them
+/// (one compressed block per batch).
+pub struct LogBursts {
+    pub lines: u32,
+    blocks: Vec<Vec<u8>>,
+}
+
+impl LogBursts {
+    /// Blocks made; agents start at different ones.
+    const BLOCKS: usize = 8;
+
+    pub fn new(lines: u32, start: i64) -> Result<LogBursts, String> {
+        let mut rng = Rng(0x5EED_1065);
+        let mut blocks = Vec::with_capacity(Self::BLOCKS);
+        let mut offset = 0u64;
+        for b in 0..Self::BLOCKS {
+            let records: Vec<LogRecord> = (0..lines)
+                .map(|i| {
+                    let at = start + (b as i64 * i64::from(lines) + i64::from(i)) * 5;
+                    let (severity, line) = log_line(&mut rng, at);
+                    let r = LogRecord {
+                        source: "system".into(),
+                        file: "/var/log/syslog".into(),
+                        offset,
+                        read_at: at + 3,
+                        ts: Some(at),
+                        severity,
+                        line,
+                        part: 0,
+                    };
+                    offset += r.line.len() as u64 + 1;
+                    r
+                })
+                .collect();
+            let plain = logblock::from_records(&records);
+            blocks.push(logblock::compress(&plain).map_err(|e| format!("log block: {e}"))?);
+        }
+        Ok(LogBursts { lines, blocks })
+    }
+
+    pub fn block(&self, n: usize) -> &[u8] {
+        &self.blocks[n % self.blocks.len()]
+    }
+}
+
+/// One syslog-style line of about 100–250 bytes, and its severity.
+fn log_line(rng: &mut Rng, at: i64) -> (Severity, String) {
+    let t = at.rem_euclid(86_400_000);
+    let stamp = format!(
+        "Nov 30 {:02}:{:02}:{:02}",
+        t / 3_600_000,
+        t / 60_000 % 60,
+        t / 1000 % 60
+    );
+    let ip = format!(
+        "10.{}.{}.{}",
+        rng.next() % 256,
+        rng.next() % 256,
+        1 + rng.next() % 254
+    );
+    let pid = 1000 + rng.next() % 60_000;
+    const PATHS: [&str; 6] = [
+        "/api/v1/orders",
+        "/api/v1/orders/search",
+        "/static/app.js",
+        "/login",
+        "/api/v1/inventory/items",
+        "/healthz",
+    ];
+    const USERS: [&str; 4] = ["deploy", "backup", "root", "monitor"];
+    let roll = rng.next() % 100;
+    match roll {
+        0..=54 => {
+            let status = if rng.chance(0.02) { 500 } else { 200 };
+            let sev = if status == 500 {
+                Severity::Error
+            } else {
+                Severity::Info
+            };
+            (
+                sev,
+                format!(
+                    "{stamp} web01 nginx[{pid}]: {ip} - - \"GET {} HTTP/1.1\" {status} {} \"-\" \"Mozilla/5.0 (X11; Linux x86_64)\" rt={:.3}",
+                    PATHS[(rng.next() % 6) as usize],
+                    200 + rng.next() % 40_000,
+                    rng.unit() * 0.4
+                ),
+            )
+        }
+        55..=74 => (
+            Severity::Info,
+            format!(
+                "{stamp} web01 sshd[{pid}]: Accepted publickey for {} from {ip} port {} ssh2: ED25519 SHA256:{:016x}",
+                USERS[(rng.next() % 4) as usize],
+                30_000 + rng.next() % 30_000,
+                rng.next()
+            ),
+        ),
+        75..=84 => (
+            Severity::Info,
+            format!(
+                "{stamp} web01 CRON[{pid}]: ({}) CMD (/usr/local/bin/rotate-reports --quiet)",
+                USERS[(rng.next() % 4) as usize]
+            ),
+        ),
+        85..=94 => (
+            Severity::Warning,
+            format!(
+                "{stamp} web01 orders-api[{pid}]: WARN slow query took {} ms: SELECT * FROM orders WHERE customer_id = {}",
+                300 + rng.next() % 5000,
+                rng.next() % 100_000
+            ),
+        ),
+        _ => (
+            Severity::Warning,
+            format!(
+                "{stamp} web01 kernel: [{:.6}] IPv4: martian source {ip} from 10.0.0.1, on dev eth0",
+                rng.unit() * 1e6
+            ),
+        ),
+    }
+}
+
 pub fn hello(name: &str) -> Hello {
     let mut consent = ConsentRecord::default();
     consent
         .grant_scopes(
-            &[Scope::Metrics],
+            &[Scope::Metrics, Scope::Logs],
             "Bench Admin",
             time::OffsetDateTime::now_utc(),
             None,

@@ -21,6 +21,10 @@ fn every_scenario_on_both_backends_accounts_exactly_once() {
             "30",
             "--reconnect-batches",
             "3",
+            "--log-bursts",
+            "3",
+            "--burst-lines",
+            "200",
             // Paced: the path real agents take (one batch written per tick); 3 s per backend.
             "--pace",
             "100ms",
@@ -72,7 +76,7 @@ fn every_scenario_on_both_backends_accounts_exactly_once() {
         "aftercare-loadgen failed: {status}\n{shown}"
     );
     assert!(!out.contains("FAILED"), "{shown}");
-    for scenario in ["ingest", "idle", "reconnect"] {
+    for scenario in ["ingest", "logs", "idle", "reconnect"] {
         for backend in ["sqlite", "postgres"] {
             let row = out
                 .lines()
