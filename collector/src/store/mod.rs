@@ -106,6 +106,10 @@ pub struct HostHello<'a> {
     pub interval_ms: u64,
 }
 
+/// An unscheduled report still running this long after it was asked for has nobody left
+/// making it (100 hosts over 90 days take under a minute).
+pub const UNSCHEDULED_REPORT_STALE_MS: i64 = 3_600_000;
+
 /// A change to a host's row, as connections come and go; several are applied together
 /// ([`Store::host_updates`]) so a reconnect storm costs one sync per group, not per agent.
 #[derive(Debug, Clone, Copy)]
@@ -662,10 +666,10 @@ pub trait Store: Send + std::fmt::Debug {
         limit: usize,
         before_id: Option<i64>,
     ) -> Result<Vec<ReportRow>, StoreError>;
-    /// End every running report as failed with `message` (on taking the scheduler's lease:
-    /// whoever made them is gone); how many. With several collectors on one database, a
-    /// report asked for over the API is ended only once it has run for an hour (another
-    /// collector may be making it).
+    /// End running reports as failed with `message` (on taking the scheduler's lease:
+    /// whoever made them is gone); how many. Scheduled ones all; one asked for over the API
+    /// or made by the CLI only once it has run for [`UNSCHEDULED_REPORT_STALE_MS`], as
+    /// another process (the CLI, another collector on the database) may be making it.
     fn abandon_reports(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError>;
     /// Take or renew the lease `name` for `holder` until `ttl_ms` from now: true while
     /// `holder` has it. A lease another holder let expire is taken over. Of several

@@ -9,9 +9,6 @@ use crate::store::StoreError;
 use crate::store::rows::{self, REPORT_COLUMNS as COLUMNS, report_data, report_outcome};
 use aftercare_shared::model::UnixMillis;
 
-/// See [`PgStore::fail_running_reports`].
-const API_REPORT_STALE_MS: i64 = 3_600_000;
-
 impl PgStore {
     /// The new report's id; for a scheduled one that exists already, `None`, unless it
     /// failed: then that row is taken again.
@@ -149,8 +146,6 @@ impl PgStore {
             .map_err(err)
     }
 
-    /// An API report still running this long after it was asked for has no collector left
-    /// making it (100 hosts over 90 days take under a minute).
     pub(in crate::store) fn fail_running_reports(
         &mut self,
         now: UnixMillis,
@@ -165,7 +160,11 @@ impl PgStore {
                 // longer than any report takes.
                 "UPDATE reports SET status = 'failed', message = $2, finished_at = $1
                  WHERE status = 'running' AND (scheduled OR created_at < $3)",
-                &[&now, &message, &(now - API_REPORT_STALE_MS)],
+                &[
+                    &now,
+                    &message,
+                    &(now - crate::store::UNSCHEDULED_REPORT_STALE_MS),
+                ],
             )
             .map_err(self.cx.sql("ending unfinished reports"))
     }

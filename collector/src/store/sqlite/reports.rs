@@ -138,9 +138,15 @@ impl SqliteStore {
         let n = self
             .conn
             .execute(
+                // See `Store::abandon_reports`: one asked for over the API or made by the
+                // CLI may be in the making in another process.
                 "UPDATE reports SET status = 'failed', message = ?2, finished_at = ?1
-                 WHERE status = 'running'",
-                params![now, message],
+                 WHERE status = 'running' AND (scheduled OR created_at < ?3)",
+                params![
+                    now,
+                    message,
+                    now - crate::store::UNSCHEDULED_REPORT_STALE_MS
+                ],
             )
             .map_err(self.cx.sql("ending unfinished reports"))?;
         Ok(n as u64)
