@@ -328,6 +328,76 @@ fn cpu_split(
     }
 }
 
+/// What agents connected first, then sending `batches` each all at once, saw; and what
+/// that cost the collector (`pid`), the agents and the machine from the go.
+struct Sending {
+    connect: Duration,
+    wall: Duration,
+    results: Vec<Result<Sent, String>>,
+    cpu_collector: Vec<(&'static str, ThreadTimes)>,
+    cpu_agents: Vec<(&'static str, ThreadTimes)>,
+    machine: f64,
+}
+
+fn send_all(
+    clients: Vec<quinn::ClientConfig>,
+    rt: &tokio::runtime::Runtime,
+    plan: &Arc<Plan>,
+    pid: u32,
+    batches: u32,
+) -> Sending {
+    rt.block_on(async {
+        let (tasks, go, connect, _) = spawn_agents(clients, plan, |mut agent, gate| async move {
+            let mut link = agent.connect_fresh(gate).await?;
+            let sent = agent.send(&mut link, 0, batches).await?;
+            agent.finish(link).await?;
+            Ok(sent)
+        })
+        .await;
+        let (c0, a0, m0) = (
+            procstat::thread_times(pid),
+            procstat::thread_times(std::process::id()),
+            procstat::machine_busy(),
+        );
+        let t = Instant::now();
+        let _ = go.send(true);
+        let results = join_all(tasks).await;
+        let wall = t.elapsed();
+        Sending {
+            connect,
+            wall,
+            results,
+            cpu_collector: procstat::times_by_group(
+                &c0,
+                &procstat::thread_times(pid),
+                "collector: other threads",
+            ),
+            cpu_agents: procstat::times_by_group(
+                &a0,
+                &procstat::thread_times(std::process::id()),
+                "loadgen: other threads",
+            ),
+            machine: procstat::machine_busy() - m0,
+        }
+    })
+}
+
+/// The agents that finished (failures go to `failures`), the acknowledgements they got,
+/// and every acknowledgement's latency, sorted.
+fn acknowledged(
+    results: Vec<Result<Sent, String>>,
+    failures: &mut Vec<String>,
+) -> (Vec<Sent>, u64, Vec<u32>) {
+    let sent: Vec<Sent> = collect_failures(results, failures);
+    let acked = sent.iter().map(|r| r.acked).sum();
+    let mut latencies: Vec<u32> = sent
+        .iter()
+        .flat_map(|r| r.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    (sent, acked, latencies)
+}
+
 /// Throughput, acknowledgement latency and bytes at rest.
 pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     let su = setup(dir, db, s, pki)?;
@@ -336,59 +406,18 @@ pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     let pid = collector.pid();
     let plan = Arc::new(Plan::new(collector.addr, s.window, start, s.pace));
     let batches = s.batches;
-    let (connect, wall, results, cpu_collector, cpu_agents, machine) =
-        su.agents_rt.block_on(async {
-            let (tasks, go, connect, _) =
-                spawn_agents(su.clients, &plan, |mut agent, gate| async move {
-                    let mut link = agent.connect_fresh(gate).await?;
-                    let sent = agent.send(&mut link, 0, batches).await?;
-                    agent.finish(link).await?;
-                    Ok(sent)
-                })
-                .await;
-            let (c0, a0, m0) = (
-                procstat::thread_times(pid),
-                procstat::thread_times(std::process::id()),
-                procstat::machine_busy(),
-            );
-            let t = Instant::now();
-            let _ = go.send(true);
-            let results = join_all(tasks).await;
-            let wall = t.elapsed();
-            (
-                connect,
-                wall,
-                results,
-                procstat::times_by_group(
-                    &c0,
-                    &procstat::thread_times(pid),
-                    "collector: other threads",
-                ),
-                procstat::times_by_group(
-                    &a0,
-                    &procstat::thread_times(std::process::id()),
-                    "loadgen: other threads",
-                ),
-                procstat::machine_busy() - m0,
-            )
-        });
+    let run = send_all(su.clients, &su.agents_rt, &plan, pid, batches);
     collector.stop(STOP_PATIENCE)?;
 
     let mut row = Row::new("ingest", db.name());
-    let sent: Vec<Sent> = collect_failures(results, &mut row.failures);
-    let acked: u64 = sent.iter().map(|r| r.acked).sum();
-    let mut latencies: Vec<u32> = sent
-        .iter()
-        .flat_map(|r| r.latencies_us.iter().copied())
-        .collect();
-    latencies.sort_unstable();
+    let (sent, acked, latencies) = acknowledged(run.results, &mut row.failures);
     let samples = acked * SAMPLES_PER_BATCH as u64;
-    let secs = wall.as_secs_f64();
+    let secs = run.wall.as_secs_f64();
     let rest = at_rest(&su.cfg, compact_at)?;
 
     let expected_batches = s.agents as u64 * u64::from(batches);
     let expected_samples = expected_batches * SAMPLES_PER_BATCH as u64;
-    let collector_cpu: f64 = cpu_collector.iter().map(|(_, t)| t.cpu).sum();
+    let collector_cpu: f64 = run.cpu_collector.iter().map(|(_, t)| t.cpu).sum();
     row.measures = vec![
         Measure::new("samples/s acknowledged", samples as f64 / secs, "/s")
             .target(Target::AtLeast(1_000_000.0)),
@@ -430,9 +459,9 @@ pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
             ),
             None => "as fast as the window allows".into(),
         },
-        connect.as_secs_f64(),
+        run.connect.as_secs_f64(),
         thousands(samples),
-        100.0 * machine / (secs * cpus())
+        100.0 * run.machine / (secs * cpus())
     ));
     let frame_bytes: u64 = sent.iter().map(|r| r.frame_bytes).sum();
     let writes: u64 = sent.iter().map(|r| r.writes).sum();
@@ -441,7 +470,7 @@ pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         frame_bytes as f64 / samples.max(1) as f64,
         acked as f64 / writes.max(1) as f64
     ));
-    cpu_split(&mut row, &cpu_collector, &cpu_agents, secs);
+    cpu_split(&mut row, &run.cpu_collector, &run.cpu_agents, secs);
     row.detail.push(format!(
         "at rest: staging {:.2} B/sample (payload); blocks {:.3} B/sample (payload), rollups {:.3}, \
          tables {:.3}, whole database {:.3}",
@@ -499,49 +528,13 @@ pub fn logs(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     plan.logs = Some(bursts.clone());
     let plan = Arc::new(plan);
     let n = s.log_bursts;
-    let (wall, results, cpu_collector, cpu_agents) = su.agents_rt.block_on(async {
-        let (tasks, go, _, _) = spawn_agents(su.clients, &plan, |mut agent, gate| async move {
-            let mut link = agent.connect_fresh(gate).await?;
-            let sent = agent.send(&mut link, 0, n).await?;
-            agent.finish(link).await?;
-            Ok(sent)
-        })
-        .await;
-        let (c0, a0) = (
-            procstat::thread_times(pid),
-            procstat::thread_times(std::process::id()),
-        );
-        let t = Instant::now();
-        let _ = go.send(true);
-        let results = join_all(tasks).await;
-        let wall = t.elapsed();
-        (
-            wall,
-            results,
-            procstat::times_by_group(
-                &c0,
-                &procstat::thread_times(pid),
-                "collector: other threads",
-            ),
-            procstat::times_by_group(
-                &a0,
-                &procstat::thread_times(std::process::id()),
-                "loadgen: other threads",
-            ),
-        )
-    });
+    let run = send_all(su.clients, &su.agents_rt, &plan, pid, n);
     collector.stop(STOP_PATIENCE)?;
 
     let mut row = Row::new("logs", db.name());
-    let sent: Vec<Sent> = collect_failures(results, &mut row.failures);
-    let acked: u64 = sent.iter().map(|r| r.acked).sum();
-    let mut latencies: Vec<u32> = sent
-        .iter()
-        .flat_map(|r| r.latencies_us.iter().copied())
-        .collect();
-    latencies.sort_unstable();
+    let (_, acked, latencies) = acknowledged(run.results, &mut row.failures);
     let lines = acked * u64::from(bursts.lines);
-    let secs = wall.as_secs_f64();
+    let secs = run.wall.as_secs_f64();
     let stats = su.cfg.database.open()?.stats()?;
     let expected_batches = s.agents as u64 * u64::from(n);
     let expected_lines = expected_batches * u64::from(bursts.lines);
@@ -574,7 +567,7 @@ pub fn logs(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         },
         thousands(lines)
     ));
-    cpu_split(&mut row, &cpu_collector, &cpu_agents, secs);
+    cpu_split(&mut row, &run.cpu_collector, &run.cpu_agents, secs);
     row.check(
         acked == expected_batches,
         format!("{acked} log batches acknowledged, expected {expected_batches}"),
