@@ -125,7 +125,8 @@ async fn handle_connection(
     };
     // A session resumed from a ticket carries the certificate of its first handshake
     // without checking it again: one that has expired since is refused here.
-    if let Some(at) = crate::tls::peer_cert_not_after(&conn)
+    let cert_expires = crate::tls::peer_cert_not_after(&conn);
+    if let Some(at) = cert_expires
         && at < aftercare_shared::time_fmt::now_millis()
     {
         warn!(%identity, "the client certificate has expired (a resumed session): refused");
@@ -151,7 +152,15 @@ async fn handle_connection(
         };
         let mut host: Option<HostId> = None;
         let res = session(
-            &identity, &conn, &mut send, &mut recv, &writer, &opts, &shutdown, &mut host,
+            &identity,
+            cert_expires,
+            &conn,
+            &mut send,
+            &mut recv,
+            &writer,
+            &opts,
+            &shutdown,
+            &mut host,
         )
         .await;
         if let Some(h) = host {
@@ -198,6 +207,7 @@ async fn handle_connection(
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn session(
     identity: &Identity,
+    cert_expires: Option<i64>,
     conn: &quinn::Connection,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
@@ -228,7 +238,7 @@ async fn session(
         .map_err(refused(Refusal::Store))?;
     *host_out = Some(host);
     // For the report's certificates near expiry; the handshake verified this certificate.
-    if let Some(at) = crate::tls::peer_cert_not_after(conn) {
+    if let Some(at) = cert_expires {
         let _ = writer.send(Request::CertExpiry { host, at }).await;
     }
     let mut consent = hello.consent;
