@@ -46,7 +46,6 @@ use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 use schema::{MIGRATIONS, PG_SCHEMA_VERSION, Partitioned};
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -657,10 +656,8 @@ impl PgStore {
             if snapshot.samples.is_empty() {
                 continue;
             }
-            let hs = match series.entry(b.host) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => e.insert(load_series(&mut tx, b.host).map_err(&err)?),
-            };
+            // `prepare_series` loaded every host of the group that has samples.
+            let hs = series.entry(b.host).or_default();
             batch_series(
                 hs,
                 &mut |name: &str, labels: &str, kind: MetricKind| {
@@ -1132,26 +1129,6 @@ fn remember(cache: &mut HashMap<HostId, HostSeries>, r: &postgres::Row) {
     if let Some(hs) = cache.get_mut(&r.get::<_, HostId>(0)) {
         hs.by_key.insert(key.as_slice().into(), (r.get(1), kind));
     }
-}
-
-fn load_series(
-    tx: &mut postgres::Transaction<'_>,
-    host: HostId,
-) -> Result<HostSeries, postgres::Error> {
-    let mut out = HostSeries::default();
-    let mut key = Vec::new();
-    for r in tx.query(
-        "SELECT id, name, labels, kind FROM series WHERE host_id = $1",
-        &[&host],
-    )? {
-        let name: &str = r.get(1);
-        let labels: &str = r.get(2);
-        series_key(&mut key, name, labels);
-        // An unknown kind is rewritten by the next sample of that series.
-        let kind = kind_from(r.get(3)).unwrap_or(MetricKind::Gauge);
-        out.by_key.insert(key.as_slice().into(), (r.get(0), kind));
-    }
-    Ok(out)
 }
 
 /// Compact one host's closed staging rows inside the compaction transaction.
