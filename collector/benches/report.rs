@@ -13,7 +13,7 @@
 
 mod common;
 
-use aftercare_collector::diagnose::record::{DiagnosticResult, NewDiagnostic, Status};
+use aftercare_collector::diagnose::record::{DiagnosticResult, NewDiagnostic, Sender, Status};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed};
 use aftercare_collector::report::{Request, generate};
 use aftercare_collector::sla::SlaPolicy;
@@ -382,14 +382,18 @@ fn write_history(st: &mut SqliteStore, hosts: i64, days: i64, all: &[Series]) {
             .expect("finding");
         }
         let d = st
-            .add_diagnostic(&NewDiagnostic {
-                host: id,
-                probe: "processes".into(),
-                args: Vec::new(),
-                finding: None,
-                requested_by: "bench".into(),
-                requested_at: from + DAY,
-            })
+            .add_diagnostic(
+                &NewDiagnostic {
+                    host: id,
+                    probe: "processes".into(),
+                    args: Vec::new(),
+                    finding: None,
+                    requested_by: "bench".into(),
+                    requested_at: from + DAY,
+                },
+                Sender::ThisCollector,
+                i64::MAX,
+            )
             .expect("diagnostic");
         st.finish_diagnostic(
             d,

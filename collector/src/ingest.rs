@@ -42,6 +42,8 @@ pub struct IngestOptions {
     pub links: crate::diagnose::Links,
     /// The collector's own health, for `/metrics`.
     pub telemetry: Arc<Telemetry>,
+    /// Keep what agents advertise in the database: it is shared with other collectors.
+    pub share_probes: bool,
 }
 
 /// Accept connections until `shutdown`; then let each connection finish what it has in
@@ -259,8 +261,12 @@ async fn session(
     )
     .await?;
     let _connected = opts.telemetry.agent_connected();
-    opts.links
-        .register(host, conn.clone(), hello.protocol_version);
+    opts.links.register(
+        host,
+        format!("{}/{}", identity.customer, identity.host),
+        conn.clone(),
+        hello.protocol_version,
+    );
 
     // Acknowledgements go out in the order batches came in, each once its commit is done.
     let (ack_tx, mut ack_rx) = mpsc::channel::<AckItem>(PIPELINE);
@@ -331,6 +337,16 @@ async fn session(
                 }
                 AgentMsg::Probes(probes) => {
                     debug!(probes = probes.len(), "agent offers diagnostic probes");
+                    if opts.share_probes {
+                        // Other collectors' APIs show them and hand requests over.
+                        writer
+                            .send(Request::Probes {
+                                host,
+                                probes: probes.clone(),
+                            })
+                            .await
+                            .map_err(|e| ConnError::Store(e.to_string()))?;
+                    }
                     opts.links.set_probes(host, conn, probes);
                 }
             }

@@ -162,9 +162,13 @@ impl Collector {
         let diagnose = crate::diagnose::Diagnose::new(
             links.clone(),
             self.cfg.database.clone(),
+            crate::cluster::holder_id(listen),
             self.cfg.max_frame_bytes,
             shutdown.clone(),
         );
+        // Requests made on another collector sharing the database, for hosts connected here.
+        let shared = self.cfg.database.sqlite_path().is_none();
+        let pick_up = shared.then(|| tokio::spawn(diagnose.clone().pick_up()));
         let api = {
             let router = crate::api::server::router(crate::api::server::ApiState {
                 database: self.cfg.database.clone(),
@@ -216,12 +220,16 @@ impl Collector {
                 max_frame: self.cfg.max_frame_bytes,
                 links,
                 telemetry,
+                share_probes: shared,
             },
             shutdown,
         )
         .await;
         let _ = ticker.await;
         let _ = api.await;
+        if let Some(p) = pick_up {
+            let _ = p.await;
+        }
         diagnose.drain(std::time::Duration::from_secs(2)).await;
         tokio::task::spawn_blocking(move || findings.stop())
             .await

@@ -8,6 +8,7 @@ use crate::store::{
     CommitOutcome, HostHello, HostId, HostUpdate, HostUpdated, PendingBatch, Store,
 };
 use aftercare_shared::consent::ConsentRecord;
+use aftercare_shared::diag::ProbeInfo;
 use aftercare_shared::protocol::{Hello, Identity, StreamId};
 use aftercare_shared::time_fmt::now_millis;
 use std::time::{Duration, Instant};
@@ -33,6 +34,11 @@ pub enum Request {
     CertExpiry {
         host: HostId,
         at: i64,
+    },
+    /// The probes the host's agent advertised (kept only in a shared database).
+    Probes {
+        host: HostId,
+        probes: Vec<ProbeInfo>,
     },
     Batch {
         batch: Box<PendingBatch>,
@@ -290,6 +296,10 @@ fn apply_updates(store: &mut dyn Store, reqs: &mut Vec<Request>) {
                     host: *host,
                     at: *at,
                 },
+                Request::Probes { host, probes } => HostUpdate::Probes {
+                    host: *host,
+                    probes,
+                },
                 Request::Batch { .. } | Request::Compact => {
                     unreachable!("batches and compaction are scheduled by the caller")
                 }
@@ -310,6 +320,7 @@ fn apply_updates(store: &mut dyn Store, reqs: &mut Vec<Request>) {
                 let what = match req {
                     Request::Consent { .. } => "storing consent",
                     Request::Disconnected { .. } => "marking host disconnected",
+                    Request::Probes { .. } => "keeping a host's probes",
                     _ => "storing a certificate's expiry",
                 };
                 error!("{what}: {e}");

@@ -3,7 +3,7 @@
 //! error burst, authentication failures, diagnostics and findings whose SLA clocks were
 //! met, breached and still running.
 
-use aftercare_collector::diagnose::record::{DiagnosticResult, NewDiagnostic, Status};
+use aftercare_collector::diagnose::record::{DiagnosticResult, NewDiagnostic, Sender, Status};
 use aftercare_collector::findings::lifecycle::{self, Event, EventKind};
 use aftercare_collector::findings::record::{Change, Clocks, FindingKey, Observed, sla_flag};
 use aftercare_collector::report::model::Report;
@@ -261,14 +261,18 @@ fn finding(st: &mut dyn Store, policy: &SlaPolicy, s: &Spec) -> i64 {
 
 fn diagnostic(st: &mut dyn Store, host: HostId, at: i64, status: Status) {
     let id = st
-        .add_diagnostic(&NewDiagnostic {
-            host,
-            probe: "processes".into(),
-            args: Vec::new(),
-            finding: None,
-            requested_by: "bob".into(),
-            requested_at: at,
-        })
+        .add_diagnostic(
+            &NewDiagnostic {
+                host,
+                probe: "processes".into(),
+                args: Vec::new(),
+                finding: None,
+                requested_by: "bob".into(),
+                requested_at: at,
+            },
+            Sender::ThisCollector,
+            i64::MAX,
+        )
         .unwrap();
     st.finish_diagnostic(
         id,

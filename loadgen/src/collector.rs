@@ -86,6 +86,7 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
             ingest::IngestOptions {
                 max_frame: cfg.max_frame_bytes,
                 links: diagnose::Links::new(),
+                share_probes: false,
                 telemetry,
             },
             stop,

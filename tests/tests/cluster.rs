@@ -231,3 +231,125 @@ fn collectors_on_one_database_run_the_rules_once_and_take_over_from_a_dead_leade
     // Stopped cleanly, the last leader gave the lease up.
     assert_eq!(leader(&db), None);
 }
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An engineer asks for a diagnostic on a collector that does not hold the agent's
+/// connection (the API behind a load balancer lands anywhere): the request waits in the
+/// database, the collector holding the connection takes it and sends it, and the answer is
+/// read back where it was asked.
+#[test]
+fn a_diagnostic_asked_on_another_collector_runs_through_the_one_holding_the_agent() {
+    let db = aftercare_pgtest::database();
+    let f = Fixture::new();
+    let ports: Vec<(u16, u16)> = (0..2).map(|_| (free_udp_port(), free_tcp_port())).collect();
+    let configs: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (quic, api))| {
+            let p = f.dir.path().join(format!("collector-{i}.toml"));
+            std::fs::write(
+                &p,
+                format!(
+                    "data_dir = \"collector\"\ndatabase = \"{url}\"\n\
+                     listen = \"127.0.0.1:{quic}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n",
+                    url = db.url(),
+                ),
+            )
+            .unwrap();
+            p.to_str().unwrap().to_string()
+        })
+        .collect();
+    let logs = f.dir.path().to_path_buf();
+    let mut collectors: Vec<Proc> = (0..2)
+        .map(|i| {
+            Proc::spawn(
+                "aftercare-collector",
+                &["--config", &configs[i], "serve"],
+                &logs.join(format!("collector-{i}.log")),
+            )
+        })
+        .collect();
+    let engineer = {
+        let database = aftercare_collector::store::Database::parse(db.url());
+        let mut st = None;
+        wait("the schema", &logs, || {
+            st = database.open_existing().ok();
+            st.is_some()
+        });
+        aftercare_collector::api::token::issue(
+            &mut *st.unwrap(),
+            "eng.wang",
+            aftercare_collector::api::token::Role::Engineer,
+            "test",
+            aftercare_shared::time_fmt::now_millis(),
+        )
+        .unwrap()
+    };
+    // The agent reaches collector 0; the engineer uses collector 1's API.
+    let certs = f.issue("a1", "acme", "db1");
+    let cfg = f.agent_config(
+        "a1",
+        &certs,
+        format!("127.0.0.1:{}", ports[0].0).parse().unwrap(),
+    );
+    grant(&cfg, &[Scope::Metrics, Scope::Diagnostics]);
+    let path = f.agent_config_path("a1").to_str().unwrap().to_string();
+    let mut agent = Proc::spawn(
+        "aftercare-agent",
+        &["--config", &path, "run"],
+        &logs.join("a1.log"),
+    );
+    let api = format!("http://127.0.0.1:{}/api/v1", ports[1].1);
+    let call = |method: &str, path: &str, body: Option<&str>| {
+        api_call(method, &format!("{api}{path}"), Some(&engineer), body)
+    };
+
+    // Collector 1 shows the host online, with what its agent offers on collector 0.
+    wait("the probes seen from collector 1", &logs, || {
+        let (st, v) = call("GET", "/hosts/acme/db1/probes", None);
+        st == 200
+            && v["online"] == true
+            && v["probes"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["name"] == "filesystems"))
+    });
+    let (st, v) = call(
+        "POST",
+        "/hosts/acme/db1/diagnostics",
+        Some(r#"{"probe": "filesystems"}"#),
+    );
+    assert_eq!(
+        (st, &v["status"]),
+        (202, &serde_json::json!("pending")),
+        "{v}"
+    );
+    let id = v["id"].as_i64().unwrap();
+    let mut row = serde_json::Value::Null;
+    wait("the diagnostic's answer", &logs, || {
+        let (st, v) = call("GET", &format!("/diagnostics/{id}"), None);
+        row = v;
+        st == 200 && row["status"] != "pending"
+    });
+    assert_eq!(row["status"], "done", "{row}");
+    assert!(
+        row["output"].as_str().is_some_and(|o| !o.is_empty()),
+        "{row}"
+    );
+    let log0 = std::fs::read_to_string(logs.join("collector-0.log")).unwrap();
+    assert!(
+        log0.contains("taken over from another collector"),
+        "collector 0 sent it:\n{log0}"
+    );
+
+    assert!(agent.terminate(), "the agent stops cleanly");
+    for c in &mut collectors {
+        assert!(c.terminate(), "a collector stops cleanly");
+    }
+}

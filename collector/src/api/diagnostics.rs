@@ -175,15 +175,15 @@ pub async fn probes(
         Ok((id, consent))
     })
     .await?;
-    let link = state.diagnose.links().get(id);
-    let probes: Vec<Value> = link
-        .as_ref()
-        .map(|l| l.probes.iter().map(probe_json).collect())
-        .unwrap_or_default();
+    // Connected here, or through another collector sharing the database.
+    let probes = match state.diagnose.links().get(id) {
+        Some(link) => Some(link.probes),
+        None => state.diagnose.elsewhere(id).await?.map(|e| e.probes),
+    };
     Ok(Json(json!({
-        "online": link.is_some(),
+        "online": probes.is_some(),
         "diagnostics_consent": consent,
-        "probes": probes,
+        "probes": probes.iter().flatten().map(probe_json).collect::<Vec<_>>(),
     })))
 }
 

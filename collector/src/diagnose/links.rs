@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone)]
 pub struct Link {
     pub conn: quinn::Connection,
+    /// `customer/host`, for the diagnostic's log lines.
+    pub name: String,
     /// The agent's protocol version, from its Hello.
     pub protocol: u16,
     /// What it advertised after Welcome (empty until then, or for old agents).
@@ -25,11 +27,12 @@ impl Links {
         Links::default()
     }
 
-    pub fn register(&self, host: HostId, conn: quinn::Connection, protocol: u16) {
+    pub fn register(&self, host: HostId, name: String, conn: quinn::Connection, protocol: u16) {
         self.lock().insert(
             host,
             Link {
                 conn,
+                name,
                 protocol,
                 probes: Vec::new(),
             },

@@ -4,18 +4,24 @@
 //! allow-list, argument checks); the collector only carries the request and keeps the
 //! record.
 //!
+//! With several collectors on one database, the API may be asked on a collector that does
+//! not hold the host's connection. The request is then stored unclaimed; the collector
+//! holding the connection takes it within [`PICKUP_EVERY`] and sends it. A request nobody
+//! takes or answers in time is ended by whichever collector looks next.
+//!
 //! `links` the live connections by host (ingest registers them), `record` the rows.
 
 pub mod links;
 pub mod record;
 
-use crate::store::StoreError;
+use crate::store::{HostId, StoreError};
 use aftercare_shared::codec;
 use aftercare_shared::diag::{DiagOutcome, DiagRequest, DiagResponse};
+use aftercare_shared::model::UnixMillis;
 use aftercare_shared::protocol::DIAGNOSTICS_PROTOCOL;
 use aftercare_shared::time_fmt::now_millis;
 pub use links::{Link, Links};
-use record::{DiagnosticResult, NewDiagnostic, Status};
+use record::{DiagnosticResult, Elsewhere, NewDiagnostic, Sender, Status};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,28 +31,50 @@ use tracing::{Instrument, info, info_span, warn};
 const MARGIN: Duration = Duration::from_secs(15);
 /// The wait for a probe the agent did not advertise (it is refused at once if unknown).
 const UNADVERTISED: Duration = Duration::from_secs(300);
+/// How long a request handed over waits for the collector holding the host's connection
+/// (which looks every [`PICKUP_EVERY`]) before it ends as `offline`.
+const HANDOVER_WAIT: Duration = Duration::from_secs(30);
+/// How often a collector on a shared database looks for requests handed to it.
+pub const PICKUP_EVERY: Duration = Duration::from_secs(1);
+/// Past the exchange's own limit, before another collector ends a request its sender left
+/// pending (that sender died).
+const SWEEP_GRACE: Duration = Duration::from_secs(60);
 
 /// The service the API calls.
 #[derive(Clone)]
 pub struct Diagnose {
     links: Links,
     database: crate::store::Database,
+    /// This collector, as the database names it among others sharing it.
+    node: String,
     max_frame: usize,
     stop: CancellationToken,
     /// The requests under way, so shutdown can wait for them to store their end.
     tasks: TaskTracker,
 }
 
+/// Where a new request goes.
+enum Route {
+    /// Through this collector's connection to the agent.
+    Here(Link),
+    /// To the collector holding the host's connection, through the database.
+    HandedOver,
+    /// Nowhere: no collector holds the host's connection.
+    Offline,
+}
+
 impl Diagnose {
     pub fn new(
         links: Links,
         database: crate::store::Database,
+        node: String,
         max_frame: usize,
         stop: CancellationToken,
     ) -> Self {
         Diagnose {
             links,
             database,
+            node,
             max_frame,
             stop,
             tasks: TaskTracker::new(),
@@ -70,20 +98,92 @@ impl Diagnose {
         &self.links
     }
 
+    /// The host's connection if another collector sharing the database holds it.
+    pub async fn elsewhere(&self, host: HostId) -> Result<Option<Elsewhere>, StoreError> {
+        let (db, node) = (self.database.clone(), self.node.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut st = db.open()?;
+            st.set_node(&node);
+            st.connected_elsewhere(host)
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(format!("task failed: {e}")))?
+    }
+
     /// Store the request as pending and send it; returns its id at once. The row says how
-    /// it ended: done, refused, failed, timeout or offline.
+    /// it ended: done, refused, failed, timeout or offline. When another collector sharing
+    /// the database holds the host's connection, the request waits for it there.
     pub async fn request(&self, new: NewDiagnostic, span_host: String) -> Result<i64, StoreError> {
-        let db = self.database.clone();
-        let n = new.clone();
-        let id = tokio::task::spawn_blocking(move || db.open()?.add_diagnostic(&n))
-            .await
-            .map_err(|e| StoreError::Invalid(format!("task failed: {e}")))??;
+        let (db, node, n) = (self.database.clone(), self.node.clone(), new.clone());
+        let link = self.links.get(new.host);
+        let (id, route) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let mut st = db.open()?;
+            st.set_node(&node);
+            let now = now_millis();
+            let route = match link {
+                Some(link) => Route::Here(link),
+                None if st.connected_elsewhere(n.host)?.is_some() => Route::HandedOver,
+                None => Route::Offline,
+            };
+            let (sender, deadline) = match &route {
+                Route::Here(link) => (Sender::ThisCollector, deadline(now, link, &n.probe)),
+                Route::HandedOver => (Sender::Holder, now + millis(HANDOVER_WAIT)),
+                Route::Offline => (Sender::ThisCollector, now + millis(SWEEP_GRACE)),
+            };
+            Ok((st.add_diagnostic(&n, sender, deadline)?, route))
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(format!("task failed: {e}")))??;
+        match route {
+            Route::Here(link) => self.dispatch(id, new, Some(link), span_host),
+            Route::HandedOver => {
+                info!(id, host = %span_host, probe = %new.probe, "diagnostic handed over to the collector holding the host's connection");
+            }
+            Route::Offline => self.dispatch(id, new, None, span_host),
+        }
+        Ok(id)
+    }
+
+    /// Until `stop`, every [`PICKUP_EVERY`]: take the requests other collectors handed over
+    /// for hosts connected here and send them, and end those past their deadline. Run
+    /// where several collectors may share the database.
+    pub async fn pick_up(self) {
+        let mut tick = tokio::time::interval(PICKUP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let (db, node, links) = (self.database.clone(), self.node.clone(), self.links.clone());
+            let taken = tokio::task::spawn_blocking(move || take_handed_over(&db, &node, &links))
+                .await
+                .map_err(|e| StoreError::Invalid(format!("task failed: {e}")))
+                .and_then(|r| r);
+            match taken {
+                Ok(taken) => {
+                    for (id, new, link) in taken {
+                        let name = link.name.clone();
+                        info!(id, host = %name, probe = %new.probe, "diagnostic taken over from another collector");
+                        self.dispatch(id, new, Some(link), name);
+                    }
+                }
+                Err(e) => warn!("looking for diagnostics handed over: {e}"),
+            }
+        }
+    }
+
+    /// Send the request (or, without a link, end it as offline) and store how it ended.
+    fn dispatch(&self, id: i64, new: NewDiagnostic, link: Option<Link>, span_host: String) {
         let me = self.clone();
         self.tasks.spawn(
             async move {
-                let result = tokio::select! {
-                    r = me.exchange(id, &new) => r,
-                    _ = me.stop.cancelled() => failed(Status::Failed, "the collector shut down before the agent answered"),
+                let result = match link {
+                    None => failed(Status::Offline, "the host is not connected"),
+                    Some(link) => tokio::select! {
+                        r = me.exchange(id, &new, &link) => r,
+                        _ = me.stop.cancelled() => failed(Status::Failed, "the collector shut down before the agent answered"),
+                    },
                 };
                 info!(id, status = result.status.as_str(), "diagnostic {}: {}", new.probe, result.message);
                 let db = me.database.clone();
@@ -99,14 +199,10 @@ impl Diagnose {
             }
             .instrument(info_span!("diagnostic", id, host = %span_host)),
         );
-        Ok(id)
     }
 
     /// Send the request to the agent and wait (bounded) for its answer.
-    async fn exchange(&self, id: i64, new: &NewDiagnostic) -> DiagnosticResult {
-        let Some(link) = self.links.get(new.host) else {
-            return failed(Status::Offline, "the host is not connected");
-        };
+    async fn exchange(&self, id: i64, new: &NewDiagnostic, link: &Link) -> DiagnosticResult {
         if link.protocol < DIAGNOSTICS_PROTOCOL {
             return failed(
                 Status::Failed,
@@ -116,13 +212,7 @@ impl Diagnose {
                 ),
             );
         }
-        let limit = link
-            .probes
-            .iter()
-            .find(|p| p.name == new.probe)
-            .map(|p| Duration::from_millis(p.timeout_ms))
-            .unwrap_or(UNADVERTISED)
-            + MARGIN;
+        let limit = limit(link, &new.probe);
         let req = DiagRequest {
             id,
             probe: new.probe.clone(),
@@ -163,6 +253,52 @@ impl Diagnose {
         recv.read_exact(&mut body).await.map_err(|e| lost(&e))?;
         codec::decode_body(&body).map_err(|e| format!("the agent's answer is malformed: {e}"))
     }
+}
+
+/// The requests handed over for hosts connected here, each taken for this collector (a
+/// request another collector took first is left to it); ends those past their deadline.
+fn take_handed_over(
+    db: &crate::store::Database,
+    node: &str,
+    links: &Links,
+) -> Result<Vec<(i64, NewDiagnostic, Link)>, StoreError> {
+    let mut st = db.open()?;
+    st.set_node(node);
+    let now = now_millis();
+    let ended = st.expire_diagnostics(now)?;
+    if ended > 0 {
+        info!(ended, "diagnostics ended past their deadline");
+    }
+    let mut taken = Vec::new();
+    for (id, new) in st.unclaimed_diagnostics()? {
+        let Some(link) = links.get(new.host) else {
+            continue;
+        };
+        if st.claim_diagnostic(id, deadline(now, &link, &new.probe))? {
+            taken.push((id, new, link));
+        }
+    }
+    Ok(taken)
+}
+
+/// How long the agent has to answer `probe`: its advertised limit and a margin.
+fn limit(link: &Link, probe: &str) -> Duration {
+    link.probes
+        .iter()
+        .find(|p| p.name == probe)
+        .map(|p| Duration::from_millis(p.timeout_ms))
+        .unwrap_or(UNADVERTISED)
+        + MARGIN
+}
+
+/// When a request sent now over `link` may be ended by any collector: its sender would
+/// have stored an answer or a timeout well before.
+fn deadline(now: UnixMillis, link: &Link, probe: &str) -> UnixMillis {
+    now + millis(limit(link, probe) + SWEEP_GRACE)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn failed(status: Status, message: &str) -> DiagnosticResult {

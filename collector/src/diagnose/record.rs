@@ -41,6 +41,25 @@ pub struct NewDiagnostic {
     pub requested_at: UnixMillis,
 }
 
+/// Which collector sends a new request to the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// The one storing it: it holds the host's connection (or found none and ends it).
+    ThisCollector,
+    /// Whichever collector sharing the database holds the host's connection: it takes the
+    /// request when it next looks.
+    Holder,
+}
+
+/// A host's connection held by another collector sharing the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elsewhere {
+    /// That collector, as [`crate::cluster::holder_id`] names it.
+    pub via: String,
+    /// What the agent advertised there.
+    pub probes: Vec<aftercare_shared::diag::ProbeInfo>,
+}
+
 /// How it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiagnosticResult {

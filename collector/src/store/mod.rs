@@ -32,11 +32,12 @@ pub use database::{Database, PgUrl};
 pub use postgres::{PgStore, open_postgres, open_postgres_readonly};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_readonly};
 
-use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
+use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, Elsewhere, NewDiagnostic, Sender};
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
 use crate::report::record::{NewReport, ReportRow};
 use aftercare_shared::consent::ConsentRecord;
+use aftercare_shared::diag::ProbeInfo;
 use aftercare_shared::model::{
     HostFacts, LogRecord, LossReport, MetricKind, MetricSnapshot, Severity, UnixMillis,
 };
@@ -124,6 +125,11 @@ pub enum HostUpdate<'a> {
     CertExpiry {
         host: HostId,
         at: UnixMillis,
+    },
+    /// The probes its agent advertised: [`Store::set_probes`].
+    Probes {
+        host: HostId,
+        probes: &'a [ProbeInfo],
     },
 }
 
@@ -484,6 +490,9 @@ pub trait Store: Send + std::fmt::Debug {
             HostUpdate::CertExpiry { host, at } => {
                 self.set_cert_expiry(host, at).map(|()| HostUpdated::Done)
             }
+            HostUpdate::Probes { host, probes } => {
+                self.set_probes(host, probes).map(|()| HostUpdated::Done)
+            }
         }
     }
     /// Mark every host disconnected: a starting collector has no connection yet.
@@ -615,8 +624,36 @@ pub trait Store: Send + std::fmt::Debug {
 
     /// The id of the host `name` (`customer/host`, or a host name that is unambiguous).
     fn host_id(&mut self, name: &str) -> Result<HostId, StoreError>;
-    /// Record a diagnostic request as `pending`; its id.
-    fn add_diagnostic(&mut self, d: &NewDiagnostic) -> Result<i64, StoreError>;
+    /// Record a diagnostic request as `pending`; its id. `sender` says which collector
+    /// sends it to the agent: this one, or (handed over) the one holding the host's
+    /// connection, which takes it with [`Store::claim_diagnostic`]. Still pending past
+    /// `deadline`, it is ended by [`Store::expire_diagnostics`].
+    fn add_diagnostic(
+        &mut self,
+        d: &NewDiagnostic,
+        sender: Sender,
+        deadline: UnixMillis,
+    ) -> Result<i64, StoreError>;
+    /// Pending requests handed over and not yet taken by a collector, oldest first.
+    fn unclaimed_diagnostics(&mut self) -> Result<Vec<(i64, NewDiagnostic)>, StoreError>;
+    /// Take a handed-over request for this collector, to be answered by `deadline`; false
+    /// if another collector took it first or it has ended.
+    fn claim_diagnostic(&mut self, id: i64, deadline: UnixMillis) -> Result<bool, StoreError>;
+    /// End the requests still pending past their deadline: `offline` if no collector took
+    /// one (no collector holds the host's connection), `failed` if the one that took it
+    /// stopped before storing the answer. How many.
+    fn expire_diagnostics(&mut self, now: UnixMillis) -> Result<u64, StoreError>;
+    /// Keep the probes a host's agent advertised on its connection to this collector, so
+    /// that other collectors sharing the database can show them and hand requests over. A
+    /// SQLite file has one collector, whose live connections are the truth: it keeps none.
+    fn set_probes(&mut self, _host: HostId, _probes: &[ProbeInfo]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The host's connection if another collector sharing this database holds it. A
+    /// SQLite file has one collector: never.
+    fn connected_elsewhere(&mut self, _host: HostId) -> Result<Option<Elsewhere>, StoreError> {
+        Ok(None)
+    }
     /// Store how a pending diagnostic ended (output capped at
     /// [`crate::diagnose::record::MAX_STORED_OUTPUT`]); false if it was not pending.
     fn finish_diagnostic(&mut self, id: i64, r: &DiagnosticResult) -> Result<bool, StoreError>;
@@ -641,9 +678,9 @@ pub trait Store: Send + std::fmt::Debug {
         since: UnixMillis,
         until: UnixMillis,
     ) -> Result<u64, StoreError>;
-    /// End every pending diagnostic as `failed` with `message` (at start: the run that sent
-    /// them is gone, so no answer will come); how many. With several collectors on one
-    /// database, not those of hosts connected through another collector.
+    /// End every pending diagnostic this collector sent as `failed` with `message` (at
+    /// start: the run that sent them is gone, so no answer will come); how many. Requests
+    /// waiting for, or taken by, another collector sharing the database are left to it.
     fn abandon_diagnostics(&mut self, now: UnixMillis, message: &str) -> Result<u64, StoreError>;
     /// Record a report to make (`running`); its id. A scheduled report that exists already
     /// for its customer and period gives `None` (it is made once), unless it failed: then

@@ -5,7 +5,7 @@
 
 use super::{AuditRow, ContractAssignment, StoreError, TokenRow};
 use crate::api::token::Role;
-use crate::diagnose::record::{DiagnosticRow, args_from_json};
+use crate::diagnose::record::{DiagnosticRow, NewDiagnostic, args_from_json};
 use crate::findings::lifecycle::{Event, EventKind, State};
 use crate::findings::record::{FindingRow, Observed, Silence};
 use crate::report::record::{ReportRow, Status};
@@ -274,6 +274,36 @@ pub(super) fn diagnostic<R: Cols + ?Sized>(
         },
     })
 }
+
+/// What [`unclaimed_diagnostic`] reads.
+pub(super) const UNCLAIMED_COLUMNS: &str =
+    "id, host, probe, args, finding, requested_by, requested_at";
+
+/// A handed-over request waiting for the collector holding its host's connection.
+pub(super) fn unclaimed_diagnostic<R: Cols + ?Sized>(
+    r: &R,
+) -> Result<(i64, NewDiagnostic), R::Error> {
+    Ok((
+        r.big(0)?,
+        NewDiagnostic {
+            host: r.big(1)?,
+            probe: r.text(2)?,
+            args: args_from_json(&r.text(3)?),
+            finding: r.opt_big(4)?,
+            requested_by: r.text(5)?,
+            requested_at: r.big(6)?,
+        },
+    ))
+}
+
+/// How a request still pending past its deadline ends, by whether a collector took it:
+/// the status and the message (SQL, shared by both backends' `expire_diagnostics`).
+pub(super) const EXPIRED_DIAGNOSTIC: &str = "
+    status = CASE WHEN claimed_by IS NULL THEN 'offline' ELSE 'failed' END,
+    message = CASE WHEN claimed_by IS NULL
+        THEN 'no collector holding the host''s connection took the request in time; the host disconnected'
+        ELSE 'the collector that sent it to the agent stopped before storing the answer'
+    END";
 
 /// What [`report`] reads, then `data` when the report's JSON is wanted.
 pub(super) const REPORT_COLUMNS: &str =

@@ -3,20 +3,32 @@
 //! answered or could not.
 
 use super::PgStore;
-use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic, args_json};
-use crate::store::rows::{self, DIAGNOSTIC_COLUMNS as COLUMNS};
+use crate::diagnose::record::{
+    DiagnosticResult, DiagnosticRow, Elsewhere, NewDiagnostic, Sender, args_json,
+};
+use crate::store::rows::{
+    self, DIAGNOSTIC_COLUMNS as COLUMNS, EXPIRED_DIAGNOSTIC, UNCLAIMED_COLUMNS,
+};
 use crate::store::{HostId, StoreError};
+use aftercare_shared::diag::ProbeInfo;
 
 impl PgStore {
     pub(in crate::store) fn insert_diagnostic(
         &mut self,
         d: &NewDiagnostic,
+        sender: Sender,
+        deadline: i64,
     ) -> Result<i64, StoreError> {
         self.writable("recording a diagnostic")?;
+        let claimed_by = match sender {
+            Sender::ThisCollector => Some(self.node.as_str()),
+            Sender::Holder => None,
+        };
         self.conn
             .query_one(
-                "INSERT INTO diagnostics (host, probe, args, finding, requested_by, requested_at, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending')
+                "INSERT INTO diagnostics (host, probe, args, finding, requested_by, requested_at,
+                    status, claimed_by, deadline)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)
                  RETURNING id",
                 &[
                     &d.host,
@@ -25,10 +37,107 @@ impl PgStore {
                     &d.finding,
                     &d.requested_by,
                     &d.requested_at,
+                    &claimed_by,
+                    &deadline,
                 ],
             )
             .map(|r| r.get(0))
             .map_err(self.cx.sql("recording a diagnostic"))
+    }
+
+    pub(in crate::store) fn select_unclaimed_diagnostics(
+        &mut self,
+    ) -> Result<Vec<(i64, NewDiagnostic)>, StoreError> {
+        let err = self.cx.sql("listing handed-over diagnostics");
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {UNCLAIMED_COLUMNS} FROM diagnostics
+                     WHERE status = 'pending' AND claimed_by IS NULL ORDER BY id"
+                ),
+                &[],
+            )
+            .map_err(&err)?
+            .iter()
+            .map(rows::unclaimed_diagnostic)
+            .collect::<Result<_, _>>()
+            .map_err(err)
+    }
+
+    pub(in crate::store) fn claim_pending_diagnostic(
+        &mut self,
+        id: i64,
+        deadline: i64,
+    ) -> Result<bool, StoreError> {
+        self.writable("taking a diagnostic")?;
+        let n = self
+            .conn
+            .execute(
+                "UPDATE diagnostics SET claimed_by = $3, deadline = $2
+                 WHERE id = $1 AND status = 'pending' AND claimed_by IS NULL",
+                &[&id, &deadline, &self.node],
+            )
+            .map_err(self.cx.sql("taking a diagnostic"))?;
+        Ok(n == 1)
+    }
+
+    pub(in crate::store) fn end_expired_diagnostics(
+        &mut self,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        self.writable("ending diagnostics past their deadline")?;
+        self.conn
+            .execute(
+                &format!(
+                    "UPDATE diagnostics SET {EXPIRED_DIAGNOSTIC}, finished_at = $1
+                     WHERE status = 'pending' AND deadline < $1"
+                ),
+                &[&now],
+            )
+            .map_err(self.cx.sql("ending diagnostics past their deadline"))
+    }
+
+    /// Written only while this collector holds the connection, and only when it changed.
+    pub(in crate::store) fn update_probes(
+        &mut self,
+        host: HostId,
+        probes: &[ProbeInfo],
+    ) -> Result<(), StoreError> {
+        self.writable("keeping a host's probes")?;
+        let json = serde_json::to_string(probes).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.conn
+            .execute(
+                "UPDATE hosts SET probes = $2
+                 WHERE id = $1 AND connected_via = $3 AND probes IS DISTINCT FROM $2",
+                &[&host, &json, &self.node],
+            )
+            .map_err(self.cx.sql("keeping a host's probes"))?;
+        Ok(())
+    }
+
+    pub(in crate::store) fn select_elsewhere(
+        &mut self,
+        host: HostId,
+    ) -> Result<Option<Elsewhere>, StoreError> {
+        let row = self
+            .conn
+            .query_opt(
+                "SELECT connected_via, probes FROM hosts
+                 WHERE id = $1 AND connected AND connected_via <> $2",
+                &[&host, &self.node],
+            )
+            .map_err(self.cx.sql("finding a host's collector"))?;
+        let Some(row) = row else { return Ok(None) };
+        let probes: Option<String> = row.get(1);
+        let probes = match probes {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| self.cx.corrupt(format!("host {host}'s probes"), e))?,
+            None => Vec::new(),
+        };
+        Ok(Some(Elsewhere {
+            via: row.get(0),
+            probes,
+        }))
     }
 
     /// Only a pending row is finished: a result never overwrites another.
@@ -134,11 +243,10 @@ impl PgStore {
         self.writable("ending pending diagnostics")?;
         self.conn
             .execute(
-                // Not those of hosts connected through another collector sharing the
-                // database: that collector is alive and may still get their answers.
+                // Only what this collector sent: the rest waits for, or was taken by,
+                // another collector sharing the database.
                 "UPDATE diagnostics SET status = 'failed', finished_at = $1, message = $2
-                 WHERE status = 'pending'
-                   AND host NOT IN (SELECT id FROM hosts WHERE connected AND connected_via <> $3)",
+                 WHERE status = 'pending' AND claimed_by = $3",
                 &[&now, &message, &self.node],
             )
             .map_err(self.cx.sql("ending pending diagnostics"))

@@ -34,11 +34,12 @@ use super::{
     LogCount, LogFilter, PendingBatch, PgUrl, Resolution, Retention, RetentionStats, SeriesId,
     SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
 };
-use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
+use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, Elsewhere, NewDiagnostic, Sender};
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
 use crate::report::record::{NewReport, ReportRow};
 use aftercare_shared::consent::ConsentRecord;
+use aftercare_shared::diag::ProbeInfo;
 use aftercare_shared::logblock::{self, RecordRef, Summary};
 use aftercare_shared::model::{LogRecord, LossReport, MetricKind, Severity, UnixMillis};
 use aftercare_shared::protocol::StreamId;
@@ -1300,8 +1301,33 @@ impl Store for PgStore {
         self.host_id_by_name(name)
     }
 
-    fn add_diagnostic(&mut self, d: &NewDiagnostic) -> Result<i64, StoreError> {
-        self.insert_diagnostic(d)
+    fn add_diagnostic(
+        &mut self,
+        d: &NewDiagnostic,
+        sender: Sender,
+        deadline: UnixMillis,
+    ) -> Result<i64, StoreError> {
+        self.insert_diagnostic(d, sender, deadline)
+    }
+
+    fn unclaimed_diagnostics(&mut self) -> Result<Vec<(i64, NewDiagnostic)>, StoreError> {
+        self.select_unclaimed_diagnostics()
+    }
+
+    fn claim_diagnostic(&mut self, id: i64, deadline: UnixMillis) -> Result<bool, StoreError> {
+        self.claim_pending_diagnostic(id, deadline)
+    }
+
+    fn expire_diagnostics(&mut self, now: UnixMillis) -> Result<u64, StoreError> {
+        self.end_expired_diagnostics(now)
+    }
+
+    fn set_probes(&mut self, host: HostId, probes: &[ProbeInfo]) -> Result<(), StoreError> {
+        self.update_probes(host, probes)
+    }
+
+    fn connected_elsewhere(&mut self, host: HostId) -> Result<Option<Elsewhere>, StoreError> {
+        self.select_elsewhere(host)
     }
 
     fn finish_diagnostic(&mut self, id: i64, r: &DiagnosticResult) -> Result<bool, StoreError> {

@@ -12,7 +12,7 @@
 
 use crate::store::{HOUR_MS, UnixMillis};
 
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const PG_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -246,6 +246,19 @@ CREATE TABLE leases (
     holder     TEXT NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL
 );
+";
+
+/// Diagnostics across collectors: a request made on a collector that does not hold the
+/// host's connection waits, unclaimed, for the one that does (`claimed_by` names the
+/// collector sending it to the agent). Past `deadline` still pending, any collector ends it.
+/// The probes an agent advertised are kept with its host, so every collector's API can
+/// show them. Requests pending from before this version are ended at the next sweep.
+const V2: &str = "
+ALTER TABLE diagnostics ADD COLUMN claimed_by TEXT;
+ALTER TABLE diagnostics ADD COLUMN deadline BIGINT;
+UPDATE diagnostics SET claimed_by = '', deadline = 0 WHERE status = 'pending';
+CREATE INDEX diagnostics_pending ON diagnostics (id) WHERE status = 'pending';
+ALTER TABLE hosts ADD COLUMN probes TEXT;  -- what its agent advertised, JSON
 ";
 
 /// A partitioned table and the width of its partitions.

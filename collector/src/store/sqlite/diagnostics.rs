@@ -2,29 +2,93 @@
 //! written `pending` when asked and finished once, when the agent answered or could not.
 
 use super::SqliteStore;
-use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic, args_json};
-use crate::store::rows::{DIAGNOSTIC_COLUMNS as COLUMNS, diagnostic as row};
+use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic, Sender, args_json};
+use crate::store::rows::{
+    self, DIAGNOSTIC_COLUMNS as COLUMNS, EXPIRED_DIAGNOSTIC, UNCLAIMED_COLUMNS, diagnostic as row,
+};
 use crate::store::{HostId, StoreError};
 use rusqlite::{OptionalExtension, params};
 
 impl SqliteStore {
-    pub(super) fn insert_diagnostic(&mut self, d: &NewDiagnostic) -> Result<i64, StoreError> {
+    /// One collector has the file, so "this collector" is recorded as '' (no name needed).
+    pub(super) fn insert_diagnostic(
+        &mut self,
+        d: &NewDiagnostic,
+        sender: Sender,
+        deadline: i64,
+    ) -> Result<i64, StoreError> {
         self.writable("recording a diagnostic")?;
+        let claimed_by = match sender {
+            Sender::ThisCollector => Some(""),
+            Sender::Holder => None,
+        };
         self.conn
             .execute(
-                "INSERT INTO diagnostics (host, probe, args, finding, requested_by, requested_at, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+                "INSERT INTO diagnostics (host, probe, args, finding, requested_by, requested_at,
+                    status, claimed_by, deadline)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
                 params![
                     d.host,
                     d.probe,
                     args_json(&d.args),
                     d.finding,
                     d.requested_by,
-                    d.requested_at
+                    d.requested_at,
+                    claimed_by,
+                    deadline
                 ],
             )
             .map_err(self.cx.sql("recording a diagnostic"))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    pub(super) fn select_unclaimed_diagnostics(
+        &mut self,
+    ) -> Result<Vec<(i64, NewDiagnostic)>, StoreError> {
+        let err = self.cx.sql("listing handed-over diagnostics");
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {UNCLAIMED_COLUMNS} FROM diagnostics
+                 WHERE status = 'pending' AND claimed_by IS NULL ORDER BY id"
+            ))
+            .map_err(&err)?;
+        stmt.query_map([], |r| rows::unclaimed_diagnostic(r))
+            .map_err(&err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)
+    }
+
+    pub(super) fn claim_pending_diagnostic(
+        &mut self,
+        id: i64,
+        deadline: i64,
+    ) -> Result<bool, StoreError> {
+        self.writable("taking a diagnostic")?;
+        let n = self
+            .conn
+            .execute(
+                "UPDATE diagnostics SET claimed_by = '', deadline = ?2
+                 WHERE id = ?1 AND status = 'pending' AND claimed_by IS NULL",
+                params![id, deadline],
+            )
+            .map_err(self.cx.sql("taking a diagnostic"))?;
+        Ok(n == 1)
+    }
+
+    pub(super) fn end_expired_diagnostics(&mut self, now: i64) -> Result<u64, StoreError> {
+        self.writable("ending diagnostics past their deadline")?;
+        let n = self
+            .conn
+            .execute(
+                &format!(
+                    "UPDATE diagnostics SET {EXPIRED_DIAGNOSTIC}, finished_at = ?1
+                     WHERE status = 'pending' AND deadline < ?1"
+                ),
+                params![now],
+            )
+            .map_err(self.cx.sql("ending diagnostics past their deadline"))?;
+        Ok(n as u64)
     }
 
     /// Only a pending row is finished: a result never overwrites another.

@@ -28,7 +28,7 @@ use super::{
     LogCount, LogFilter, PendingBatch, Resolution, Retention, RetentionStats, SeriesId,
     SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
 };
-use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic};
+use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic, Sender};
 use crate::findings::lifecycle::Event;
 use crate::findings::record::{Change, FindingFilter, FindingKey, FindingRow, Silence};
 use crate::report::record::{NewReport, ReportRow};
@@ -59,7 +59,18 @@ const MIGRATIONS: &[&str] = &[
     SCHEMA_V8,
     SCHEMA_V9,
     SCHEMA_V10,
+    SCHEMA_V11,
 ];
+
+/// Who sends a diagnostic to the agent, and when a pending one is given up: the same
+/// columns as PostgreSQL's, where a request can wait for another collector (see
+/// [`Store::claim_diagnostic`]). Requests pending from before are ended at the next sweep.
+const SCHEMA_V11: &str = "
+ALTER TABLE diagnostics ADD COLUMN claimed_by TEXT;
+ALTER TABLE diagnostics ADD COLUMN deadline INTEGER;
+UPDATE diagnostics SET claimed_by = '', deadline = 0 WHERE status = 'pending';
+CREATE INDEX diagnostics_pending ON diagnostics (id) WHERE status = 'pending';
+";
 
 /// Leases: which collector runs the rules engine and the report scheduler (see
 /// [`Store::lease`]).
@@ -1181,8 +1192,25 @@ impl Store for SqliteStore {
         self.host_id_by_name(name)
     }
 
-    fn add_diagnostic(&mut self, d: &NewDiagnostic) -> Result<i64, StoreError> {
-        self.insert_diagnostic(d)
+    fn add_diagnostic(
+        &mut self,
+        d: &NewDiagnostic,
+        sender: Sender,
+        deadline: UnixMillis,
+    ) -> Result<i64, StoreError> {
+        self.insert_diagnostic(d, sender, deadline)
+    }
+
+    fn unclaimed_diagnostics(&mut self) -> Result<Vec<(i64, NewDiagnostic)>, StoreError> {
+        self.select_unclaimed_diagnostics()
+    }
+
+    fn claim_diagnostic(&mut self, id: i64, deadline: UnixMillis) -> Result<bool, StoreError> {
+        self.claim_pending_diagnostic(id, deadline)
+    }
+
+    fn expire_diagnostics(&mut self, now: UnixMillis) -> Result<u64, StoreError> {
+        self.end_expired_diagnostics(now)
     }
 
     fn finish_diagnostic(&mut self, id: i64, r: &DiagnosticResult) -> Result<bool, StoreError> {
