@@ -237,6 +237,67 @@ fn host_updates_apply_in_order_each_with_its_own_outcome(b: Backend) {
     assert!(store.hosts(T0 + 3000).unwrap().iter().all(|h| !h.connected));
 }
 
+/// PostgreSQL applies a group in one transaction without a savepoint per update; an
+/// update the database refuses (here a host name with a NUL, which TEXT cannot hold)
+/// aborts that transaction, and the group is then applied update by update: the refused
+/// one fails alone, the others are all applied.
+#[test]
+fn postgres_an_update_the_database_refuses_fails_alone_in_its_group() {
+    let b = Backend::postgres();
+    let mut store = b.open();
+    let a = register(&mut *store, "acme", "web", T0);
+    store.commit(&[tick(a, 0, T0 + 100)]).unwrap();
+    let facts = HostFacts::default();
+    let c = consent();
+    let ids = ["db", "bad\0name", "cache"].map(|h| Identity {
+        customer: "acme".into(),
+        host: h.into(),
+    });
+    let hello = |identity| HostHello {
+        identity,
+        facts: &facts,
+        agent_version: "0.2.0",
+        consent: &c,
+        interval_ms: 10_000,
+    };
+    let out = store.host_updates(
+        &[
+            HostUpdate::Register(hello(&ids[0])),
+            HostUpdate::CertExpiry {
+                host: a,
+                at: T0 + 5,
+            },
+            HostUpdate::Register(hello(&ids[1])),
+            HostUpdate::Register(hello(&ids[2])),
+        ],
+        T0 + 1000,
+    );
+    assert!(
+        matches!(out[0], Ok(HostUpdated::Registered { .. })),
+        "{:?}",
+        out[0]
+    );
+    assert!(matches!(out[1], Ok(HostUpdated::Done)), "{:?}", out[1]);
+    assert!(
+        matches!(out[2], Err(StoreError::Backend { .. })),
+        "{:?}",
+        out[2]
+    );
+    assert!(
+        matches!(out[3], Ok(HostUpdated::Registered { .. })),
+        "{:?}",
+        out[3]
+    );
+    let hosts = b.open_readonly().hosts(T0 + 2000).unwrap();
+    let mut names: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["cache", "db", "web"]);
+    assert_eq!(
+        hosts.iter().find(|h| h.id == a).unwrap().cert_expires,
+        Some(T0 + 5)
+    );
+}
+
 fn redelivered_batches_are_stored_once(b: Backend) {
     let mut store = b.open();
     let h = register(&mut *store, "acme", "db1", T0);

@@ -457,6 +457,16 @@ pub trait Store: Send + std::fmt::Debug {
         consent: &ConsentRecord,
         now: UnixMillis,
     ) -> Result<(), StoreError>;
+    /// [`Store::register_host`], then the host's [`Store::high_water`] marks: what a
+    /// connecting agent's Welcome carries. A backend may do both in one statement.
+    fn register_with_high_water(
+        &mut self,
+        hello: &HostHello,
+        now: UnixMillis,
+    ) -> Result<(HostId, Vec<(StreamId, u64)>), StoreError> {
+        let host = self.register_host(hello, now)?;
+        Ok((host, self.high_water(host)?))
+    }
     fn set_disconnected(&mut self, host: HostId, now: UnixMillis) -> Result<(), StoreError>;
     /// When the certificate the host's agent connected with expires.
     fn set_cert_expiry(&mut self, host: HostId, at: UnixMillis) -> Result<(), StoreError>;
@@ -477,8 +487,7 @@ pub trait Store: Send + std::fmt::Debug {
     ) -> Result<HostUpdated, StoreError> {
         match *update {
             HostUpdate::Register(ref hello) => {
-                let host = self.register_host(hello, now)?;
-                let high_water = self.high_water(host)?;
+                let (host, high_water) = self.register_with_high_water(hello, now)?;
                 Ok(HostUpdated::Registered { host, high_water })
             }
             HostUpdate::Consent { host, record } => self

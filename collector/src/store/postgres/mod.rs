@@ -61,6 +61,17 @@ const COMPACT_LOCK: i64 = 0x4166_7444;
 const RETAIN_LOCK: i64 = 0x4166_7445;
 const PARTITION_LOCK: i64 = 0x4166_7446;
 
+/// A host's registration: insert, or update what its Hello says, and mark it connected
+/// through this collector ($8). Callers add their RETURNING.
+const REGISTER_HOST: &str = "
+    INSERT INTO hosts (customer, host, first_seen, agent_version, facts, consent,
+                       interval_ms, connected, connected_via)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8)
+    ON CONFLICT (customer, host) DO UPDATE SET
+       agent_version = EXCLUDED.agent_version, facts = EXCLUDED.facts,
+       consent = EXCLUDED.consent, interval_ms = EXCLUDED.interval_ms,
+       connected = true, connected_via = EXCLUDED.connected_via";
+
 /// Connections kept per URL in one process: the writer, the rules engine, the report
 /// scheduler and a few API requests at once.
 const POOL_SIZE: u32 = 16;
@@ -311,6 +322,38 @@ impl PgStore {
         self.conn
             .batch_execute("VACUUM staging")
             .map_err(self.cx.sql("vacuuming staging"))
+    }
+
+    /// Run `sql`, built on [`REGISTER_HOST`], with `hello`'s values; its rows.
+    fn upsert_host(
+        &mut self,
+        sql: &str,
+        hello: &HostHello,
+        now: UnixMillis,
+    ) -> Result<Vec<postgres::Row>, StoreError> {
+        self.writable("registering a host")?;
+        let facts = serde_json::to_string(hello.facts).expect("host facts serialize");
+        let consent = serde_json::to_string(hello.consent).expect("consent serializes");
+        let rows = self
+            .conn
+            .query(
+                sql,
+                &[
+                    &hello.identity.customer,
+                    &hello.identity.host,
+                    &now,
+                    &hello.agent_version,
+                    &facts,
+                    &consent,
+                    &sql_int(hello.interval_ms),
+                    &self.node,
+                ],
+            )
+            .map_err(self.cx.sql("registering a host"))?;
+        if let Some(r) = rows.first() {
+            self.hosts_known.insert(r.get(0));
+        }
+        Ok(rows)
     }
 
     /// How long after its end an hour waits for late batches before compaction.
@@ -1437,36 +1480,42 @@ impl Store for PgStore {
         Ok(())
     }
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {
-        self.writable("registering a host")?;
-        let err = self.cx.sql("registering a host");
-        let facts = serde_json::to_string(hello.facts).expect("host facts serialize");
-        let consent = serde_json::to_string(hello.consent).expect("consent serializes");
-        let id: HostId = self
-            .conn
-            .query_one(
-                "INSERT INTO hosts (customer, host, first_seen, agent_version, facts, consent,
-                                    interval_ms, connected, connected_via)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8)
-                 ON CONFLICT (customer, host) DO UPDATE SET
-                    agent_version = EXCLUDED.agent_version, facts = EXCLUDED.facts,
-                    consent = EXCLUDED.consent, interval_ms = EXCLUDED.interval_ms,
-                    connected = true, connected_via = EXCLUDED.connected_via
-                 RETURNING id",
-                &[
-                    &hello.identity.customer,
-                    &hello.identity.host,
-                    &now,
-                    &hello.agent_version,
-                    &facts,
-                    &consent,
-                    &sql_int(hello.interval_ms),
-                    &self.node,
-                ],
-            )
-            .map_err(err)?
-            .get(0);
-        self.hosts_known.insert(id);
-        Ok(id)
+        let sql = format!("{REGISTER_HOST} RETURNING id");
+        let rows = self.upsert_host(&sql, hello, now)?;
+        rows.first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| self.cx.corrupt("registering a host", "no id returned"))
+    }
+
+    /// One round trip: the upsert and the high-water marks (a reconnect storm is thousands
+    /// of these).
+    fn register_with_high_water(
+        &mut self,
+        hello: &HostHello,
+        now: UnixMillis,
+    ) -> Result<(HostId, Vec<(StreamId, u64)>), StoreError> {
+        let sql = format!(
+            "WITH h AS ({REGISTER_HOST} RETURNING id)
+             SELECT h.id, s.stream, s.high_seq FROM h LEFT JOIN streams s ON s.host_id = h.id"
+        );
+        let rows = self.upsert_host(&sql, hello, now)?;
+        let host: HostId = rows
+            .first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| self.cx.corrupt("registering a host", "no id returned"))?;
+        let mut marks = Vec::new();
+        for r in &rows {
+            let Some(code) = r.get::<_, Option<i32>>(1) else {
+                continue; // no stream written yet
+            };
+            let stream = u8::try_from(code)
+                .ok()
+                .and_then(StreamId::from_code)
+                .ok_or_else(|| self.cx.corrupt("stream code", code.to_string()))?;
+            marks.push((stream, r.get::<_, i64>(2) as u64));
+        }
+        marks.sort();
+        Ok((host, marks))
     }
 
     fn set_consent(
@@ -1521,8 +1570,10 @@ impl Store for PgStore {
         updates: &[HostUpdate<'_>],
         now: UnixMillis,
     ) -> Vec<Result<HostUpdated, StoreError>> {
-        // One transaction (one WAL flush) for the group; a savepoint per update, since an
-        // error aborts a PostgreSQL transaction, so a failed update fails alone.
+        // One transaction (one WAL flush) for the group. A database error aborts a
+        // PostgreSQL transaction, and a savepoint per update would cost two more round
+        // trips each; so on such an error the group is rolled back and applied one by one,
+        // each update alone. Errors of ours (an unknown host) leave the transaction usable.
         let one_by_one =
             |st: &mut Self| -> Vec<_> { updates.iter().map(|u| st.host_update(u, now)).collect() };
         if updates.len() < 2
@@ -1533,19 +1584,13 @@ impl Store for PgStore {
         }
         let mut out = Vec::with_capacity(updates.len());
         for u in updates {
-            let r = self
-                .conn
-                .batch_execute("SAVEPOINT host_update")
-                .map_err(self.cx.sql("updating hosts"))
-                .and_then(|()| self.host_update(u, now));
-            let end = if r.is_ok() {
-                "RELEASE SAVEPOINT host_update"
-            } else {
-                // A registration undone with its savepoint may be cached.
+            let r = self.host_update(u, now);
+            if matches!(r, Err(StoreError::Backend { .. })) {
+                let _ = self.conn.batch_execute("ROLLBACK");
+                // Registrations of the rolled-back transaction may be cached.
                 self.hosts_known.clear();
-                "ROLLBACK TO SAVEPOINT host_update"
-            };
-            let _ = self.conn.batch_execute(end);
+                return one_by_one(self);
+            }
             out.push(r);
         }
         match self.conn.batch_execute("COMMIT") {
