@@ -521,6 +521,41 @@ fn compaction_keeps_every_point_and_is_idempotent(b: Backend) {
     assert_eq!(all_points(&mut *store, "db1"), before_a);
 }
 
+/// Where the bytes are, per table: the compacted blocks and rollups are there with the
+/// hosts and series, indexes counted with their table, largest first.
+fn table_sizes_name_our_tables_with_their_indexes(b: Backend) {
+    let mut store = b.open();
+    fill(&mut *store);
+    store.compact(T0 + 4 * HOUR_MS).unwrap();
+    let tables = store.table_sizes().unwrap();
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    for t in [
+        "chunks",
+        "rollups",
+        "hosts",
+        "series",
+        "staging",
+        "diagnostics",
+    ] {
+        assert!(names.contains(&t), "{t} in {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n.contains("_by_") || n.contains("_p")),
+        "indexes and partitions are counted with their table: {names:?}"
+    );
+    let size = |n: &str| tables.iter().find(|t| t.name == n).unwrap();
+    assert!(size("chunks").total() > 0 && size("rollups").total() > 0);
+    // The series table has its unique index.
+    assert!(size("series").indexes > 0, "{:?}", size("series"));
+    assert!(tables.windows(2).all(|w| w[0].total() >= w[1].total()));
+    let blocks = store.stats().unwrap().block_bytes;
+    assert!(
+        size("chunks").total() >= blocks,
+        "blocks {blocks} in {:?}",
+        size("chunks")
+    );
+}
+
 fn late_data_merges_into_existing_blocks(b: Backend) {
     let mut store = b.open();
     let (a, _) = fill(&mut *store);
@@ -1538,6 +1573,7 @@ both_backends!(
     retention_drops_raw_hours_folds_old_rollups_to_hourly_and_drops_what_is_past_every_tier,
     a_lease_has_one_holder_and_is_taken_over_when_it_lapses,
     host_updates_apply_in_order_each_with_its_own_outcome,
+    table_sizes_name_our_tables_with_their_indexes,
 );
 
 // PostgreSQL only: what sharing one database between collectors needs.

@@ -10,7 +10,7 @@ use crate::sim::{EPOCH, INTERVAL_MS, LogBursts, SAMPLES_PER_BATCH, customer_name
 use aftercare_collector::ca;
 use aftercare_collector::config::CollectorConfig;
 use aftercare_collector::store::{
-    COMPACT_GRACE_MS, Database, HOUR_MS, MINUTE_MS, StoreStats, hour_start,
+    COMPACT_GRACE_MS, Database, HOUR_MS, MINUTE_MS, StoreStats, TableSize, hour_start,
 };
 use aftercare_shared::protocol::{StreamId, seq};
 use aftercare_shared::time_fmt::now_millis;
@@ -234,6 +234,8 @@ struct AtRest {
     compacted_samples: u64,
     duplicates: u64,
     rest: StoreStats,
+    /// PostgreSQL: where the bytes are, per table.
+    tables: Vec<aftercare_collector::store::TableSize>,
 }
 
 fn at_rest(cfg: &CollectorConfig, now: i64) -> Result<AtRest> {
@@ -255,12 +257,23 @@ fn at_rest(cfg: &CollectorConfig, now: i64) -> Result<AtRest> {
         }
     }
     let rest = cfg.database.open()?.stats()?;
+    let tables = cfg.database.open()?.table_sizes()?;
     Ok(AtRest {
+        tables,
         before,
         compacted_samples: cs.samples,
         duplicates: cs.duplicates,
         rest,
     })
+}
+
+/// The bytes of the tables that grow with samples: blocks and rollups.
+fn sample_tables(tables: &[TableSize]) -> u64 {
+    tables
+        .iter()
+        .filter(|t| matches!(t.name.as_str(), "chunks" | "rollups"))
+        .map(TableSize::total)
+        .sum()
 }
 
 /// Bytes at rest: SQLite's file (WAL folded, free pages given back); PostgreSQL's tables
@@ -433,14 +446,22 @@ pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         )
         .target(Target::AtMost(1000.0)),
         Measure::new(
-            // SQLite: the database file. PostgreSQL: our tables, indexes and TOAST (its
-            // catalogs, ~8 MB in every database, are in the detail's database size).
-            "bytes/sample at rest (compacted)",
-            at_rest_bytes(&su.cfg.database, &rest.rest) as f64
-                / rest.rest.block_samples.max(1) as f64,
+            // What grows with samples: the blocks and their rollups, with their tables'
+            // indexes and page overhead (TOAST on PostgreSQL).
+            "bytes/sample at rest (blocks + rollups)",
+            sample_tables(&rest.tables) as f64 / rest.rest.block_samples.max(1) as f64,
             "B",
         )
         .target(Target::AtMost(2.0)),
+        Measure::new(
+            // SQLite: the database file. PostgreSQL: our tables, indexes and TOAST (its
+            // catalogs, ~8 MB in every database, are in the detail's database size). One
+            // simulated hour carries every per-series and per-host row alone.
+            "bytes/sample, whole store after 1 simulated hour",
+            at_rest_bytes(&su.cfg.database, &rest.rest) as f64
+                / rest.rest.block_samples.max(1) as f64,
+            "B",
+        ),
         Measure::new(
             "collector CPU s per million samples",
             collector_cpu / (samples.max(1) as f64 / 1e6),
@@ -480,6 +501,39 @@ pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         rest.rest.live_bytes as f64 / rest.rest.block_samples.max(1) as f64,
         rest.rest.file_bytes as f64 / rest.rest.block_samples.max(1) as f64,
     ));
+    let fixed: u64 =
+        rest.tables.iter().map(TableSize::total).sum::<u64>() - sample_tables(&rest.tables);
+    row.detail.push(format!(
+        "the rest (series, hosts and their marks, staging emptied, the desk's tables): {} bytes, \
+         {:.0} per series; over 14 days of raw samples kept, {:.3} B/sample",
+        thousands(fixed),
+        fixed as f64 / rest.rest.series.max(1) as f64,
+        fixed as f64
+            / (rest.rest.block_samples.max(1) as f64 * 24.0 * 14.0 * 3_600_000.0
+                / (s.batches as f64 * 10_000.0).max(1.0)),
+    ));
+    if !rest.tables.is_empty() {
+        // The largest, as B/sample: heap + indexes + TOAST.
+        let per = |b: u64| b as f64 / rest.rest.block_samples.max(1) as f64;
+        let top: Vec<String> = rest
+            .tables
+            .iter()
+            .take(5)
+            .map(|t| {
+                format!(
+                    "{} {:.3}+{:.3}+{:.3}",
+                    t.name,
+                    per(t.heap),
+                    per(t.indexes),
+                    per(t.toast)
+                )
+            })
+            .collect();
+        row.detail.push(format!(
+            "tables, B/sample as heap+indexes+TOAST: {}",
+            top.join(", ")
+        ));
+    }
     row.check(
         acked == expected_batches,
         format!("{acked} batches acknowledged, expected {expected_batches}"),

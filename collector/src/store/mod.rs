@@ -445,6 +445,24 @@ pub struct StoreStats {
     pub file_bytes: u64,
 }
 
+/// One table's bytes on disk, as [`Store::table_sizes`] gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSize {
+    /// The table (a partitioned table's partitions counted with it).
+    pub name: String,
+    pub heap: u64,
+    pub indexes: u64,
+    /// PostgreSQL: TOAST with its index, the free-space and visibility maps. SQLite keeps
+    /// large values in the table's own overflow pages: 0.
+    pub toast: u64,
+}
+
+impl TableSize {
+    pub fn total(&self) -> u64 {
+        self.heap + self.indexes + self.toast
+    }
+}
+
 /// The store, driven by one writer thread (which groups batches into commits); readers such
 /// as CLI commands open their own handle.
 pub trait Store: Send + std::fmt::Debug {
@@ -589,6 +607,8 @@ pub trait Store: Send + std::fmt::Debug {
         until: UnixMillis,
     ) -> Result<Vec<SeriesRollups>, StoreError>;
     fn stats(&mut self) -> Result<StoreStats, StoreError>;
+    /// Where the bytes at rest are: each table of ours with its indexes, largest first.
+    fn table_sizes(&mut self) -> Result<Vec<TableSize>, StoreError>;
     /// Apply `r` at `now`: drop raw hours and log batches past their age, fold 5-minute
     /// rollups past theirs into hourly ones (at most `budget` host-hours per call), drop
     /// rollups past the hourly tier. One transaction per call.

@@ -32,7 +32,8 @@ use super::{
     AuditFilter, AuditRow, BatchData, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
     ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, HostUpdate, HostUpdated, Latest,
     LogCount, LogFilter, PendingBatch, PgUrl, Resolution, Retention, RetentionStats, SeriesId,
-    SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
+    SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TableSize, TokenRow,
+    compaction_cutoff,
 };
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, Elsewhere, NewDiagnostic, Sender};
 use crate::findings::lifecycle::Event;
@@ -1898,6 +1899,35 @@ impl Store for PgStore {
         until: UnixMillis,
     ) -> Result<Vec<SeriesRollups>, StoreError> {
         self.read_rollups(host, None, select, resolution, since, until)
+    }
+
+    fn table_sizes(&mut self) -> Result<Vec<TableSize>, StoreError> {
+        let err = self.cx.sql("reading table sizes");
+        let rows = self
+            .conn
+            .query(
+                "SELECT coalesce(p.relname, c.relname)::text AS name,
+                        sum(pg_relation_size(c.oid))::bigint,
+                        sum(pg_indexes_size(c.oid))::bigint,
+                        sum(pg_total_relation_size(c.oid) - pg_relation_size(c.oid)
+                            - pg_indexes_size(c.oid))::bigint
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+                 LEFT JOIN pg_class p ON p.oid = i.inhparent
+                 WHERE n.nspname = current_schema() AND c.relkind = 'r'
+                 GROUP BY 1 ORDER BY sum(pg_total_relation_size(c.oid)) DESC",
+                &[],
+            )
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| TableSize {
+                name: r.get(0),
+                heap: r.get::<_, i64>(1) as u64,
+                indexes: r.get::<_, i64>(2) as u64,
+                toast: r.get::<_, i64>(3) as u64,
+            })
+            .collect())
     }
 
     fn stats(&mut self) -> Result<StoreStats, StoreError> {

@@ -26,7 +26,8 @@ use super::{
     AuditFilter, AuditRow, BatchData, COMPACT_GRACE_MS, CommitOutcome, CompactStats,
     ContractAssignment, HOUR_MS, HostHello, HostId, HostStatus, HostUpdate, HostUpdated, Latest,
     LogCount, LogFilter, PendingBatch, Resolution, Retention, RetentionStats, SeriesId,
-    SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TokenRow, compaction_cutoff,
+    SeriesPoints, SeriesRollups, Store, StoreError, StoreStats, TableSize, TokenRow,
+    compaction_cutoff,
 };
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic, Sender};
 use crate::findings::lifecycle::Event;
@@ -1794,6 +1795,33 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(&err)?;
         Ok(stats)
+    }
+
+    fn table_sizes(&mut self) -> Result<Vec<TableSize>, StoreError> {
+        // dbstat: every page of the file by the b-tree it belongs to (overflow pages, where
+        // large blobs live, with their table); an index counted with its table.
+        let err = self.cx.sql("reading table sizes");
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT coalesce(m.tbl_name, d.name) AS t,
+                        sum(CASE WHEN m.type = 'index' THEN 0 ELSE d.pgsize END),
+                        sum(CASE WHEN m.type = 'index' THEN d.pgsize ELSE 0 END)
+                 FROM dbstat d LEFT JOIN sqlite_schema m ON m.name = d.name
+                 GROUP BY t ORDER BY sum(d.pgsize) DESC",
+            )
+            .map_err(&err)?;
+        stmt.query_map([], |r| {
+            Ok(TableSize {
+                name: r.get(0)?,
+                heap: r.get::<_, i64>(1)? as u64,
+                indexes: r.get::<_, i64>(2)? as u64,
+                toast: 0,
+            })
+        })
+        .map_err(&err)?
+        .collect::<Result<_, _>>()
+        .map_err(err)
     }
 
     fn stats(&mut self) -> Result<StoreStats, StoreError> {
