@@ -20,7 +20,11 @@ pub struct CollectorConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// The SQLite database file, relative to `data_dir`; or a `postgres://` URL, where
-    /// several collectors share one database.
+    /// several collectors share one database. TLS to PostgreSQL as libpq's URL parameters
+    /// say: `sslmode` `disable`, `prefer` (the default: encrypted when the server offers
+    /// it, unchecked), `require` (encrypted, unchecked), `verify-ca` (the certificate signed
+    /// by a CA in `sslrootcert`) or `verify-full` (that, and naming the URL's host);
+    /// `sslrootcert=/path/ca.pem` also makes `prefer` and `require` check the CA.
     #[serde(default = "default_database")]
     pub database: crate::store::Database,
     /// Names agents use to reach this collector; `ca init` puts them in the server

@@ -9,6 +9,13 @@
 //!
 //! The cluster trades durability for speed (`fsync = off`): it holds nothing a test
 //! cannot make again. Benchmarks measure on a durable one of their own.
+//!
+//! The cluster also speaks TLS (`ssl = on`), with a server certificate for `localhost` only
+//! signed by a CA made for it ([`TestDb::ca_pem`]); plain connections work as before. The
+//! tests' URLs dial 127.0.0.1, a name the certificate does not hold: a test can check both
+//! a matching name (`localhost`) and one that is refused. [`tls_database`] is always on
+//! this cluster, also with `AFTERCARE_TEST_PG` set, since the tests cannot know that
+//! server's certificates.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +29,7 @@ pub const ENV: &str = "AFTERCARE_TEST_PG";
 pub struct TestDb {
     url: String,
     name: String,
+    server: &'static Server,
 }
 
 impl TestDb {
@@ -33,13 +41,23 @@ impl TestDb {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The PEM file of the CA that signed the server's certificate, for `sslrootcert`.
+    /// Only the tests' own cluster has one: take the database from [`tls_database`].
+    pub fn ca_pem(&self) -> &Path {
+        self.server.ca_pem.as_deref().unwrap_or_else(|| {
+            panic!(
+                "database {} is on the server {ENV} names, whose CA the tests do not know: \
+                 TLS tests take theirs from aftercare_pgtest::tls_database()",
+                self.name
+            )
+        })
+    }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Ok(server) = server()
-            && let Ok(mut c) = postgres::Client::connect(&server.admin_url, postgres::NoTls)
-        {
+        if let Ok(mut c) = postgres::Client::connect(&self.server.admin_url, postgres::NoTls) {
             let _ = c.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
                 self.name
@@ -51,7 +69,18 @@ impl Drop for TestDb {
 /// A fresh, empty database for one test. Panics, saying how to get PostgreSQL, when no
 /// server can be had.
 pub fn database() -> TestDb {
-    let server = server().unwrap_or_else(|why| panic!("{why}"));
+    on(server())
+}
+
+/// A fresh, empty database on the tests' own cluster, whose TLS certificates the tests
+/// made (see [`TestDb::ca_pem`]); also with `AFTERCARE_TEST_PG` set. Panics, saying how to
+/// get PostgreSQL, when that cluster cannot be started.
+pub fn tls_database() -> TestDb {
+    on(own_cluster().map_err(|why| format!("TLS tests need the tests' own cluster: {why}")))
+}
+
+fn on(server: Result<&'static Server, String>) -> TestDb {
+    let server = server.unwrap_or_else(|why| panic!("{why}"));
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "t_{}_{}",
@@ -65,6 +94,7 @@ pub fn database() -> TestDb {
     TestDb {
         url: server.url_of(&name),
         name,
+        server,
     }
 }
 
@@ -73,6 +103,8 @@ struct Server {
     admin_url: String,
     /// `postgres://user@host:port/` with the database name left to add.
     base: String,
+    /// The CA of the server's certificate: on the tests' own cluster only.
+    ca_pem: Option<PathBuf>,
 }
 
 impl Server {
@@ -82,12 +114,20 @@ impl Server {
 }
 
 fn server() -> Result<&'static Server, String> {
-    static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| match std::env::var(ENV) {
-            Ok(url) if !url.is_empty() => external(&url),
-            _ => start_cluster(),
-        })
+    static EXTERNAL: OnceLock<Result<Server, String>> = OnceLock::new();
+    match std::env::var(ENV) {
+        Ok(url) if !url.is_empty() => EXTERNAL
+            .get_or_init(|| external(&url))
+            .as_ref()
+            .map_err(Clone::clone),
+        _ => own_cluster(),
+    }
+}
+
+/// The throwaway cluster, started at first use.
+fn own_cluster() -> Result<&'static Server, String> {
+    static OWN: OnceLock<Result<Server, String>> = OnceLock::new();
+    OWN.get_or_init(start_cluster)
         .as_ref()
         .map_err(Clone::clone)
 }
@@ -103,7 +143,11 @@ fn external(url: &str) -> Result<Server, String> {
     let admin_url = url.to_string();
     postgres::Client::connect(&admin_url, postgres::NoTls)
         .map_err(|e| format!("{ENV}={url}: cannot connect: {e}"))?;
-    Ok(Server { admin_url, base })
+    Ok(Server {
+        admin_url,
+        base,
+        ca_pem: None,
+    })
 }
 
 const HOW_TO_GET: &str = "PostgreSQL tests need a PostgreSQL server: install Debian's \
@@ -201,11 +245,13 @@ fn start_cluster() -> Result<Server, String> {
             "--locale=C".as_ref(),
         ],
     )?;
+    let ca_pem = write_tls(&dir, &data, as_user)?;
     let port = free_port()?;
     let conf = format!(
         "\n# aftercare tests\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
          unix_socket_directories = '{}'\nmax_connections = 300\nshared_buffers = 32MB\n\
-         fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+         fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+         ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
         dir.display()
     );
     let conf_path = data.join("postgresql.conf");
@@ -239,7 +285,59 @@ fn start_cluster() -> Result<Server, String> {
     Ok(Server {
         admin_url: format!("{base}postgres"),
         base,
+        ca_pem: Some(ca_pem),
     })
+}
+
+/// A CA (`dir/ca.pem`) and a server certificate it signed for `localhost` only, with its key
+/// (`data/server.{crt,key}`, the key 0600 and, as PostgreSQL demands, the cluster user's).
+/// Returns the CA's path.
+fn write_tls(dir: &Path, data: &Path, as_user: Option<&str>) -> Result<PathBuf, String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |e: rcgen::Error| format!("cannot make the test cluster's certificates: {e}");
+    let ca_key = KeyPair::generate().map_err(failed)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "aftercare pgtest CA");
+    let ca_cert = ca.self_signed(&ca_key).map_err(failed)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().map_err(failed)?;
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .and_then(|p| p.signed_by(&key, &issuer))
+        .map_err(failed)?;
+
+    let ca_path = dir.join("ca.pem");
+    let write = |path: &Path, text: &str, mode: u32| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write(&ca_path, &ca_cert.pem(), 0o644)?;
+    let (crt, key_path) = (data.join("server.crt"), data.join("server.key"));
+    write(&crt, &cert.pem(), 0o644)?;
+    write(&key_path, &key.serialize_pem(), 0o600)?;
+    if let Some(user) = as_user {
+        let ok = Command::new("chown")
+            .arg(format!("{user}:{user}"))
+            .args([&crt, &key_path])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!(
+                "cannot give {} and {} to the `{user}` user (chown failed)",
+                crt.display(),
+                key_path.display()
+            ));
+        }
+    }
+    Ok(ca_path)
 }
 
 /// A TCP port free now on 127.0.0.1 (the server binds it a moment later).

@@ -20,6 +20,7 @@ mod diagnostics;
 mod findings;
 mod reports;
 pub mod schema;
+mod tls;
 
 use super::chunk::{self};
 use super::common::{
@@ -44,16 +45,17 @@ use aftercare_shared::diag::ProbeInfo;
 use aftercare_shared::logblock::{self, RecordRef, Summary};
 use aftercare_shared::model::{LogRecord, LossReport, MetricKind, Severity, UnixMillis};
 use aftercare_shared::protocol::StreamId;
+use postgres::GenericClient;
 use postgres::types::{ToSql, Type};
-use postgres::{GenericClient, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 use schema::{MIGRATIONS, PG_SCHEMA_VERSION, Partitioned};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<Manager>;
+type Conn = r2d2::PooledConnection<Manager>;
 
 /// "AftC", as SQLite's application id: the advisory lock migrations take.
 const MIGRATION_LOCK: i64 = 0x4166_7443;
@@ -89,12 +91,15 @@ fn pool(url: &PgUrl) -> Result<Pool, StoreError> {
     if let Some(p) = pools.get(url.as_str()) {
         return Ok(p.clone());
     }
-    let config: postgres::Config = url.as_str().parse().map_err(|e| StoreError::Backend {
+    let bad_url = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Backend {
         path: url.redacted(),
         doing: "reading the database URL",
-        source: Box::new(e),
-    })?;
-    let mut config = config;
+        source: e,
+    };
+    // libpq's TLS parameters are ours to apply: see `tls`.
+    let (crate_url, tls_params) = tls::split_url(url.as_str()).map_err(|e| bad_url(e.into()))?;
+    let tls = tls::connector(&tls_params).map_err(|e| bad_url(e.into()))?;
+    let mut config: postgres::Config = crate_url.parse().map_err(|e| bad_url(Box::new(e)))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -116,9 +121,48 @@ fn pool(url: &PgUrl) -> Result<Pool, StoreError> {
         .connection_timeout(Duration::from_secs(5))
         .thread_pool(reaper)
         .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build_unchecked(PostgresConnectionManager::new(config, NoTls));
+        .build_unchecked(Manager(PostgresConnectionManager::new(config, tls)));
     pools.insert(url.as_str().to_string(), p.clone());
     Ok(p)
+}
+
+/// r2d2 keeps only the `Display` of the last failed connection, and the postgres crate's
+/// shows just the kind ("error performing TLS handshake"): errors of this manager show
+/// their causes too, so that a refused certificate says why.
+struct Manager(PostgresConnectionManager<MakeRustlsConnect>);
+
+#[derive(Debug)]
+struct ConnectError(postgres::Error);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = postgres::Client;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<postgres::Client, ConnectError> {
+        self.0.connect().map_err(ConnectError)
+    }
+
+    fn is_valid(&self, c: &mut postgres::Client) -> Result<(), ConnectError> {
+        self.0.is_valid(c).map_err(ConnectError)
+    }
+
+    fn has_broken(&self, c: &mut postgres::Client) -> bool {
+        self.0.has_broken(c)
+    }
 }
 
 /// Turns PostgreSQL errors into [`StoreError::Backend`] naming the database (password
