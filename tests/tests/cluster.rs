@@ -276,6 +276,11 @@ fn a_diagnostic_asked_on_another_collector_runs_through_the_one_holding_the_agen
             )
         })
         .collect();
+    for (i, (_, api)) in ports.iter().enumerate() {
+        wait(&format!("collector {i}'s API"), &logs, || {
+            std::net::TcpStream::connect(("127.0.0.1", *api)).is_ok()
+        });
+    }
     let engineer = {
         let database = aftercare_collector::store::Database::parse(db.url());
         let mut st = None;
@@ -341,6 +346,14 @@ fn a_diagnostic_asked_on_another_collector_runs_through_the_one_holding_the_agen
     assert!(
         row["output"].as_str().is_some_and(|o| !o.is_empty()),
         "{row}"
+    );
+    let log1 = std::fs::read_to_string(logs.join("collector-1.log")).unwrap();
+    assert!(
+        log1.contains(&format!(
+            ":{}, which holds the host's connection",
+            ports[0].0
+        )),
+        "collector 1 handed it to collector 0:\n{log1}"
     );
     let log0 = std::fs::read_to_string(logs.join("collector-0.log")).unwrap();
     assert!(

@@ -57,8 +57,8 @@ pub struct Diagnose {
 enum Route {
     /// Through this collector's connection to the agent.
     Here(Link),
-    /// To the collector holding the host's connection, through the database.
-    HandedOver,
+    /// To the collector holding the host's connection (named), through the database.
+    HandedOver(String),
     /// Nowhere: no collector holds the host's connection.
     Offline,
 }
@@ -122,12 +122,14 @@ impl Diagnose {
             let now = now_millis();
             let route = match link {
                 Some(link) => Route::Here(link),
-                None if st.connected_elsewhere(n.host)?.is_some() => Route::HandedOver,
-                None => Route::Offline,
+                None => match st.connected_elsewhere(n.host)? {
+                    Some(e) => Route::HandedOver(e.via),
+                    None => Route::Offline,
+                },
             };
             let (sender, deadline) = match &route {
                 Route::Here(link) => (Sender::ThisCollector, deadline(now, link, &n.probe)),
-                Route::HandedOver => (Sender::Holder, now + millis(HANDOVER_WAIT)),
+                Route::HandedOver(_) => (Sender::Holder, now + millis(HANDOVER_WAIT)),
                 Route::Offline => (Sender::ThisCollector, now + millis(SWEEP_GRACE)),
             };
             Ok((st.add_diagnostic(&n, sender, deadline)?, route))
@@ -136,8 +138,8 @@ impl Diagnose {
         .map_err(|e| StoreError::Invalid(format!("task failed: {e}")))??;
         match route {
             Route::Here(link) => self.dispatch(id, new, Some(link), span_host),
-            Route::HandedOver => {
-                info!(id, host = %span_host, probe = %new.probe, "diagnostic handed over to the collector holding the host's connection");
+            Route::HandedOver(via) => {
+                info!(id, host = %span_host, probe = %new.probe, "diagnostic handed over to {via}, which holds the host's connection");
             }
             Route::Offline => self.dispatch(id, new, None, span_host),
         }
