@@ -168,13 +168,7 @@ fn host_updates_apply_in_order_each_with_its_own_outcome(b: Backend) {
     let c = consent();
     let mut newer = consent();
     newer.grants[0].by = "Bo".into();
-    let hello = |identity| HostHello {
-        identity,
-        facts: &facts,
-        agent_version: "0.2.0",
-        consent: &c,
-        interval_ms: 10_000,
-    };
+    let hello = |identity| hello_020(identity, &facts, &c);
     let out = store.host_updates(
         &[
             HostUpdate::Register(hello(&ida)),
@@ -253,13 +247,7 @@ fn postgres_an_update_the_database_refuses_fails_alone_in_its_group() {
         customer: "acme".into(),
         host: h.into(),
     });
-    let hello = |identity| HostHello {
-        identity,
-        facts: &facts,
-        agent_version: "0.2.0",
-        consent: &c,
-        interval_ms: 10_000,
-    };
+    let hello = |identity| hello_020(identity, &facts, &c);
     let out = store.host_updates(
         &[
             HostUpdate::Register(hello(&ids[0])),
@@ -296,6 +284,21 @@ fn postgres_an_update_the_database_refuses_fails_alone_in_its_group() {
         hosts.iter().find(|h| h.id == a).unwrap().cert_expires,
         Some(T0 + 5)
     );
+}
+
+/// A Hello of agent 0.2.0 for `identity`.
+fn hello_020<'a>(
+    identity: &'a Identity,
+    facts: &'a HostFacts,
+    consent: &'a ConsentRecord,
+) -> HostHello<'a> {
+    HostHello {
+        identity,
+        facts,
+        agent_version: "0.2.0",
+        consent,
+        interval_ms: 10_000,
+    }
 }
 
 fn redelivered_batches_are_stored_once(b: Backend) {

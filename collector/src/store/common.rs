@@ -296,16 +296,15 @@ pub(super) fn rollup_rows(since: UnixMillis, until: UnixMillis) -> (UnixMillis, 
 }
 
 /// Gathers the buckets of the selected series from a host's rollup rows.
-pub(super) struct RollupReader<'a> {
+pub(super) struct RollupReader {
     index: HashMap<SeriesId, usize>,
     pub buckets: Vec<Vec<Bucket>>,
     resolution: Resolution,
     since: UnixMillis,
     until: UnixMillis,
-    _series: std::marker::PhantomData<&'a ()>,
 }
 
-impl RollupReader<'_> {
+impl RollupReader {
     pub fn new(
         series: &[SeriesRow],
         resolution: Resolution,
@@ -318,7 +317,6 @@ impl RollupReader<'_> {
             resolution,
             since,
             until,
-            _series: std::marker::PhantomData,
         }
     }
 
