@@ -14,14 +14,16 @@
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// How long one ticket key is used for making tickets; tickets stay good one period more.
 /// TLS 1.3 allows a ticket lifetime of at most 7 days.
 pub const PERIOD_SECS: u64 = 7 * 24 * 3600;
 
 const PERIOD_BYTES: usize = 8;
+/// Keys kept derived: this period's and the one before (a ticket lives in both).
+const KEPT_KEYS: usize = 2;
 const OVERHEAD: usize = PERIOD_BYTES + NONCE_LEN + 16;
 
 /// Tickets made and tickets accepted, for `/metrics` and the load generator.
@@ -51,6 +53,9 @@ impl TicketCounts {
 
 pub struct Ticketer {
     prk: hkdf::Prk,
+    /// The keys of the last periods used, newest first: a handshake seals 8 tickets, and
+    /// deriving the key for each showed in a reconnect storm's profile.
+    keys: Mutex<Vec<(u64, Arc<LessSafeKey>)>>,
     rng: SystemRandom,
     clock: fn() -> u64,
     counts: Arc<TicketCounts>,
@@ -82,6 +87,7 @@ impl Ticketer {
         let ikm = [server_key, b"\0", ca_cert].concat();
         Ticketer {
             prk: salt.extract(&ikm),
+            keys: Mutex::new(Vec::with_capacity(KEPT_KEYS + 1)),
             rng: SystemRandom::new(),
             clock,
             counts: Arc::default(),
@@ -92,7 +98,22 @@ impl Ticketer {
         self.counts.clone()
     }
 
-    fn key(&self, period: u64) -> LessSafeKey {
+    /// The key of `period`, derived once and kept while its period is among the last
+    /// [`KEPT_KEYS`] used.
+    fn key(&self, period: u64) -> Arc<LessSafeKey> {
+        // A panic elsewhere while holding it leaves a list that is still consistent.
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, k)) = keys.iter().find(|(p, _)| *p == period) {
+            return k.clone();
+        }
+        let k = Arc::new(self.derive(period));
+        keys.push((period, k.clone()));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.0));
+        keys.truncate(KEPT_KEYS);
+        k
+    }
+
+    fn derive(&self, period: u64) -> LessSafeKey {
         let info = period.to_be_bytes();
         let info = [info.as_slice()];
         let okm = self
@@ -252,6 +273,25 @@ mod tests {
             .encrypt(b"s")
             .unwrap();
         assert!(made.decrypt(&later).is_none());
+    }
+
+    /// One collector running across period boundaries: its kept keys follow the clock, and
+    /// a ticket still lives its period and the next only.
+    #[test]
+    fn kept_keys_follow_the_periods() {
+        static NOW: AtomicU64 = AtomicU64::new(T0);
+        let t = Ticketer::with_clock(b"k", b"ca", || NOW.load(Ordering::Relaxed));
+        let first = t.encrypt(b"s").unwrap();
+        NOW.store(T0 + PERIOD_SECS, Ordering::Relaxed);
+        let second = t.encrypt(b"s").unwrap();
+        assert!(t.decrypt(&first).is_some());
+        NOW.store(T0 + 2 * PERIOD_SECS, Ordering::Relaxed);
+        assert!(t.decrypt(&first).is_none());
+        assert!(t.decrypt(&second).is_some());
+        assert!(t.encrypt(b"s").is_some());
+        let periods: Vec<u64> = t.keys.lock().unwrap().iter().map(|(p, _)| *p).collect();
+        let now = (T0 + 2 * PERIOD_SECS) / PERIOD_SECS;
+        assert_eq!(periods, [now, now - 1]);
     }
 
     #[test]
