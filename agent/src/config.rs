@@ -81,6 +81,15 @@ pub struct CollectorConfig {
         with = "aftercare_shared::config::duration"
     )]
     pub ack_timeout: Duration,
+    /// A connection attempt whose QUIC and TLS handshake has not completed by then is given
+    /// up and tried again with backoff. Without it, an attempt sent to a collector that
+    /// died waits out QUIC's retransmissions, which back off to many seconds, and the agent
+    /// comes back to a restarted collector late.
+    #[serde(
+        default = "default_connect_timeout",
+        with = "aftercare_shared::config::duration"
+    )]
+    pub connect_timeout: Duration,
 }
 
 /// The on-disk spool of batches awaiting acknowledgement (see `crate::spool`).
@@ -158,6 +167,9 @@ fn default_reconnect_min() -> Duration {
 fn default_reconnect_max() -> Duration {
     Duration::from_secs(60)
 }
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
 fn default_ack_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -222,6 +234,9 @@ impl AgentConfig {
                 "collector.reconnect_min must be above zero and at most collector.reconnect_max"
                     .into(),
             );
+        }
+        if c.connect_timeout < Duration::from_millis(100) {
+            return Err("collector.connect_timeout must be at least 100ms".into());
         }
         if c.ack_timeout < Duration::from_secs(1) {
             return Err("collector.ack_timeout must be at least 1s".into());
@@ -308,6 +323,7 @@ key = "/abs/agent.key"
         let text = include_str!("../../config/agent.toml");
         let c = AgentConfig::parse(text, Path::new("/etc/aftercare/agent.toml")).unwrap();
         assert_eq!(c.spool_config(), crate::spool::SpoolConfig::default());
+        assert_eq!(c.collector.connect_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -332,6 +348,8 @@ key = "/abs/agent.key"
         }
         let e = AgentConfig::parse("state_dir = \"/x\"\n", p).unwrap_err();
         assert!(e.to_string().contains("collector"), "{e}");
+        let e = AgentConfig::parse(&format!("{MIN}connect_timeout = \"10ms\"\n"), p).unwrap_err();
+        assert!(e.to_string().contains("collector.connect_timeout"), "{e}");
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub enum LinkError {
     Stream(String),
     #[error("no answer from the collector within {0:?}")]
     Timeout(Duration),
+    #[error(
+        "no handshake with the collector within {0:?} (collector.connect_timeout); trying again"
+    )]
+    Handshake(Duration),
 }
 
 /// An established, welcomed link.
@@ -93,10 +97,13 @@ pub async fn connect(
     hello: &Hello,
 ) -> Result<Link, LinkError> {
     let max = cfg.max_frame_bytes;
-    let conn = endpoint
+    let connecting = endpoint
         .connect(addr, &cfg.server_name)
-        .map_err(|source| LinkError::Connect { addr, source })?
+        .map_err(|source| LinkError::Connect { addr, source })?;
+    // Dropping the attempt abandons it; the caller tries again with backoff.
+    let conn = tokio::time::timeout(cfg.connect_timeout, connecting)
         .await
+        .map_err(|_| LinkError::Handshake(cfg.connect_timeout))?
         .map_err(|source| LinkError::Connection { addr, source })?;
     let (mut send, mut recv) = conn
         .open_bi()

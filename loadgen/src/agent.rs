@@ -59,6 +59,7 @@ impl Plan {
                 reconnect_max: Duration::from_secs(2),
                 max_frame_bytes: codec::DEFAULT_MAX_FRAME,
                 ack_timeout: ACK_PATIENCE,
+                connect_timeout: CONNECT_PATIENCE,
             },
             window,
             start,

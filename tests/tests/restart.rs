@@ -166,3 +166,59 @@ fn a_frozen_collector_is_left_by_the_ack_timeout_and_nothing_is_lost() {
         );
     }
 }
+
+/// The collector's address answers nothing (a machine gone, a collector killed before it
+/// could say so): each connection attempt is given up after `connect_timeout` rather than
+/// waiting out QUIC's retransmissions, and once a collector listens there the agent comes
+/// to it and its metrics flow.
+#[test]
+fn an_attempt_to_a_silent_collector_is_given_up_after_connect_timeout() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let f = Fixture::with_listen(&format!("127.0.0.1:{port}"));
+    let log = |n: &str| f.dir.path().join(n);
+    let certs = f.issue("a1", "acme", "db1");
+    let agent_cfg = f.agent_config("a1", &certs, format!("127.0.0.1:{port}").parse().unwrap());
+    grant(&agent_cfg, &[Scope::Metrics]);
+    let agent_cfg_path = f.agent_config_path("a1");
+    let mut text = std::fs::read_to_string(&agent_cfg_path).unwrap();
+    text.push_str("connect_timeout = \"300ms\"\n");
+    std::fs::write(&agent_cfg_path, text).unwrap();
+    let mut agent = Proc::spawn(
+        "aftercare-agent",
+        &["--config", agent_cfg_path.to_str().unwrap(), "run"],
+        &log("agent.log"),
+    );
+
+    // The agent's Initials arrive and are left unanswered.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = silent
+        .recv_from(&mut buf)
+        .expect("the agent tries to connect");
+    assert!(n >= 1200, "a QUIC Initial is padded to 1200 bytes, got {n}");
+    let given_up = "no handshake with the collector within 300ms";
+    wait_for(&f, "two attempts given up", || {
+        std::fs::read_to_string(log("agent.log"))
+            .unwrap_or_default()
+            .matches(given_up)
+            .count()
+            >= 2
+    });
+
+    // A collector comes to that address: the next attempt reaches it.
+    drop(silent);
+    let cfg_path = f.config_path();
+    let mut collector = Proc::spawn(
+        "aftercare-collector",
+        &["--config", cfg_path.to_str().unwrap(), "serve"],
+        &log("collector-1.log"),
+    );
+    wait_for(&f, "metrics through the collector", || {
+        points(&f, "mem.total").len() >= 2
+    });
+    assert!(agent.terminate(), "the agent stops cleanly");
+    assert!(collector.terminate(), "the collector stops cleanly");
+}
