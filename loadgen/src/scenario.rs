@@ -234,8 +234,8 @@ struct AtRest {
     compacted_samples: u64,
     duplicates: u64,
     rest: StoreStats,
-    /// PostgreSQL: where the bytes are, per table.
-    tables: Vec<aftercare_collector::store::TableSize>,
+    /// Where the bytes are, per table.
+    tables: Vec<TableSize>,
 }
 
 fn at_rest(cfg: &CollectorConfig, now: i64) -> Result<AtRest> {

@@ -873,9 +873,11 @@ impl PgStore {
         if planner.grew(created) {
             // Without statistics the planner takes a host's series for 0.5 % of the table and
             // loads a group's by scanning all of it: after a reconnect storm, 70 ms per
-            // commit at a million series. Autovacuum would analyze within a minute.
-            conn.batch_execute("ANALYZE series, streams")
-                .map_err(self.cx.sql("analyzing the series table"))?;
+            // commit at a million series. Autovacuum would analyze within a minute. The
+            // batches are committed already: a failure here only costs speed.
+            if let Err(e) = conn.batch_execute("ANALYZE series, streams") {
+                tracing::warn!("analyzing the series table after it grew: {e}");
+            }
         }
         Ok(outcomes)
     }

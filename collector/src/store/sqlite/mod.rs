@@ -65,7 +65,8 @@ const MIGRATIONS: &[&str] = &[
 
 /// Who sends a diagnostic to the agent, and when a pending one is given up: the same
 /// columns as PostgreSQL's, where a request can wait for another collector (see
-/// [`Store::claim_diagnostic`]). Requests pending from before are ended at the next sweep.
+/// [`Store::claim_diagnostic`]). A SQLite file has one collector, which ends every pending
+/// request at start, those from before this version included.
 const SCHEMA_V11: &str = "
 ALTER TABLE diagnostics ADD COLUMN claimed_by TEXT;
 ALTER TABLE diagnostics ADD COLUMN deadline INTEGER;
