@@ -207,6 +207,14 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A child process that is killed when dropped, so a failing test leaves nothing behind.
 pub struct Proc(pub Option<std::process::Child>);
 

@@ -232,14 +232,6 @@ fn collectors_on_one_database_run_the_rules_once_and_take_over_from_a_dead_leade
     assert_eq!(leader(&db), None);
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An engineer asks for a diagnostic on a collector that does not hold the agent's
 /// connection (the API behind a load balancer lands anywhere): the request waits in the
 /// database, the collector holding the connection takes it and sends it, and the answer is

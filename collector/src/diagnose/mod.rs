@@ -101,13 +101,9 @@ impl Diagnose {
     /// The host's connection if another collector sharing the database holds it.
     pub async fn elsewhere(&self, host: HostId) -> Result<Option<Elsewhere>, StoreError> {
         let (db, node) = (self.database.clone(), self.node.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut st = db.open()?;
-            st.set_node(&node);
-            st.connected_elsewhere(host)
-        })
-        .await
-        .map_err(|e| StoreError::Invalid(format!("task failed: {e}")))?
+        tokio::task::spawn_blocking(move || open_as(&db, &node)?.connected_elsewhere(host))
+            .await
+            .map_err(|e| StoreError::Invalid(format!("task failed: {e}")))?
     }
 
     /// Store the request as pending and send it; returns its id at once. The row says how
@@ -117,8 +113,7 @@ impl Diagnose {
         let (db, node, n) = (self.database.clone(), self.node.clone(), new.clone());
         let link = self.links.get(new.host);
         let (id, route) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            let mut st = db.open()?;
-            st.set_node(&node);
+            let mut st = open_as(&db, &node)?;
             let now = now_millis();
             let route = match link {
                 Some(link) => Route::Here(link),
@@ -264,8 +259,7 @@ fn take_handed_over(
     node: &str,
     links: &Links,
 ) -> Result<Vec<(i64, NewDiagnostic, Link)>, StoreError> {
-    let mut st = db.open()?;
-    st.set_node(node);
+    let mut st = open_as(db, node)?;
     let now = now_millis();
     let ended = st.expire_diagnostics(now)?;
     if ended > 0 {
@@ -281,6 +275,16 @@ fn take_handed_over(
         }
     }
     Ok(taken)
+}
+
+/// A store handle writing for collector `node` (claims and handovers name it).
+fn open_as(
+    db: &crate::store::Database,
+    node: &str,
+) -> Result<Box<dyn crate::store::Store>, StoreError> {
+    let mut st = db.open()?;
+    st.set_node(node);
+    Ok(st)
 }
 
 /// How long the agent has to answer `probe`: its advertised limit and a margin.

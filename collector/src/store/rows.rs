@@ -275,9 +275,11 @@ pub(super) fn diagnostic<R: Cols + ?Sized>(
     })
 }
 
-/// What [`unclaimed_diagnostic`] reads.
-pub(super) const UNCLAIMED_COLUMNS: &str =
-    "id, host, probe, args, finding, requested_by, requested_at";
+/// The handed-over requests no collector has taken, oldest first, as
+/// [`unclaimed_diagnostic`] reads them (no parameters: the same text on both backends).
+pub(super) const UNCLAIMED_DIAGNOSTICS: &str =
+    "SELECT id, host, probe, args, finding, requested_by, requested_at FROM diagnostics
+     WHERE status = 'pending' AND claimed_by IS NULL ORDER BY id";
 
 /// A handed-over request waiting for the collector holding its host's connection.
 pub(super) fn unclaimed_diagnostic<R: Cols + ?Sized>(

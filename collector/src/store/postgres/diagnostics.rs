@@ -7,7 +7,7 @@ use crate::diagnose::record::{
     DiagnosticResult, DiagnosticRow, Elsewhere, NewDiagnostic, Sender, args_json,
 };
 use crate::store::rows::{
-    self, DIAGNOSTIC_COLUMNS as COLUMNS, EXPIRED_DIAGNOSTIC, UNCLAIMED_COLUMNS,
+    self, DIAGNOSTIC_COLUMNS as COLUMNS, EXPIRED_DIAGNOSTIC, UNCLAIMED_DIAGNOSTICS,
 };
 use crate::store::{HostId, StoreError};
 use aftercare_shared::diag::ProbeInfo;
@@ -50,13 +50,7 @@ impl PgStore {
     ) -> Result<Vec<(i64, NewDiagnostic)>, StoreError> {
         let err = self.cx.sql("listing handed-over diagnostics");
         self.conn
-            .query(
-                &format!(
-                    "SELECT {UNCLAIMED_COLUMNS} FROM diagnostics
-                     WHERE status = 'pending' AND claimed_by IS NULL ORDER BY id"
-                ),
-                &[],
-            )
+            .query(UNCLAIMED_DIAGNOSTICS, &[])
             .map_err(&err)?
             .iter()
             .map(rows::unclaimed_diagnostic)

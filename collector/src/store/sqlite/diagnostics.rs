@@ -4,7 +4,8 @@
 use super::SqliteStore;
 use crate::diagnose::record::{DiagnosticResult, DiagnosticRow, NewDiagnostic, Sender, args_json};
 use crate::store::rows::{
-    self, DIAGNOSTIC_COLUMNS as COLUMNS, EXPIRED_DIAGNOSTIC, UNCLAIMED_COLUMNS, diagnostic as row,
+    self, DIAGNOSTIC_COLUMNS as COLUMNS, EXPIRED_DIAGNOSTIC, UNCLAIMED_DIAGNOSTICS,
+    diagnostic as row,
 };
 use crate::store::{HostId, StoreError};
 use rusqlite::{OptionalExtension, params};
@@ -48,10 +49,7 @@ impl SqliteStore {
         let err = self.cx.sql("listing handed-over diagnostics");
         let mut stmt = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {UNCLAIMED_COLUMNS} FROM diagnostics
-                 WHERE status = 'pending' AND claimed_by IS NULL ORDER BY id"
-            ))
+            .prepare_cached(UNCLAIMED_DIAGNOSTICS)
             .map_err(&err)?;
         stmt.query_map([], |r| rows::unclaimed_diagnostic(r))
             .map_err(&err)?
