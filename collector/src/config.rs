@@ -269,6 +269,9 @@ pub struct IngestConfig {
     pub compact_every: Duration,
     /// Batches waiting for the writer before agents are slowed down (back-pressure).
     pub queue_depth: usize,
+    /// Connection attempts between their first packet and their Welcome, at most this many
+    /// at once; more are refused at once and their agents retry after their backoff.
+    pub max_connecting: usize,
 }
 
 impl Default for IngestConfig {
@@ -277,6 +280,7 @@ impl Default for IngestConfig {
             max_batches_per_commit: 1024,
             compact_every: Duration::from_secs(60),
             queue_depth: 8192,
+            max_connecting: 256,
         }
     }
 }
@@ -365,6 +369,12 @@ impl CollectorConfig {
         if i.queue_depth == 0 {
             return Err("ingest.queue_depth must be at least 1".into());
         }
+        if i.max_connecting == 0 {
+            return Err(
+                "ingest.max_connecting must be at least 1 (it bounds handshakes in progress)"
+                    .into(),
+            );
+        }
         crate::notify::config::validate_all(&self.webhooks)?;
         self.reports.validate()?;
         let f = &self.findings;
@@ -452,6 +462,9 @@ mod tests {
         let e =
             CollectorConfig::parse("[ingest]\nqueue_depth = 0\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("ingest.queue_depth"), "{e}");
+        let e = CollectorConfig::parse("[ingest]\nmax_connecting = 0\n", Path::new("c.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("ingest.max_connecting"), "{e}");
         let e = CollectorConfig::parse("lsiten = 1\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("lsiten"), "{e}");
         let e =

@@ -218,6 +218,7 @@ impl Collector {
             writer,
             IngestOptions {
                 max_frame: self.cfg.max_frame_bytes,
+                admission: ingest::Admission::new(ing.max_connecting),
                 links,
                 telemetry,
                 share_probes: shared,

@@ -53,16 +53,22 @@ pub enum Refusal {
     Claim,
     /// The store could not register the host.
     Store,
+    /// The collector was shutting down.
+    Stopping,
+    /// No place among the `ingest.max_connecting` attempts in progress came free in time.
+    Busy,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::Tls,
         Refusal::Certificate,
         Refusal::Hello,
         Refusal::Version,
         Refusal::Claim,
         Refusal::Store,
+        Refusal::Stopping,
+        Refusal::Busy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +79,8 @@ impl Refusal {
             Refusal::Version => "version",
             Refusal::Claim => "claim",
             Refusal::Store => "store",
+            Refusal::Stopping => "stopping",
+            Refusal::Busy => "busy",
         }
     }
 }
@@ -114,6 +122,8 @@ pub struct Telemetry {
     commit_group: Histogram,
     commit_failures: Counter,
     writer_queue: Probe,
+    connecting: Probe,
+    connecting_queued: Probe,
     pass_duration: Histogram,
     pass_failures: Counter,
     findings_lease: Gauge,
@@ -175,6 +185,8 @@ impl Telemetry {
             commit_group: Histogram::new(GROUP_BUCKETS),
             commit_failures: Counter::default(),
             writer_queue: Probe::new(MetricType::Gauge),
+            connecting: Probe::new(MetricType::Gauge),
+            connecting_queued: Probe::new(MetricType::Gauge),
             pass_duration: Histogram::new(PASS_BUCKETS),
             pass_failures: Counter::default(),
             findings_lease: Gauge::default(),
@@ -281,6 +293,16 @@ impl Telemetry {
             "Requests waiting for the store writer thread",
             t.writer_queue.clone(),
         );
+        r.register(
+            "connecting",
+            "Connection attempts in their handshake, Hello or registration (at most ingest.max_connecting)",
+            t.connecting.clone(),
+        );
+        r.register(
+            "connecting_queued",
+            "Connection attempts waiting for a place among those connecting",
+            t.connecting_queued.clone(),
+        );
         r.register_with_unit(
             "findings_pass_duration",
             "One pass of the rules over every host, with its store reads and writes",
@@ -352,6 +374,13 @@ impl Telemetry {
         self.refused
             .get_or_create(&[("reason", why.as_str())])
             .inc();
+    }
+
+    /// Connections refused so far for this reason.
+    pub fn refused(&self, why: Refusal) -> u64 {
+        self.refused
+            .get_or_create(&[("reason", why.as_str())])
+            .get()
     }
 
     /// An agent welcomed: counted as accepted and connected until the guard is dropped.
@@ -431,6 +460,17 @@ impl Telemetry {
     /// Read the writer's queue when scraped (set once, when the writer starts).
     pub fn watch_writer_queue(&self, depth: impl Fn() -> u64 + Send + Sync + 'static) {
         self.writer_queue.set(depth);
+    }
+
+    /// Read the connection attempts in progress and waiting when scraped (set once, by
+    /// ingest).
+    pub fn watch_connecting(
+        &self,
+        in_progress: impl Fn() -> u64 + Send + Sync + 'static,
+        queued: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        self.connecting.set(in_progress);
+        self.connecting_queued.set(queued);
     }
 
     /// Sum the webhooks' counts when scraped (set once, when the notifier starts).
@@ -758,6 +798,7 @@ mod tests {
         t.findings_pass(Duration::from_millis(20), Some([0, 2, 0, 7]));
         t.findings_pass(Duration::from_millis(20), None);
         t.watch_writer_queue(|| 17);
+        t.watch_connecting(|| 3, || 5);
         let text = t.encode().unwrap();
         let want = [
             ("aftercare_collector_agents_connected", 1.0),
@@ -820,6 +861,8 @@ mod tests {
             ("aftercare_collector_store_commit_batches_sum", 6.0),
             ("aftercare_collector_store_commit_failures_total", 1.0),
             ("aftercare_collector_writer_queue_depth", 17.0),
+            ("aftercare_collector_connecting", 3.0),
+            ("aftercare_collector_connecting_queued", 5.0),
             (
                 "aftercare_collector_findings_pass_duration_seconds_count",
                 2.0,

@@ -20,11 +20,28 @@ pub const WRITE_BYTES: usize = 64 * 1024;
 /// An agent that waits this long for an acknowledgement gives up (and the run fails).
 pub const ACK_PATIENCE: Duration = Duration::from_secs(60);
 /// A connection attempt that takes longer is abandoned and retried after a backoff.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+pub const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
 /// An agent that cannot connect for this long fails the run.
 const GIVE_UP: Duration = Duration::from_secs(60);
 /// See [`Plan::connecting`].
 const FIRST_CONNECTS: usize = 128;
+
+/// How a connection attempt failed.
+enum Failed {
+    /// Nothing came back within [`CONNECT_PATIENCE`]: the attempt went unheard.
+    Unanswered(String),
+    /// Refused, reset or closed: the agent heard at once.
+    Refused(String),
+}
+
+/// The connection attempts of one [`Agent::reconnect`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Attempts {
+    /// Including the one that was welcomed.
+    pub made: u32,
+    /// Those that got no answer and were given up after [`CONNECT_PATIENCE`].
+    pub unanswered: u32,
+}
 
 /// What every agent of a run shares.
 pub struct Plan {
@@ -127,15 +144,20 @@ impl Agent {
     }
 
     /// One connection attempt: QUIC handshake, Hello, Welcome.
-    pub async fn connect(&self) -> Result<Link, String> {
+    async fn connect(&self) -> Result<Link, Failed> {
         let p = &self.plan;
         tokio::time::timeout(
             CONNECT_PATIENCE,
             transport::connect(&self.endpoint, &p.link, p.addr, &hello(&self.name)),
         )
         .await
-        .map_err(|_| format!("{}: no Welcome within {CONNECT_PATIENCE:?}", self.name))?
-        .map_err(|e| format!("{}: connect: {e}", self.name))
+        .map_err(|_| {
+            Failed::Unanswered(format!(
+                "{}: no Welcome within {CONNECT_PATIENCE:?}",
+                self.name
+            ))
+        })?
+        .map_err(|e| Failed::Refused(format!("{}: connect: {e}", self.name)))
     }
 
     /// Connect on a fresh database (it must know nothing of this host) and pass the gate.
@@ -161,12 +183,13 @@ impl Agent {
 
     /// Connect as the agent does: attempts spaced by the agent's own jittered backoff (the
     /// first one at once unless `wait_first`), until one is welcomed or [`GIVE_UP`] passes.
-    /// Also how many attempts it took.
-    pub async fn reconnect(&self, wait_first: bool) -> Result<(Link, u32), String> {
+    /// Also what the attempts before it met.
+    pub async fn reconnect(&self, wait_first: bool) -> Result<(Link, Attempts), String> {
         let t = Instant::now();
         let mut jitter = Jitter::seeded();
         let link = &self.plan.link;
         let mut attempt = 0u32;
+        let mut unanswered = 0u32;
         loop {
             if wait_first || attempt > 0 {
                 let wait = transport::backoff(
@@ -178,12 +201,22 @@ impl Agent {
                 tokio::time::sleep(wait).await;
             }
             attempt += 1;
-            match self.connect().await {
-                Ok(l) => return Ok((l, attempt)),
-                Err(e) if t.elapsed() > GIVE_UP => {
-                    return Err(format!("{e} (gave up after {attempt} attempts)"));
+            let e = match self.connect().await {
+                Ok(l) => {
+                    let made = Attempts {
+                        made: attempt,
+                        unanswered,
+                    };
+                    return Ok((l, made));
                 }
-                Err(_) => {}
+                Err(Failed::Unanswered(e)) => {
+                    unanswered += 1;
+                    e
+                }
+                Err(Failed::Refused(e)) => e,
+            };
+            if t.elapsed() > GIVE_UP {
+                return Err(format!("{e} (gave up after {attempt} attempts)"));
             }
         }
     }

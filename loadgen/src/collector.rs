@@ -9,6 +9,7 @@
 
 use aftercare_collector::config::CollectorConfig;
 use aftercare_collector::store::off_runtime;
+use aftercare_collector::telemetry::Refusal;
 use aftercare_collector::tls::{ServerTlsFiles, load_quinn_server_config};
 use aftercare_collector::writer::{self, WriterOptions};
 use aftercare_collector::{diagnose, ingest, net};
@@ -22,14 +23,19 @@ use tokio_util::sync::CancellationToken;
 
 /// What the child prints on stdout once its endpoint is bound.
 const READY: &str = "listening ";
-/// What the child prints on stdout as it exits: its TLS session tickets' counts.
-const TICKETS: &str = "tickets ";
+/// What the child prints on stdout as it exits: its counts.
+const COUNTS: &str = "counts ";
 
-/// The session tickets a collector child made and accepted (resumed handshakes).
+/// What a collector child counted: the session tickets it made and accepted (resumed
+/// handshakes), and the connection attempts it refused.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Tickets {
-    pub issued: u64,
+pub struct Counts {
+    pub tickets_issued: u64,
     pub resumed: u64,
+    /// No place among `ingest.max_connecting` came free in time.
+    pub refused_busy: u64,
+    /// Arrived while it was stopping.
+    pub refused_stopping: u64,
 }
 
 /// The child's side: serve ingest until SIGTERM or SIGINT, then shut down in order.
@@ -80,14 +86,16 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
             }
             on_signal.cancel();
         });
+        let admission = ingest::Admission::new(ing.max_connecting);
         ingest::serve(
             endpoint,
             writer,
             ingest::IngestOptions {
                 max_frame: cfg.max_frame_bytes,
+                admission: admission.clone(),
                 links: diagnose::Links::new(),
                 share_probes: false,
-                telemetry,
+                telemetry: telemetry.clone(),
             },
             stop,
         )
@@ -95,7 +103,13 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
         // Every writer handle is gone: the writer commits what is queued and stops.
         tokio::task::spawn_blocking(move || join.join()).await.ok();
         let t = tickets.tally();
-        println!("{TICKETS}{} {}", t.issued, t.accepted);
+        println!(
+            "{COUNTS}{} {} {} {}",
+            t.issued,
+            t.accepted,
+            telemetry.refused(Refusal::Busy),
+            telemetry.refused(Refusal::Stopping)
+        );
         Ok(())
     })
 }
@@ -143,8 +157,8 @@ impl Running {
     }
 
     /// Ask it to stop (SIGTERM: stop accepting, answer what was read, commit, exit) and wait
-    /// up to `patience` before killing it. What it counted of session tickets.
-    pub fn stop(mut self, patience: Duration) -> Result<Tickets> {
+    /// up to `patience` before killing it. What it counted.
+    pub fn stop(mut self, patience: Duration) -> Result<Counts> {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -158,13 +172,23 @@ impl Running {
                 std::io::Read::read_to_string(&mut self.out, &mut rest)?;
                 let counts = rest
                     .lines()
-                    .find_map(|l| l.strip_prefix(TICKETS))
-                    .context("the collector child did not say its ticket counts")?;
-                let mut n = counts.split(' ').map(str::parse::<u64>);
-                let (Some(Ok(issued)), Some(Ok(resumed))) = (n.next(), n.next()) else {
-                    bail!("the collector child's ticket counts are unreadable: {counts:?}");
-                };
-                return Ok(Tickets { issued, resumed });
+                    .find_map(|l| l.strip_prefix(COUNTS))
+                    .context("the collector child did not say its counts")?;
+                let n: Vec<u64> = counts
+                    .split(' ')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .ok()
+                    .filter(|n: &Vec<u64>| n.len() == 4)
+                    .with_context(|| {
+                        format!("the collector child's counts are unreadable: {counts:?}")
+                    })?;
+                return Ok(Counts {
+                    tickets_issued: n[0],
+                    resumed: n[1],
+                    refused_busy: n[2],
+                    refused_stopping: n[3],
+                });
             }
             if t.elapsed() > patience {
                 let _ = self.child.kill();

@@ -70,6 +70,10 @@ struct Cli {
     /// Worker threads of the collector's runtime (default: the number of CPUs).
     #[arg(long, global = true)]
     collector_threads: Option<usize>,
+    /// The collector's `ingest.max_connecting`: attempts in their handshake at once (default:
+    /// the collector's own default).
+    #[arg(long, global = true)]
+    max_connecting: Option<usize>,
     /// Worker threads of the agents' runtime (default: the number of CPUs).
     #[arg(long, global = true)]
     agent_threads: Option<usize>,
@@ -143,6 +147,7 @@ fn main() -> Result<()> {
         pace: cli.pace.filter(|p| !p.is_zero()),
         collector_threads: cli.collector_threads.unwrap_or(cpus).max(1),
         agent_threads: cli.agent_threads.unwrap_or(cpus).max(1),
+        max_connecting: cli.max_connecting,
         idle_hold: cli.idle_hold,
         log_bursts: cli.log_bursts.clamp(1, u32::MAX / 4),
         burst_lines: cli.burst_lines.clamp(1, 100_000),

@@ -1,8 +1,8 @@
 //! The scenarios: each sets up a collector on one backend and its agents, runs, measures,
 //! checks its own accounting, and hands back one row of the table.
 
-use crate::agent::{Agent, Gate, Plan, Sent};
-use crate::collector::{Running, Tickets};
+use crate::agent::{Agent, Attempts, CONNECT_PATIENCE, Gate, Plan, Sent};
+use crate::collector::{Counts, Running};
 use crate::common::thousands;
 use crate::procstat::{self, ThreadTimes};
 use crate::report::{Measure, Row, Target};
@@ -34,6 +34,8 @@ pub struct Settings {
     pub pace: Option<Duration>,
     pub collector_threads: usize,
     pub agent_threads: usize,
+    /// The collector's `ingest.max_connecting`, if not its default.
+    pub max_connecting: Option<usize>,
     /// How long `idle` holds every connection before reading the collector's memory.
     pub idle_hold: Duration,
     /// `logs`: bursts per agent, and lines per burst (one batch each).
@@ -65,11 +67,15 @@ struct Setup {
     agents_rt: tokio::runtime::Runtime,
 }
 
-fn write_config(dir: &Path, db: &Db, listen: &str) -> Result<PathBuf> {
+fn write_config(dir: &Path, db: &Db, s: &Settings, listen: &str) -> Result<PathBuf> {
     let database = match db {
         Db::Sqlite => String::new(),
         Db::Postgres(t) => format!("database = \"{}\"\n", t.url()),
     };
+    let connecting = s
+        .max_connecting
+        .map(|n| format!("max_connecting = {n}\n"))
+        .unwrap_or_default();
     let path = dir.join("collector.toml");
     // In-run compaction is pushed past the run, so ingest figures are ingest only; the
     // scenario compacts afterwards to measure bytes at rest.
@@ -77,7 +83,7 @@ fn write_config(dir: &Path, db: &Db, listen: &str) -> Result<PathBuf> {
         &path,
         format!(
             "data_dir = \"collector\"\nlisten = \"{listen}\"\n{database}\
-             [api]\nlisten = \"127.0.0.1:0\"\n[ingest]\ncompact_every = \"1h\"\n"
+             [api]\nlisten = \"127.0.0.1:0\"\n[ingest]\ncompact_every = \"1h\"\n{connecting}"
         ),
     )?;
     Ok(path)
@@ -144,7 +150,7 @@ impl Pki {
 fn setup(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Setup> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let config = write_config(dir, db, "127.0.0.1:0")?;
+    let config = write_config(dir, db, s, "127.0.0.1:0")?;
     let cfg = CollectorConfig::load(&config)?;
     let ca_dir = cfg.ca_dir();
     std::fs::create_dir_all(&ca_dir)?;
@@ -690,7 +696,7 @@ struct Reconnected {
     acked: u64,
     /// When its first batch after the restart was acknowledged.
     back: Instant,
-    attempts: u32,
+    attempts: Attempts,
 }
 
 /// The collector stopped and started again on the same port: how long until every agent is
@@ -710,9 +716,9 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         Vec<u32>,
         Duration,
         Option<String>,
-        Tickets,
+        (Counts, Counts),
     );
-    let (results, stop_time, backs, ready, restart_error, tickets): Outcome =
+    let (results, stop_time, backs, ready, restart_error, (before, after)): Outcome =
         su.agents_rt.block_on(async {
             let (done_tx, mut done_rx) = mpsc::channel::<()>(agents.max(1));
             let (tasks, go, _, _) = spawn_agents(su.clients, &plan, move |mut agent, gate| {
@@ -754,16 +760,16 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
             let t = Instant::now();
             let mut error = None;
             // Before the restart: the tickets given; after it: the sessions resumed.
-            let mut tickets = Tickets::default();
+            let (mut before, mut after) = (Counts::default(), Counts::default());
             match first.stop(STOP_PATIENCE) {
-                Ok(t) => tickets.issued = t.issued,
+                Ok(c) => before = c,
                 Err(e) => error = Some(format!("stopping the collector: {e:#}")),
             }
             let stop_time = t.elapsed();
             // The same port again: what agents were configured with.
             let restarted = Instant::now();
             // Off the agents' threads: it waits for the child's "ready" line.
-            let config = write_config(dir, db, &addr.to_string());
+            let config = write_config(dir, db, s, &addr.to_string());
             let starting = tokio::task::spawn_blocking(move || {
                 let r = config.and_then(|config| Running::start(&config, threads));
                 (r, restarted.elapsed())
@@ -788,7 +794,7 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
             };
             match running {
                 Ok(r) => match r.stop(STOP_PATIENCE) {
-                    Ok(t) => tickets.resumed = t.resumed,
+                    Ok(c) => after = c,
                     Err(e) => {
                         error.get_or_insert(format!("stopping the restarted collector: {e:#}"));
                     }
@@ -797,14 +803,15 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
                     error.get_or_insert(format!("restarting the collector: {e:#}"));
                 }
             }
-            (results, stop_time, backs, ready, error, tickets)
+            (results, stop_time, backs, ready, error, (before, after))
         });
 
     let mut row = Row::new("reconnect", db.name());
     row.failures.extend(restart_error);
     let ok = collect_failures(results, &mut row.failures);
     let acked: u64 = ok.iter().map(|r| r.acked).sum();
-    let attempts: u64 = ok.iter().map(|r| u64::from(r.attempts)).sum();
+    let attempts: u64 = ok.iter().map(|r| u64::from(r.attempts.made)).sum();
+    let unanswered: u64 = ok.iter().map(|r| u64::from(r.attempts.unanswered)).sum();
     let expected = agents as u64 * 2 * u64::from(b);
     row.measures = vec![
         Measure::new(
@@ -822,22 +829,49 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         at(0.5),
         at(0.9),
     ));
+    // The storm's shape: a slow first second is handshakes started and not yet finished.
+    let mut per_second = Vec::new();
+    for &us in &backs {
+        let s = (us / 1_000_000) as usize;
+        if per_second.len() <= s {
+            per_second.resize(s + 1, 0u32);
+        }
+        per_second[s] += 1;
+    }
+    row.detail.push(format!(
+        "agents back in each second after the restart: {}",
+        per_second
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     row.detail.push(format!(
         "{agents} agents, {b} batches before the restart and {b} after; the stop took {:.2} s; \
-         {:.2} connection attempts per agent (jittered backoff {:?}..{:?})",
+         {:.2} connection attempts per agent (jittered backoff {:?}..{:?}), {unanswered} of \
+         them unanswered (given up after {:?})",
         stop_time.as_secs_f64(),
         attempts as f64 / ok.len().max(1) as f64,
         plan.link.reconnect_min,
         plan.link.reconnect_max,
+        CONNECT_PATIENCE,
     ));
     // The restarted collector's count: handshakes after the restart that resumed a session
     // from a ticket the first collector gave (keyed from the same server key).
     row.detail.push(format!(
         "{} of {} reconnections resumed their TLS session from a ticket ({} tickets given before \
          the restart)",
-        tickets.resumed,
+        after.resumed,
         ok.len(),
-        tickets.issued
+        before.tickets_issued
+    ));
+    row.detail.push(format!(
+        "attempts refused: {} by the stopping collector, {} by the restarted one for want of a \
+         place (ingest.max_connecting = {}, {:?} each at most)",
+        before.refused_stopping,
+        after.refused_busy,
+        su.cfg.ingest.max_connecting,
+        aftercare_collector::ingest::QUEUE_WAIT,
     ));
     row.check(
         acked == expected,

@@ -672,3 +672,74 @@ async fn after_a_restart_agents_resume_their_tls_session_but_not_past_their_cert
     assert_eq!(e.value(REFUSED, &[("reason", "certificate")]), 1.0);
     second.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_past_max_connecting_wait_their_turn_then_are_refused_and_counted() {
+    let mut f = Fixture::new();
+    f.collector.ingest.max_connecting = 1;
+    let c = f.start().await;
+    const CONNECTING: &str = "aftercare_collector_connecting";
+    const QUEUED: &str = "aftercare_collector_connecting_queued";
+    const REFUSED: &str = "aftercare_collector_connections_refused_total";
+
+    // A peer that finishes its handshake and says nothing holds the only place.
+    let certs = f.issue("a", "acme", "db1");
+    let tls = aftercare_agent::tls::client_config(
+        &certs.join("ca.crt"),
+        &certs.join("agent.crt"),
+        &certs.join("agent.key"),
+    )
+    .unwrap();
+    let ep = transport::endpoint(tls, false).unwrap();
+    let silent = tokio::time::timeout(PATIENCE, ep.connect(c.addr, "localhost").unwrap())
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    scrape_until(c.api, "the silent peer connecting", |e| {
+        e.value(CONNECTING, &[]) == 1.0
+    })
+    .await;
+
+    // An agent arriving now waits for that place, without a handshake, then is refused.
+    let h = hello(None, &[Scope::Metrics]);
+    let certs_b = f.issue("b", "acme", "db2");
+    let (attempt, _) = tokio::join!(
+        connect(&f, &certs_b, c.addr, &h),
+        scrape_until(c.api, "the agent waiting its turn", |e| {
+            e.value(QUEUED, &[]) == 1.0
+        })
+    );
+    let err = attempt.err().expect("no place came free: refused");
+    match &err {
+        LinkError::Connection {
+            source: quinn::ConnectionError::ConnectionClosed(close),
+            ..
+        } => assert_eq!(
+            close.error_code,
+            quinn::TransportErrorCode::CONNECTION_REFUSED,
+            "{err}"
+        ),
+        other => panic!("expected the attempt refused, got: {other}"),
+    }
+    let e = scrape(c.api).await;
+    assert_eq!(e.value(REFUSED, &[("reason", "busy")]), 1.0);
+    assert_eq!(e.value(QUEUED, &[]), 0.0);
+    assert_eq!(e.value(CONNECTING, &[]), 1.0);
+
+    // The place comes free: the agent's next attempt is welcomed.
+    silent.close(0u32.into(), b"bye");
+    let mut link = connect(&f, &certs_b, c.addr, &h)
+        .await
+        .expect("welcomed once the place is free");
+    assert!(matches!(
+        exchange(&mut link, &batch(seq(1, 0), LossReport::default())).await,
+        CollectorMsg::Ack { .. }
+    ));
+    let e = scrape_until(c.api, "the agent connected", |e| {
+        e.value(CONNECTED, &[]) == 1.0
+    })
+    .await;
+    assert_eq!(e.value(CONNECTING, &[]), 0.0);
+    drop(link);
+    c.shutdown().await;
+}

@@ -4,6 +4,10 @@
 //! Welcome or Refused, then read batches, check each against the identity and the recorded
 //! consent, hand it to the writer, and acknowledge it — in order — once it is committed.
 
+mod admission;
+
+pub use admission::{Admission, Admitted, QUEUE_WAIT};
+
 use crate::store::{BatchData, CommitOutcome, HostId, LogBlock, PendingBatch};
 use crate::telemetry::{BatchTally, Refusal, Telemetry};
 use crate::writer::{Request, WriterHandle};
@@ -32,12 +36,16 @@ pub mod close {
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// An admitted handshake not done by then is abandoned: the agent's default connect timeout.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Batches in flight per connection between read and acknowledgement.
 const PIPELINE: usize = 256;
 
 #[derive(Clone)]
 pub struct IngestOptions {
     pub max_frame: usize,
+    /// Handshakes in progress at once (see [`Admission`]).
+    pub admission: Admission,
     /// Where welcomed connections are registered, so diagnostics can reach them.
     pub links: crate::diagnose::Links,
     /// The collector's own health, for `/metrics`.
@@ -55,6 +63,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
+    let (a, b) = (opts.admission.clone(), opts.admission.clone());
+    opts.telemetry
+        .watch_connecting(move || a.in_progress() as u64, move || b.waiting() as u64);
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -63,27 +74,66 @@ pub async fn serve(
                 None => break,
             },
         };
+        if opts.admission.refused_before(&incoming.orig_dst_cid()) {
+            // A late copy of an attempt refused (and counted) already.
+            incoming.refuse();
+            continue;
+        }
         let writer = writer.clone();
         let opts = opts.clone();
         let stop = shutdown.clone();
         let remote = incoming.remote_address();
         tracker.spawn(
             async move {
-                let conn = match incoming.await {
-                    Ok(c) => c,
-                    Err(e) => {
+                let turn = tokio::select! {
+                    t = opts.admission.admit(incoming.orig_dst_cid(), QUEUE_WAIT) => t,
+                    _ = stop.cancelled() => None,
+                };
+                let Some(turn) = turn else {
+                    let why = if stop.is_cancelled() {
+                        Refusal::Stopping
+                    } else {
+                        Refusal::Busy
+                    };
+                    opts.telemetry.connection_refused(why);
+                    incoming.refuse();
+                    return;
+                };
+                let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
                         // Wrong CA, expired, no certificate, wrong server name, wrong ALPN:
                         // the handshake fails and this is where the reason shows.
                         warn!("handshake refused: {e}");
                         opts.telemetry.connection_refused(Refusal::Tls);
                         return;
                     }
+                    Err(_) => {
+                        // Its agent has given up (its close may have been lost): the place
+                        // goes to the next attempt rather than waiting out the idle timeout.
+                        debug!("no handshake within {HANDSHAKE_TIMEOUT:?}; abandoned");
+                        opts.telemetry.connection_refused(Refusal::Tls);
+                        return;
+                    }
                 };
-                handle_connection(conn, writer, opts, stop).await;
+                handle_connection(conn, writer, opts, stop, turn).await;
             }
             .instrument(info_span!("conn", %remote)),
         );
     }
+    // While the connections finish, new attempts are refused at once. Left queued, quinn
+    // would drop them unanswered with the endpoint, and their agents would wait out their
+    // connect timeout instead of backing off and finding the next collector (a restart).
+    let refusing = {
+        let endpoint = endpoint.clone();
+        let telemetry = opts.telemetry.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                telemetry.connection_refused(Refusal::Stopping);
+                incoming.refuse();
+            }
+        })
+    };
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
         .await
@@ -91,7 +141,9 @@ pub async fn serve(
     {
         warn!("connections still busy after 5 s; closing them");
     }
+    // From here quinn refuses new attempts itself, and `accept` ends the task above.
     endpoint.close(close::SHUTDOWN.into(), b"collector shutting down");
+    let _ = refusing.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
@@ -105,6 +157,8 @@ enum ConnError {
     Refused(String),
     #[error("store: {0}")]
     Store(String),
+    #[error("the collector is shutting down")]
+    Stopping,
 }
 
 async fn handle_connection(
@@ -112,6 +166,7 @@ async fn handle_connection(
     writer: WriterHandle,
     opts: IngestOptions,
     shutdown: CancellationToken,
+    turn: Admitted,
 ) {
     let identity = match crate::tls::peer_identity(&conn) {
         Ok(id) => id,
@@ -138,8 +193,16 @@ async fn handle_connection(
     }
     let span = info_span!("agent", customer = %identity.customer, host = %identity.host);
     async move {
-        let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
-        {
+        // A stopping collector does not wait for a Hello: the agent retries elsewhere.
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => {
+                opts.telemetry.connection_refused(Refusal::Stopping);
+                conn.close(close::SHUTDOWN.into(), b"collector shutting down");
+                return;
+            }
+            o = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()) => o,
+        };
+        let (mut send, mut recv) = match opened {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 debug!("closed before opening a stream: {e}");
@@ -163,6 +226,7 @@ async fn handle_connection(
             &opts,
             &shutdown,
             &mut host,
+            turn,
         )
         .await;
         if let Some(h) = host {
@@ -192,6 +256,10 @@ async fn handle_connection(
                 let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
                 conn.close(close::REFUSED.into(), reason.as_bytes());
             }
+            Err(ConnError::Stopping) => {
+                debug!("closed before its Hello: shutting down");
+                conn.close(close::SHUTDOWN.into(), b"collector shutting down");
+            }
             Err(ConnError::Store(e)) => {
                 warn!("closing: store failed: {e}");
                 conn.close(close::STORE.into(), b"store unavailable; try again later");
@@ -217,6 +285,7 @@ async fn session(
     opts: &IngestOptions,
     shutdown: &CancellationToken,
     host_out: &mut Option<HostId>,
+    turn: Admitted,
 ) -> Result<(), ConnError> {
     let max = opts.max_frame;
     // Until the Welcome, an error is a refused connection, counted by why.
@@ -226,8 +295,11 @@ async fn session(
             e
         }
     };
-    let first = tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv, max))
-        .await
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return Err(refused(Refusal::Stopping)(ConnError::Stopping)),
+        r = tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv, max)) => r,
+    };
+    let first = first
         .map_err(|_| ConnError::Refused(format!("no Hello within {HELLO_TIMEOUT:?}")))
         .and_then(|r| r?.ok_or_else(|| ConnError::Stream("closed before Hello".into())))
         .map_err(refused(Refusal::Hello))?;
@@ -260,6 +332,7 @@ async fn session(
         max,
     )
     .await?;
+    drop(turn);
     let _connected = opts.telemetry.agent_connected();
     opts.links.register(
         host,
