@@ -117,6 +117,9 @@ enum Backend {
 type ScenarioFn =
     fn(&std::path::Path, &scenario::Db, &scenario::Settings, &scenario::Pki) -> Result<report::Row>;
 
+/// The throwaway PostgreSQL cluster's `shared_buffers` (see `main`).
+const PG_BUFFERS: &str = "512MB";
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::Collector { config, threads } = &cli.command {
@@ -127,6 +130,11 @@ fn main() -> Result<()> {
     if let Some(url) = &cli.postgres_url {
         // SAFETY: no other thread exists yet to read the environment concurrently.
         unsafe { std::env::set_var(aftercare_pgtest::ENV, url) };
+    } else if std::env::var_os(aftercare_pgtest::SHARED_BUFFERS_ENV).is_none() {
+        // 10,000 hosts' series and their indexes do not fit the tests' 32MB; a database
+        // for that many hosts has far more.
+        // SAFETY: as above.
+        unsafe { std::env::set_var(aftercare_pgtest::SHARED_BUFFERS_ENV, PG_BUFFERS) };
     }
     let nofile = procstat::raise_nofile()?;
     // Each agent holds a UDP socket and its certificate files are read once; the collector
@@ -193,8 +201,9 @@ fn main() -> Result<()> {
     if cli.postgres_url.is_none() && cli.backend != Backend::Sqlite {
         println!();
         println!(
-            "PostgreSQL here is aftercare-pgtest's throwaway cluster (fsync off): not a durable \
-             figure. Give --postgres-url for a real server."
+            "PostgreSQL here is aftercare-pgtest's throwaway cluster (fsync off, shared_buffers \
+             {}): not a durable figure. Give --postgres-url for a real server.",
+            std::env::var(aftercare_pgtest::SHARED_BUFFERS_ENV).unwrap_or_default()
         );
     }
     println!(

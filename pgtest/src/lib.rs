@@ -25,6 +25,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Where a user of this machine may point the tests instead of the throwaway cluster.
 pub const ENV: &str = "AFTERCARE_TEST_PG";
 
+/// The throwaway cluster's `shared_buffers`, if not the tests' 32MB (e.g. `512MB`): a
+/// benchmark's working set may not fit theirs. Read when the cluster starts.
+pub const SHARED_BUFFERS_ENV: &str = "AFTERCARE_PGTEST_SHARED_BUFFERS";
+
 /// A database of one test; dropped (with any connections still open to it) when this is.
 pub struct TestDb {
     url: String,
@@ -247,9 +251,15 @@ fn start_cluster() -> Result<Server, String> {
     )?;
     let ca_pem = write_tls(&dir, &data, as_user)?;
     let port = free_port()?;
+    let buffers = std::env::var(SHARED_BUFFERS_ENV).unwrap_or_else(|_| "32MB".into());
+    if buffers.is_empty() || !buffers.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "{SHARED_BUFFERS_ENV}={buffers:?} is not a size PostgreSQL reads: give one like 512MB"
+        ));
+    }
     let conf = format!(
         "\n# aftercare tests\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
-         unix_socket_directories = '{}'\nmax_connections = 300\nshared_buffers = 32MB\n\
+         unix_socket_directories = '{}'\nmax_connections = 300\nshared_buffers = {buffers}\n\
          fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
          ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
         dir.display()

@@ -204,6 +204,10 @@ pub struct PgStore {
     planner: Growth,
     /// The collector this handle writes for: see [`Store::set_node`].
     node: String,
+    /// Statements of the host updates, prepared once on this connection: unprepared, each
+    /// call is parsed and planned again, in a round trip of its own (a reconnect storm
+    /// makes thousands).
+    statements: HashMap<String, postgres::Statement>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -360,7 +364,18 @@ impl PgStore {
             partitions: HashSet::new(),
             planner: Growth::default(),
             node: String::new(),
+            statements: HashMap::new(),
         }
+    }
+
+    /// `sql` prepared on this connection, once.
+    fn prepared(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.conn.prepare(sql)?;
+        self.statements.insert(sql.to_string(), st.clone());
+        Ok(st)
     }
 
     /// VACUUM the staging table: what autovacuum does after compaction deleted an hour of
@@ -382,10 +397,12 @@ impl PgStore {
         self.writable("registering a host")?;
         let facts = serde_json::to_string(hello.facts).expect("host facts serialize");
         let consent = serde_json::to_string(hello.consent).expect("consent serializes");
+        let err = self.cx.sql("registering a host");
+        let statement = self.prepared(sql).map_err(&err)?;
         let rows = self
             .conn
             .query(
-                sql,
+                &statement,
                 &[
                     &hello.identity.customer,
                     &hello.identity.host,
@@ -397,7 +414,7 @@ impl PgStore {
                     &self.node,
                 ],
             )
-            .map_err(self.cx.sql("registering a host"))?;
+            .map_err(err)?;
         if let Some(r) = rows.first() {
             self.hosts_known.insert(r.get(0));
         }
@@ -1609,12 +1626,12 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         self.writable("storing a consent record")?;
         let consent = serde_json::to_string(consent).expect("consent serializes");
+        let statement = self
+            .prepared("UPDATE hosts SET consent = $2 WHERE id = $1")
+            .map_err(self.cx.sql("storing a consent record"))?;
         let n = self
             .conn
-            .execute(
-                "UPDATE hosts SET consent = $2 WHERE id = $1",
-                &[&host, &consent],
-            )
+            .execute(&statement, &[&host, &consent])
             .map_err(self.cx.sql("storing a consent record"))?;
         if n == 0 {
             return Err(StoreError::UnknownHostId(host));
@@ -1624,12 +1641,14 @@ impl Store for PgStore {
 
     fn set_disconnected(&mut self, host: HostId, _now: UnixMillis) -> Result<(), StoreError> {
         self.writable("marking a host disconnected")?;
+        let statement = self
+            .prepared(
+                "UPDATE hosts SET connected = connected AND connected_via <> $2 WHERE id = $1",
+            )
+            .map_err(self.cx.sql("marking a host disconnected"))?;
         let n = self
             .conn
-            .execute(
-                "UPDATE hosts SET connected = connected AND connected_via <> $2 WHERE id = $1",
-                &[&host, &self.node],
-            )
+            .execute(&statement, &[&host, &self.node])
             .map_err(self.cx.sql("marking a host disconnected"))?;
         if n == 0 {
             return Err(StoreError::UnknownHostId(host));
@@ -1639,11 +1658,11 @@ impl Store for PgStore {
 
     fn set_cert_expiry(&mut self, host: HostId, at: UnixMillis) -> Result<(), StoreError> {
         self.writable("storing a certificate's expiry")?;
+        let statement = self
+            .prepared("UPDATE hosts SET cert_expires = $2 WHERE id = $1")
+            .map_err(self.cx.sql("storing a certificate's expiry"))?;
         self.conn
-            .execute(
-                "UPDATE hosts SET cert_expires = $2 WHERE id = $1",
-                &[&host, &at],
-            )
+            .execute(&statement, &[&host, &at])
             .map_err(self.cx.sql("storing a certificate's expiry"))?;
         Ok(())
     }
@@ -1700,13 +1719,10 @@ impl Store for PgStore {
 
     fn high_water(&mut self, host: HostId) -> Result<Vec<(StreamId, u64)>, StoreError> {
         let err = self.cx.sql("reading high-water marks");
-        let rows = self
-            .conn
-            .query(
-                "SELECT stream, high_seq FROM streams WHERE host_id = $1",
-                &[&host],
-            )
+        let statement = self
+            .prepared("SELECT stream, high_seq FROM streams WHERE host_id = $1")
             .map_err(&err)?;
+        let rows = self.conn.query(&statement, &[&host]).map_err(&err)?;
         let mut out = Vec::new();
         for r in rows {
             let code: i32 = r.get(0);
