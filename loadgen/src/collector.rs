@@ -36,6 +36,8 @@ pub struct Counts {
     pub refused_busy: u64,
     /// Arrived while it was stopping.
     pub refused_stopping: u64,
+    /// Handshakes refused or not finished in time (their agents had given up).
+    pub refused_tls: u64,
 }
 
 /// The child's side: serve ingest until SIGTERM or SIGINT, then shut down in order.
@@ -104,11 +106,12 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
         tokio::task::spawn_blocking(move || join.join()).await.ok();
         let t = tickets.tally();
         println!(
-            "{COUNTS}{} {} {} {}",
+            "{COUNTS}{} {} {} {} {}",
             t.issued,
             t.accepted,
             telemetry.refused(Refusal::Busy),
-            telemetry.refused(Refusal::Stopping)
+            telemetry.refused(Refusal::Stopping),
+            telemetry.refused(Refusal::Tls),
         );
         Ok(())
     })
@@ -179,7 +182,7 @@ impl Running {
                     .map(str::parse)
                     .collect::<Result<_, _>>()
                     .ok()
-                    .filter(|n: &Vec<u64>| n.len() == 4)
+                    .filter(|n: &Vec<u64>| n.len() == 5)
                     .with_context(|| {
                         format!("the collector child's counts are unreadable: {counts:?}")
                     })?;
@@ -188,6 +191,7 @@ impl Running {
                     resumed: n[1],
                     refused_busy: n[2],
                     refused_stopping: n[3],
+                    refused_tls: n[4],
                 });
             }
             if t.elapsed() > patience {

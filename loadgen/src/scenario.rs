@@ -866,12 +866,14 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         before.tickets_issued
     ));
     row.detail.push(format!(
-        "attempts refused: {} by the stopping collector, {} by the restarted one for want of a \
-         place (ingest.max_connecting = {}, {:?} each at most)",
+        "attempts refused: {} by the stopping collector; by the restarted one {} for want of a \
+         place (ingest.max_connecting = {}, {:?} each at most) and {} in their handshake (not \
+         finished within 5 s: their agents had given up)",
         before.refused_stopping,
         after.refused_busy,
         su.cfg.ingest.max_connecting,
         aftercare_collector::ingest::QUEUE_WAIT,
+        after.refused_tls,
     ));
     row.check(
         acked == expected,
