@@ -215,6 +215,34 @@ pub fn free_tcp_port() -> u16 {
         .port()
 }
 
+/// A QUIC endpoint as an agent makes one, with the certificates `Fixture::issue` wrote to
+/// `certs`; for tests that speak the protocol by hand.
+pub fn agent_endpoint(certs: &Path) -> quinn::Endpoint {
+    let tls = aftercare_agent::tls::client_config(
+        &certs.join("ca.crt"),
+        &certs.join("agent.crt"),
+        &certs.join("agent.key"),
+    )
+    .expect("client config");
+    aftercare_agent::transport::endpoint(tls, false).expect("client endpoint")
+}
+
+/// Panic unless `err` is a connection attempt the collector refused before any handshake
+/// (QUIC's CONNECTION_REFUSED).
+pub fn assert_refused_attempt(err: &aftercare_agent::transport::LinkError) {
+    match err {
+        aftercare_agent::transport::LinkError::Connection {
+            source: quinn::ConnectionError::ConnectionClosed(close),
+            ..
+        } => assert_eq!(
+            close.error_code,
+            quinn::TransportErrorCode::CONNECTION_REFUSED,
+            "{err}"
+        ),
+        other => panic!("expected the attempt refused, got: {other}"),
+    }
+}
+
 /// A child process that is killed when dropped, so a failing test leaves nothing behind.
 pub struct Proc(pub Option<std::process::Child>);
 

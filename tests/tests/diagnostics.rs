@@ -572,16 +572,7 @@ async fn an_old_agent_is_never_asked_and_an_offline_host_says_so() {
         claimed: None,
         interval_ms: 1000,
     };
-    let ep = transport::endpoint(
-        aftercare_agent::tls::client_config(
-            &certs.join("ca.crt"),
-            &certs.join("agent.crt"),
-            &certs.join("agent.key"),
-        )
-        .unwrap(),
-        false,
-    )
-    .unwrap();
+    let ep = agent_endpoint(&certs);
     let cfg = f.agent_config("old", &certs, c.addr).collector;
     let link = tokio::time::timeout(PATIENCE, transport::connect(&ep, &cfg, c.addr, &hello))
         .await

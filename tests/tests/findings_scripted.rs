@@ -107,13 +107,7 @@ impl Agent {
 
 async fn connect(f: &Fixture, addr: std::net::SocketAddr) -> Agent {
     let certs = f.issue("scripted", "acme", "fs1");
-    let tls = aftercare_agent::tls::client_config(
-        &certs.join("ca.crt"),
-        &certs.join("agent.crt"),
-        &certs.join("agent.key"),
-    )
-    .unwrap();
-    let ep = transport::endpoint(tls, false).unwrap();
+    let ep = agent_endpoint(&certs);
     let cfg = f.agent_config("scripted", &certs, addr).collector;
     let mut consent = ConsentRecord::default();
     consent

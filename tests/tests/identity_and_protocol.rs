@@ -11,16 +11,6 @@ use aftercare_tests::*;
 use std::path::Path;
 use std::time::Duration;
 
-fn client(certs: &Path) -> quinn::Endpoint {
-    let cfg = aftercare_agent::tls::client_config(
-        &certs.join("ca.crt"),
-        &certs.join("agent.crt"),
-        &certs.join("agent.key"),
-    )
-    .expect("client config");
-    transport::endpoint(cfg, false).unwrap()
-}
-
 fn consent(scopes: &[Scope]) -> ConsentRecord {
     let mut r = ConsentRecord::default();
     if !scopes.is_empty() {
@@ -70,7 +60,7 @@ async fn connect_with(
     server_name: &str,
     h: &Hello,
 ) -> Result<Link, LinkError> {
-    let ep = client(certs);
+    let ep = agent_endpoint(certs);
     let mut cfg = f.agent_config("probe", certs, addr).collector;
     cfg.server_name = server_name.into();
     tokio::time::timeout(PATIENCE, transport::connect(&ep, &cfg, addr, h))
@@ -662,17 +652,7 @@ async fn a_stopping_collector_refuses_new_attempts_at_once() {
         .await
         .err()
         .expect("a stopping collector welcomes nobody");
-    match &err {
-        LinkError::Connection {
-            source: quinn::ConnectionError::ConnectionClosed(close),
-            ..
-        } => assert_eq!(
-            close.error_code,
-            quinn::TransportErrorCode::CONNECTION_REFUSED,
-            "{err}"
-        ),
-        other => panic!("expected the attempt refused at once, got: {other}"),
-    }
+    assert_refused_attempt(&err);
     drop(gone);
     c.shutdown().await;
 }

@@ -369,13 +369,7 @@ async fn connect(
     addr: std::net::SocketAddr,
     h: &Hello,
 ) -> Result<Link, LinkError> {
-    let tls = aftercare_agent::tls::client_config(
-        &certs.join("ca.crt"),
-        &certs.join("agent.crt"),
-        &certs.join("agent.key"),
-    )
-    .expect("client config");
-    let ep = transport::endpoint(tls, false).unwrap();
+    let ep = agent_endpoint(certs);
     let cfg = f.agent_config("probe", certs, addr).collector;
     tokio::time::timeout(PATIENCE, transport::connect(&ep, &cfg, addr, h))
         .await
@@ -617,13 +611,7 @@ async fn after_a_restart_agents_resume_their_tls_session_but_not_past_their_cert
     )
     .unwrap();
     // One agent process: one TLS configuration, so one ticket store, across reconnects.
-    let tls = aftercare_agent::tls::client_config(
-        &certs.join("ca.crt"),
-        &certs.join("agent.crt"),
-        &certs.join("agent.key"),
-    )
-    .unwrap();
-    let ep = transport::endpoint(tls, false).unwrap();
+    let ep = agent_endpoint(&certs);
     let h = hello(None, &[Scope::Metrics]);
     let connect = |addr| {
         let cfg = f.agent_config("probe", &certs, addr).collector;
@@ -684,13 +672,7 @@ async fn attempts_past_max_connecting_wait_their_turn_then_are_refused_and_count
 
     // A peer that finishes its handshake and says nothing holds the only place.
     let certs = f.issue("a", "acme", "db1");
-    let tls = aftercare_agent::tls::client_config(
-        &certs.join("ca.crt"),
-        &certs.join("agent.crt"),
-        &certs.join("agent.key"),
-    )
-    .unwrap();
-    let ep = transport::endpoint(tls, false).unwrap();
+    let ep = agent_endpoint(&certs);
     let silent = tokio::time::timeout(PATIENCE, ep.connect(c.addr, "localhost").unwrap())
         .await
         .expect("handshake in time")
@@ -710,17 +692,7 @@ async fn attempts_past_max_connecting_wait_their_turn_then_are_refused_and_count
         })
     );
     let err = attempt.err().expect("no place came free: refused");
-    match &err {
-        LinkError::Connection {
-            source: quinn::ConnectionError::ConnectionClosed(close),
-            ..
-        } => assert_eq!(
-            close.error_code,
-            quinn::TransportErrorCode::CONNECTION_REFUSED,
-            "{err}"
-        ),
-        other => panic!("expected the attempt refused, got: {other}"),
-    }
+    assert_refused_attempt(&err);
     let e = scrape(c.api).await;
     assert_eq!(e.value(REFUSED, &[("reason", "busy")]), 1.0);
     assert_eq!(e.value(QUEUED, &[]), 0.0);
