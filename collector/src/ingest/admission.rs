@@ -55,8 +55,10 @@ impl Admission {
         patience: Duration,
     ) -> Option<Admitted> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
+        // Counted out however the wait ends, also when the caller drops it (a shutdown).
+        let waited = Waiting(&self.waiting);
         let got = tokio::time::timeout(patience, self.slots.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        drop(waited);
         match got {
             Ok(Ok(place)) => Some(place),
             // Timed out (the semaphore is never closed).
@@ -89,6 +91,15 @@ impl Admission {
     /// Attempts waiting for a place.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// One attempt counted among those waiting, until dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -190,6 +201,17 @@ mod tests {
         assert_eq!(a.waiting(), 0);
         assert!(a.refused_before(&cid(4)));
         assert!(!a.refused_before(&cid(5)));
+        // One given up by its caller (a shutdown) is no longer counted as waiting.
+        let abandoned = tokio::spawn({
+            let a = a.clone();
+            async move { a.admit(cid(6), Duration::from_secs(60)).await }
+        });
+        while a.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        abandoned.abort();
+        assert!(abandoned.await.unwrap_err().is_cancelled());
+        assert_eq!(a.waiting(), 0);
         drop(third);
         assert_eq!(a.in_progress(), 1);
     }
