@@ -88,13 +88,12 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
             }
             on_signal.cancel();
         });
-        let admission = ingest::Admission::new(ing.max_connecting);
         ingest::serve(
             endpoint,
             writer,
             ingest::IngestOptions {
                 max_frame: cfg.max_frame_bytes,
-                admission: admission.clone(),
+                admission: ingest::Admission::new(ing.max_connecting),
                 links: diagnose::Links::new(),
                 share_probes: false,
                 telemetry: telemetry.clone(),
