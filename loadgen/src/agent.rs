@@ -157,7 +157,15 @@ impl Agent {
                 self.name
             ))
         })?
-        .map_err(|e| Failed::Refused(format!("{}: connect: {e}", self.name)))
+        .map_err(|e| {
+            let said = format!("{}: connect: {e}", self.name);
+            // The agent's own connect timeout: its handshake went unanswered too.
+            if matches!(e, transport::LinkError::Handshake(_)) {
+                Failed::Unanswered(said)
+            } else {
+                Failed::Refused(said)
+            }
+        })
     }
 
     /// Connect on a fresh database (it must know nothing of this host) and pass the gate.
