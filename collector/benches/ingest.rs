@@ -444,6 +444,7 @@ fn main() {
             agent_version: "bench",
             consent: &consent,
             interval_ms: INTERVAL_MS as u64,
+            cert_expires: None,
         };
         let id = store.register_host(&hello, T0).expect("register");
         let (sim, batch) = HostSim::new(id, h as u64);

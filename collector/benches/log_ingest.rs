@@ -106,6 +106,7 @@ fn main() {
                 agent_version: "bench",
                 consent: &consent,
                 interval_ms: 10_000,
+                cert_expires: None,
             };
             store.register_host(&hello, T0).expect("register")
         })

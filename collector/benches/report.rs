@@ -248,6 +248,7 @@ fn write_history(st: &mut SqliteStore, hosts: i64, days: i64, all: &[Series]) {
                     agent_version: aftercare_shared::VERSION,
                     consent: &consent,
                     interval_ms: STEP as u64,
+                    cert_expires: None,
                 },
                 from - DAY,
             )

@@ -21,6 +21,8 @@ pub enum Request {
     Register {
         identity: Identity,
         hello: Box<Hello>,
+        /// When the certificate it connected with expires.
+        cert_expires: Option<i64>,
         reply: Reply<(HostId, Vec<(StreamId, u64)>)>,
     },
     Consent {
@@ -29,11 +31,6 @@ pub enum Request {
     },
     Disconnected {
         host: HostId,
-    },
-    /// The host's agent connected with a certificate that expires `at`.
-    CertExpiry {
-        host: HostId,
-        at: i64,
     },
     /// The probes the host's agent advertised (kept only in a shared database).
     Probes {
@@ -68,11 +65,13 @@ impl WriterHandle {
         &self,
         identity: Identity,
         hello: Hello,
+        cert_expires: Option<i64>,
     ) -> Result<(HostId, Vec<(StreamId, u64)>), String> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Register {
             identity,
             hello: Box::new(hello),
+            cert_expires,
             reply,
         })
         .await
@@ -270,8 +269,8 @@ fn compact_step(store: &mut dyn Store) -> bool {
 /// Host updates applied together: a reconnect storm's registrations share one sync.
 const MAX_HOST_UPDATES: usize = 1024;
 
-/// Apply the queued host updates (registrations, consent, disconnections, certificate
-/// expiries) as one group, in order, and answer the registrations.
+/// Apply the queued host updates (registrations, consent, disconnections, probes) as one
+/// group, in order, and answer the registrations.
 fn apply_updates(store: &mut dyn Store, reqs: &mut Vec<Request>) {
     let now = now_millis();
     let outcomes = {
@@ -279,23 +278,23 @@ fn apply_updates(store: &mut dyn Store, reqs: &mut Vec<Request>) {
             .iter()
             .map(|r| match r {
                 Request::Register {
-                    identity, hello, ..
+                    identity,
+                    hello,
+                    cert_expires,
+                    ..
                 } => HostUpdate::Register(HostHello {
                     identity,
                     facts: &hello.facts,
                     agent_version: &hello.agent_version,
                     consent: &hello.consent,
                     interval_ms: hello.interval_ms,
+                    cert_expires: *cert_expires,
                 }),
                 Request::Consent { host, record } => HostUpdate::Consent {
                     host: *host,
                     record,
                 },
                 Request::Disconnected { host } => HostUpdate::Disconnected(*host),
-                Request::CertExpiry { host, at } => HostUpdate::CertExpiry {
-                    host: *host,
-                    at: *at,
-                },
                 Request::Probes { host, probes } => HostUpdate::Probes {
                     host: *host,
                     probes,
@@ -321,7 +320,7 @@ fn apply_updates(store: &mut dyn Store, reqs: &mut Vec<Request>) {
                     Request::Consent { .. } => "storing consent",
                     Request::Disconnected { .. } => "marking host disconnected",
                     Request::Probes { .. } => "keeping a host's probes",
-                    _ => "storing a certificate's expiry",
+                    _ => unreachable!("registrations are answered above; batches are not here"),
                 };
                 error!("{what}: {e}");
             }
@@ -377,7 +376,7 @@ mod tests {
             customer: "c".into(),
             host: "h".into(),
         };
-        let (host, hw) = w.register(id, hello()).await.unwrap();
+        let (host, hw) = w.register(id, hello(), None).await.unwrap();
         assert!(hw.is_empty());
         // Three hours ago: an hour long closed, ready to compact.
         let t0 = now_millis() - 3 * 3_600_000;

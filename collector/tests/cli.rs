@@ -76,6 +76,7 @@ fn register_db1(
             agent_version: "0.1.0",
             consent,
             interval_ms: 10_000,
+            cert_expires: None,
         },
         now,
     )

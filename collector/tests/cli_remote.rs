@@ -88,6 +88,7 @@ fn seed(st: &mut dyn Store, now: i64) -> (i64, String, String) {
                 agent_version: "0.1.0",
                 consent: &ConsentRecord::default(),
                 interval_ms: 10_000,
+                cert_expires: None,
             },
             now - 600_000,
         )

@@ -71,6 +71,7 @@ fn register(
         agent_version: agent,
         consent: &consent,
         interval_ms: STEP as u64,
+        cert_expires: None,
     };
     st.register_host(&hello, first_seen).unwrap()
 }

@@ -51,6 +51,7 @@ fn register(store: &mut dyn Store, customer: &str, host: &str, now: i64) -> Host
         agent_version: "0.1.0",
         consent: &c,
         interval_ms: 10_000,
+        cert_expires: None,
     };
     store.register_host(&hello, now).unwrap()
 }
@@ -146,7 +147,7 @@ fn hosts_are_upserted_by_customer_and_host(b: Backend) {
     assert!(e.to_string().contains("999"), "{e}");
 }
 
-/// What a reconnect storm sends the writer: registrations, certificate expiries,
+/// What a reconnect storm sends the writer: registrations (with their certificates' expiry),
 /// disconnections and consent, applied as one group in order, each with its own outcome;
 /// one that fails (an unknown host) fails alone.
 fn host_updates_apply_in_order_each_with_its_own_outcome(b: Backend) {
@@ -169,18 +170,20 @@ fn host_updates_apply_in_order_each_with_its_own_outcome(b: Backend) {
     let mut newer = consent();
     newer.grants[0].by = "Bo".into();
     let hello = |identity| hello_020(identity, &facts, &c);
+    let expires = T0 + 90 * 86_400_000;
     let out = store.host_updates(
         &[
-            HostUpdate::Register(hello(&ida)),
+            HostUpdate::Register(HostHello {
+                cert_expires: Some(expires),
+                ..hello(&ida)
+            }),
             HostUpdate::Consent {
                 host: 999,
                 record: &newer,
             },
             HostUpdate::Register(hello(&idb)),
-            HostUpdate::CertExpiry {
-                host: a,
-                at: T0 + 90 * 86_400_000,
-            },
+            // Again, without a known expiry: the stored one stays.
+            HostUpdate::Register(hello(&ida)),
             HostUpdate::Consent {
                 host: a,
                 record: &newer,
@@ -209,7 +212,11 @@ fn host_updates_apply_in_order_each_with_its_own_outcome(b: Backend) {
         panic!("{:?}", out[2]);
     };
     assert!(high_water.is_empty(), "a new host has no batches");
-    assert!(matches!(out[3], Ok(HostUpdated::Done)));
+    assert!(
+        matches!(out[3], Ok(HostUpdated::Registered { host, .. }) if host == a),
+        "{:?}",
+        out[3]
+    );
     assert!(matches!(out[4], Ok(HostUpdated::Done)));
     // All of it durable: another handle sees it.
     drop(store);
@@ -217,7 +224,7 @@ fn host_updates_apply_in_order_each_with_its_own_outcome(b: Backend) {
     let web = hosts.iter().find(|h| h.id == a).unwrap();
     assert!(web.connected);
     assert_eq!(web.agent_version, "0.2.0");
-    assert_eq!(web.cert_expires, Some(T0 + 90 * 86_400_000));
+    assert_eq!(web.cert_expires, Some(expires));
     assert_eq!(web.consent.grants[0].by, "Bo");
     assert!(hosts.iter().any(|h| h.id == *db && h.connected));
 
@@ -243,7 +250,7 @@ fn postgres_an_update_the_database_refuses_fails_alone_in_its_group() {
     store.commit(&[tick(a, 0, T0 + 100)]).unwrap();
     let facts = HostFacts::default();
     let c = consent();
-    let ids = ["db", "bad\0name", "cache"].map(|h| Identity {
+    let ids = ["db", "bad\0name", "cache", "web"].map(|h| Identity {
         customer: "acme".into(),
         host: h.into(),
     });
@@ -251,10 +258,10 @@ fn postgres_an_update_the_database_refuses_fails_alone_in_its_group() {
     let out = store.host_updates(
         &[
             HostUpdate::Register(hello(&ids[0])),
-            HostUpdate::CertExpiry {
-                host: a,
-                at: T0 + 5,
-            },
+            HostUpdate::Register(HostHello {
+                cert_expires: Some(T0 + 5),
+                ..hello(&ids[3])
+            }),
             HostUpdate::Register(hello(&ids[1])),
             HostUpdate::Register(hello(&ids[2])),
         ],
@@ -265,7 +272,11 @@ fn postgres_an_update_the_database_refuses_fails_alone_in_its_group() {
         "{:?}",
         out[0]
     );
-    assert!(matches!(out[1], Ok(HostUpdated::Done)), "{:?}", out[1]);
+    assert!(
+        matches!(out[1], Ok(HostUpdated::Registered { host, .. }) if host == a),
+        "{:?}",
+        out[1]
+    );
     assert!(
         matches!(out[2], Err(StoreError::Backend { .. })),
         "{:?}",
@@ -298,6 +309,7 @@ fn hello_020<'a>(
         agent_version: "0.2.0",
         consent,
         interval_ms: 10_000,
+        cert_expires: None,
     }
 }
 

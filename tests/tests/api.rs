@@ -29,6 +29,7 @@ async fn tokens_decide_who_reads_and_who_acts_and_errors_name_what_is_wrong() {
                     agent_version: "t",
                     consent: &ConsentRecord::default(),
                     interval_ms: 10_000,
+                    cert_expires: None,
                 },
                 now,
             )

@@ -31,6 +31,7 @@ fn register(st: &mut dyn Store, customer: &str, host: &str, now: i64) -> HostId 
             agent_version: "t",
             consent: &ConsentRecord::default(),
             interval_ms: 10_000,
+            cert_expires: None,
         },
         now,
     )

@@ -43,6 +43,7 @@ fn register(st: &mut dyn Store, now: i64) -> HostId {
         agent_version: "0.1.0",
         consent: &consent,
         interval_ms: 10_000,
+        cert_expires: None,
     };
     st.register_host(&hello, now).unwrap()
 }

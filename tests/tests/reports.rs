@@ -34,6 +34,7 @@ fn register(st: &mut dyn Store, customer: &str, host: &str, at: i64) -> HostId {
             agent_version: aftercare_shared::VERSION,
             consent: &ConsentRecord::default(),
             interval_ms: 10_000,
+            cert_expires: None,
         },
         at,
     )

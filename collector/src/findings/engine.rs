@@ -648,6 +648,7 @@ mod tests {
                     agent_version: "t",
                     consent: &ConsentRecord::default(),
                     interval_ms: 10_000,
+                    cert_expires: None,
                 },
                 0,
             )

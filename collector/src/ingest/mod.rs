@@ -305,16 +305,14 @@ async fn session(
         .map_err(refused(Refusal::Hello))?;
     let hello = parse_hello(&first).map_err(|(why, e)| refused(why)(e))?;
     check_claims(identity, &hello).map_err(refused(Refusal::Claim))?;
+    // With it, when its certificate expires (for the report's certificates near expiry; the
+    // handshake verified this certificate).
     let (host, high_water) = writer
-        .register(identity.clone(), hello.clone())
+        .register(identity.clone(), hello.clone(), cert_expires)
         .await
         .map_err(ConnError::Store)
         .map_err(refused(Refusal::Store))?;
     *host_out = Some(host);
-    // For the report's certificates near expiry; the handshake verified this certificate.
-    if let Some(at) = cert_expires {
-        let _ = writer.send(Request::CertExpiry { host, at }).await;
-    }
     let mut consent = hello.consent;
     info!(
         agent_version = %hello.agent_version,

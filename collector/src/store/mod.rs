@@ -105,6 +105,9 @@ pub struct HostHello<'a> {
     pub agent_version: &'a str,
     pub consent: &'a ConsentRecord,
     pub interval_ms: u64,
+    /// When the certificate it connected with expires (the handshake verified it); `None`
+    /// keeps what is stored.
+    pub cert_expires: Option<UnixMillis>,
 }
 
 /// An unscheduled report still running this long after it was asked for has nobody left
@@ -122,10 +125,6 @@ pub enum HostUpdate<'a> {
         record: &'a ConsentRecord,
     },
     Disconnected(HostId),
-    CertExpiry {
-        host: HostId,
-        at: UnixMillis,
-    },
     /// The probes its agent advertised: [`Store::set_probes`].
     Probes {
         host: HostId,
@@ -486,8 +485,6 @@ pub trait Store: Send + std::fmt::Debug {
         Ok((host, self.high_water(host)?))
     }
     fn set_disconnected(&mut self, host: HostId, now: UnixMillis) -> Result<(), StoreError>;
-    /// When the certificate the host's agent connected with expires.
-    fn set_cert_expiry(&mut self, host: HostId, at: UnixMillis) -> Result<(), StoreError>;
     /// Apply `updates` in order, each with its own outcome; a backend that can puts them in
     /// one transaction (durable when this returns). The default applies them one by one.
     fn host_updates(
@@ -513,9 +510,6 @@ pub trait Store: Send + std::fmt::Debug {
                 .map(|()| HostUpdated::Done),
             HostUpdate::Disconnected(host) => {
                 self.set_disconnected(host, now).map(|()| HostUpdated::Done)
-            }
-            HostUpdate::CertExpiry { host, at } => {
-                self.set_cert_expiry(host, at).map(|()| HostUpdated::Done)
             }
             HostUpdate::Probes { host, probes } => {
                 self.set_probes(host, probes).map(|()| HostUpdated::Done)

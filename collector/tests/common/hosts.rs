@@ -19,6 +19,7 @@ pub fn register(st: &mut dyn Store, customer: &str, host: &str, now: i64) -> Hos
         agent_version: "0.1.0",
         consent: &ConsentRecord::default(),
         interval_ms: 10_000,
+        cert_expires: None,
     };
     st.register_host(&hello, now).unwrap()
 }

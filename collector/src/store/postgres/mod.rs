@@ -64,16 +64,18 @@ const COMPACT_LOCK: i64 = 0x4166_7444;
 const RETAIN_LOCK: i64 = 0x4166_7445;
 const PARTITION_LOCK: i64 = 0x4166_7446;
 
-/// A host's registration: insert, or update what its Hello says, and mark it connected
-/// through this collector ($8). Callers add their RETURNING.
+/// A host's registration: insert, or update what its Hello says and when its certificate
+/// expires ($9), and mark it connected through this collector ($8). Callers add their
+/// RETURNING.
 const REGISTER_HOST: &str = "
     INSERT INTO hosts (customer, host, first_seen, agent_version, facts, consent,
-                       interval_ms, connected, connected_via)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8)
+                       interval_ms, connected, connected_via, cert_expires)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8, $9)
     ON CONFLICT (customer, host) DO UPDATE SET
        agent_version = EXCLUDED.agent_version, facts = EXCLUDED.facts,
        consent = EXCLUDED.consent, interval_ms = EXCLUDED.interval_ms,
-       connected = true, connected_via = EXCLUDED.connected_via";
+       connected = true, connected_via = EXCLUDED.connected_via,
+       cert_expires = COALESCE(EXCLUDED.cert_expires, hosts.cert_expires)";
 
 /// Connections kept per URL in one process: the writer, the rules engine, the report
 /// scheduler and a few API requests at once.
@@ -412,6 +414,7 @@ impl PgStore {
                     &consent,
                     &sql_int(hello.interval_ms),
                     &self.node,
+                    &hello.cert_expires,
                 ],
             )
             .map_err(err)?;
@@ -1653,17 +1656,6 @@ impl Store for PgStore {
         if n == 0 {
             return Err(StoreError::UnknownHostId(host));
         }
-        Ok(())
-    }
-
-    fn set_cert_expiry(&mut self, host: HostId, at: UnixMillis) -> Result<(), StoreError> {
-        self.writable("storing a certificate's expiry")?;
-        let statement = self
-            .prepared("UPDATE hosts SET cert_expires = $2 WHERE id = $1")
-            .map_err(self.cx.sql("storing a certificate's expiry"))?;
-        self.conn
-            .execute(&statement, &[&host, &at])
-            .map_err(self.cx.sql("storing a certificate's expiry"))?;
         Ok(())
     }
 

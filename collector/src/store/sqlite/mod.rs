@@ -1331,12 +1331,13 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(
                 "INSERT INTO hosts (customer, host, first_seen, agent_version, facts, consent,
-                                    interval_ms, connected)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
+                                    interval_ms, connected, cert_expires)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)
                  ON CONFLICT (customer, host) DO UPDATE SET
                     agent_version = excluded.agent_version, facts = excluded.facts,
                     consent = excluded.consent, interval_ms = excluded.interval_ms,
-                    connected = 1
+                    connected = 1,
+                    cert_expires = coalesce(excluded.cert_expires, cert_expires)
                  RETURNING id",
             )
             .and_then(|mut s| {
@@ -1348,7 +1349,8 @@ impl Store for SqliteStore {
                         hello.agent_version,
                         facts,
                         consent,
-                        sql_int(hello.interval_ms)
+                        sql_int(hello.interval_ms),
+                        hello.cert_expires
                     ],
                     |r| r.get(0),
                 )
@@ -1374,15 +1376,6 @@ impl Store for SqliteStore {
         if n == 0 {
             return Err(StoreError::UnknownHostId(host));
         }
-        Ok(())
-    }
-
-    fn set_cert_expiry(&mut self, host: HostId, at: UnixMillis) -> Result<(), StoreError> {
-        self.writable("storing a certificate's expiry")?;
-        self.conn
-            .prepare_cached("UPDATE hosts SET cert_expires = ?2 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![host, at]))
-            .map_err(self.cx.sql("storing a certificate's expiry"))?;
         Ok(())
     }
 
