@@ -118,6 +118,7 @@ pub struct Telemetry {
     samples_stored: Counter,
     log_records_stored: Counter,
     ack_latency: Histogram,
+    handshake_duration: Histogram,
     commit_latency: Histogram,
     commit_group: Histogram,
     commit_failures: Counter,
@@ -181,6 +182,7 @@ impl Telemetry {
             samples_stored: Counter::default(),
             log_records_stored: Counter::default(),
             ack_latency: Histogram::new(LATENCY_BUCKETS),
+            handshake_duration: Histogram::new(LATENCY_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),
             commit_group: Histogram::new(GROUP_BUCKETS),
             commit_failures: Counter::default(),
@@ -271,6 +273,12 @@ impl Telemetry {
             "From a batch fully read to its acknowledgement written",
             Unit::Seconds,
             t.ack_latency.clone(),
+        );
+        r.register_with_unit(
+            "handshake_duration",
+            "From an admitted connection attempt's place to its finished TLS handshake",
+            Unit::Seconds,
+            t.handshake_duration.clone(),
         );
         r.register_with_unit(
             "store_commit_duration",
@@ -417,6 +425,11 @@ impl Telemetry {
             self.stream(&s.revoked_batches, stream)
                 .inc_by(l.discarded_by_revocation);
         }
+    }
+
+    /// An admitted attempt's handshake finished, `took` after it got its place.
+    pub fn handshake_done(&self, took: Duration) {
+        self.handshake_duration.observe(took.as_secs_f64());
     }
 
     pub fn ack_written(&self, since_read: Duration) {

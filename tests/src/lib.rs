@@ -243,6 +243,75 @@ pub fn assert_refused_attempt(err: &aftercare_agent::transport::LinkError) {
     }
 }
 
+/// A UDP relay between one client and `server`, as a network path that can fail: cut, it
+/// drops every datagram both ways (the network went away); with answers dropped, the
+/// client's datagrams still reach the server but nothing comes back (a peer that is gone,
+/// or has given its attempt up, as far as the server can tell).
+pub struct Relay {
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    deaf: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(server: SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering::SeqCst;
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        back.connect(server).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let deaf = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, d) = (cut.clone(), deaf.clone());
+        let task = tokio::spawn(async move {
+            let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+            let mut client = None;
+            loop {
+                tokio::select! {
+                    r = front.recv_from(&mut up) => {
+                        let Ok((n, from)) = r else { break };
+                        client = Some(from);
+                        if !c.load(SeqCst) {
+                            let _ = back.send(&up[..n]).await;
+                        }
+                    }
+                    r = back.recv(&mut down) => {
+                        // An error here is an ICMP report for an earlier datagram.
+                        let Ok(n) = r else { continue };
+                        let blocked = c.load(SeqCst) || d.load(SeqCst);
+                        if let (Some(to), false) = (client, blocked) {
+                            let _ = front.send_to(&down[..n], to).await;
+                        }
+                    }
+                }
+            }
+        });
+        Relay {
+            addr,
+            cut,
+            deaf,
+            task,
+        }
+    }
+
+    /// Drop every datagram from now on, both ways.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Drop the server's datagrams from now on; the client's still pass.
+    pub fn drop_answers(&self) {
+        self.deaf.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A child process that is killed when dropped, so a failing test leaves nothing behind.
 pub struct Proc(pub Option<std::process::Child>);
 

@@ -580,55 +580,6 @@ async fn log_batches_need_logs_consent_and_are_stored_once() {
     c.shutdown().await;
 }
 
-/// A UDP relay between one client and `server` that can be cut: then it drops every
-/// datagram both ways, as a network that went away would.
-struct Relay {
-    addr: std::net::SocketAddr,
-    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(server: std::net::SocketAddr) -> Relay {
-        use std::sync::atomic::Ordering::SeqCst;
-        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        back.connect(server).await.unwrap();
-        let addr = front.local_addr().unwrap();
-        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let c = cut.clone();
-        let task = tokio::spawn(async move {
-            let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
-            let mut client = None;
-            loop {
-                tokio::select! {
-                    r = front.recv_from(&mut up) => {
-                        let Ok((n, from)) = r else { break };
-                        client = Some(from);
-                        if !c.load(SeqCst) {
-                            let _ = back.send(&up[..n]).await;
-                        }
-                    }
-                    r = back.recv(&mut down) => {
-                        // An error here is an ICMP report for an earlier datagram.
-                        let Ok(n) = r else { continue };
-                        if let (Some(to), false) = (client, c.load(SeqCst)) {
-                            let _ = front.send_to(&down[..n], to).await;
-                        }
-                    }
-                }
-            }
-        });
-        Relay { addr, cut, task }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_collector_refuses_new_attempts_at_once() {
     let f = Fixture::new();
@@ -641,7 +592,7 @@ async fn a_stopping_collector_refuses_new_attempts_at_once() {
     let gone = connect_with(&f, &certs, relay.addr, "localhost", &h)
         .await
         .unwrap();
-    relay.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    relay.cut();
     c.stop.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
 

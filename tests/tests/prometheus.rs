@@ -715,3 +715,57 @@ async fn attempts_past_max_connecting_wait_their_turn_then_are_refused_and_count
     drop(link);
     c.shutdown().await;
 }
+
+/// A handshake whose peer has gone quiet (an attempt its agent gave up while the first
+/// packet was on its way: seen after restarts) gives its place up after a second. The
+/// attempts behind it are not stalled for the handshake's whole 5 s timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_whose_peer_went_quiet_gives_its_place_up() {
+    let mut f = Fixture::new();
+    f.collector.ingest.max_connecting = 1;
+    let c = f.start().await;
+    const CONNECTING: &str = "aftercare_collector_connecting";
+    const QUEUED: &str = "aftercare_collector_connecting_queued";
+    const HANDSHAKES: &str = "aftercare_collector_handshake_duration_seconds_count";
+
+    // Its first packets reach the collector, which starts the handshake and takes the only
+    // place; its answers never come back. The attempt is kept open (dropped, the client
+    // would say so, and the collector would end the handshake at once).
+    let relay = Relay::start(c.addr).await;
+    relay.drop_answers();
+    let certs = f.issue("a", "acme", "db1");
+    let ep = agent_endpoint(&certs);
+    let quiet = ep.connect(relay.addr, "localhost").unwrap();
+    scrape_until(c.api, "the quiet attempt holding the place", |e| {
+        e.value(CONNECTING, &[]) == 1.0
+    })
+    .await;
+
+    // An agent arriving now waits its turn (3 s at most), gets the place when the quiet
+    // handshake gives it up, and is welcomed. Without that it would wait out its patience
+    // and be refused: the quiet handshake would hold the place for 5 s.
+    let h = hello(None, &[Scope::Metrics]);
+    let certs_b = f.issue("b", "acme", "db2");
+    let (attempt, _) = tokio::join!(
+        connect(&f, &certs_b, c.addr, &h),
+        scrape_until(c.api, "the agent waiting its turn", |e| {
+            e.value(QUEUED, &[]) == 1.0
+        })
+    );
+    let mut link = attempt.expect("welcomed once the quiet handshake gave its place up");
+    assert!(matches!(
+        exchange(&mut link, &batch(seq(1, 0), LossReport::default())).await,
+        CollectorMsg::Ack { .. }
+    ));
+    let e = scrape_until(c.api, "the agent connected", |e| {
+        e.value(CONNECTED, &[]) == 1.0
+    })
+    .await;
+    const REFUSED: &str = "aftercare_collector_connections_refused_total";
+    assert_eq!(e.value(REFUSED, &[("reason", "busy")]), 0.0);
+    assert_eq!(e.value(HANDSHAKES, &[]), 1.0, "only the agent's finished");
+    assert_eq!(e.value(CONNECTING, &[]), 0.0);
+    drop(quiet);
+    drop(link);
+    c.shutdown().await;
+}

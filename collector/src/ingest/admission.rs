@@ -3,8 +3,8 @@
 //! Started all at once, a reconnect storm's handshakes share the CPU so thinly that few
 //! finish before their agents' connect timeout, and the collector spends its time on
 //! attempts already given up. So at most `max` attempts are between their first packet and
-//! their Welcome; the rest wait their turn in arrival order, without any TLS work, for up
-//! to [`QUEUE_WAIT`]. One that waits longer is refused (cheap: no TLS) and its agent retries
+//! their Welcome (a slow handshake gives its place up early: see `HANDSHAKE_PLACE`); the
+//! rest wait their turn in arrival order, without any TLS work, for up to [`QUEUE_WAIT`]. One that waits longer is refused (cheap: no TLS) and its agent retries
 //! after its jittered backoff.
 
 use std::collections::HashSet;
