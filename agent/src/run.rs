@@ -853,10 +853,11 @@ impl Agent {
     }
 
     fn on_connect_failed(&mut self, e: LinkError, retry_at: &mut Instant) {
-        let wait = transport::backoff(
+        let wait = transport::retry_wait(
             self.attempt,
             self.cfg.collector.reconnect_min,
             self.cfg.collector.reconnect_max,
+            e.is_refused_attempt(),
             self.jitter.next01(),
         );
         self.attempt = self.attempt.saturating_add(1);

@@ -53,6 +53,45 @@ pub enum LinkError {
     Handshake(Duration),
 }
 
+impl LinkError {
+    /// Whether the collector turned the attempt away before any handshake (QUIC's
+    /// CONNECTION_REFUSED): it is up, but busy with other attempts, or stopping.
+    pub fn is_refused_attempt(&self) -> bool {
+        matches!(
+            self,
+            LinkError::Connection {
+                source: quinn::ConnectionError::ConnectionClosed(close),
+                ..
+            } if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED
+        )
+    }
+}
+
+/// The longest wait before retrying an attempt the collector refused
+/// ([`LinkError::is_refused_attempt`]), whatever `reconnect_max` says. The refusal cost the
+/// collector no TLS work, so trying again soon is cheap for it; waiting the minute that an
+/// unreachable collector earns would only delay the data. After a restart, a collector
+/// turns away what it cannot take yet, and its agents come back within seconds.
+pub const REFUSED_RETRY_MAX: Duration = Duration::from_secs(4);
+
+/// Wait before reconnect attempt `attempt` (0-based) after a failed one: [`backoff`] from
+/// `min` to `max`, capped at [`REFUSED_RETRY_MAX`] when the attempt was `refused` (but never
+/// below `min`).
+pub fn retry_wait(
+    attempt: u32,
+    min: Duration,
+    max: Duration,
+    refused: bool,
+    rand01: f64,
+) -> Duration {
+    let max = if refused {
+        max.min(REFUSED_RETRY_MAX).max(min)
+    } else {
+        max
+    };
+    backoff(attempt, min, max, rand01)
+}
+
 /// An established, welcomed link.
 pub struct Link {
     pub conn: quinn::Connection,
@@ -211,5 +250,21 @@ mod tests {
             let v = j.next01();
             assert!((0.0..1.0).contains(&v));
         }
+    }
+
+    #[test]
+    fn a_refused_attempt_is_retried_within_seconds_an_unanswered_one_backs_off_further() {
+        let (min, max) = (Duration::from_millis(500), Duration::from_secs(60));
+        assert_eq!(retry_wait(10, min, max, false, 1.0), max);
+        assert_eq!(retry_wait(10, min, max, true, 1.0), REFUSED_RETRY_MAX);
+        assert!(retry_wait(10, min, max, true, 0.0) >= REFUSED_RETRY_MAX / 2);
+        // Early attempts grow as usual either way.
+        assert_eq!(retry_wait(1, min, max, true, 1.0), Duration::from_secs(1));
+        assert_eq!(retry_wait(1, min, max, false, 1.0), Duration::from_secs(1));
+        // A configured maximum below the cap, or a minimum above it, is kept.
+        let two = Duration::from_secs(2);
+        assert_eq!(retry_wait(10, min, two, true, 1.0), two);
+        let ten = Duration::from_secs(10);
+        assert_eq!(retry_wait(0, ten, max, true, 1.0), ten);
     }
 }

@@ -30,8 +30,10 @@ const FIRST_CONNECTS: usize = 128;
 enum Failed {
     /// Nothing came back within [`CONNECT_PATIENCE`]: the attempt went unheard.
     Unanswered(String),
-    /// Refused, reset or closed: the agent heard at once.
+    /// Turned away before its handshake (busy or stopping): retried as the agent does.
     Refused(String),
+    /// Reset, closed, or refused later: the agent heard at once.
+    Other(String),
 }
 
 /// The connection attempts of one [`Agent::reconnect`].
@@ -162,8 +164,10 @@ impl Agent {
             // The agent's own connect timeout: its handshake went unanswered too.
             if matches!(e, transport::LinkError::Handshake(_)) {
                 Failed::Unanswered(said)
-            } else {
+            } else if e.is_refused_attempt() {
                 Failed::Refused(said)
+            } else {
+                Failed::Other(said)
             }
         })
     }
@@ -198,17 +202,20 @@ impl Agent {
         let link = &self.plan.link;
         let mut attempt = 0u32;
         let mut unanswered = 0u32;
+        let mut refused = false;
         loop {
             if wait_first || attempt > 0 {
-                let wait = transport::backoff(
+                let wait = transport::retry_wait(
                     attempt,
                     link.reconnect_min,
                     link.reconnect_max,
+                    refused,
                     jitter.next01(),
                 );
                 tokio::time::sleep(wait).await;
             }
             attempt += 1;
+            refused = false;
             let e = match self.connect().await {
                 Ok(l) => {
                     let made = Attempts {
@@ -221,7 +228,11 @@ impl Agent {
                     unanswered += 1;
                     e
                 }
-                Err(Failed::Refused(e)) => e,
+                Err(Failed::Refused(e)) => {
+                    refused = true;
+                    e
+                }
+                Err(Failed::Other(e)) => e,
             };
             if t.elapsed() > GIVE_UP {
                 return Err(format!("{e} (gave up after {attempt} attempts)"));
