@@ -212,10 +212,10 @@ fn host_updates_apply_in_order_each_with_its_own_outcome(b: Backend) {
         panic!("{:?}", out[2]);
     };
     assert!(high_water.is_empty(), "a new host has no batches");
-    assert!(
-        matches!(out[3], Ok(HostUpdated::Registered { host, .. }) if host == a),
-        "{:?}",
-        out[3]
+    assert_eq!(
+        out[3].as_ref().unwrap(),
+        out[0].as_ref().unwrap(),
+        "registered again, with its marks"
     );
     assert!(matches!(out[4], Ok(HostUpdated::Done)));
     // All of it durable: another handle sees it.
@@ -228,10 +228,61 @@ fn host_updates_apply_in_order_each_with_its_own_outcome(b: Backend) {
     assert_eq!(web.consent.grants[0].by, "Bo");
     assert!(hosts.iter().any(|h| h.id == *db && h.connected));
 
+    // A host twice in a row (PostgreSQL cannot register it twice in one statement), then
+    // hosts known and new together.
+    let idc = Identity {
+        customer: "acme".into(),
+        host: "cache".into(),
+    };
+    let mut store = b.open();
+    let out = store.host_updates(
+        &[
+            HostUpdate::Register(hello(&idb)),
+            HostUpdate::Register(HostHello {
+                cert_expires: Some(T0 + 7),
+                ..hello(&idb)
+            }),
+            HostUpdate::Register(hello(&ida)),
+            HostUpdate::Register(hello(&idc)),
+        ],
+        T0 + 2500,
+    );
+    let ids: Vec<HostId> = out
+        .iter()
+        .map(|o| match o {
+            Ok(HostUpdated::Registered { host, .. }) => *host,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids[..3], [*db, *db, a]);
+    assert!(![a, *db].contains(&ids[3]), "a new host, a new id");
+    assert_eq!(
+        out[2].as_ref().unwrap(),
+        &HostUpdated::Registered {
+            host: a,
+            high_water: vec![(StreamId::Metrics, 1)]
+        }
+    );
+    let hosts = store.hosts(T0 + 2600).unwrap();
+    assert_eq!(hosts.len(), 3);
+    assert_eq!(
+        hosts.iter().find(|h| h.id == *db).unwrap().cert_expires,
+        Some(T0 + 7)
+    );
+    assert_eq!(
+        hosts.iter().find(|h| h.id == a).unwrap().cert_expires,
+        Some(expires)
+    );
+    drop(store);
+
     // Disconnections of a stopping collector, as a group.
     let mut store = b.open();
     let out = store.host_updates(
-        &[HostUpdate::Disconnected(a), HostUpdate::Disconnected(*db)],
+        &[
+            HostUpdate::Disconnected(a),
+            HostUpdate::Disconnected(*db),
+            HostUpdate::Disconnected(ids[3]),
+        ],
         T0 + 3000,
     );
     assert!(out.iter().all(|o| matches!(o, Ok(HostUpdated::Done))));

@@ -77,6 +77,21 @@ const REGISTER_HOST: &str = "
        connected = true, connected_via = EXCLUDED.connected_via,
        cert_expires = COALESCE(EXCLUDED.cert_expires, hosts.cert_expires)";
 
+/// [`REGISTER_HOST`] with its RETURNING: (the id; the id and the high-water marks), built
+/// once.
+fn register_sql() -> &'static (String, String) {
+    static SQL: OnceLock<(String, String)> = OnceLock::new();
+    SQL.get_or_init(|| {
+        (
+            format!("{REGISTER_HOST} RETURNING id"),
+            format!(
+                "WITH h AS ({REGISTER_HOST} RETURNING id)
+                 SELECT h.id, s.stream, s.high_seq FROM h LEFT JOIN streams s ON s.host_id = h.id"
+            ),
+        )
+    })
+}
+
 /// Connections kept per URL in one process: the writer, the rules engine, the report
 /// scheduler and a few API requests at once.
 const POOL_SIZE: u32 = 16;
@@ -1583,8 +1598,7 @@ impl Store for PgStore {
         Ok(())
     }
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {
-        let sql = format!("{REGISTER_HOST} RETURNING id");
-        let rows = self.upsert_host(&sql, hello, now)?;
+        let rows = self.upsert_host(&register_sql().0, hello, now)?;
         rows.first()
             .map(|r| r.get(0))
             .ok_or_else(|| self.cx.corrupt("registering a host", "no id returned"))
@@ -1597,11 +1611,7 @@ impl Store for PgStore {
         hello: &HostHello,
         now: UnixMillis,
     ) -> Result<(HostId, Vec<(StreamId, u64)>), StoreError> {
-        let sql = format!(
-            "WITH h AS ({REGISTER_HOST} RETURNING id)
-             SELECT h.id, s.stream, s.high_seq FROM h LEFT JOIN streams s ON s.host_id = h.id"
-        );
-        let rows = self.upsert_host(&sql, hello, now)?;
+        let rows = self.upsert_host(&register_sql().1, hello, now)?;
         let host: HostId = rows
             .first()
             .map(|r| r.get(0))
