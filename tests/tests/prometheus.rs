@@ -340,6 +340,10 @@ async fn scrape_until(
 }
 
 const CONNECTED: &str = "aftercare_collector_agents_connected";
+const CONNECTING: &str = "aftercare_collector_connecting";
+const QUEUED: &str = "aftercare_collector_connecting_queued";
+const REFUSED: &str = "aftercare_collector_connections_refused_total";
+const HANDSHAKES: &str = "aftercare_collector_handshake_duration_seconds_count";
 const STORED: &str = "aftercare_collector_batches_stored_total";
 const METRICS: [(&str, &str); 1] = [("stream", "metrics")];
 
@@ -593,7 +597,6 @@ async fn metrics_endpoint_follows_ingest_without_a_token_or_a_name() {
 async fn after_a_restart_agents_resume_their_tls_session_but_not_past_their_certificate() {
     const RESUMED: &str = "aftercare_collector_tls_resumed_handshakes_total";
     const ISSUED: &str = "aftercare_collector_tls_tickets_issued_total";
-    const REFUSED: &str = "aftercare_collector_connections_refused_total";
     let f = Fixture::new();
     // Valid for a few seconds: long enough for two connections, then it expires.
     let certs = f.dir.path().join("short-lived");
@@ -666,9 +669,6 @@ async fn attempts_past_max_connecting_wait_their_turn_then_are_refused_and_count
     let mut f = Fixture::new();
     f.collector.ingest.max_connecting = 1;
     let c = f.start().await;
-    const CONNECTING: &str = "aftercare_collector_connecting";
-    const QUEUED: &str = "aftercare_collector_connecting_queued";
-    const REFUSED: &str = "aftercare_collector_connections_refused_total";
 
     // A peer that finishes its handshake and says nothing holds the only place.
     let certs = f.issue("a", "acme", "db1");
@@ -685,12 +685,7 @@ async fn attempts_past_max_connecting_wait_their_turn_then_are_refused_and_count
     // An agent arriving now waits for that place, without a handshake, then is refused.
     let h = hello(None, &[Scope::Metrics]);
     let certs_b = f.issue("b", "acme", "db2");
-    let (attempt, _) = tokio::join!(
-        connect(&f, &certs_b, c.addr, &h),
-        scrape_until(c.api, "the agent waiting its turn", |e| {
-            e.value(QUEUED, &[]) == 1.0
-        })
-    );
+    let attempt = connect_seen_waiting(&f, &certs_b, &c, &h).await;
     let err = attempt.err().expect("no place came free: refused");
     assert_refused_attempt(&err);
     let e = scrape(c.api).await;
@@ -703,17 +698,38 @@ async fn attempts_past_max_connecting_wait_their_turn_then_are_refused_and_count
     let mut link = connect(&f, &certs_b, c.addr, &h)
         .await
         .expect("welcomed once the place is free");
-    assert!(matches!(
-        exchange(&mut link, &batch(seq(1, 0), LossReport::default())).await,
-        CollectorMsg::Ack { .. }
-    ));
-    let e = scrape_until(c.api, "the agent connected", |e| {
-        e.value(CONNECTED, &[]) == 1.0
-    })
-    .await;
+    let e = acked_and_connected(&c, &mut link).await;
     assert_eq!(e.value(CONNECTING, &[]), 0.0);
     drop(link);
     c.shutdown().await;
+}
+
+/// An agent's connection attempt, made while `/metrics` shows it waiting for a place.
+async fn connect_seen_waiting(
+    f: &Fixture,
+    certs: &Path,
+    c: &Running,
+    h: &Hello,
+) -> Result<Link, LinkError> {
+    let (attempt, _) = tokio::join!(
+        connect(f, certs, c.addr, h),
+        scrape_until(c.api, "the agent waiting its turn", |e| {
+            e.value(QUEUED, &[]) == 1.0
+        })
+    );
+    attempt
+}
+
+/// A first batch on `link` acknowledged, then `/metrics` once it counts the agent connected.
+async fn acked_and_connected(c: &Running, link: &mut Link) -> Exposition {
+    assert!(matches!(
+        exchange(link, &batch(seq(1, 0), LossReport::default())).await,
+        CollectorMsg::Ack { .. }
+    ));
+    scrape_until(c.api, "the agent connected", |e| {
+        e.value(CONNECTED, &[]) == 1.0
+    })
+    .await
 }
 
 /// A handshake whose peer has gone quiet (an attempt its agent gave up while the first
@@ -724,9 +740,6 @@ async fn a_handshake_whose_peer_went_quiet_gives_its_place_up() {
     let mut f = Fixture::new();
     f.collector.ingest.max_connecting = 1;
     let c = f.start().await;
-    const CONNECTING: &str = "aftercare_collector_connecting";
-    const QUEUED: &str = "aftercare_collector_connecting_queued";
-    const HANDSHAKES: &str = "aftercare_collector_handshake_duration_seconds_count";
 
     // Its first packets reach the collector, which starts the handshake and takes the only
     // place; its answers never come back. The attempt is kept open (dropped, the client
@@ -746,22 +759,9 @@ async fn a_handshake_whose_peer_went_quiet_gives_its_place_up() {
     // and be refused: the quiet handshake would hold the place for 5 s.
     let h = hello(None, &[Scope::Metrics]);
     let certs_b = f.issue("b", "acme", "db2");
-    let (attempt, _) = tokio::join!(
-        connect(&f, &certs_b, c.addr, &h),
-        scrape_until(c.api, "the agent waiting its turn", |e| {
-            e.value(QUEUED, &[]) == 1.0
-        })
-    );
+    let attempt = connect_seen_waiting(&f, &certs_b, &c, &h).await;
     let mut link = attempt.expect("welcomed once the quiet handshake gave its place up");
-    assert!(matches!(
-        exchange(&mut link, &batch(seq(1, 0), LossReport::default())).await,
-        CollectorMsg::Ack { .. }
-    ));
-    let e = scrape_until(c.api, "the agent connected", |e| {
-        e.value(CONNECTED, &[]) == 1.0
-    })
-    .await;
-    const REFUSED: &str = "aftercare_collector_connections_refused_total";
+    let e = acked_and_connected(&c, &mut link).await;
     assert_eq!(e.value(REFUSED, &[("reason", "busy")]), 0.0);
     assert_eq!(e.value(HANDSHAKES, &[]), 1.0, "only the agent's finished");
     assert_eq!(e.value(CONNECTING, &[]), 0.0);
