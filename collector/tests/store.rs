@@ -275,17 +275,26 @@ fn host_updates_apply_in_order_each_with_its_own_outcome(b: Backend) {
     );
     drop(store);
 
-    // Disconnections of a stopping collector, as a group.
+    // Disconnections of a stopping collector, as a group (one statement on PostgreSQL);
+    // an unknown host fails alone.
     let mut store = b.open();
     let out = store.host_updates(
         &[
             HostUpdate::Disconnected(a),
+            HostUpdate::Disconnected(999),
             HostUpdate::Disconnected(*db),
             HostUpdate::Disconnected(ids[3]),
         ],
         T0 + 3000,
     );
-    assert!(out.iter().all(|o| matches!(o, Ok(HostUpdated::Done))));
+    assert!(
+        matches!(out[1], Err(StoreError::UnknownHostId(999))),
+        "{:?}",
+        out[1]
+    );
+    for o in [&out[0], &out[2], &out[3]] {
+        assert!(matches!(o, Ok(HostUpdated::Done)), "{o:?}");
+    }
     assert!(store.hosts(T0 + 3000).unwrap().iter().all(|h| !h.connected));
 }
 

@@ -439,6 +439,37 @@ impl PgStore {
         Ok(rows)
     }
 
+    /// [`Store::set_disconnected`] for each of `hosts` in one statement; each one's outcome.
+    fn disconnect_many(
+        &mut self,
+        hosts: &[HostId],
+    ) -> Result<Vec<Result<HostUpdated, StoreError>>, StoreError> {
+        let err = self.cx.sql("marking hosts disconnected");
+        let statement = self
+            .prepared(
+                "UPDATE hosts SET connected = connected AND connected_via <> $2
+                 WHERE id = ANY($1) RETURNING id",
+            )
+            .map_err(&err)?;
+        let found: HashSet<HostId> = self
+            .conn
+            .query(&statement, &[&hosts, &self.node])
+            .map_err(err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(hosts
+            .iter()
+            .map(|&h| {
+                if found.contains(&h) {
+                    Ok(HostUpdated::Done)
+                } else {
+                    Err(StoreError::UnknownHostId(h))
+                }
+            })
+            .collect())
+    }
+
     /// How long after its end an hour waits for late batches before compaction.
     pub fn set_compaction_grace(&mut self, grace_ms: i64) {
         self.grace_ms = grace_ms.max(0);
@@ -1687,15 +1718,32 @@ impl Store for PgStore {
             return one_by_one(self);
         }
         let mut out = Vec::with_capacity(updates.len());
-        for u in updates {
-            let r = self.host_update(u, now);
-            if matches!(r, Err(StoreError::Backend { .. })) {
-                let _ = self.conn.batch_execute("ROLLBACK");
-                // Registrations of the rolled-back transaction may be cached.
-                self.hosts_known.clear();
-                return one_by_one(self);
-            }
-            out.push(r);
+        let mut i = 0;
+        while i < updates.len() {
+            // Disconnections in a row (a stopping collector's thousands) are one statement.
+            let hosts = disconnections_in_a_row(&updates[i..]);
+            let done = if hosts.len() > 1 {
+                self.disconnect_many(&hosts)
+            } else {
+                match self.host_update(&updates[i], now) {
+                    Err(e @ StoreError::Backend { .. }) => Err(e),
+                    r => Ok(vec![r]),
+                }
+            };
+            let done = match done {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::warn!(
+                        "a group of host updates failed ({e}); applying them one by one"
+                    );
+                    let _ = self.conn.batch_execute("ROLLBACK");
+                    // Registrations of the rolled-back transaction may be cached.
+                    self.hosts_known.clear();
+                    return one_by_one(self);
+                }
+            };
+            i += done.len();
+            out.extend(done);
         }
         match self.conn.batch_execute("COMMIT") {
             Ok(()) => out,
@@ -2099,6 +2147,17 @@ impl Store for PgStore {
         self.partitions.clear();
         result
     }
+}
+
+/// The hosts of the disconnections at the head of `updates`.
+fn disconnections_in_a_row(updates: &[HostUpdate<'_>]) -> Vec<HostId> {
+    updates
+        .iter()
+        .map_while(|u| match u {
+            HostUpdate::Disconnected(h) => Some(*h),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
