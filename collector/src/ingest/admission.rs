@@ -4,8 +4,9 @@
 //! finish before their agents' connect timeout, and the collector spends its time on
 //! attempts already given up. So at most `max` attempts are between their first packet and
 //! their Welcome (a slow handshake gives its place up early: see `HANDSHAKE_PLACE`); the
-//! rest wait their turn in arrival order, without any TLS work, for up to [`QUEUE_WAIT`]. One that waits longer is refused (cheap: no TLS) and its agent retries
-//! after its jittered backoff.
+//! rest wait their turn in arrival order, without any TLS work, for up to [`QUEUE_WAIT`].
+//! One that waits longer is refused (cheap: no TLS) and its agent retries after its
+//! jittered backoff.
 
 use std::collections::HashSet;
 use std::hash::Hash;

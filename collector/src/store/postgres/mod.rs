@@ -1685,19 +1685,10 @@ impl Store for PgStore {
 
     fn set_disconnected(&mut self, host: HostId, _now: UnixMillis) -> Result<(), StoreError> {
         self.writable("marking a host disconnected")?;
-        let statement = self
-            .prepared(
-                "UPDATE hosts SET connected = connected AND connected_via <> $2 WHERE id = $1",
-            )
-            .map_err(self.cx.sql("marking a host disconnected"))?;
-        let n = self
-            .conn
-            .execute(&statement, &[&host, &self.node])
-            .map_err(self.cx.sql("marking a host disconnected"))?;
-        if n == 0 {
-            return Err(StoreError::UnknownHostId(host));
-        }
-        Ok(())
+        let mut done = self.disconnect_many(&[host])?;
+        done.pop()
+            .expect("one outcome per host")
+            .map(|_: HostUpdated| ())
     }
 
     fn host_updates(
