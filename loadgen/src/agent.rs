@@ -37,12 +37,15 @@ enum Failed {
 }
 
 /// The connection attempts of one [`Agent::reconnect`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Attempts {
     /// Including the one that was welcomed.
     pub made: u32,
     /// Those that got no answer and were given up after [`CONNECT_PATIENCE`].
     pub unanswered: u32,
+    /// Each attempt: when it started, how long it took, and how it ended; for the report
+    /// of the slowest agents.
+    pub history: Vec<(Instant, Duration, String)>,
 }
 
 /// What every agent of a run shares.
@@ -203,6 +206,7 @@ impl Agent {
         let mut attempt = 0u32;
         let mut unanswered = 0u32;
         let mut refused = false;
+        let mut history = Vec::new();
         loop {
             if wait_first || attempt > 0 {
                 let wait = transport::retry_wait(
@@ -216,11 +220,16 @@ impl Agent {
             }
             attempt += 1;
             refused = false;
-            let e = match self.connect().await {
+            let began = Instant::now();
+            let outcome = self.connect().await;
+            let took = began.elapsed();
+            let e = match outcome {
                 Ok(l) => {
+                    history.push((began, took, "welcomed".to_string()));
                     let made = Attempts {
                         made: attempt,
                         unanswered,
+                        history,
                     };
                     return Ok((l, made));
                 }
@@ -234,6 +243,7 @@ impl Agent {
                 }
                 Err(Failed::Other(e)) => e,
             };
+            history.push((began, took, e.clone()));
             if t.elapsed() > GIVE_UP {
                 return Err(format!("{e} (gave up after {attempt} attempts)"));
             }

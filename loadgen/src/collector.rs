@@ -7,6 +7,7 @@
 //! and starts it, which must lose everything a process holds in memory. Only the ingest path
 //! runs: `serve`'s findings engine, report scheduler and API are not what is measured.
 
+use crate::lag::LagSummary;
 use aftercare_collector::config::CollectorConfig;
 use aftercare_collector::store::off_runtime;
 use aftercare_collector::telemetry::Refusal;
@@ -27,7 +28,7 @@ const READY: &str = "listening ";
 const COUNTS: &str = "counts ";
 
 /// What a collector child counted: the session tickets it made and accepted (resumed
-/// handshakes), and the connection attempts it refused.
+/// handshakes), the connection attempts it refused, and how late its runtime ran.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
     pub tickets_issued: u64,
@@ -38,6 +39,8 @@ pub struct Counts {
     pub refused_stopping: u64,
     /// Handshakes refused or not finished in time (their agents had given up).
     pub refused_tls: u64,
+    /// Over the child's whole life.
+    pub lag: LagSummary,
 }
 
 /// The child's side: serve ingest until SIGTERM or SIGINT, then shut down in order.
@@ -49,6 +52,8 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        let lag = crate::lag::Lag::start();
+        let started = std::time::Instant::now();
         let mut store = off_runtime(|| cfg.database.open())
             .with_context(|| format!("cannot open database {}", cfg.database))?;
         off_runtime(|| store.disconnect_all(aftercare_shared::time_fmt::now_millis()))?;
@@ -104,13 +109,17 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
         // Every writer handle is gone: the writer commits what is queued and stops.
         tokio::task::spawn_blocking(move || join.join()).await.ok();
         let t = tickets.tally();
+        let l = lag.since(started);
         println!(
-            "{COUNTS}{} {} {} {} {}",
+            "{COUNTS}{} {} {} {} {} {} {} {}",
             t.issued,
             t.accepted,
             telemetry.refused(Refusal::Busy),
             telemetry.refused(Refusal::Stopping),
             telemetry.refused(Refusal::Tls),
+            l.max.as_micros(),
+            l.behind,
+            l.seconds,
         );
         Ok(())
     })
@@ -181,7 +190,7 @@ impl Running {
                     .map(str::parse)
                     .collect::<Result<_, _>>()
                     .ok()
-                    .filter(|n: &Vec<u64>| n.len() == 5)
+                    .filter(|n: &Vec<u64>| n.len() == 8)
                     .with_context(|| {
                         format!("the collector child's counts are unreadable: {counts:?}")
                     })?;
@@ -191,6 +200,11 @@ impl Running {
                     refused_busy: n[2],
                     refused_stopping: n[3],
                     refused_tls: n[4],
+                    lag: LagSummary {
+                        max: Duration::from_micros(n[5]),
+                        behind: n[6] as u32,
+                        seconds: n[7] as u32,
+                    },
                 });
             }
             if t.elapsed() > patience {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod agent;
 mod collector;
+mod lag;
 mod procstat;
 mod report;
 mod scenario;

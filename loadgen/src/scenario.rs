@@ -4,6 +4,7 @@
 use crate::agent::{Agent, Attempts, CONNECT_PATIENCE, Gate, Plan, Sent};
 use crate::collector::{Counts, Running};
 use crate::common::thousands;
+use crate::lag::{Lag, LagSummary};
 use crate::procstat::{self, ThreadTimes};
 use crate::report::{Measure, Row, Target};
 use crate::sim::{EPOCH, INTERVAL_MS, LogBursts, SAMPLES_PER_BATCH, customer_name, host_name};
@@ -65,6 +66,8 @@ struct Setup {
     cfg: CollectorConfig,
     clients: Vec<quinn::ClientConfig>,
     agents_rt: tokio::runtime::Runtime,
+    /// How late the agents' runtime runs (see [`Lag`]).
+    agents_lag: Lag,
 }
 
 fn write_config(dir: &Path, db: &Db, s: &Settings, listen: &str) -> Result<PathBuf> {
@@ -164,11 +167,17 @@ fn setup(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Setup> {
         .thread_name("agents-rt")
         .enable_all()
         .build()?;
+    // Entered so the probe's task lands on the agents' runtime.
+    let agents_lag = {
+        let _on = agents_rt.enter();
+        Lag::start()
+    };
     Ok(Setup {
         config,
         cfg,
         clients,
         agents_rt,
+        agents_lag,
     })
 }
 
@@ -697,6 +706,10 @@ struct Reconnected {
     /// When its first batch after the restart was acknowledged.
     back: Instant,
     attempts: Attempts,
+    /// The welcomed connection's RTT estimate at the end, as its agent's QUIC saw it.
+    rtt: Duration,
+    /// Its packets declared lost, of those sent.
+    lost: (u64, u64),
 }
 
 /// The collector stopped and started again on the same port: how long until every agent is
@@ -717,8 +730,10 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         Duration,
         Option<String>,
         (Counts, Counts),
+        Vec<String>,
+        LagSummary,
     );
-    let (results, stop_time, backs, ready, restart_error, (before, after)): Outcome =
+    let (results, stop_time, backs, ready, restart_error, (before, after), slowest, agents_lag): Outcome =
         su.agents_rt.block_on(async {
             let (done_tx, mut done_rx) = mpsc::channel::<()>(agents.max(1));
             let (tasks, go, _, _) = spawn_agents(su.clients, &plan, move |mut agent, gate| {
@@ -742,11 +757,14 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
                         ));
                     }
                     let after = agent.send(&mut link, b, 2 * b).await?;
+                    let path = link.conn.stats().path;
                     agent.finish(link).await?;
                     Ok(Reconnected {
                         acked: before.acked + after.acked,
                         back: after.first_ack.unwrap_or_else(Instant::now),
                         attempts,
+                        rtt: path.rtt,
+                        lost: (path.lost_packets, path.sent_packets),
                     })
                 }
             })
@@ -785,6 +803,8 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
                 })
                 .collect();
             backs.sort();
+            let slowest = slowest_stories(&results, restarted, SLOWEST_TOLD);
+            let agents_lag = su.agents_lag.since(restarted);
             let (running, ready) = match starting.await {
                 Ok(r) => r,
                 Err(e) => (
@@ -803,7 +823,16 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
                     error.get_or_insert(format!("restarting the collector: {e:#}"));
                 }
             }
-            (results, stop_time, backs, ready, error, (before, after))
+            (
+                results,
+                stop_time,
+                backs,
+                ready,
+                error,
+                (before, after),
+                slowest,
+                agents_lag,
+            )
         });
 
     let mut row = Row::new("reconnect", db.name());
@@ -875,6 +904,13 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         aftercare_collector::ingest::QUEUE_WAIT,
         after.refused_tls,
     ));
+    // A 10 ms timer on each side: which one fell behind during the storm.
+    row.detail.push(format!(
+        "how late each runtime ran from the restart on (a 10 ms timer): the simulated agents' \
+         {agents_lag}; the restarted collector's {}",
+        after.lag
+    ));
+    row.detail.extend(slowest);
     row.check(
         acked == expected,
         format!("{acked} batches acknowledged, expected {expected}"),
@@ -900,6 +936,55 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         format!("{wrong} hosts' high-water marks are not {want:#x}"),
     );
     Ok(row)
+}
+
+/// How many of the last agents back after a restart have their attempts told.
+const SLOWEST_TOLD: usize = 3;
+
+/// The attempts of the `n` agents back last, each from the restart: a storm's tail is
+/// where the collector's admission and the agents' backoff show.
+fn slowest_stories(
+    results: &[Result<Reconnected, String>],
+    restarted: Instant,
+    n: usize,
+) -> Vec<String> {
+    let mut ok: Vec<&Reconnected> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    ok.sort_by_key(|r| std::cmp::Reverse(r.back));
+    let at = |t: Instant| {
+        // Attempts before the restart (to the stopping collector) are negative.
+        if t >= restarted {
+            t.duration_since(restarted).as_secs_f64()
+        } else {
+            -restarted.duration_since(t).as_secs_f64()
+        }
+    };
+    ok.iter()
+        .take(n)
+        .map(|r| {
+            let tried: Vec<String> = r
+                .attempts
+                .history
+                .iter()
+                .map(|(began, took, how)| {
+                    format!(
+                        "{:+.2} s for {:.2} s: {how}",
+                        at(*began),
+                        took.as_secs_f64()
+                    )
+                })
+                .collect();
+            format!(
+                "back at {:.2} s after {} attempts ({}); then its RTT estimate was {} ms and \
+                 {} of its {} packets had been declared lost",
+                at(r.back),
+                tried.len(),
+                tried.join("; "),
+                r.rtt.as_millis(),
+                r.lost.0,
+                r.lost.1,
+            )
+        })
+        .collect()
 }
 
 fn cpus() -> f64 {
