@@ -712,6 +712,22 @@ struct Reconnected {
     lost: (u64, u64),
 }
 
+/// What the agents' side of a restart saw.
+struct Storm {
+    results: Vec<Result<Reconnected, String>>,
+    /// From the stop signal to the collector's exit.
+    stop_time: Duration,
+    /// Microseconds from the restart to each agent's first acknowledgement, sorted.
+    backs: Vec<u32>,
+    /// From the restart to the restarted collector listening.
+    ready: Duration,
+    restart_error: Option<String>,
+    /// The stopping collector's counts, and the restarted one's.
+    counts: (Counts, Counts),
+    slowest: Vec<String>,
+    agents_lag: LagSummary,
+}
+
 /// The collector stopped and started again on the same port: how long until every agent is
 /// back and acknowledged, and whether any batch was lost or stored twice.
 pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
@@ -723,117 +739,115 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     let plan = Arc::new(Plan::new(addr, s.window, start, None));
     let agents = s.agents;
     let threads = s.collector_threads;
-    type Outcome = (
-        Vec<Result<Reconnected, String>>,
-        Duration,
-        Vec<u32>,
-        Duration,
-        Option<String>,
-        (Counts, Counts),
-        Vec<String>,
-        LagSummary,
-    );
-    let (results, stop_time, backs, ready, restart_error, (before, after), slowest, agents_lag): Outcome =
-        su.agents_rt.block_on(async {
-            let (done_tx, mut done_rx) = mpsc::channel::<()>(agents.max(1));
-            let (tasks, go, _, _) = spawn_agents(su.clients, &plan, move |mut agent, gate| {
-                let done = done_tx.clone();
-                async move {
-                    let mut link = agent.connect_fresh(gate).await?;
-                    let before = agent.send(&mut link, 0, b).await?;
-                    let _ = done.send(()).await;
-                    drop(done);
-                    // The collector's stop closes the connection.
-                    link.conn.closed().await;
-                    drop(link);
-                    let (mut link, attempts) = agent.reconnect(true).await?;
-                    let want = seq(EPOCH, b);
-                    let hw = link.welcome.high_water.clone();
-                    if hw != [(StreamId::Metrics, want)] {
-                        return Err(format!(
-                            "{}: after the restart the collector's high-water marks are {hw:?}, \
+    let Storm {
+        results,
+        stop_time,
+        backs,
+        ready,
+        restart_error,
+        counts: (before, after),
+        slowest,
+        agents_lag,
+    } = su.agents_rt.block_on(async {
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(agents.max(1));
+        let (tasks, go, _, _) = spawn_agents(su.clients, &plan, move |mut agent, gate| {
+            let done = done_tx.clone();
+            async move {
+                let mut link = agent.connect_fresh(gate).await?;
+                let before = agent.send(&mut link, 0, b).await?;
+                let _ = done.send(()).await;
+                drop(done);
+                // The collector's stop closes the connection.
+                link.conn.closed().await;
+                drop(link);
+                let (mut link, attempts) = agent.reconnect(true).await?;
+                let want = seq(EPOCH, b);
+                let hw = link.welcome.high_water.clone();
+                if hw != [(StreamId::Metrics, want)] {
+                    return Err(format!(
+                        "{}: after the restart the collector's high-water marks are {hw:?}, \
                              expected metrics {want:#x}",
-                            agent.name
-                        ));
-                    }
-                    let after = agent.send(&mut link, b, 2 * b).await?;
-                    let path = link.conn.stats().path;
-                    agent.finish(link).await?;
-                    Ok(Reconnected {
-                        acked: before.acked + after.acked,
-                        back: after.first_ack.unwrap_or_else(Instant::now),
-                        attempts,
-                        rtt: path.rtt,
-                        lost: (path.lost_packets, path.sent_packets),
-                    })
+                        agent.name
+                    ));
                 }
-            })
-            .await;
-            let _ = go.send(true);
-            let mut done = 0;
-            while done < agents && done_rx.recv().await.is_some() {
-                done += 1;
-            }
-            drop(done_rx);
-            let t = Instant::now();
-            let mut error = None;
-            // Before the restart: the tickets given; after it: the sessions resumed.
-            let (mut before, mut after) = (Counts::default(), Counts::default());
-            match first.stop(STOP_PATIENCE) {
-                Ok(c) => before = c,
-                Err(e) => error = Some(format!("stopping the collector: {e:#}")),
-            }
-            let stop_time = t.elapsed();
-            // The same port again: what agents were configured with.
-            let restarted = Instant::now();
-            // Off the agents' threads: it waits for the child's "ready" line.
-            let config = write_config(dir, db, s, &addr.to_string());
-            let starting = tokio::task::spawn_blocking(move || {
-                let r = config.and_then(|config| Running::start(&config, threads));
-                (r, restarted.elapsed())
-            });
-            let results = join_all(tasks).await;
-            // Microseconds, as `procstat::percentile_us` takes them.
-            let mut backs: Vec<u32> = results
-                .iter()
-                .filter_map(|r| r.as_ref().ok())
-                .map(|r| {
-                    let back = r.back.saturating_duration_since(restarted).as_micros();
-                    u32::try_from(back).unwrap_or(u32::MAX)
+                let after = agent.send(&mut link, b, 2 * b).await?;
+                let path = link.conn.stats().path;
+                agent.finish(link).await?;
+                Ok(Reconnected {
+                    acked: before.acked + after.acked,
+                    back: after.first_ack.unwrap_or_else(Instant::now),
+                    attempts,
+                    rtt: path.rtt,
+                    lost: (path.lost_packets, path.sent_packets),
                 })
-                .collect();
-            backs.sort();
-            let slowest = slowest_stories(&results, restarted, SLOWEST_TOLD);
-            let agents_lag = su.agents_lag.since(restarted);
-            let (running, ready) = match starting.await {
-                Ok(r) => r,
-                Err(e) => (
-                    Err(anyhow::anyhow!("the start task failed: {e}")),
-                    Duration::ZERO,
-                ),
-            };
-            match running {
-                Ok(r) => match r.stop(STOP_PATIENCE) {
-                    Ok(c) => after = c,
-                    Err(e) => {
-                        error.get_or_insert(format!("stopping the restarted collector: {e:#}"));
-                    }
-                },
-                Err(e) => {
-                    error.get_or_insert(format!("restarting the collector: {e:#}"));
-                }
             }
-            (
-                results,
-                stop_time,
-                backs,
-                ready,
-                error,
-                (before, after),
-                slowest,
-                agents_lag,
-            )
+        })
+        .await;
+        let _ = go.send(true);
+        let mut done = 0;
+        while done < agents && done_rx.recv().await.is_some() {
+            done += 1;
+        }
+        drop(done_rx);
+        let t = Instant::now();
+        let mut error = None;
+        // Before the restart: the tickets given; after it: the sessions resumed.
+        let (mut before, mut after) = (Counts::default(), Counts::default());
+        match first.stop(STOP_PATIENCE) {
+            Ok(c) => before = c,
+            Err(e) => error = Some(format!("stopping the collector: {e:#}")),
+        }
+        let stop_time = t.elapsed();
+        // The same port again: what agents were configured with.
+        let restarted = Instant::now();
+        // Off the agents' threads: it waits for the child's "ready" line.
+        let config = write_config(dir, db, s, &addr.to_string());
+        let starting = tokio::task::spawn_blocking(move || {
+            let r = config.and_then(|config| Running::start(&config, threads));
+            (r, restarted.elapsed())
         });
+        let results = join_all(tasks).await;
+        // Microseconds, as `procstat::percentile_us` takes them.
+        let mut backs: Vec<u32> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| {
+                let back = r.back.saturating_duration_since(restarted).as_micros();
+                u32::try_from(back).unwrap_or(u32::MAX)
+            })
+            .collect();
+        backs.sort();
+        let slowest = slowest_stories(&results, restarted, SLOWEST_TOLD);
+        let agents_lag = su.agents_lag.since(restarted);
+        let (running, ready) = match starting.await {
+            Ok(r) => r,
+            Err(e) => (
+                Err(anyhow::anyhow!("the start task failed: {e}")),
+                Duration::ZERO,
+            ),
+        };
+        match running {
+            Ok(r) => match r.stop(STOP_PATIENCE) {
+                Ok(c) => after = c,
+                Err(e) => {
+                    error.get_or_insert(format!("stopping the restarted collector: {e:#}"));
+                }
+            },
+            Err(e) => {
+                error.get_or_insert(format!("restarting the collector: {e:#}"));
+            }
+        }
+        Storm {
+            results,
+            stop_time,
+            backs,
+            ready,
+            restart_error: error,
+            counts: (before, after),
+            slowest,
+            agents_lag,
+        }
+    });
 
     let mut row = Row::new("reconnect", db.name());
     row.failures.extend(restart_error);
