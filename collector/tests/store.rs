@@ -1718,6 +1718,48 @@ fn postgres_migrations_and_refusals() {
     );
 }
 
+/// Collectors starting together on an empty database: two race to create the schema
+/// while readers look again and again; nobody takes the fresh tables for another
+/// program's, and everyone ends up open.
+#[test]
+fn postgres_collectors_starting_together_all_open_a_fresh_database() {
+    use aftercare_collector::store::Database;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for _ in 0..4 {
+        let db = aftercare_pgtest::database();
+        let url = db.url();
+        std::thread::scope(|s| {
+            let readers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut looks = 0u32;
+                        loop {
+                            assert!(std::time::Instant::now() < deadline, "still not open");
+                            looks += 1;
+                            match Database::parse(url).open_readonly() {
+                                Ok(_) => return looks,
+                                Err(
+                                    StoreError::NoDatabase { .. } | StoreError::SchemaTooOld { .. },
+                                ) => {}
+                                Err(e) => panic!("look {looks}: {e}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let writers: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| Database::parse(url).open().map(drop)))
+                .collect();
+            for w in writers {
+                w.join().unwrap().unwrap();
+            }
+            for r in readers {
+                assert!(r.join().unwrap() >= 1);
+            }
+        });
+    }
+}
+
 /// Two collectors receive the same batches at once (an agent reconnected to the other
 /// while its first commit was in flight): each batch is stored once, and exactly one of
 /// the two commits reports it stored.

@@ -148,13 +148,24 @@ pub struct Tailer {
     reads: VecDeque<ReadRequest>,
     lines: VecDeque<Line>,
     releases: VecDeque<FileId>,
-    /// Files replaced during the current scan (dev, fingerprint of a full head, where the
-    /// lines delivered end): what a copy made by copytruncate is recognised by.
-    replaced: Vec<(u64, Fingerprint, u64)>,
+    /// Files truncated or replaced lately: what a copy made by copytruncate is recognised
+    /// by. Kept for [`COPY_WAIT`], not one scan: a scan may list the directory before the
+    /// copy is made and open the original after its truncate, so the copy comes next scan.
+    replaced: Vec<Replaced>,
     dirty: bool,
     /// New files whose whole head equals a followed file's, first seen when: a copy in
     /// the making (copytruncate copies, then truncates), left unread for a while.
     deferred: BTreeMap<DevIno, Instant>,
+}
+
+#[derive(Debug)]
+struct Replaced {
+    dev: u64,
+    /// Of a whole head: a short one would match any file that merely starts alike.
+    fingerprint: Fingerprint,
+    /// Where the lines delivered from it end: a copy holds at least that much.
+    delivered: u64,
+    at: Instant,
 }
 
 /// How long a new file that looks like a copy of a followed one waits for its original to
@@ -203,6 +214,8 @@ impl Tailer {
         for t in self.files.values_mut() {
             t.attached = false;
         }
+        self.replaced
+            .retain(|r| now.saturating_duration_since(r.at) < COPY_WAIT);
         // Files we know first: a truncated original must be seen as such before its copy
         // is looked at, whatever order the paths came in.
         let mut ids = vec![0; observations.len()];
@@ -216,7 +229,6 @@ impl Tailer {
                 }
             }
         }
-        self.replaced.clear();
         self.deferred
             .retain(|_, first| now.saturating_duration_since(*first) < 2 * COPY_WAIT);
         if !self.scanned {
@@ -265,8 +277,12 @@ impl Tailer {
             }
             // Truncated, or the inode now holds other content: the old file is gone.
             if t.head.len() == HEAD_BYTES {
-                self.replaced
-                    .push((t.dev_ino.dev, Fingerprint::of(&t.head), t.line_start));
+                self.replaced.push(Replaced {
+                    dev: t.dev_ino.dev,
+                    fingerprint: Fingerprint::of(&t.head),
+                    delivered: t.line_start,
+                    at: now,
+                });
             }
             self.release(id);
             return self.track(now, o, 0);
@@ -280,26 +296,31 @@ impl Tailer {
                 // Truncated while we were down (copytruncate): its copy, if in our paths,
                 // holds what we had delivered, and is recognised like one made while up.
                 if usize::from(p.fingerprint.len) == HEAD_BYTES {
-                    self.replaced.push((o.dev_ino.dev, p.fingerprint, p.offset));
+                    self.replaced.push(Replaced {
+                        dev: o.dev_ino.dev,
+                        fingerprint: p.fingerprint,
+                        delivered: p.offset,
+                        at: now,
+                    });
                 }
                 0
             };
             return self.track(now, o, start);
         }
         // copytruncate's copy within our paths: a new file with the full head of a file
-        // truncated in this same scan. Its bytes up to where we were in the original were
-        // delivered already. Both conditions matter: a short head would match any file
-        // that merely starts alike, and a new file sharing a fixed banner with a live one
-        // (rename rotation of a log that starts with one) must be read whole. A copy seen
-        // before its original's truncate waits for it (`COPY_WAIT`), then is read whole:
-        // duplicates, never loss.
+        // truncated lately (this scan or one within `COPY_WAIT`), at least as long as what
+        // was delivered from it. Its bytes up to there were delivered already. Both head
+        // conditions matter: a short head would match any file that merely starts alike,
+        // and a new file sharing a fixed banner with a live one (rename rotation of a log
+        // that starts with one) must be read whole. A copy seen before its original's
+        // truncate waits for it (`COPY_WAIT`), then is read whole: duplicates, never loss.
         if head.len() == HEAD_BYTES
-            && let Some((_, _, line_start)) = self
-                .replaced
-                .iter()
-                .find(|(dev, fp, _)| *dev == o.dev_ino.dev && fp.matches(head))
+            && let Some(i) = self.replaced.iter().position(|r| {
+                r.dev == o.dev_ino.dev && r.fingerprint.matches(head) && o.size >= r.delivered
+            })
         {
-            let start = (*line_start).min(o.size);
+            // One copy per truncate: a second look-alike is no copy of it.
+            let start = self.replaced.swap_remove(i).delivered;
             return self.track(now, o, start);
         }
         // A copy of a followed file whose original has not been truncated (yet): seen
@@ -744,6 +765,44 @@ mod tests {
         let ids = t.handle_scan(later, &[obs("app.log.1", 1, &c), obs("app.log", 2, &new)]);
         files.insert(ids[1], new);
         assert_eq!(pump(&mut t, later, &files).len(), HEAD_BYTES / 5 + 1);
+    }
+
+    #[test]
+    fn a_copy_listed_only_after_its_truncate_was_seen_is_still_known() {
+        let now = Instant::now();
+        let c: Vec<u8> = (0..100)
+            .flat_map(|i| format!("{i:04}\n").into_bytes())
+            .collect();
+        for (wait, read_whole) in [(Duration::from_secs(1), false), (COPY_WAIT, true)] {
+            let mut t = Tailer::new(small());
+            let id = t.handle_scan(now, &[obs("app.log", 1, &c)])[0];
+            let mut files = BTreeMap::from([(id, c.clone())]);
+            assert_eq!(pump(&mut t, now, &files).len(), 100);
+            // The listing was taken before the copy existed; the open came after the truncate.
+            let ids = t.handle_scan(now, &[obs("app.log", 1, b"")]);
+            files.insert(ids[0], Vec::new());
+            assert!(pump(&mut t, now, &files).is_empty());
+            let later = now + wait;
+            let ids = t.handle_scan(later, &[obs("app.log", 1, b""), obs("app.log.1", 2, &c)]);
+            files.insert(ids[1], c.clone());
+            let lines = pump(&mut t, later, &files);
+            assert_eq!(
+                lines.len(),
+                if read_whole { 100 } else { 0 },
+                "after {wait:?}"
+            );
+        }
+        // A look-alike shorter than what was delivered from the original is no copy of it.
+        let mut t = Tailer::new(small());
+        let id = t.handle_scan(now, &[obs("app.log", 1, &c)])[0];
+        let mut files = BTreeMap::from([(id, c.clone())]);
+        assert_eq!(pump(&mut t, now, &files).len(), 100);
+        let ids = t.handle_scan(now, &[obs("app.log", 1, b"")]);
+        files.insert(ids[0], Vec::new());
+        let short = c[..HEAD_BYTES + 5].to_vec();
+        let ids = t.handle_scan(now, &[obs("app.log", 1, b""), obs("other.log", 2, &short)]);
+        files.insert(ids[1], short);
+        assert_eq!(pump(&mut t, now, &files).len(), HEAD_BYTES / 5 + 1);
     }
 
     #[test]

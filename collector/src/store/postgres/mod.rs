@@ -294,19 +294,19 @@ fn too_new(cx: &Ctx, found: u32) -> StoreError {
 /// other tables in its search path and not ours is refused.
 fn schema_version(c: &mut impl GenericClient, cx: &Ctx) -> Result<Option<u32>, StoreError> {
     let err = cx.sql("reading the schema version");
-    let meta: Option<String> = c
-        .query_one("SELECT to_regclass('aftercare_schema')::text", &[])
-        .map_err(&err)?
-        .get(0);
-    if meta.is_none() {
-        let others: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()",
-                &[],
-            )
-            .map_err(&err)?
-            .get(0);
+    // One statement, so one snapshot: asked in two, a collector migrating beside us could
+    // commit in between, and its fresh tables be taken for another program's.
+    let row = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE c.relname = 'aftercare_schema'),
+                    count(*) FILTER (WHERE c.relname <> 'aftercare_schema')
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()",
+            &[],
+        )
+        .map_err(&err)?;
+    let (meta, others): (i64, i64) = (row.get(0), row.get(1));
+    if meta == 0 {
         if others > 0 {
             return Err(StoreError::NotOurs {
                 path: cx.0.to_string(),
