@@ -52,8 +52,9 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let lag = crate::lag::Lag::start();
+        // Taken first: the probe's first window may open before `start` returns.
         let started = std::time::Instant::now();
+        let lag = crate::lag::Lag::start();
         let mut store = off_runtime(|| cfg.database.open())
             .with_context(|| format!("cannot open database {}", cfg.database))?;
         off_runtime(|| store.disconnect_all(aftercare_shared::time_fmt::now_millis()))?;
