@@ -214,12 +214,32 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration, rand01: f64) -> Durat
 pub struct Jitter(u64);
 
 impl Jitter {
+    /// Seeded from the system's randomness. Not from the clock: agents started together
+    /// (a fleet booting after a power cut, or a load generator's thousands in one process)
+    /// read nearly the same nanoseconds, and xorshift's first outputs from nearby seeds are
+    /// nearly equal, so they would all retry at the same moment, which is what jitter is
+    /// for preventing.
     pub fn seeded() -> Self {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        Jitter(t ^ (u64::from(std::process::id()) << 32) | 1)
+        let mut b = [0u8; 8];
+        let seed = match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b) {
+            Ok(()) => u64::from_le_bytes(b),
+            Err(_) => {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1);
+                t ^ (u64::from(std::process::id()) << 32)
+            }
+        };
+        Self::from_seed(seed)
+    }
+
+    /// Nearby seeds give unrelated sequences: the seed is scrambled (splitmix64's finaliser).
+    pub fn from_seed(seed: u64) -> Self {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Jitter((z ^ (z >> 31)) | 1)
     }
 
     pub fn next01(&mut self) -> f64 {
@@ -235,6 +255,32 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_seeded_together_do_not_draw_alike() {
+        // Seeds a nanosecond apart (a clock read by agents started together): their first
+        // draws must spread over [0, 1) as independent ones would.
+        let mut tenths = [0u32; 10];
+        for i in 0..10_000u64 {
+            let v = Jitter::from_seed(1_764_600_000_000_000_000 + i).next01();
+            assert!((0.0..1.0).contains(&v));
+            tenths[(v * 10.0) as usize] += 1;
+        }
+        for (k, n) in tenths.iter().enumerate() {
+            assert!(
+                (850..1150).contains(n),
+                "tenth {k} drew {n} of 10,000: {tenths:?}"
+            );
+        }
+        let mut seen = [0u32; 10];
+        for _ in 0..2000 {
+            seen[(Jitter::seeded().next01() * 10.0) as usize] += 1;
+        }
+        assert!(
+            seen.iter().all(|&n| n > 100),
+            "system-seeded draws: {seen:?}"
+        );
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
