@@ -58,11 +58,15 @@ const TAKE: usize = 1 << 20;
 const LOG_BATCH: usize = 512 << 10;
 /// Spool sync, checkpoint and audit bookkeeping.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How long a link whose stream the collector finished waits for the collector's close
+/// (which says whether it is stopping, and when to come back) before counting as lost.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// What the link's tasks report.
 enum LinkEvent {
     Msg(u64, CollectorMsg),
-    Closed(u64, String),
+    /// Why, and the window a stopping collector asked to spread the return over.
+    Closed(u64, String, Option<Duration>),
 }
 
 /// What the link's writer task is told.
@@ -739,6 +743,7 @@ impl Agent {
         }
         self.welcomed = true;
         let diag_conn = conn.clone();
+        let reader_conn = conn.clone();
         // Writer: frames from the main task, in order.
         let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<WriterCmd>();
         let events = self.events_tx.clone();
@@ -748,7 +753,7 @@ impl Agent {
                 match cmd {
                     WriterCmd::Frame(f) => {
                         if let Err(e) = send.write_all(&f).await {
-                            let _ = events.send(LinkEvent::Closed(generation, e.to_string()));
+                            let _ = events.send(LinkEvent::Closed(generation, e.to_string(), None));
                             return;
                         }
                         transport::count_sent(f.len());
@@ -778,7 +783,13 @@ impl Agent {
                     Err(e) => break e.to_string(),
                 }
             };
-            let _ = events.send(LinkEvent::Closed(generation, why));
+            // A stopping collector finishes the stream, then closes saying when to come
+            // back: wait (briefly) for that close before reporting the link lost.
+            let window = tokio::time::timeout(CLOSE_PATIENCE, reader_conn.closed())
+                .await
+                .ok()
+                .and_then(|e| transport::return_window(&e));
+            let _ = events.send(LinkEvent::Closed(generation, why, window));
         });
         // Diagnostic streams the collector opens on this connection: their own task, so a
         // probe never holds up batches or acknowledgements.
@@ -935,17 +946,23 @@ impl Agent {
                 }
                 CollectorMsg::Welcome(_) => warn!("unexpected second Welcome ignored"),
             },
-            LinkEvent::Closed(g, why) if Some(g) == current => {
-                warn!("link lost: {why}");
+            LinkEvent::Closed(g, why, window) if Some(g) == current => {
                 self.link = None;
                 self.waiting_since = None;
                 self.in_flight.clear();
-                let wait = transport::backoff(
-                    0,
+                let wait = transport::first_wait(
+                    window,
                     self.cfg.collector.reconnect_min,
                     self.cfg.collector.reconnect_max,
                     self.jitter.next01(),
                 );
+                match window {
+                    Some(w) => info!(
+                        "link lost: {why}; the collector is stopping and spreads its agents' \
+                         return over {w:.1?}: reconnecting in {wait:.1?}"
+                    ),
+                    None => warn!("link lost: {why}"),
+                }
                 *retry_at = Instant::now() + wait;
             }
             _ => {} // from an earlier link

@@ -3,7 +3,7 @@
 
 use crate::config::CollectorConfig;
 use aftercare_shared::codec::{self, CodecError};
-use aftercare_shared::protocol::{AgentMsg, CollectorMsg, Hello, Welcome};
+use aftercare_shared::protocol::{self, AgentMsg, CollectorMsg, Hello, Welcome};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -90,6 +90,31 @@ pub fn retry_wait(
         max
     };
     backoff(attempt, min, max, rand01)
+}
+
+/// The window a stopping collector asked its agents to spread their return over
+/// ([`protocol::shutdown_reason`]), from how the connection ended.
+pub fn return_window(e: &quinn::ConnectionError) -> Option<Duration> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(protocol::CLOSE_SHUTDOWN) =>
+        {
+            protocol::return_window(&c.reason)
+        }
+        _ => None,
+    }
+}
+
+/// The wait before the first attempt after a link was lost: a random moment within the
+/// `window` a stopping collector gave (even past `max`: the collector knows how many agents
+/// it sends away, and at most [`protocol::MAX_RETURN_WINDOW`]), else the first step of
+/// [`backoff`].
+pub fn first_wait(window: Option<Duration>, min: Duration, max: Duration, rand01: f64) -> Duration {
+    let step = backoff(0, min, max, rand01);
+    match window {
+        Some(w) => step.max(w.mul_f64(rand01.clamp(0.0, 1.0))),
+        None => step,
+    }
 }
 
 /// An established, welcomed link.
@@ -255,6 +280,39 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopping_collectors_window_spreads_the_first_attempt_and_nothing_else_does() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let window = Duration::from_secs(10);
+        assert_eq!(first_wait(None, min, max, 1.0), min);
+        assert_eq!(first_wait(Some(window), min, max, 0.0), min / 2);
+        assert_eq!(first_wait(Some(window), min, max, 0.5), window / 2);
+        assert_eq!(first_wait(Some(window), min, max, 1.0), window, "past max");
+        assert_eq!(first_wait(Some(Duration::ZERO), min, max, 1.0), min);
+
+        let closed = |code: u32, reason: String| {
+            quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+                error_code: quinn::VarInt::from_u32(code),
+                reason: reason.into_bytes().into(),
+            })
+        };
+        let told = protocol::shutdown_reason(window);
+        assert_eq!(
+            return_window(&closed(protocol::CLOSE_SHUTDOWN, told.clone())),
+            Some(window)
+        );
+        assert_eq!(return_window(&closed(0, told)), None, "not a shutdown");
+        assert_eq!(
+            return_window(&closed(
+                protocol::CLOSE_SHUTDOWN,
+                "collector shutting down".into()
+            )),
+            None,
+            "an older collector"
+        );
+        assert_eq!(return_window(&quinn::ConnectionError::TimedOut), None);
+    }
 
     #[test]
     fn agents_seeded_together_do_not_draw_alike() {

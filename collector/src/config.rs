@@ -272,6 +272,10 @@ pub struct IngestConfig {
     /// Connection attempts between their first packet and their Welcome, at most this many
     /// at once; more are refused at once and their agents retry after their backoff.
     pub max_connecting: usize,
+    /// Agents per second a stopping collector expects to take back when it (or the next
+    /// one) is up: it tells its agents to spread their return over connected / return_rate
+    /// seconds (at most ten minutes), so a restart is not met by all of them at once.
+    pub return_rate: u32,
 }
 
 impl Default for IngestConfig {
@@ -281,6 +285,7 @@ impl Default for IngestConfig {
             compact_every: Duration::from_secs(60),
             queue_depth: 8192,
             max_connecting: 256,
+            return_rate: 1000,
         }
     }
 }
@@ -375,6 +380,13 @@ impl CollectorConfig {
                     .into(),
             );
         }
+        if i.return_rate == 0 {
+            return Err(
+                "ingest.return_rate must be at least 1 (agents per second taken back after a \
+                 restart)"
+                    .into(),
+            );
+        }
         crate::notify::config::validate_all(&self.webhooks)?;
         self.reports.validate()?;
         let f = &self.findings;
@@ -465,6 +477,9 @@ mod tests {
         let e = CollectorConfig::parse("[ingest]\nmax_connecting = 0\n", Path::new("c.toml"))
             .unwrap_err();
         assert!(e.to_string().contains("ingest.max_connecting"), "{e}");
+        let e =
+            CollectorConfig::parse("[ingest]\nreturn_rate = 0\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("ingest.return_rate"), "{e}");
         let e = CollectorConfig::parse("lsiten = 1\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("lsiten"), "{e}");
         let e =

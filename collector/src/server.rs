@@ -222,6 +222,7 @@ impl Collector {
                 links,
                 telemetry,
                 share_probes: shared,
+                going_away: ingest::GoingAway::new(ing.return_rate),
             },
             shutdown,
         )

@@ -391,6 +391,11 @@ impl Telemetry {
             .get()
     }
 
+    /// Agents welcomed and still connected.
+    pub fn agents_connected_now(&self) -> u64 {
+        self.agents_connected.get().max(0) as u64
+    }
+
     /// An agent welcomed: counted as accepted and connected until the guard is dropped.
     pub fn agent_connected(&self) -> Connected<'_> {
         self.accepted.inc();

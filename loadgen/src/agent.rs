@@ -92,6 +92,15 @@ impl Plan {
     }
 }
 
+/// When [`Agent::reconnect`] makes its first attempt.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    Now,
+    /// As the agent does after its link was lost: [`transport::first_wait`], spread over the
+    /// window a stopping collector gave, if it gave one.
+    AfterLoss(Option<Duration>),
+}
+
 /// What an agent saw while sending.
 #[derive(Default)]
 pub struct Sent {
@@ -184,7 +193,7 @@ impl Agent {
                 .acquire()
                 .await
                 .map_err(|_| format!("{}: connecting closed", self.name))?;
-            self.reconnect(false).await?
+            self.reconnect(Start::Now).await?
         };
         if !link.welcome.high_water.is_empty() {
             return Err(format!(
@@ -196,10 +205,10 @@ impl Agent {
         Ok(link)
     }
 
-    /// Connect as the agent does: attempts spaced by the agent's own jittered backoff (the
-    /// first one at once unless `wait_first`), until one is welcomed or [`GIVE_UP`] passes.
-    /// Also what the attempts before it met.
-    pub async fn reconnect(&self, wait_first: bool) -> Result<(Link, Attempts), String> {
+    /// Connect as the agent does: attempts spaced by the agent's own jittered backoff, the
+    /// first as `start` says, until one is welcomed or [`GIVE_UP`] passes. Also what the
+    /// attempts before it met.
+    pub async fn reconnect(&self, start: Start) -> Result<(Link, Attempts), String> {
         let t = Instant::now();
         let mut jitter = Jitter::seeded();
         let link = &self.plan.link;
@@ -208,7 +217,17 @@ impl Agent {
         let mut refused = false;
         let mut history = Vec::new();
         loop {
-            if wait_first || attempt > 0 {
+            if attempt == 0 {
+                if let Start::AfterLoss(window) = start {
+                    let wait = transport::first_wait(
+                        window,
+                        link.reconnect_min,
+                        link.reconnect_max,
+                        jitter.next01(),
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            } else {
                 let wait = transport::retry_wait(
                     attempt,
                     link.reconnect_min,

@@ -103,6 +103,7 @@ pub fn serve(config: &Path, threads: usize) -> Result<()> {
                 links: diagnose::Links::new(),
                 share_probes: false,
                 telemetry: telemetry.clone(),
+                going_away: ingest::GoingAway::new(ing.return_rate),
             },
             stop,
         )

@@ -1,13 +1,14 @@
 //! The scenarios: each sets up a collector on one backend and its agents, runs, measures,
 //! checks its own accounting, and hands back one row of the table.
 
-use crate::agent::{Agent, Attempts, CONNECT_PATIENCE, Gate, Plan, Sent};
+use crate::agent::{Agent, Attempts, CONNECT_PATIENCE, Gate, Plan, Sent, Start};
 use crate::collector::{Counts, Running};
 use crate::common::thousands;
 use crate::lag::{Lag, LagSummary};
 use crate::procstat::{self, ThreadTimes};
 use crate::report::{Measure, Row, Target};
 use crate::sim::{EPOCH, INTERVAL_MS, LogBursts, SAMPLES_PER_BATCH, customer_name, host_name};
+use aftercare_agent::transport;
 use aftercare_collector::ca;
 use aftercare_collector::config::CollectorConfig;
 use aftercare_collector::store::{
@@ -710,6 +711,8 @@ struct Reconnected {
     rtt: Duration,
     /// Its packets declared lost, of those sent.
     lost: (u64, u64),
+    /// The window the stopping collector asked it to spread its return over.
+    told: Option<Duration>,
 }
 
 /// What the agents' side of a restart saw.
@@ -757,10 +760,10 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
                 let before = agent.send(&mut link, 0, b).await?;
                 let _ = done.send(()).await;
                 drop(done);
-                // The collector's stop closes the connection.
-                link.conn.closed().await;
+                // The collector's stop closes the connection, saying when to come back.
+                let told = transport::return_window(&link.conn.closed().await);
                 drop(link);
-                let (mut link, attempts) = agent.reconnect(true).await?;
+                let (mut link, attempts) = agent.reconnect(Start::AfterLoss(told)).await?;
                 let want = seq(EPOCH, b);
                 let hw = link.welcome.high_water.clone();
                 if hw != [(StreamId::Metrics, want)] {
@@ -779,6 +782,7 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
                     attempts,
                     rtt: path.rtt,
                     lost: (path.lost_packets, path.sent_packets),
+                    told,
                 })
             }
         })
@@ -889,11 +893,15 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    let told: Vec<Duration> = ok.iter().filter_map(|r| r.told).collect();
     row.detail.push(format!(
         "{agents} agents, {b} batches before the restart and {b} after; the stop took {:.2} s; \
-         {:.2} connection attempts per agent (jittered backoff {:?}..{:?}), {unanswered} of \
-         them unanswered (given up after {:?})",
+         {} agents told by the stopping collector to come back within {:.1} s; {:.2} connection \
+         attempts per agent (jittered backoff {:?}..{:?}), {unanswered} of them unanswered \
+         (given up after {:?})",
         stop_time.as_secs_f64(),
+        told.len(),
+        told.iter().max().copied().unwrap_or_default().as_secs_f64(),
         attempts as f64 / ok.len().max(1) as f64,
         plan.link.reconnect_min,
         plan.link.reconnect_max,

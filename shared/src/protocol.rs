@@ -18,6 +18,10 @@
 //! diagnostic on the same connection (see `crate::diag`); an agent of an older version is
 //! never asked.
 //!
+//! A stopping collector finishes the stream and closes with [`CLOSE_SHUTDOWN`] and a reason
+//! naming the window its agents should spread their return over ([`shutdown_reason`]);
+//! the reason is plain text, so agents that do not read it only log it.
+//!
 //! Batches of one stream are sent in sequence order and acknowledged in that order. The
 //! collector keeps, per (host, stream), the highest sequence committed, in the same
 //! transaction as the data: a batch at or below it is a redelivery, acknowledged again and
@@ -28,6 +32,7 @@
 use crate::consent::{ConsentRecord, Scope};
 use crate::model::{HostFacts, LogRecord, LossReport, MetricSnapshot};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// ALPN of this protocol version; the TLS handshake fails for any other.
 pub const ALPN: &[u8] = b"aftercare/1";
@@ -205,4 +210,62 @@ pub fn seq(epoch: u32, counter: u32) -> u64 {
 
 pub fn seq_epoch(seq: u64) -> u32 {
     (seq >> 32) as u32
+}
+
+/// The QUIC application close code of a collector that is stopping.
+pub const CLOSE_SHUTDOWN: u32 = 4;
+
+/// The longest return window a stopping collector gives: past it, agents fall back on their
+/// own backoff anyway, and a longer wait would only keep data back.
+pub const MAX_RETURN_WINDOW: Duration = Duration::from_secs(600);
+
+const RETURN_PREFIX: &str = "collector shutting down; come back within ";
+
+/// The close reason of a stopping collector, with the window its agents should spread
+/// their return over (each at a random moment within it), so that a restart is not met by
+/// every agent at once. Plain text: an agent that does not know it just logs it.
+pub fn shutdown_reason(window: Duration) -> String {
+    let ms = window.min(MAX_RETURN_WINDOW).as_millis();
+    format!("{RETURN_PREFIX}{ms} ms")
+}
+
+/// The return window in a stopping collector's close reason ([`shutdown_reason`]), if it
+/// gives one; capped at [`MAX_RETURN_WINDOW`].
+pub fn return_window(reason: &[u8]) -> Option<Duration> {
+    let text = std::str::from_utf8(reason).ok()?;
+    let ms: u64 = text
+        .strip_prefix(RETURN_PREFIX)?
+        .strip_suffix(" ms")?
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms).min(MAX_RETURN_WINDOW))
+}
+
+#[cfg(test)]
+mod return_tests {
+    use super::*;
+
+    #[test]
+    fn a_return_window_is_read_back_from_the_close_reason_and_capped() {
+        for w in [0, 1, 9_500, 600_000] {
+            let w = Duration::from_millis(w);
+            assert_eq!(return_window(shutdown_reason(w).as_bytes()), Some(w));
+        }
+        let long = shutdown_reason(Duration::from_secs(3600));
+        assert_eq!(return_window(long.as_bytes()), Some(MAX_RETURN_WINDOW));
+        assert_eq!(
+            return_window(b"collector shutting down; come back within 99999999 ms"),
+            Some(MAX_RETURN_WINDOW)
+        );
+        for other in [
+            b"collector shutting down".as_slice(),
+            b"collector shutting down; come back within soon ms",
+            b"collector shutting down; come back within -5 ms",
+            b"collector shutting down; come back within 5",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert_eq!(return_window(other), None, "{other:?}");
+        }
+    }
 }

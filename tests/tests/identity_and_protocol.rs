@@ -607,3 +607,40 @@ async fn a_stopping_collector_refuses_new_attempts_at_once() {
     drop(gone);
     c.shutdown().await;
 }
+
+/// A stopping collector closes every connection saying when to come back: within a window
+/// of (agents connected) / `ingest.return_rate` seconds, the same for all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_collector_tells_its_agents_to_spread_their_return() {
+    let mut f = Fixture::new();
+    f.collector.ingest.return_rate = 2;
+    let c = f.start().await;
+    let h = hello(None, consent(&[Scope::Metrics]));
+    let mut links = Vec::new();
+    for host in ["db1", "db2", "db3"] {
+        let certs = f.issue(host, "acme", host);
+        links.push(
+            connect_with(&f, &certs, c.addr, "localhost", &h)
+                .await
+                .unwrap(),
+        );
+    }
+    // Welcomed means counted as connected; the shutdown then closes all three.
+    let stopping = tokio::spawn(c.shutdown());
+    for link in &links {
+        let e = tokio::time::timeout(PATIENCE, link.conn.closed())
+            .await
+            .expect("closed in time");
+        let quinn::ConnectionError::ApplicationClosed(close) = &e else {
+            panic!("closed otherwise: {e}");
+        };
+        assert_eq!(close.error_code, quinn::VarInt::from_u32(CLOSE_SHUTDOWN));
+        // Three agents at two a second.
+        assert_eq!(
+            transport::return_window(&e),
+            Some(Duration::from_millis(1500)),
+            "{close:?}"
+        );
+    }
+    stopping.await.unwrap();
+}

@@ -5,8 +5,10 @@
 //! consent, hand it to the writer, and acknowledge it — in order — once it is committed.
 
 mod admission;
+mod going_away;
 
 pub use admission::{Admission, Admitted, QUEUE_WAIT};
+pub use going_away::GoingAway;
 
 use crate::store::{BatchData, CommitOutcome, HostId, LogBlock, PendingBatch};
 use crate::telemetry::{BatchTally, Refusal, Telemetry};
@@ -32,7 +34,7 @@ pub mod close {
     pub const PROTOCOL: u32 = 1;
     pub const REFUSED: u32 = 2;
     pub const STORE: u32 = 3;
-    pub const SHUTDOWN: u32 = 4;
+    pub const SHUTDOWN: u32 = aftercare_shared::protocol::CLOSE_SHUTDOWN;
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +60,16 @@ pub struct IngestOptions {
     pub telemetry: Arc<Telemetry>,
     /// Keep what agents advertise in the database: it is shared with other collectors.
     pub share_probes: bool,
+    /// What connections closed for a shutdown are told (when to come back).
+    pub going_away: GoingAway,
+}
+
+impl IngestOptions {
+    /// The close reason of a connection closed because the collector is stopping.
+    fn going_away(&self) -> String {
+        self.going_away
+            .reason(self.telemetry.agents_connected_now())
+    }
 }
 
 /// Accept connections until `shutdown`; then let each connection finish what it has in
@@ -74,7 +86,11 @@ pub async fn serve(
         .watch_connecting(move || a.in_progress() as u64, move || b.waiting() as u64);
     loop {
         let incoming = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                // Before connections start ending: every agent here counts.
+                opts.going_away.fix(opts.telemetry.agents_connected_now());
+                break;
+            }
             i = endpoint.accept() => match i {
                 Some(i) => i,
                 None => break,
@@ -162,7 +178,8 @@ pub async fn serve(
         warn!("connections still busy after 5 s; closing them");
     }
     // From here quinn refuses new attempts itself, and `accept` ends the task above.
-    endpoint.close(close::SHUTDOWN.into(), b"collector shutting down");
+    let reason = opts.going_away();
+    endpoint.close(close::SHUTDOWN.into(), reason.as_bytes());
     let _ = refusing.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
@@ -218,7 +235,7 @@ async fn handle_connection(
         let opened = tokio::select! {
             _ = shutdown.cancelled() => {
                 opts.telemetry.connection_refused(Refusal::Stopping);
-                conn.close(close::SHUTDOWN.into(), b"collector shutting down");
+                conn.close(close::SHUTDOWN.into(), opts.going_away().as_bytes());
                 return;
             }
             o = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()) => o,
@@ -261,7 +278,11 @@ async fn handle_connection(
                 // acknowledgements reach the agent.
                 let _ = send.finish();
                 let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-                conn.close(close::DONE.into(), b"bye");
+                if shutdown.is_cancelled() {
+                    conn.close(close::SHUTDOWN.into(), opts.going_away().as_bytes());
+                } else {
+                    conn.close(close::DONE.into(), b"bye");
+                }
             }
             Err(ConnError::Refused(reason)) => {
                 warn!("refused: {reason}");
@@ -279,7 +300,7 @@ async fn handle_connection(
             }
             Err(ConnError::Stopping) => {
                 debug!("closed before its Hello: shutting down");
-                conn.close(close::SHUTDOWN.into(), b"collector shutting down");
+                conn.close(close::SHUTDOWN.into(), opts.going_away().as_bytes());
             }
             Err(ConnError::Store(e)) => {
                 warn!("closing: store failed: {e}");
