@@ -1038,6 +1038,7 @@ mod tests {
         collect(&mut drv, 1, Duration::from_millis(50)).await;
         let scans = drv.scans();
         let path = f.clone();
+        let began = std::time::Instant::now();
         let writer = std::thread::spawn(move || {
             let mut w = OpenOptions::new().append(true).open(&path).unwrap();
             for i in 0..400 {
@@ -1048,9 +1049,11 @@ mod tests {
         let got = collect(&mut drv, 400, Duration::from_secs(3)).await;
         writer.join().unwrap();
         assert_eq!(got.len(), 400);
-        // ~1 s of writes; min_scan_gap is 100 ms.
+        // ~1 s of writes (longer on a busy machine); min_scan_gap is 100 ms.
+        let took = began.elapsed();
         let n = drv.scans() - scans;
-        assert!(n <= 16, "{n} scans");
+        let most = (took.as_millis() / 100) as u64 + 6;
+        assert!(n <= most, "{n} scans in {took:?}");
 
         // Renamed away: read to its end, then closed after rotate_wait.
         std::fs::rename(&f, d.path().join("app.log.1")).unwrap();
