@@ -11,8 +11,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct GoingAway {
     rate: u32,
-    /// Fixed by the first connection closed for the shutdown, while every agent still
-    /// counts, and given to all: the later ones see fewer connected.
+    /// Fixed once per shutdown, when it begins (or at its first close), while every agent
+    /// still counts, and given to all: connections closed later see fewer connected.
     window: Arc<OnceLock<Duration>>,
 }
 
@@ -27,21 +27,19 @@ impl GoingAway {
     /// Fix the window for this shutdown from the agents connected when it began (called
     /// as it begins: connections that end sooner no longer count).
     pub fn fix(&self, connected: u64) {
-        let _ = self.window.set(return_window(connected, self.rate));
+        let _ = self.window.set(window_for(connected, self.rate));
     }
 
     /// The close reason for this shutdown; `connected` agents being connected now is the
     /// count if [`GoingAway::fix`] was not called first.
     pub fn reason(&self, connected: u64) -> String {
-        let window = *self
-            .window
-            .get_or_init(|| return_window(connected, self.rate));
+        let window = *self.window.get_or_init(|| window_for(connected, self.rate));
         shutdown_reason(window)
     }
 }
 
 /// `connected` agents taken back at `rate` a second: the window their returns are spread over.
-pub fn return_window(connected: u64, rate: u32) -> Duration {
+pub fn window_for(connected: u64, rate: u32) -> Duration {
     let ms = connected.saturating_mul(1000) / u64::from(rate.max(1));
     Duration::from_millis(ms).min(MAX_RETURN_WINDOW)
 }
@@ -49,18 +47,21 @@ pub fn return_window(connected: u64, rate: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aftercare_shared::protocol::return_window as read_window;
+    use aftercare_shared::protocol::return_window;
 
     #[test]
     fn the_window_grows_with_the_fleet_and_is_the_same_for_every_agent() {
-        assert_eq!(return_window(0, 1000), Duration::ZERO);
-        assert_eq!(return_window(1, 1000), Duration::from_millis(1));
-        assert_eq!(return_window(10_000, 1000), Duration::from_secs(10));
-        assert_eq!(return_window(10_000, 0), MAX_RETURN_WINDOW);
-        assert_eq!(return_window(u64::MAX, 1), MAX_RETURN_WINDOW);
+        assert_eq!(window_for(0, 1000), Duration::ZERO);
+        assert_eq!(window_for(1, 1000), Duration::from_millis(1));
+        assert_eq!(window_for(10_000, 1000), Duration::from_secs(10));
+        assert_eq!(window_for(10_000, 0), MAX_RETURN_WINDOW);
+        assert_eq!(window_for(u64::MAX, 1), MAX_RETURN_WINDOW);
         let g = GoingAway::new(1000);
         let first = g.reason(5000);
-        assert_eq!(read_window(first.as_bytes()), Some(Duration::from_secs(5)));
+        assert_eq!(
+            return_window(first.as_bytes()),
+            Some(Duration::from_secs(5))
+        );
         // Agents closed later see fewer connected; they are told the same window.
         assert_eq!(g.reason(10), first);
         assert_eq!(g.clone().reason(1), first);
@@ -69,7 +70,7 @@ mod tests {
         g.fix(2000);
         g.fix(3);
         assert_eq!(
-            read_window(g.reason(0).as_bytes()),
+            return_window(g.reason(0).as_bytes()),
             Some(Duration::from_secs(2))
         );
     }
