@@ -773,15 +773,20 @@ mod tests {
         let c: Vec<u8> = (0..100)
             .flat_map(|i| format!("{i:04}\n").into_bytes())
             .collect();
-        for (wait, read_whole) in [(Duration::from_secs(1), false), (COPY_WAIT, true)] {
+        // app.log read to its end, then seen truncated by a scan whose listing was taken
+        // before the copy existed (the open came after the truncate).
+        let read_then_truncated = || {
             let mut t = Tailer::new(small());
             let id = t.handle_scan(now, &[obs("app.log", 1, &c)])[0];
             let mut files = BTreeMap::from([(id, c.clone())]);
             assert_eq!(pump(&mut t, now, &files).len(), 100);
-            // The listing was taken before the copy existed; the open came after the truncate.
             let ids = t.handle_scan(now, &[obs("app.log", 1, b"")]);
             files.insert(ids[0], Vec::new());
             assert!(pump(&mut t, now, &files).is_empty());
+            (t, files)
+        };
+        for (wait, read_whole) in [(Duration::from_secs(1), false), (COPY_WAIT, true)] {
+            let (mut t, mut files) = read_then_truncated();
             let later = now + wait;
             let ids = t.handle_scan(later, &[obs("app.log", 1, b""), obs("app.log.1", 2, &c)]);
             files.insert(ids[1], c.clone());
@@ -793,12 +798,7 @@ mod tests {
             );
         }
         // A look-alike shorter than what was delivered from the original is no copy of it.
-        let mut t = Tailer::new(small());
-        let id = t.handle_scan(now, &[obs("app.log", 1, &c)])[0];
-        let mut files = BTreeMap::from([(id, c.clone())]);
-        assert_eq!(pump(&mut t, now, &files).len(), 100);
-        let ids = t.handle_scan(now, &[obs("app.log", 1, b"")]);
-        files.insert(ids[0], Vec::new());
+        let (mut t, mut files) = read_then_truncated();
         let short = c[..HEAD_BYTES + 5].to_vec();
         let ids = t.handle_scan(now, &[obs("app.log", 1, b""), obs("other.log", 2, &short)]);
         files.insert(ids[1], short);
