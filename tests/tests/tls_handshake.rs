@@ -284,3 +284,51 @@ async fn server_certificate_is_not_an_agent_certificate() {
         "does not allow extended key usage for client authentication",
     );
 }
+
+/// What a handshake costs beyond itself, which a collector taking back thousands of agents
+/// at once pays thousands of times: the agent probes the path's MTU once, at the full
+/// Ethernet size, and gets it on a path that carries it (quinn's own search sends about
+/// five probes, mostly padding); the collector does not probe at all; and the collector
+/// gives [`tls::TICKETS_PER_HANDSHAKE`] session tickets, no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_probes_the_path_once_the_collector_never_and_tickets_are_few() {
+    use aftercare_agent::tls::PROBED_MTU;
+    tokio::time::timeout(CASE_TIMEOUT, async {
+        let pki = Pki::new();
+        let certs = pki.agent("a", "acme", "db1", Validity::days_from_now(1));
+        let (config, tickets) =
+            tls::load_quinn_server_config(&tls::ServerTlsFiles::in_dir(&pki.ca_dir())).unwrap();
+        let server_ep =
+            net::server_endpoint("127.0.0.1:0".parse().unwrap(), config, b"test").unwrap();
+        let addr = server_ep.local_addr().unwrap();
+        let client_ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let connecting = client_ep
+            .connect_with(agent_config(&certs), addr, "localhost")
+            .unwrap();
+        let incoming = server_ep.accept().await.expect("endpoint open");
+        let (client, server) = tokio::join!(connecting, incoming);
+        let (client, server) = (client.expect("agent side"), server.expect("collector side"));
+        // The probe leaves once the handshake is confirmed; its acknowledgement raises the MTU.
+        while client.stats().path.current_mtu < PROBED_MTU {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Long enough for a search to go on (each probe waits only for the last one's ack).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (agent, collector) = (client.stats().path, server.stats().path);
+        assert_eq!(agent.sent_plpmtud_probes, 1, "{agent:?}");
+        assert_eq!(agent.current_mtu, PROBED_MTU, "{agent:?}");
+        assert_eq!(collector.sent_plpmtud_probes, 0, "{collector:?}");
+        assert_eq!(collector.current_mtu, 1200, "{collector:?}");
+        assert_eq!(
+            tickets.tally().issued,
+            tls::TICKETS_PER_HANDSHAKE as u64,
+            "tickets given for one full handshake"
+        );
+        client.close(0u32.into(), b"done");
+        server.close(0u32.into(), b"done");
+        client_ep.wait_idle().await;
+        server_ep.wait_idle().await;
+    })
+    .await
+    .expect("finished in time");
+}
