@@ -145,6 +145,7 @@ impl Running {
             .arg(config)
             .arg("--threads")
             .arg(threads.to_string())
+            .env(crate::alloc::COLLECTOR_ALLOCATOR, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

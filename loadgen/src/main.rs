@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod agent;
+mod alloc;
 mod collector;
 mod lag;
 mod procstat;
