@@ -23,8 +23,10 @@ static CHOICE: AtomicU8 = AtomicU8::new(UNDECIDED);
 fn mimalloc() -> bool {
     let mut c = CHOICE.load(Ordering::Relaxed);
     if c == UNDECIDED {
-        // getenv allocates nothing; threads racing here read the same environment.
-        // SAFETY: a NUL-terminated name; nothing in this process sets variables.
+        // getenv allocates nothing. The first allocation (by the runtime's start or, at
+        // the latest, the parsing of the arguments) comes before `main` starts a thread
+        // or sets a variable; later calls find the choice made.
+        // SAFETY: a NUL-terminated name, read while nothing writes the environment.
         let set = unsafe { !libc::getenv(c"AFTERCARE_LOADGEN_MIMALLOC".as_ptr()).is_null() };
         c = if set { MIMALLOC } else { SYSTEM };
         CHOICE.store(c, Ordering::Relaxed);
