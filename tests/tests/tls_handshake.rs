@@ -50,14 +50,14 @@ fn agent_config(dir: &Path) -> quinn::ClientConfig {
     .unwrap()
 }
 
-/// The socket setup: the collector's endpoint on 127.0.0.1:0, as `serve` makes it.
-fn server(pki: &Pki) -> (quinn::Endpoint, SocketAddr) {
-    let config = tls::load_quinn_server_config(&tls::ServerTlsFiles::in_dir(&pki.ca_dir()))
-        .unwrap()
-        .0;
+/// The socket setup: the collector's endpoint on 127.0.0.1:0, as `serve` makes it, and
+/// its count of session tickets.
+fn server(pki: &Pki) -> (quinn::Endpoint, SocketAddr, Arc<tls::tickets::TicketCounts>) {
+    let (config, tickets) =
+        tls::load_quinn_server_config(&tls::ServerTlsFiles::in_dir(&pki.ca_dir())).unwrap();
     let endpoint = net::server_endpoint("127.0.0.1:0".parse().unwrap(), config, b"test").unwrap();
     let addr = endpoint.local_addr().unwrap();
-    (endpoint, addr)
+    (endpoint, addr, tickets)
 }
 
 /// What each side saw.
@@ -71,7 +71,7 @@ struct Outcome {
 /// One connection attempt: the server accepts one connection and echoes the identity it
 /// read from the client's certificate; the client sends a hello and reads the answer.
 async fn attempt(pki: &Pki, client: quinn::ClientConfig, server_name: &str) -> Outcome {
-    let (server_ep, addr) = server(pki);
+    let (server_ep, addr, _) = server(pki);
     let server_task = tokio::spawn(async move {
         let incoming = server_ep.accept().await.expect("endpoint open");
         let conn = incoming.await?;
@@ -296,11 +296,7 @@ async fn the_agent_probes_the_path_once_the_collector_never_and_tickets_are_few(
     tokio::time::timeout(CASE_TIMEOUT, async {
         let pki = Pki::new();
         let certs = pki.agent("a", "acme", "db1", Validity::days_from_now(1));
-        let (config, tickets) =
-            tls::load_quinn_server_config(&tls::ServerTlsFiles::in_dir(&pki.ca_dir())).unwrap();
-        let server_ep =
-            net::server_endpoint("127.0.0.1:0".parse().unwrap(), config, b"test").unwrap();
-        let addr = server_ep.local_addr().unwrap();
+        let (server_ep, addr, tickets) = server(&pki);
         let client_ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let connecting = client_ep
             .connect_with(agent_config(&certs), addr, "localhost")
