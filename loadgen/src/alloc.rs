@@ -9,10 +9,11 @@
 //! zeroes where the system allocator maps untouched pages.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::ffi::CStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Set (to any value) in the collector child's environment by its parent.
-pub const COLLECTOR_ALLOCATOR: &str = "AFTERCARE_LOADGEN_MIMALLOC";
+pub const COLLECTOR_ALLOCATOR: &CStr = c"AFTERCARE_LOADGEN_MIMALLOC";
 
 const UNDECIDED: u8 = 0;
 const SYSTEM: u8 = 1;
@@ -20,18 +21,23 @@ const MIMALLOC: u8 = 2;
 
 static CHOICE: AtomicU8 = AtomicU8::new(UNDECIDED);
 
-fn mimalloc() -> bool {
+/// This process's allocator.
+fn chosen() -> &'static dyn GlobalAlloc {
     let mut c = CHOICE.load(Ordering::Relaxed);
     if c == UNDECIDED {
         // getenv allocates nothing. The first allocation (by the runtime's start or, at
         // the latest, the parsing of the arguments) comes before `main` starts a thread
         // or sets a variable; later calls find the choice made.
         // SAFETY: a NUL-terminated name, read while nothing writes the environment.
-        let set = unsafe { !libc::getenv(c"AFTERCARE_LOADGEN_MIMALLOC".as_ptr()).is_null() };
+        let set = unsafe { !libc::getenv(COLLECTOR_ALLOCATOR.as_ptr()).is_null() };
         c = if set { MIMALLOC } else { SYSTEM };
         CHOICE.store(c, Ordering::Relaxed);
     }
-    c == MIMALLOC
+    if c == MIMALLOC {
+        &mimalloc::MiMalloc
+    } else {
+        &System
+    }
 }
 
 pub struct ByProcess;
@@ -40,48 +46,21 @@ pub struct ByProcess;
 // the first allocation), which upholds GlobalAlloc's contract itself.
 unsafe impl GlobalAlloc for ByProcess {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if mimalloc() {
-            unsafe { mimalloc::MiMalloc.alloc(layout) }
-        } else {
-            unsafe { System.alloc(layout) }
-        }
+        unsafe { chosen().alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if mimalloc() {
-            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
-        } else {
-            unsafe { System.alloc_zeroed(layout) }
-        }
+        unsafe { chosen().alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if mimalloc() {
-            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
-        } else {
-            unsafe { System.dealloc(ptr, layout) }
-        }
+        unsafe { chosen().dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if mimalloc() {
-            unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
-        } else {
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
+        unsafe { chosen().realloc(ptr, layout, new_size) }
     }
 }
 
 #[global_allocator]
 static ALLOC: ByProcess = ByProcess;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_name_checked_is_the_one_the_parent_sets() {
-        assert_eq!(
-            c"AFTERCARE_LOADGEN_MIMALLOC".to_str().unwrap(),
-            super::COLLECTOR_ALLOCATOR
-        );
-    }
-}

@@ -17,6 +17,7 @@ use aftercare_collector::{diagnose, ingest, net};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -145,7 +146,10 @@ impl Running {
             .arg(config)
             .arg("--threads")
             .arg(threads.to_string())
-            .env(crate::alloc::COLLECTOR_ALLOCATOR, "1")
+            .env(
+                std::ffi::OsStr::from_bytes(crate::alloc::COLLECTOR_ALLOCATOR.to_bytes()),
+                "1",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
