@@ -64,33 +64,38 @@ const COMPACT_LOCK: i64 = 0x4166_7444;
 const RETAIN_LOCK: i64 = 0x4166_7445;
 const PARTITION_LOCK: i64 = 0x4166_7446;
 
-/// A host's registration: insert, or update what its Hello says and when its certificate
-/// expires ($9), and mark it connected through this collector ($8). Callers add their
-/// RETURNING.
-const REGISTER_HOST: &str = "
-    INSERT INTO hosts (customer, host, first_seen, agent_version, facts, consent,
-                       interval_ms, connected, connected_via, cert_expires)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8, $9)
-    ON CONFLICT (customer, host) DO UPDATE SET
-       agent_version = EXCLUDED.agent_version, facts = EXCLUDED.facts,
-       consent = EXCLUDED.consent, interval_ms = EXCLUDED.interval_ms,
-       connected = true, connected_via = EXCLUDED.connected_via,
-       cert_expires = COALESCE(EXCLUDED.cert_expires, hosts.cert_expires)";
+/// Hosts' registrations in one statement, $1..$7 arrays with one element per Hello (their
+/// identities distinct: one statement cannot update a row twice): insert, or update what
+/// the Hello says and when its certificate expires ($7; NULL keeps what is stored), and
+/// mark it connected through this collector ($9) at $8. One row per Hello and stream
+/// written: the Hello's position (from 1), the host's id and the stream's high-water mark
+/// (NULL stream when none is written yet). A reconnect storm is thousands of
+/// registrations: a statement for each group of them, not for each.
+const REGISTER_HOSTS: &str = "
+    WITH v AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::bigint[], $7::bigint[])
+            WITH ORDINALITY AS v (customer, host, agent_version, facts, consent,
+                                  interval_ms, cert_expires, ord)
+    ), h AS (
+        INSERT INTO hosts (customer, host, first_seen, agent_version, facts, consent,
+                           interval_ms, connected, connected_via, cert_expires)
+        SELECT customer, host, $8, agent_version, facts, consent, interval_ms, true, $9,
+               cert_expires
+        FROM v ORDER BY ord
+        ON CONFLICT (customer, host) DO UPDATE SET
+           agent_version = EXCLUDED.agent_version, facts = EXCLUDED.facts,
+           consent = EXCLUDED.consent, interval_ms = EXCLUDED.interval_ms,
+           connected = true, connected_via = EXCLUDED.connected_via,
+           cert_expires = COALESCE(EXCLUDED.cert_expires, hosts.cert_expires)
+        RETURNING id, customer, host
+    )
+    SELECT v.ord, h.id, s.stream, s.high_seq
+    FROM v JOIN h ON h.customer = v.customer AND h.host = v.host
+    LEFT JOIN streams s ON s.host_id = h.id";
 
-/// [`REGISTER_HOST`] with its RETURNING: (the id; the id and the high-water marks), built
-/// once.
-fn register_sql() -> &'static (String, String) {
-    static SQL: OnceLock<(String, String)> = OnceLock::new();
-    SQL.get_or_init(|| {
-        (
-            format!("{REGISTER_HOST} RETURNING id"),
-            format!(
-                "WITH h AS ({REGISTER_HOST} RETURNING id)
-                 SELECT h.id, s.stream, s.high_seq FROM h LEFT JOIN streams s ON s.host_id = h.id"
-            ),
-        )
-    })
-}
+/// A registered host's id and high-water marks.
+type Registration = (HostId, Vec<(StreamId, u64)>);
 
 /// Connections kept per URL in one process: the writer, the rules engine, the report
 /// scheduler and a few API requests at once.
@@ -404,39 +409,68 @@ impl PgStore {
             .map_err(self.cx.sql("vacuuming staging"))
     }
 
-    /// Run `sql`, built on [`REGISTER_HOST`], with `hello`'s values; its rows.
-    fn upsert_host(
+    /// Register `hellos` (identities distinct) in one statement: each one's host id and
+    /// high-water marks, in order.
+    fn register_many(
         &mut self,
-        sql: &str,
-        hello: &HostHello,
+        hellos: &[&HostHello<'_>],
         now: UnixMillis,
-    ) -> Result<Vec<postgres::Row>, StoreError> {
-        self.writable("registering a host")?;
-        let facts = serde_json::to_string(hello.facts).expect("host facts serialize");
-        let consent = serde_json::to_string(hello.consent).expect("consent serializes");
-        let err = self.cx.sql("registering a host");
-        let statement = self.prepared(sql).map_err(&err)?;
+    ) -> Result<Vec<Registration>, StoreError> {
+        self.writable("registering hosts")?;
+        let mut customers = Vec::with_capacity(hellos.len());
+        let mut hosts = Vec::with_capacity(hellos.len());
+        let mut versions = Vec::with_capacity(hellos.len());
+        let mut facts = Vec::with_capacity(hellos.len());
+        let mut consents = Vec::with_capacity(hellos.len());
+        let mut intervals = Vec::with_capacity(hellos.len());
+        let mut expiries = Vec::with_capacity(hellos.len());
+        for h in hellos {
+            customers.push(h.identity.customer.as_str());
+            hosts.push(h.identity.host.as_str());
+            versions.push(h.agent_version);
+            facts.push(serde_json::to_string(h.facts).expect("host facts serialize"));
+            consents.push(serde_json::to_string(h.consent).expect("consent serializes"));
+            intervals.push(sql_int(h.interval_ms));
+            expiries.push(h.cert_expires);
+        }
+        let err = self.cx.sql("registering hosts");
+        let statement = self.prepared(REGISTER_HOSTS).map_err(&err)?;
         let rows = self
             .conn
             .query(
                 &statement,
                 &[
-                    &hello.identity.customer,
-                    &hello.identity.host,
-                    &now,
-                    &hello.agent_version,
-                    &facts,
-                    &consent,
-                    &sql_int(hello.interval_ms),
+                    &customers, &hosts, &versions, &facts, &consents, &intervals, &expiries, &now,
                     &self.node,
-                    &hello.cert_expires,
                 ],
             )
             .map_err(err)?;
-        if let Some(r) = rows.first() {
-            self.hosts_known.insert(r.get(0));
+        let mut out: Vec<Option<Registration>> = vec![None; hellos.len()];
+        for r in &rows {
+            let ord: i64 = r.get(0);
+            let slot = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| self.cx.corrupt("registering hosts", format!("row {ord}")))?;
+            let (host, marks) = slot.get_or_insert_with(|| (r.get(1), Vec::new()));
+            self.hosts_known.insert(*host);
+            let Some(code) = r.get::<_, Option<i32>>(2) else {
+                continue; // no stream written yet
+            };
+            let stream = u8::try_from(code)
+                .ok()
+                .and_then(StreamId::from_code)
+                .ok_or_else(|| self.cx.corrupt("stream code", code.to_string()))?;
+            marks.push((stream, r.get::<_, i64>(3) as u64));
         }
-        Ok(rows)
+        out.into_iter()
+            .map(|one| {
+                let (host, mut marks) =
+                    one.ok_or_else(|| self.cx.corrupt("registering hosts", "no id returned"))?;
+                marks.sort();
+                Ok((host, marks))
+            })
+            .collect()
     }
 
     /// [`Store::set_disconnected`] for each of `hosts` in one statement; each one's outcome.
@@ -682,7 +716,7 @@ fn records_row(records: &[LogRecord]) -> Result<Option<LogRow>, logblock::BlockE
 /// Write `rows` into `table`'s `columns` by binary COPY.
 fn copy_rows(
     tx: &mut postgres::Transaction<'_>,
-    sql: &str,
+    sql: &postgres::Statement,
     types: &[Type],
     rows: impl Iterator<Item = Vec<Box<dyn ToSql + Sync>>>,
 ) -> Result<u64, postgres::Error> {
@@ -695,7 +729,83 @@ fn copy_rows(
     w.finish()
 }
 
+/// The statements of a commit, prepared once per connection: a statement given as text is
+/// a round trip more (to prepare it) and parsed and planned again each time, and a commit
+/// runs while registrations wait behind it.
+struct CommitSql {
+    /// The group's hosts, locked, with their streams' high-water marks (NULL stream: none).
+    lock_hosts: postgres::Statement,
+    /// Series of hosts not yet cached.
+    series_of: postgres::Statement,
+    /// New series, in the order given (see `prepare_series`), with their ids.
+    series_new: postgres::Statement,
+    copy_staging: postgres::Statement,
+    copy_logs: postgres::Statement,
+    /// The new high-water marks ($1..$3), the hosts' newest receipt and loss ($4..$8) and
+    /// the streams' loss ($9..$13), in one statement. Totals saturate: an absurd loss
+    /// report must not make commits fail.
+    finish: postgres::Statement,
+}
+
+const LOCK_HOSTS: &str = "
+    SELECT h.id, s.stream, s.high_seq
+    FROM hosts h LEFT JOIN streams s ON s.host_id = h.id
+    WHERE h.id = ANY($1) ORDER BY h.id FOR NO KEY UPDATE OF h";
+
+const SERIES_OF: &str =
+    "SELECT host_id, id, name, labels, kind FROM series WHERE host_id = ANY($1)";
+
+const SERIES_NEW: &str = "
+    INSERT INTO series (host_id, name, labels, kind)
+    SELECT h, n, l, k FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+        WITH ORDINALITY AS u (h, n, l, k, ord) ORDER BY ord
+    ON CONFLICT (host_id, name, labels) DO UPDATE SET kind = EXCLUDED.kind
+    RETURNING host_id, id, name, labels, kind";
+
+const COPY_STAGING: &str = "COPY staging (host_id, ts, samples, data) FROM STDIN BINARY";
+
+const COPY_LOGS: &str =
+    "COPY logs (host_id, ts_min, ts_max, records, worst, codec, data) FROM STDIN BINARY";
+
+const FINISH_COMMIT: &str = "
+    WITH marks AS (
+        INSERT INTO streams (host_id, stream, high_seq)
+        SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[])
+        ON CONFLICT (host_id, stream) DO UPDATE SET high_seq = EXCLUDED.high_seq
+    ), stream_loss_added AS (
+        INSERT INTO stream_loss AS l (host_id, stream, dropped_batches, dropped_samples,
+                                      discarded_by_revocation)
+        SELECT * FROM unnest($9::bigint[], $10::int[], $11::bigint[], $12::bigint[],
+                             $13::bigint[])
+        ON CONFLICT (host_id, stream) DO UPDATE SET
+           dropped_batches = LEAST(l.dropped_batches::numeric
+               + EXCLUDED.dropped_batches, 9223372036854775807),
+           dropped_samples = LEAST(l.dropped_samples::numeric
+               + EXCLUDED.dropped_samples, 9223372036854775807),
+           discarded_by_revocation = LEAST(l.discarded_by_revocation::numeric
+               + EXCLUDED.discarded_by_revocation, 9223372036854775807)
+    )
+    UPDATE hosts h SET last_seen = GREATEST(coalesce(h.last_seen, u.seen), u.seen),
+       dropped_batches = LEAST(h.dropped_batches::numeric + u.b, 9223372036854775807),
+       dropped_samples = LEAST(h.dropped_samples::numeric + u.s, 9223372036854775807),
+       discarded_by_revocation =
+           LEAST(h.discarded_by_revocation::numeric + u.r, 9223372036854775807)
+    FROM unnest($4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
+       AS u (id, seen, b, s, r)
+    WHERE h.id = u.id";
+
 impl PgStore {
+    fn commit_statements(&mut self) -> Result<CommitSql, postgres::Error> {
+        Ok(CommitSql {
+            lock_hosts: self.prepared(LOCK_HOSTS)?,
+            series_of: self.prepared(SERIES_OF)?,
+            series_new: self.prepared(SERIES_NEW)?,
+            copy_staging: self.prepared(COPY_STAGING)?,
+            copy_logs: self.prepared(COPY_LOGS)?,
+            finish: self.prepared(FINISH_COMMIT)?,
+        })
+    }
+
     /// The body of [`Store::commit`].
     fn commit_tx(&mut self, batches: &[PendingBatch]) -> Result<Vec<CommitOutcome>, StoreError> {
         let err = self.cx.sql("committing batches");
@@ -724,6 +834,7 @@ impl PgStore {
             .collect();
         self.ensure_partitions(Partitioned::Logs, slots)?;
 
+        let sql = self.commit_statements().map_err(&err)?;
         let Self {
             conn,
             series,
@@ -737,35 +848,23 @@ impl PgStore {
         hosts.dedup();
         // Lock the hosts' rows: a batch redelivered to another collector waits here for
         // this commit and then sees its high-water mark. Also proves the hosts exist.
-        let locked: HashSet<HostId> = tx
-            .query(
-                "SELECT id FROM hosts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
-                &[&hosts],
-            )
-            .map_err(&err)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        // (host, stream) -> (mark in the database, mark after this transaction)
+        let mut marks: HashMap<(HostId, u8), (Option<u64>, Option<u64>)> = HashMap::new();
+        let mut locked: HashSet<HostId> = HashSet::with_capacity(hosts.len());
+        for r in tx.query(&sql.lock_hosts, &[&hosts]).map_err(&err)? {
+            locked.insert(r.get(0));
+            if let Some(code) = r.get::<_, Option<i32>>(1) {
+                let m = Some(r.get::<_, i64>(2) as u64);
+                marks.insert((r.get(0), code as u8), (m, m));
+            }
+        }
         if let Some(&missing) = hosts.iter().find(|h| !locked.contains(h)) {
             return Err(StoreError::UnknownHostId(missing));
         }
         hosts_known.extend(locked);
-        // (host, stream) -> (mark in the database, mark after this transaction)
-        let mut marks: HashMap<(HostId, u8), (Option<u64>, Option<u64>)> = HashMap::new();
-        for r in tx
-            .query(
-                "SELECT host_id, stream, high_seq FROM streams WHERE host_id = ANY($1)",
-                &[&hosts],
-            )
-            .map_err(&err)?
-        {
-            let m = Some(r.get::<_, i64>(2) as u64);
-            let code: i32 = r.get(1);
-            marks.insert((r.get(0), code as u8), (m, m));
-        }
         // Every series the group needs, known or created in two statements rather than a
         // round trip per series (a first batch from 10,000 new hosts is a million series).
-        let created = prepare_series(&mut tx, series, batches).map_err(&err)?;
+        let created = prepare_series(&mut tx, &sql, series, batches).map_err(&err)?;
         let mut outcomes = Vec::with_capacity(batches.len());
         // host -> (newest receipt, loss reported by stored batches)
         let mut touched: HashMap<HostId, (UnixMillis, LossReport)> = HashMap::new();
@@ -845,7 +944,7 @@ impl PgStore {
         if !staged.is_empty() {
             copy_rows(
                 &mut tx,
-                "COPY staging (host_id, ts, samples, data) FROM STDIN BINARY",
+                &sql.copy_staging,
                 &[Type::INT8, Type::INT8, Type::INT4, Type::BYTEA],
                 staged.into_iter(),
             )
@@ -854,8 +953,7 @@ impl PgStore {
         if !logs.is_empty() {
             copy_rows(
                 &mut tx,
-                "COPY logs (host_id, ts_min, ts_max, records, worst, codec, data)
-                 FROM STDIN BINARY",
+                &sql.copy_logs,
                 &[
                     Type::INT8,
                     Type::INT8,
@@ -879,15 +977,6 @@ impl PgStore {
                 mq.push(m as i64);
             }
         }
-        if !mh.is_empty() {
-            tx.execute(
-                "INSERT INTO streams (host_id, stream, high_seq)
-                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[])
-                 ON CONFLICT (host_id, stream) DO UPDATE SET high_seq = EXCLUDED.high_seq",
-                &[&mh, &ms, &mq],
-            )
-            .map_err(&err)?;
-        }
         let mut cols: [Vec<i64>; 5] = Default::default();
         for (&host, (seen, loss)) in &touched {
             cols[0].push(host);
@@ -896,45 +985,34 @@ impl PgStore {
             cols[3].push(sql_int(loss.dropped_samples));
             cols[4].push(sql_int(loss.discarded_by_revocation));
         }
-        // Totals saturate: an absurd loss report must not make commits fail.
+        let mut lost: [Vec<i64>; 4] = Default::default();
+        let mut lost_streams: Vec<i32> = Vec::new();
+        for (&(host, stream), loss) in &stream_loss {
+            lost[0].push(host);
+            lost_streams.push(i32::from(stream));
+            lost[1].push(sql_int(loss.dropped_batches));
+            lost[2].push(sql_int(loss.dropped_samples));
+            lost[3].push(sql_int(loss.discarded_by_revocation));
+        }
         tx.execute(
-            "UPDATE hosts h SET last_seen = GREATEST(coalesce(h.last_seen, u.seen), u.seen),
-                dropped_batches = LEAST(h.dropped_batches::numeric + u.b, 9223372036854775807),
-                dropped_samples = LEAST(h.dropped_samples::numeric + u.s, 9223372036854775807),
-                discarded_by_revocation =
-                    LEAST(h.discarded_by_revocation::numeric + u.r, 9223372036854775807)
-             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-                AS u (id, seen, b, s, r)
-             WHERE h.id = u.id",
-            &[&cols[0], &cols[1], &cols[2], &cols[3], &cols[4]],
+            &sql.finish,
+            &[
+                &mh,
+                &ms,
+                &mq,
+                &cols[0],
+                &cols[1],
+                &cols[2],
+                &cols[3],
+                &cols[4],
+                &lost[0],
+                &lost_streams,
+                &lost[1],
+                &lost[2],
+                &lost[3],
+            ],
         )
         .map_err(&err)?;
-        if !stream_loss.is_empty() {
-            let mut cols: [Vec<i64>; 4] = Default::default();
-            let mut streams: Vec<i32> = Vec::new();
-            for (&(host, stream), loss) in &stream_loss {
-                cols[0].push(host);
-                streams.push(i32::from(stream));
-                cols[1].push(sql_int(loss.dropped_batches));
-                cols[2].push(sql_int(loss.dropped_samples));
-                cols[3].push(sql_int(loss.discarded_by_revocation));
-            }
-            tx.execute(
-                "INSERT INTO stream_loss AS l (host_id, stream, dropped_batches, dropped_samples,
-                                               discarded_by_revocation)
-                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[],
-                                      $5::bigint[])
-                 ON CONFLICT (host_id, stream) DO UPDATE SET
-                    dropped_batches = LEAST(l.dropped_batches::numeric
-                        + EXCLUDED.dropped_batches, 9223372036854775807),
-                    dropped_samples = LEAST(l.dropped_samples::numeric
-                        + EXCLUDED.dropped_samples, 9223372036854775807),
-                    discarded_by_revocation = LEAST(l.discarded_by_revocation::numeric
-                        + EXCLUDED.discarded_by_revocation, 9223372036854775807)",
-                &[&cols[0], &streams, &cols[1], &cols[2], &cols[3]],
-            )
-            .map_err(&err)?;
-        }
         tx.commit().map_err(&err)?;
         if planner.grew(created) {
             // Without statistics the planner takes a host's series for 0.5 % of the table and
@@ -1241,6 +1319,7 @@ impl Growth {
 /// many it created.
 fn prepare_series(
     tx: &mut postgres::Transaction<'_>,
+    sql: &CommitSql,
     cache: &mut HashMap<HostId, HostSeries>,
     batches: &[PendingBatch],
 ) -> Result<u64, postgres::Error> {
@@ -1260,15 +1339,15 @@ fn prepare_series(
         for &h in &uncached {
             cache.insert(h, HostSeries::default());
         }
-        for r in tx.query(
-            "SELECT host_id, id, name, labels, kind FROM series WHERE host_id = ANY($1)",
-            &[&uncached],
-        )? {
+        for r in tx.query(&sql.series_of, &[&uncached])? {
             remember(cache, &r);
         }
     }
-    // (host, key) -> (name, labels, kind): one row each, as ON CONFLICT DO UPDATE needs.
-    let mut wanted: HashMap<(HostId, Vec<u8>), (&str, &str, MetricKind)> = HashMap::new();
+    // (host, key) -> (name, labels, kind): one row each, as ON CONFLICT DO UPDATE needs;
+    // in order, so that a host's series share heap pages and a restarted collector reads
+    // them from a few pages rather than from a page each (3.6 times the time, measured in
+    // a reconnect storm of 10,000 hosts).
+    let mut wanted: BTreeMap<(HostId, Vec<u8>), (&str, &str, MetricKind)> = BTreeMap::new();
     let mut key = Vec::new();
     for (host, samples) in metrics() {
         let Some(hs) = cache.get(&host) else { continue };
@@ -1300,13 +1379,7 @@ fn prepare_series(
         labels.push(label);
         kinds.push(kind.as_str());
     }
-    let rows = tx.query(
-        "INSERT INTO series (host_id, name, labels, kind)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
-         ON CONFLICT (host_id, name, labels) DO UPDATE SET kind = EXCLUDED.kind
-         RETURNING host_id, id, name, labels, kind",
-        &[&hosts, &names, &labels, &kinds],
-    )?;
+    let rows = tx.query(&sql.series_new, &[&hosts, &names, &labels, &kinds])?;
     for r in &rows {
         remember(cache, r);
     }
@@ -1629,37 +1702,17 @@ impl Store for PgStore {
         Ok(())
     }
     fn register_host(&mut self, hello: &HostHello, now: UnixMillis) -> Result<HostId, StoreError> {
-        let rows = self.upsert_host(&register_sql().0, hello, now)?;
-        rows.first()
-            .map(|r| r.get(0))
-            .ok_or_else(|| self.cx.corrupt("registering a host", "no id returned"))
+        self.register_with_high_water(hello, now)
+            .map(|(host, _)| host)
     }
 
-    /// One round trip: the upsert and the high-water marks (a reconnect storm is thousands
-    /// of these).
     fn register_with_high_water(
         &mut self,
         hello: &HostHello,
         now: UnixMillis,
     ) -> Result<(HostId, Vec<(StreamId, u64)>), StoreError> {
-        let rows = self.upsert_host(&register_sql().1, hello, now)?;
-        let host: HostId = rows
-            .first()
-            .map(|r| r.get(0))
-            .ok_or_else(|| self.cx.corrupt("registering a host", "no id returned"))?;
-        let mut marks = Vec::new();
-        for r in &rows {
-            let Some(code) = r.get::<_, Option<i32>>(1) else {
-                continue; // no stream written yet
-            };
-            let stream = u8::try_from(code)
-                .ok()
-                .and_then(StreamId::from_code)
-                .ok_or_else(|| self.cx.corrupt("stream code", code.to_string()))?;
-            marks.push((stream, r.get::<_, i64>(2) as u64));
-        }
-        marks.sort();
-        Ok((host, marks))
+        let mut one = self.register_many(&[hello], now)?;
+        Ok(one.pop().expect("one outcome per Hello"))
     }
 
     fn set_consent(
@@ -1711,10 +1764,18 @@ impl Store for PgStore {
         let mut out = Vec::with_capacity(updates.len());
         let mut i = 0;
         while i < updates.len() {
-            // Disconnections in a row (a stopping collector's thousands) are one statement.
+            // Disconnections in a row (a stopping collector's thousands) are one statement,
+            // and so are registrations in a row (a restarted one's).
             let hosts = disconnections_in_a_row(&updates[i..]);
+            let hellos = registrations_in_a_row(&updates[i..]);
             let done = if hosts.len() > 1 {
                 self.disconnect_many(&hosts)
+            } else if hellos.len() > 1 {
+                self.register_many(&hellos, now).map(|done| {
+                    done.into_iter()
+                        .map(|(host, high_water)| Ok(HostUpdated::Registered { host, high_water }))
+                        .collect()
+                })
             } else {
                 match self.host_update(&updates[i], now) {
                     Err(e @ StoreError::Backend { .. }) => Err(e),
@@ -2138,6 +2199,19 @@ impl Store for PgStore {
         self.partitions.clear();
         result
     }
+}
+
+/// The Hellos of the registrations at the head of `updates`, up to the first whose host
+/// is already among them.
+fn registrations_in_a_row<'a>(updates: &'a [HostUpdate<'a>]) -> Vec<&'a HostHello<'a>> {
+    let mut seen = HashSet::new();
+    updates
+        .iter()
+        .map_while(|u| match u {
+            HostUpdate::Register(hello) if seen.insert(hello.identity) => Some(hello),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The hosts of the disconnections at the head of `updates`.
