@@ -361,6 +361,9 @@ async fn session(
         scopes = %scopes(&consent),
         "agent connected"
     );
+    // Counted before the Welcome goes out: an agent that has its Welcome is connected, also
+    // to a shutdown that begins at once and sizes the return window by the count.
+    let _connected = opts.telemetry.agent_connected();
     write_msg(
         send,
         &CollectorMsg::Welcome(Welcome {
@@ -373,7 +376,6 @@ async fn session(
     )
     .await?;
     drop(turn);
-    let _connected = opts.telemetry.agent_connected();
     opts.links.register(
         host,
         format!("{}/{}", identity.customer, identity.host),
@@ -421,7 +423,12 @@ async fn session(
         };
         loop {
             let frame = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    // While this connection still counts: the first to see the shutdown
+                    // (this task or `serve`) fixes the return window for all.
+                    opts.going_away.fix(opts.telemetry.agents_connected_now());
+                    break;
+                }
                 f = read_frame(recv, max) => f?,
             };
             let Some(frame) = frame else { break };
