@@ -209,6 +209,14 @@ impl Ctx {
             detail: detail.to_string(),
         }
     }
+
+    /// The stream a stored code names; `what` says where the code was read.
+    fn stream(&self, code: i32, what: &str) -> Result<StreamId, StoreError> {
+        u8::try_from(code)
+            .ok()
+            .and_then(StreamId::from_code)
+            .ok_or_else(|| self.corrupt(what, code))
+    }
 }
 
 pub struct PgStore {
@@ -452,21 +460,20 @@ impl PgStore {
                 .ok()
                 .and_then(|i| out.get_mut(i))
                 .ok_or_else(|| self.cx.corrupt("registering hosts", format!("row {ord}")))?;
-            let (host, marks) = slot.get_or_insert_with(|| (r.get(1), Vec::new()));
-            self.hosts_known.insert(*host);
+            let (_, marks) = slot.get_or_insert_with(|| (r.get(1), Vec::new()));
             let Some(code) = r.get::<_, Option<i32>>(2) else {
                 continue; // no stream written yet
             };
-            let stream = u8::try_from(code)
-                .ok()
-                .and_then(StreamId::from_code)
-                .ok_or_else(|| self.cx.corrupt("stream code", code.to_string()))?;
-            marks.push((stream, r.get::<_, i64>(3) as u64));
+            marks.push((
+                self.cx.stream(code, "stream code")?,
+                r.get::<_, i64>(3) as u64,
+            ));
         }
         out.into_iter()
             .map(|one| {
                 let (host, mut marks) =
                     one.ok_or_else(|| self.cx.corrupt("registering hosts", "no id returned"))?;
+                self.hosts_known.insert(host);
                 marks.sort();
                 Ok((host, marks))
             })
@@ -678,10 +685,7 @@ impl PgStore {
         for r in rows {
             let get_u = |i: usize| r.get::<_, i64>(i).max(0) as u64;
             let code: i32 = r.get(1);
-            let stream = u8::try_from(code)
-                .ok()
-                .and_then(StreamId::from_code)
-                .ok_or_else(|| cx.corrupt("stream code of a loss total", code))?;
+            let stream = cx.stream(code, "stream code of a loss total")?;
             let loss = LossReport {
                 dropped_batches: get_u(2),
                 dropped_samples: get_u(3),
@@ -1828,11 +1832,10 @@ impl Store for PgStore {
         let mut out = Vec::new();
         for r in rows {
             let code: i32 = r.get(0);
-            let stream = u8::try_from(code)
-                .ok()
-                .and_then(StreamId::from_code)
-                .ok_or_else(|| self.cx.corrupt("stream code", code.to_string()))?;
-            out.push((stream, r.get::<_, i64>(1) as u64));
+            out.push((
+                self.cx.stream(code, "stream code")?,
+                r.get::<_, i64>(1) as u64,
+            ));
         }
         out.sort();
         Ok(out)
