@@ -160,10 +160,35 @@ pub async fn connect(
     addr: SocketAddr,
     hello: &Hello,
 ) -> Result<Link, LinkError> {
-    let max = cfg.max_frame_bytes;
     let connecting = endpoint
         .connect(addr, &cfg.server_name)
         .map_err(|source| LinkError::Connect { addr, source })?;
+    welcomed(connecting, cfg, addr, hello).await
+}
+
+/// [`connect`] with a TLS identity of the connection's own rather than the endpoint's: for
+/// many agents sharing one UDP socket (the load generator's).
+pub async fn connect_with(
+    endpoint: &quinn::Endpoint,
+    client: quinn::ClientConfig,
+    cfg: &CollectorConfig,
+    addr: SocketAddr,
+    hello: &Hello,
+) -> Result<Link, LinkError> {
+    let connecting = endpoint
+        .connect_with(client, addr, &cfg.server_name)
+        .map_err(|source| LinkError::Connect { addr, source })?;
+    welcomed(connecting, cfg, addr, hello).await
+}
+
+/// The handshake of `connecting`, then Hello and Welcome.
+async fn welcomed(
+    connecting: quinn::Connecting,
+    cfg: &CollectorConfig,
+    addr: SocketAddr,
+    hello: &Hello,
+) -> Result<Link, LinkError> {
+    let max = cfg.max_frame_bytes;
     // Dropping the attempt abandons it; the caller tries again with backoff.
     let conn = tokio::time::timeout(cfg.connect_timeout, connecting)
         .await

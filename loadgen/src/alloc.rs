@@ -6,9 +6,9 @@
 //! agents are a harness sharing the machine with the collector it measures (real agents
 //! are on other hosts): they run on mimalloc too (a 10,000-agent restart on SQLite took
 //! 8.8 to 10.0 s, 10.3 s before), except for blocks of 1 MiB and more. Those go to the
-//! system allocator: each simulated agent has its own quinn endpoint with a 3 MiB receive
-//! buffer, which the system allocator maps as untouched pages and mimalloc zeroes (2 MiB
-//! more resident memory per agent, 20 GB for 10,000).
+//! system allocator: each quinn endpoint has a 3 MiB receive buffer, which the system
+//! allocator maps as untouched pages and mimalloc zeroes (2 MiB more resident memory per
+//! endpoint: 20 GB for 10,000 agents with `--agents-per-socket 1`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::CStr;

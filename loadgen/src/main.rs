@@ -76,9 +76,17 @@ struct Cli {
     /// the collector's own default).
     #[arg(long, global = true)]
     max_connecting: Option<usize>,
+    /// The collector's `ingest.return_rate`: agents a second a stopping collector spreads
+    /// its agents' return for (default: the collector's own default).
+    #[arg(long, global = true)]
+    return_rate: Option<u32>,
     /// Worker threads of the agents' runtime (default: the number of CPUs).
     #[arg(long, global = true)]
     agent_threads: Option<usize>,
+    /// Simulated agents per UDP socket (default: one each for `ingest` and `logs`, 64 for
+    /// `idle` and `reconnect`).
+    #[arg(long, global = true)]
+    agents_per_socket: Option<usize>,
     /// Where the collectors' data and the agents' certificates go (default: a temporary
     /// directory, removed at the end).
     #[arg(long, global = true)]
@@ -157,6 +165,8 @@ fn main() -> Result<()> {
         pace: cli.pace.filter(|p| !p.is_zero()),
         collector_threads: cli.collector_threads.unwrap_or(cpus).max(1),
         agent_threads: cli.agent_threads.unwrap_or(cpus).max(1),
+        agents_per_socket: cli.agents_per_socket.map(|n| n.max(1)),
+        return_rate: cli.return_rate,
         max_connecting: cli.max_connecting,
         idle_hold: cli.idle_hold,
         log_bursts: cli.log_bursts.clamp(1, u32::MAX / 4),

@@ -1,7 +1,7 @@
 //! The scenarios: each sets up a collector on one backend and its agents, runs, measures,
 //! checks its own accounting, and hands back one row of the table.
 
-use crate::agent::{Agent, Attempts, CONNECT_PATIENCE, Gate, Plan, Sent, Start};
+use crate::agent::{self, Agent, Attempts, CONNECT_PATIENCE, Gate, Plan, Sent, Start};
 use crate::collector::{Counts, Running};
 use crate::common::thousands;
 use crate::lag::{Lag, LagSummary};
@@ -36,6 +36,9 @@ pub struct Settings {
     pub pace: Option<Duration>,
     pub collector_threads: usize,
     pub agent_threads: usize,
+    /// `None`: each scenario's own (see [`agent::AGENTS_PER_SOCKET`]).
+    pub agents_per_socket: Option<usize>,
+    pub return_rate: Option<u32>,
     /// The collector's `ingest.max_connecting`, if not its default.
     pub max_connecting: Option<usize>,
     /// How long `idle` holds every connection before reading the collector's memory.
@@ -80,6 +83,10 @@ fn write_config(dir: &Path, db: &Db, s: &Settings, listen: &str) -> Result<PathB
         .max_connecting
         .map(|n| format!("max_connecting = {n}\n"))
         .unwrap_or_default();
+    let return_rate = s
+        .return_rate
+        .map(|n| format!("return_rate = {n}\n"))
+        .unwrap_or_default();
     let path = dir.join("collector.toml");
     // In-run compaction is pushed past the run, so ingest figures are ingest only; the
     // scenario compacts afterwards to measure bytes at rest.
@@ -87,7 +94,7 @@ fn write_config(dir: &Path, db: &Db, s: &Settings, listen: &str) -> Result<PathB
         &path,
         format!(
             "data_dir = \"collector\"\nlisten = \"{listen}\"\n{database}\
-             [api]\nlisten = \"127.0.0.1:0\"\n[ingest]\ncompact_every = \"1h\"\n{connecting}"
+             [api]\nlisten = \"127.0.0.1:0\"\n[ingest]\ncompact_every = \"1h\"\n{connecting}{return_rate}"
         ),
     )?;
     Ok(path)
@@ -215,14 +222,24 @@ where
     let (go_tx, go_rx) = watch::channel(false);
     let t = Instant::now();
     let mut tasks = Vec::with_capacity(n);
+    let mut endpoint = Err(String::new());
     for (i, client) in clients.into_iter().enumerate() {
         let gate = Gate {
             ready: ready_tx.clone(),
             go: go_rx.clone(),
         };
-        match Agent::new(i, client, plan.clone()) {
-            Ok(agent) => tasks.push(tokio::spawn(body(agent, gate))),
-            Err(e) => tasks.push(tokio::spawn(async move { Err(e) })),
+        if i % plan.per_socket == 0 {
+            endpoint = agent::shared_endpoint().map_err(|e| format!("a client endpoint: {e}"));
+        }
+        match &endpoint {
+            Ok(ep) => {
+                let agent = Agent::new(i, ep.clone(), client, plan.clone());
+                tasks.push(tokio::spawn(body(agent, gate)));
+            }
+            Err(e) => {
+                let e = format!("{}: {e}", host_name(i));
+                tasks.push(tokio::spawn(async move { Err(e) }));
+            }
         }
     }
     drop(ready_tx);
@@ -433,7 +450,13 @@ pub fn ingest(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     let (start, compact_at) = clock(s.batches);
     let collector = Running::start(&su.config, s.collector_threads)?;
     let pid = collector.pid();
-    let plan = Arc::new(Plan::new(collector.addr, s.window, start, s.pace));
+    let plan = Arc::new(Plan::new(
+        collector.addr,
+        s.window,
+        s.agents_per_socket.unwrap_or(1),
+        start,
+        s.pace,
+    ));
     let batches = s.batches;
     let run = send_all(su.clients, &su.agents_rt, &plan, pid, batches);
     collector.stop(STOP_PATIENCE)?;
@@ -594,7 +617,13 @@ pub fn logs(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     let collector = Running::start(&su.config, s.collector_threads)?;
     let pid = collector.pid();
     let bursts = Arc::new(LogBursts::new(s.burst_lines, start).map_err(anyhow::Error::msg)?);
-    let mut plan = Plan::new(collector.addr, s.window, start, s.pace);
+    let mut plan = Plan::new(
+        collector.addr,
+        s.window,
+        s.agents_per_socket.unwrap_or(1),
+        start,
+        s.pace,
+    );
     plan.logs = Some(bursts.clone());
     let plan = Arc::new(plan);
     let n = s.log_bursts;
@@ -660,14 +689,19 @@ pub fn idle(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     // Let the collector finish starting (store, threads) before the baseline.
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = procstat::rss_bytes(pid);
-    let plan = Arc::new(Plan::new(collector.addr, s.window, now_millis(), None));
+    let plan = Arc::new(Plan::new(
+        collector.addr,
+        s.window,
+        s.agents_per_socket.unwrap_or(agent::AGENTS_PER_SOCKET),
+        now_millis(),
+        None,
+    ));
     let hold = s.idle_hold;
     let (connect, ready, rss1, results) = su.agents_rt.block_on(async {
         let (tasks, go, connect, ready) =
             spawn_agents(su.clients, &plan, |agent, gate| async move {
                 let link = agent.connect_fresh(gate).await?;
-                agent.close();
-                drop(link);
+                link.conn.close(0u32.into(), b"done");
                 Ok(())
             })
             .await;
@@ -739,7 +773,13 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
     let (start, _) = clock(2 * b);
     let first = Running::start(&su.config, s.collector_threads)?;
     let addr = first.addr;
-    let plan = Arc::new(Plan::new(addr, s.window, start, None));
+    let plan = Arc::new(Plan::new(
+        addr,
+        s.window,
+        s.agents_per_socket.unwrap_or(agent::AGENTS_PER_SOCKET),
+        start,
+        None,
+    ));
     let agents = s.agents;
     let threads = s.collector_threads;
     let Storm {
@@ -753,8 +793,15 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
         agents_lag,
     } = su.agents_rt.block_on(async {
         let (done_tx, mut done_rx) = mpsc::channel::<()>(agents.max(1));
+        // Back agents stay connected, as real ones do, until every agent is back (or has
+        // failed): closing their sessions during the storm would load the collector with
+        // work a real restart does not have.
+        let (back_tx, mut back_rx) = mpsc::channel::<()>(agents.max(1));
+        let (release_tx, release_rx) = watch::channel(false);
         let (tasks, go, _, _) = spawn_agents(su.clients, &plan, move |mut agent, gate| {
             let done = done_tx.clone();
+            let back = back_tx.clone();
+            let mut release = release_rx.clone();
             async move {
                 let mut link = agent.connect_fresh(gate).await?;
                 let before = agent.send(&mut link, 0, b).await?;
@@ -775,6 +822,9 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
                 }
                 let after = agent.send(&mut link, b, 2 * b).await?;
                 let path = link.conn.stats().path;
+                let _ = back.send(()).await;
+                drop(back);
+                let _ = release.wait_for(|r| *r).await;
                 agent.finish(link).await?;
                 Ok(Reconnected {
                     acked: before.acked + after.acked,
@@ -810,6 +860,10 @@ pub fn reconnect(dir: &Path, db: &Db, s: &Settings, pki: &Pki) -> Result<Row> {
             let r = config.and_then(|config| Running::start(&config, threads));
             (r, restarted.elapsed())
         });
+        // Every agent has reported back or ended (its sender gone either way; the one
+        // `spawn_agents` was given went with it).
+        while back_rx.recv().await.is_some() {}
+        let _ = release_tx.send(true);
         let results = join_all(tasks).await;
         // Microseconds, as `procstat::percentile_us` takes them.
         let mut backs: Vec<u32> = results

@@ -36,6 +36,9 @@ fn every_scenario_on_both_backends_accounts_exactly_once() {
             "2",
             "--agent-threads",
             "2",
+            // Three sockets, the last one not full.
+            "--agents-per-socket",
+            "7",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
