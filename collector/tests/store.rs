@@ -1797,6 +1797,62 @@ fn postgres_a_batch_committed_by_two_collectors_at_once_is_stored_once() {
     assert_eq!(st.high_water(h).unwrap(), vec![(StreamId::Metrics, rounds)]);
 }
 
+/// A commit that waits for another collector's commit of the same host reads the marks
+/// that commit left: the batch it stored is a duplicate here, not stored twice. (The race
+/// the test above meets by chance, made certain: the other collector holds the host's lock
+/// until this commit is seen waiting for it.)
+#[test]
+fn postgres_a_commit_that_waited_for_another_sees_what_it_stored() {
+    let b = Backend::postgres();
+    let Backend::Postgres(db) = &b else {
+        unreachable!()
+    };
+    let mut st = b.open();
+    let h = register(&mut *st, "acme", "db1", T0);
+    // The other collector, mid-commit of batch 1 (seq 1): host locked, mark written.
+    let mut other = pg_client(db);
+    let mut tx = other.transaction().unwrap();
+    tx.execute(
+        "SELECT id FROM hosts WHERE id = $1 FOR NO KEY UPDATE",
+        &[&h],
+    )
+    .unwrap();
+    tx.execute(
+        "INSERT INTO streams (host_id, stream, high_seq) VALUES ($1, $2, 1)",
+        &[&h, &i32::from(StreamId::Metrics.code())],
+    )
+    .unwrap();
+    let holder: i32 = tx.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| st.commit(&[tick(h, 0, T0)]).unwrap());
+        // Until this collector's commit waits on the other's lock (bounded).
+        let mut watcher = pg_client(db);
+        let t = Instant::now();
+        loop {
+            let blocked: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    &[&holder],
+                )
+                .unwrap()
+                .get(0);
+            if blocked > 0 {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the commit never waited for the other collector's lock"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tx.commit().unwrap();
+        assert_eq!(waiting.join().unwrap(), vec![CommitOutcome::Duplicate]);
+    });
+    assert_eq!(st.stats().unwrap().staged_batches, 0);
+    assert_eq!(st.high_water(h).unwrap(), vec![(StreamId::Metrics, 1)]);
+}
+
 /// Compaction and retention run by one collector at a time: another finds the lock held
 /// and does nothing; retention drops partitions that are wholly past their age.
 #[test]

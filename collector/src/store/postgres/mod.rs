@@ -737,8 +737,10 @@ fn copy_rows(
 /// a round trip more (to prepare it) and parsed and planned again each time, and a commit
 /// runs while registrations wait behind it.
 struct CommitSql {
-    /// The group's hosts, locked, with their streams' high-water marks (NULL stream: none).
+    /// The group's hosts, locked.
     lock_hosts: postgres::Statement,
+    /// Their streams' high-water marks, read once the locks are held.
+    marks_of: postgres::Statement,
     /// Series of hosts not yet cached.
     series_of: postgres::Statement,
     /// New series, in the order given (see `prepare_series`), with their ids.
@@ -751,10 +753,12 @@ struct CommitSql {
     finish: postgres::Statement,
 }
 
-const LOCK_HOSTS: &str = "
-    SELECT h.id, s.stream, s.high_seq
-    FROM hosts h LEFT JOIN streams s ON s.host_id = h.id
-    WHERE h.id = ANY($1) ORDER BY h.id FOR NO KEY UPDATE OF h";
+const LOCK_HOSTS: &str = "SELECT id FROM hosts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+
+/// A statement of its own, after [`LOCK_HOSTS`]: a statement reads the database as it was
+/// when the statement began, so marks read by the locking statement itself would predate
+/// the commit it waited for, and a batch that commit stored would be stored again.
+const MARKS_OF: &str = "SELECT host_id, stream, high_seq FROM streams WHERE host_id = ANY($1)";
 
 const SERIES_OF: &str =
     "SELECT host_id, id, name, labels, kind FROM series WHERE host_id = ANY($1)";
@@ -802,6 +806,7 @@ impl PgStore {
     fn commit_statements(&mut self) -> Result<CommitSql, postgres::Error> {
         Ok(CommitSql {
             lock_hosts: self.prepared(LOCK_HOSTS)?,
+            marks_of: self.prepared(MARKS_OF)?,
             series_of: self.prepared(SERIES_OF)?,
             series_new: self.prepared(SERIES_NEW)?,
             copy_staging: self.prepared(COPY_STAGING)?,
@@ -853,17 +858,19 @@ impl PgStore {
         // Lock the hosts' rows: a batch redelivered to another collector waits here for
         // this commit and then sees its high-water mark. Also proves the hosts exist.
         // (host, stream) -> (mark in the database, mark after this transaction)
-        let mut marks: HashMap<(HostId, u8), (Option<u64>, Option<u64>)> = HashMap::new();
-        let mut locked: HashSet<HostId> = HashSet::with_capacity(hosts.len());
-        for r in tx.query(&sql.lock_hosts, &[&hosts]).map_err(&err)? {
-            locked.insert(r.get(0));
-            if let Some(code) = r.get::<_, Option<i32>>(1) {
-                let m = Some(r.get::<_, i64>(2) as u64);
-                marks.insert((r.get(0), code as u8), (m, m));
-            }
-        }
+        let locked: HashSet<HostId> = tx
+            .query(&sql.lock_hosts, &[&hosts])
+            .map_err(&err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         if let Some(&missing) = hosts.iter().find(|h| !locked.contains(h)) {
             return Err(StoreError::UnknownHostId(missing));
+        }
+        let mut marks: HashMap<(HostId, u8), (Option<u64>, Option<u64>)> = HashMap::new();
+        for r in tx.query(&sql.marks_of, &[&hosts]).map_err(&err)? {
+            let m = Some(r.get::<_, i64>(2) as u64);
+            marks.insert((r.get(0), r.get::<_, i32>(1) as u8), (m, m));
         }
         hosts_known.extend(locked);
         // Every series the group needs, known or created in two statements rather than a
