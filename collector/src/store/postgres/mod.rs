@@ -849,6 +849,7 @@ impl PgStore {
             series,
             hosts_known,
             planner,
+            cx,
             ..
         } = self;
         let mut tx = conn.transaction().map_err(&err)?;
@@ -857,7 +858,6 @@ impl PgStore {
         hosts.dedup();
         // Lock the hosts' rows: a batch redelivered to another collector waits here for
         // this commit and then sees its high-water mark. Also proves the hosts exist.
-        // (host, stream) -> (mark in the database, mark after this transaction)
         let locked: HashSet<HostId> = tx
             .query(&sql.lock_hosts, &[&hosts])
             .map_err(&err)?
@@ -867,10 +867,12 @@ impl PgStore {
         if let Some(&missing) = hosts.iter().find(|h| !locked.contains(h)) {
             return Err(StoreError::UnknownHostId(missing));
         }
+        // (host, stream) -> (mark in the database, mark after this transaction)
         let mut marks: HashMap<(HostId, u8), (Option<u64>, Option<u64>)> = HashMap::new();
         for r in tx.query(&sql.marks_of, &[&hosts]).map_err(&err)? {
             let m = Some(r.get::<_, i64>(2) as u64);
-            marks.insert((r.get(0), r.get::<_, i32>(1) as u8), (m, m));
+            let stream = cx.stream(r.get(1), "stream code")?;
+            marks.insert((r.get(0), stream.code()), (m, m));
         }
         hosts_known.extend(locked);
         // Every series the group needs, known or created in two statements rather than a
